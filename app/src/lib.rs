@@ -1,0 +1,1 @@
+//! The sockmsg programs (work in progress).

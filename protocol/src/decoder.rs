@@ -1,0 +1,524 @@
+//! The receive side: bytes in, messages out.
+
+use std::io;
+use std::mem;
+
+use crate::error::{Error, Phase};
+use crate::header::{parse_header, Header};
+use crate::message::{check_json_content, Message};
+use crate::Limits;
+
+/// Content is allocated in steps of at least this much, doubling after that, and never past
+/// what the header announced: a peer that announces 16 MiB and sends nothing costs nothing,
+/// one that sends `n` bytes costs at most `max(2n, n + 64 KiB)`.
+const CONTENT_STEP: usize = 64 * 1024;
+
+/// Default size of the staging buffer behind [`Decoder::read_buf`].
+pub const DEFAULT_READ_BUF: usize = 16 * 1024;
+
+/// A header buffer larger than this is freed once its header is parsed.
+const HBUF_KEEP: usize = 4 * 1024;
+
+/// What the decoder has for you.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A complete message.
+    Message(Message),
+    /// Everything received so far has been consumed; feed more bytes.
+    NeedData,
+    /// The stream ended cleanly between two messages; no more messages will come.
+    End,
+}
+
+/// The phase the decoder is in: where the next byte goes.
+#[derive(Debug)]
+enum State {
+    /// Waiting for (the rest of) the 2-byte protoheader.
+    Protoheader,
+    /// The header length is known; waiting for its bytes.
+    Header { len: usize },
+    /// The header is known; `len` content bytes in all.
+    Content { header: Header, len: usize },
+    /// Clean end of stream.
+    End,
+    /// A peer error; reported again on every call.
+    Failed(Error),
+}
+
+/// Which buffer [`Decoder::read_buf`] lent out, and how large it was.
+#[derive(Debug, Clone, Copy)]
+enum Lent {
+    None,
+    Staging(usize),
+    Content(usize),
+}
+
+/// The sans-IO decoder: a state machine over the three phases of a message.
+///
+/// Bytes reach it through one of three doors, which may be mixed:
+///
+/// * [`Decoder::decode`] takes them from your slice as it needs them (httparse style: a
+///   complete message in your buffer is parsed in place, only a partial one is copied);
+/// * [`Decoder::receive`] copies them in (h11's `receive_data`), then
+///   [`Decoder::next_event`] takes messages out;
+/// * [`Decoder::read_buf`] lends a writable slice to `recv` into and [`Decoder::commit`]
+///   says how much was written (rustls's `read_tls`). While a large content is arriving the
+///   slice is the content buffer itself, so those bytes are never copied again.
+///
+/// End of stream is explicit ([`Decoder::receive_eof`]): clean between messages
+/// ([`Event::End`]), [`Error::UnexpectedEof`] inside one. The verdict on a stream never
+/// depends on how it was split, and after a peer error the decoder stays failed.
+///
+/// ```
+/// use sockmsg_protocol::{Decoder, Event, Limits, Message, encode};
+/// let wire = encode(&Message::json(&serde_json::json!({"action": "search", "value": "ring"}))?)?;
+/// let mut dec = Decoder::new(Limits::default());
+/// let (a, b) = wire.split_at(7);
+/// assert_eq!(dec.decode(&mut &a[..])?, Event::NeedData);
+/// let mut rest = b;
+/// let Event::Message(m) = dec.decode(&mut rest)? else { panic!("complete") };
+/// assert_eq!(m.content(), br#"{"action": "search", "value": "ring"}"#);
+/// dec.receive_eof();
+/// assert_eq!(dec.next_event()?, Event::End);
+/// # Ok::<(), sockmsg_protocol::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    state: State,
+    /// Protoheader bytes while it is split.
+    ph: [u8; 2],
+    ph_have: usize,
+    /// Header bytes while the header is split.
+    hbuf: Vec<u8>,
+    /// Content being received: `content.len()` bytes are allocated (zeroed), `filled` hold data.
+    content: Vec<u8>,
+    filled: usize,
+    /// Staging buffer for `receive` and `read_buf`: unread bytes are `rbuf[rpos..rend]`.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    rend: usize,
+    read_buf_size: usize,
+    lent: Lent,
+    eof: bool,
+    /// Stream offset of the next byte the state machine will consume.
+    position: u64,
+    /// Stream offset where the message in progress (or the next one) starts.
+    message_start: u64,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(Limits::default())
+    }
+}
+
+impl Decoder {
+    /// A decoder at the start of a stream.
+    pub fn new(limits: Limits) -> Decoder {
+        Decoder {
+            limits,
+            state: State::Protoheader,
+            ph: [0; 2],
+            ph_have: 0,
+            hbuf: Vec::new(),
+            content: Vec::new(),
+            filled: 0,
+            rbuf: Vec::new(),
+            rpos: 0,
+            rend: 0,
+            read_buf_size: DEFAULT_READ_BUF,
+            lent: Lent::None,
+            eof: false,
+            position: 0,
+            message_start: 0,
+        }
+    }
+
+    /// Sets the size of the staging buffer [`Decoder::read_buf`] lends (at least 64 bytes;
+    /// default [`DEFAULT_READ_BUF`]). Content of at least this many remaining bytes is
+    /// received directly into the message's own buffer.
+    pub fn with_read_buf_size(mut self, size: usize) -> Decoder {
+        self.read_buf_size = size.max(64);
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Decodes from `input`, advancing it past the bytes consumed. Returns at most one
+    /// message; call again (with the rest of `input`) until [`Event::NeedData`], which means
+    /// all of `input` was consumed.
+    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Event, Error> {
+        if let State::Failed(e) = &self.state {
+            return Err(e.clone());
+        }
+        if self.eof && !input.is_empty() {
+            return Err(Error::ReceiveAfterEof);
+        }
+        if self.rpos < self.rend {
+            let rbuf = mem::take(&mut self.rbuf);
+            let mut staged = rbuf.get(self.rpos..self.rend).unwrap_or_default();
+            let before = staged.len();
+            let result = self.step(&mut staged);
+            self.rpos += before - staged.len();
+            self.rbuf = rbuf;
+            if self.rpos == self.rend {
+                self.rpos = 0;
+                self.rend = 0;
+            }
+            match result {
+                Ok(Some(m)) => return Ok(Event::Message(m)),
+                Ok(None) => {}
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        match self.step(input) {
+            Ok(Some(m)) => Ok(Event::Message(m)),
+            Ok(None) if self.eof => self.at_eof(),
+            Ok(None) => Ok(Event::NeedData),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// The next event from bytes already received through [`Decoder::receive`] or
+    /// [`Decoder::commit`].
+    pub fn next_event(&mut self) -> Result<Event, Error> {
+        self.decode(&mut &[][..])
+    }
+
+    /// Copies `data` into the decoder's buffer; take the messages out with
+    /// [`Decoder::next_event`].
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), Error> {
+        if let State::Failed(e) = &self.state {
+            return Err(e.clone());
+        }
+        if self.eof && !data.is_empty() {
+            return Err(Error::ReceiveAfterEof);
+        }
+        self.compact_staging();
+        let end = self.rend + data.len();
+        if self.rbuf.len() < end {
+            self.rbuf.resize(end, 0);
+        }
+        if let Some(dst) = self.rbuf.get_mut(self.rend..end) {
+            dst.copy_from_slice(data);
+        }
+        self.rend = end;
+        Ok(())
+    }
+
+    /// Lends a writable slice to receive into; report how many bytes were written with
+    /// [`Decoder::commit`]. While a content of at least the read-buffer size is arriving and
+    /// nothing else is staged, this is the message's own content buffer.
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        if let State::Content { len, .. } = self.state {
+            let remaining = len - self.filled;
+            if self.rpos == self.rend && remaining >= self.read_buf_size {
+                if self.content.len() == self.filled {
+                    self.grow_content(self.filled + 1, len);
+                }
+                let spare = self.content.get_mut(self.filled..).unwrap_or_default();
+                self.lent = Lent::Content(spare.len());
+                return spare;
+            }
+        }
+        self.compact_staging();
+        let want = self.rend + self.read_buf_size.max(1);
+        if self.rbuf.len() < want
+            && (self.rbuf.len() == self.rend || self.rbuf.len() < self.read_buf_size)
+        {
+            self.rbuf.resize(want.max(self.read_buf_size), 0);
+        }
+        let spare = self.rbuf.get_mut(self.rend..).unwrap_or_default();
+        self.lent = Lent::Staging(spare.len());
+        spare
+    }
+
+    /// Records that `n` bytes were written at the start of the slice last returned by
+    /// [`Decoder::read_buf`]. Committing more than that slice held is
+    /// [`Error::CommitTooLarge`] (a local error).
+    pub fn commit(&mut self, n: usize) -> Result<(), Error> {
+        let lent = mem::replace(&mut self.lent, Lent::None);
+        match lent {
+            _ if n == 0 => Ok(()),
+            Lent::Staging(avail) if n <= avail => {
+                self.rend += n;
+                Ok(())
+            }
+            Lent::Content(avail) if n <= avail => {
+                self.filled += n;
+                self.position += n as u64;
+                Ok(())
+            }
+            Lent::Staging(available) | Lent::Content(available) => Err(Error::CommitTooLarge {
+                committed: n,
+                available,
+            }),
+            Lent::None => Err(Error::CommitTooLarge {
+                committed: n,
+                available: 0,
+            }),
+        }
+    }
+
+    /// Reads once from `reader` into [`Decoder::read_buf`] and commits what arrived. `Ok(0)`
+    /// means end of stream, which is recorded as by [`Decoder::receive_eof`]. Errors
+    /// (including `WouldBlock` and `Interrupted`) are returned untouched for the caller's
+    /// loop to handle.
+    pub fn read_from<R: io::Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
+        let result = reader.read(self.read_buf());
+        match result {
+            Ok(0) => {
+                self.lent = Lent::None;
+                self.receive_eof();
+                Ok(0)
+            }
+            Ok(n) => self
+                .commit(n)
+                .map(|()| n)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(e) => {
+                self.lent = Lent::None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records the end of the stream. Later events are [`Event::End`] if it came between two
+    /// messages, [`Error::UnexpectedEof`] otherwise.
+    pub fn receive_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// `true` once end of stream was recorded.
+    pub fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// The peer error the decoder failed with, if it did.
+    pub fn error(&self) -> Option<&Error> {
+        match &self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The phase the next byte belongs to, or `None` after the end or a failure.
+    pub fn phase(&self) -> Option<Phase> {
+        match self.state {
+            State::Protoheader => Some(Phase::Protoheader),
+            State::Header { .. } => Some(Phase::Header),
+            State::Content { .. } => Some(Phase::Content),
+            State::End | State::Failed(_) => None,
+        }
+    }
+
+    /// `true` if part of a message has been received but not the whole of it (including
+    /// bytes received but not yet decoded). A server's per-message deadline runs while this
+    /// holds.
+    pub fn message_in_progress(&self) -> bool {
+        self.rpos < self.rend
+            || match self.state {
+                State::Protoheader => self.ph_have > 0,
+                State::Header { .. } | State::Content { .. } => true,
+                State::End | State::Failed(_) => false,
+            }
+    }
+
+    /// Offset in the stream of the next byte to decode: the number of bytes consumed.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Offset in the stream where the message in progress (or the next one) begins.
+    pub fn message_start(&self) -> u64 {
+        self.message_start
+    }
+
+    /// Bytes this decoder holds allocated (staging, header and content buffers): what a
+    /// peer's input costs in memory right now.
+    pub fn allocated(&self) -> usize {
+        self.rbuf.capacity() + self.hbuf.capacity() + self.content.capacity()
+    }
+
+    /// Frees the buffers that hold nothing, so an idle connection costs only the decoder
+    /// itself.
+    pub fn release_buffers(&mut self) {
+        if self.rpos == self.rend {
+            self.rbuf = Vec::new();
+            self.rpos = 0;
+            self.rend = 0;
+        }
+        if self.hbuf.is_empty() {
+            self.hbuf = Vec::new();
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        if e.is_peer_error() {
+            self.state = State::Failed(e.clone());
+        }
+        e
+    }
+
+    fn at_eof(&mut self) -> Result<Event, Error> {
+        let (phase, missing) = match self.state {
+            State::Protoheader if self.ph_have == 0 => {
+                self.state = State::End;
+                return Ok(Event::End);
+            }
+            State::End => return Ok(Event::End),
+            State::Protoheader => (Phase::Protoheader, 2 - self.ph_have),
+            State::Header { len } => (Phase::Header, len - self.hbuf.len()),
+            State::Content { len, .. } => (Phase::Content, len - self.filled),
+            State::Failed(ref e) => return Err(e.clone()),
+        };
+        Err(self.fail(Error::UnexpectedEof { phase, missing }))
+    }
+
+    fn compact_staging(&mut self) {
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        } else if self.rpos > 0 {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+    }
+
+    /// Makes room for at least `need` content bytes (of `total`): at least one step, at
+    /// least double what is there, never more than `total`.
+    fn grow_content(&mut self, need: usize, total: usize) {
+        let new_len = need
+            .max(self.filled.saturating_mul(2))
+            .max(CONTENT_STEP)
+            .min(total);
+        if new_len > self.content.len() {
+            self.content.resize(new_len, 0);
+        }
+    }
+
+    /// Runs the state machine over `src`, consuming from its front. Returns a message as soon
+    /// as one is complete (leaving the rest of `src`), or `None` once `src` is exhausted.
+    fn step(&mut self, src: &mut &[u8]) -> Result<Option<Message>, Error> {
+        loop {
+            match mem::replace(&mut self.state, State::Protoheader) {
+                State::Protoheader => {
+                    let len = if self.ph_have == 0 {
+                        if let Some((ph, rest)) = src.split_first_chunk::<2>() {
+                            *src = rest;
+                            u16::from_be_bytes(*ph)
+                        } else if let Some((&b, rest)) = src.split_first() {
+                            *src = rest;
+                            self.ph = [b, 0];
+                            self.ph_have = 1;
+                            self.position += 1;
+                            return Ok(None);
+                        } else {
+                            return Ok(None);
+                        }
+                    } else {
+                        let Some((&b, rest)) = src.split_first() else {
+                            return Ok(None);
+                        };
+                        *src = rest;
+                        self.ph_have = 0;
+                        self.position -= 1;
+                        u16::from_be_bytes([self.ph[0], b])
+                    };
+                    self.message_start = self.position;
+                    self.position += 2;
+                    let len = usize::from(len);
+                    if len > self.limits.max_header_len {
+                        return Err(Error::HeaderTooLong {
+                            size: len,
+                            max: self.limits.max_header_len,
+                        });
+                    }
+                    self.state = State::Header { len };
+                }
+                State::Header { len } => {
+                    let parsed = if self.hbuf.is_empty() && src.len() >= len {
+                        let (bytes, rest) = src.split_at(len);
+                        *src = rest;
+                        parse_header(bytes, &self.limits)
+                    } else {
+                        let take = (len - self.hbuf.len()).min(src.len());
+                        let (bytes, rest) = src.split_at(take);
+                        *src = rest;
+                        self.hbuf.extend_from_slice(bytes);
+                        if self.hbuf.len() < len {
+                            self.state = State::Header { len };
+                            return Ok(None);
+                        }
+                        let parsed = parse_header(&self.hbuf, &self.limits);
+                        if self.hbuf.capacity() > HBUF_KEEP {
+                            self.hbuf = Vec::new();
+                        } else {
+                            self.hbuf.clear();
+                        }
+                        parsed
+                    };
+                    self.position += len as u64;
+                    let header = parsed?;
+                    let Ok(len) = usize::try_from(header.content_length) else {
+                        return Err(Error::ContentTooLong {
+                            size: header.content_length,
+                            max: self.limits.max_content_len,
+                        });
+                    };
+                    self.filled = 0;
+                    self.content = Vec::new();
+                    self.state = State::Content { header, len };
+                }
+                State::Content { header, len } => {
+                    if self.filled < len {
+                        let take = (len - self.filled).min(src.len());
+                        if take == 0 {
+                            self.state = State::Content { header, len };
+                            return Ok(None);
+                        }
+                        let (bytes, rest) = src.split_at(take);
+                        *src = rest;
+                        if self.filled == 0 && take == len {
+                            // The whole content is here: one exact allocation, one copy.
+                            self.content = bytes.to_vec();
+                        } else {
+                            self.grow_content(self.filled + take, len);
+                            if let Some(dst) = self.content.get_mut(self.filled..self.filled + take)
+                            {
+                                dst.copy_from_slice(bytes);
+                            }
+                        }
+                        self.filled += take;
+                        self.position += take as u64;
+                        if self.filled < len {
+                            self.state = State::Content { header, len };
+                            return Ok(None);
+                        }
+                    }
+                    let mut content = mem::take(&mut self.content);
+                    content.truncate(self.filled);
+                    self.filled = 0;
+                    self.message_start = self.position;
+                    if self.limits.check_json_content && header.is_json() {
+                        check_json_content(&header, &content, &self.limits)?;
+                    }
+                    return Ok(Some(Message::from_decoded(header, content)));
+                }
+                State::End => {
+                    self.state = State::End;
+                    return Ok(None);
+                }
+                State::Failed(e) => {
+                    self.state = State::Failed(e.clone());
+                    return Err(e);
+                }
+            }
+        }
+    }
+}

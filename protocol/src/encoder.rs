@@ -1,0 +1,181 @@
+//! The send side: messages in, bytes out.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use crate::error::Error;
+use crate::message::{encode_framing, Message};
+
+/// Content up to this size is copied next to its header (one segment, one `send` for small
+/// messages); larger content is queued as its own segment, moved and never copied.
+const INLINE_CONTENT: usize = 16 * 1024;
+/// A segment grows by coalescing small messages up to about this size.
+const SEGMENT_TARGET: usize = 64 * 1024;
+/// Drained segments up to this capacity are kept for reuse.
+const SPARE_KEEP: usize = 4 * 1024;
+/// Most slices handed to one vectored write.
+const MAX_SLICES: usize = 64;
+
+/// The outgoing queue: encodes messages and hands out the pending bytes until the transport
+/// reports them sent. Partial sends are its business: report any count, it keeps the rest.
+///
+/// ```
+/// use sockmsg_protocol::{Encoder, Message};
+/// let mut enc = Encoder::new();
+/// enc.queue(Message::binary("x/y", b"hi".to_vec()))?;
+/// let total = enc.pending_len();
+/// enc.consume(3); // the socket took 3 bytes
+/// assert_eq!(enc.pending_len(), total - 3);
+/// let mut out = Vec::new();
+/// while enc.wants_write() {
+///     enc.write_to(&mut out).unwrap();
+/// }
+/// assert!(out.ends_with(b"hi"));
+/// # Ok::<(), sockmsg_protocol::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Encoder {
+    segments: VecDeque<Vec<u8>>,
+    /// Bytes of the front segment already sent.
+    head: usize,
+    pending: usize,
+    spare: Vec<u8>,
+}
+
+impl Encoder {
+    /// An empty queue.
+    pub fn new() -> Encoder {
+        Encoder::default()
+    }
+
+    /// Encodes `message` at the end of the queue. On error nothing is queued.
+    pub fn queue(&mut self, message: Message) -> Result<(), Error> {
+        let inline = message.content().len() <= INLINE_CONTENT;
+        let fresh = match self.segments.back() {
+            Some(tail) => tail.len() >= SEGMENT_TARGET,
+            None => true,
+        };
+        if fresh {
+            let seg = if self.spare.capacity() > 0 {
+                std::mem::take(&mut self.spare)
+            } else {
+                Vec::with_capacity(if inline {
+                    256 + message.content().len()
+                } else {
+                    256
+                })
+            };
+            self.segments.push_back(seg);
+        }
+        let Some(tail) = self.segments.back_mut() else {
+            return Ok(());
+        };
+        let before = tail.len();
+        if let Err(e) = encode_framing(&message, tail) {
+            if fresh && tail.is_empty() {
+                self.segments.pop_back();
+            }
+            return Err(e);
+        }
+        if inline {
+            tail.extend_from_slice(message.content());
+            self.pending += tail.len() - before;
+        } else {
+            self.pending += tail.len() - before;
+            let content = message.into_content();
+            self.pending += content.len();
+            self.segments.push_back(content);
+        }
+        Ok(())
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn pending_len(&self) -> usize {
+        self.pending
+    }
+
+    /// `true` while bytes are waiting to be sent.
+    pub fn wants_write(&self) -> bool {
+        self.pending > 0
+    }
+
+    /// The next contiguous run of pending bytes (empty when nothing is pending).
+    pub fn pending(&self) -> &[u8] {
+        self.segments
+            .front()
+            .and_then(|s| s.get(self.head..))
+            .unwrap_or_default()
+    }
+
+    /// Fills `slices` with the pending bytes, in order, for a vectored write; returns how
+    /// many it filled.
+    pub fn pending_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, seg) in self.segments.iter().enumerate() {
+            let Some(slot) = slices.get_mut(n) else { break };
+            let bytes = if i == 0 {
+                seg.get(self.head..).unwrap_or_default()
+            } else {
+                seg
+            };
+            if !bytes.is_empty() {
+                *slot = IoSlice::new(bytes);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Records that the first `n` pending bytes were sent (more than pending is clamped).
+    pub fn consume(&mut self, n: usize) {
+        let mut n = n.min(self.pending);
+        self.pending -= n;
+        while let Some(front) = self.segments.front() {
+            let avail = front.len() - self.head;
+            if n < avail {
+                self.head += n;
+                break;
+            }
+            n -= avail;
+            self.head = 0;
+            if let Some(mut seg) = self.segments.pop_front() {
+                if seg.capacity() <= SPARE_KEEP && self.spare.capacity() == 0 {
+                    seg.clear();
+                    self.spare = seg;
+                }
+            }
+        }
+    }
+
+    /// Writes pending bytes to `writer` once (vectored), consuming what it accepted.
+    /// Errors, `WouldBlock` and `Interrupted` included, are the caller's to handle; a
+    /// writer that accepts nothing while bytes are pending gives `WriteZero`.
+    pub fn write_to<W: io::Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<usize> {
+        if self.pending == 0 {
+            return Ok(0);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = self.pending_slices(&mut slices);
+        let n = writer.write_vectored(slices.get(..count).unwrap_or_default())?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "the writer accepted no bytes",
+            ));
+        }
+        self.consume(n);
+        Ok(n)
+    }
+
+    /// Frees the reusable buffer, so an idle connection holds nothing.
+    pub fn release_buffers(&mut self) {
+        self.spare = Vec::new();
+    }
+
+    /// Bytes this queue holds allocated.
+    pub fn allocated(&self) -> usize {
+        self.segments.iter().map(Vec::capacity).sum::<usize>()
+            + self.spare.capacity()
+            + self.segments.capacity() * std::mem::size_of::<Vec<u8>>()
+    }
+}

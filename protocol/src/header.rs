@@ -1,0 +1,640 @@
+//! The JSON header: its model, its parser and its canonical encoding.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::error::{Error, JsonKind, Phase};
+use crate::json::{check_depth, check_utf8, to_writer_py, write_py_str};
+use crate::Limits;
+
+/// `content-type` of JSON content.
+pub const TEXT_JSON: &str = "text/json";
+/// `content-encoding` of the guide's JSON content.
+pub const UTF_8: &str = "utf-8";
+/// `content-encoding` of binary content.
+pub const BINARY: &str = "binary";
+/// `content-type` of the guide client's binary requests.
+pub const CLIENT_BINARY_TYPE: &str = "binary/custom-client-binary-type";
+/// `content-type` of the guide server's binary responses.
+pub const SERVER_BINARY_TYPE: &str = "binary/custom-server-binary-type";
+
+/// The sender's native byte order, as the header's `byteorder` key states it
+/// (Python's `sys.byteorder`). Informational: the protoheader is always big-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ByteOrder {
+    /// `"little"`
+    Little,
+    /// `"big"`
+    Big,
+}
+
+impl ByteOrder {
+    /// The byte order of the machine this program runs on.
+    pub const NATIVE: ByteOrder = if cfg!(target_endian = "big") {
+        ByteOrder::Big
+    } else {
+        ByteOrder::Little
+    };
+
+    /// `"little"` or `"big"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByteOrder::Little => "little",
+            ByteOrder::Big => "big",
+        }
+    }
+}
+
+impl fmt::Display for ByteOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A parsed JSON header: the four required keys, and any other keys in the order they came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// `byteorder`.
+    pub byteorder: ByteOrder,
+    /// `content-type`. The common values are borrowed constants, so parsing them allocates
+    /// nothing.
+    pub content_type: Cow<'static, str>,
+    /// `content-encoding`.
+    pub content_encoding: Cow<'static, str>,
+    /// `content-length`: the number of content bytes after the header.
+    pub content_length: u64,
+    /// Every other key, with its value, in the order received. A key sent twice keeps its
+    /// first position and its last value, as Python's `json.loads` does.
+    pub extra: Vec<(String, Value)>,
+}
+
+impl Header {
+    /// `true` if the content is JSON text (`content-type` is `text/json`).
+    pub fn is_json(&self) -> bool {
+        self.content_type == TEXT_JSON
+    }
+
+    /// The value of an extra (non-required) header key.
+    pub fn extra(&self, key: &str) -> Option<&Value> {
+        self.extra.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+/// Maps the well-known values to borrowed constants so the hot path does not allocate.
+pub(crate) fn intern(s: &str) -> Cow<'static, str> {
+    match s {
+        TEXT_JSON => Cow::Borrowed(TEXT_JSON),
+        UTF_8 => Cow::Borrowed(UTF_8),
+        BINARY => Cow::Borrowed(BINARY),
+        CLIENT_BINARY_TYPE => Cow::Borrowed(CLIENT_BINARY_TYPE),
+        SERVER_BINARY_TYPE => Cow::Borrowed(SERVER_BINARY_TYPE),
+        _ => Cow::Owned(s.to_owned()),
+    }
+}
+
+const BYTEORDER: &str = "byteorder";
+const CONTENT_TYPE: &str = "content-type";
+const CONTENT_ENCODING: &str = "content-encoding";
+const CONTENT_LENGTH: &str = "content-length";
+
+/// Parses the bytes of a JSON header (everything between the protoheader and the content)
+/// and checks it against `limits`.
+///
+/// The verdict is that of a full JSON parser in every case. A fast path recognises the flat
+/// headers real peers send (four string/integer keys, no escapes) without building a JSON
+/// tree; anything else, valid or not, goes to serde_json, which gives the authoritative
+/// answer and the line and column of any syntax error.
+pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
+    check_utf8(bytes, Phase::Header)?;
+    let header = match fast::parse(bytes) {
+        Some(h) => h,
+        None => parse_slow(bytes, limits)?,
+    };
+    if header.content_length > limits.max_content_len {
+        return Err(Error::ContentTooLong {
+            size: header.content_length,
+            max: limits.max_content_len,
+        });
+    }
+    Ok(header)
+}
+
+/// The general parser: any valid JSON, with the typed errors.
+fn parse_slow(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
+    check_depth(bytes, limits.max_depth.min(127), Phase::Header)?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let raw = de
+        .deserialize_any(RawVisitor)
+        .and_then(|raw| de.end().map(|()| raw))
+        .map_err(|e| Error::invalid_json(Phase::Header, &e))?;
+    let pairs = match raw {
+        Raw::Object(pairs) => pairs,
+        Raw::Other(found) => return Err(Error::HeaderNotObject { found }),
+    };
+
+    let mut byteorder = None;
+    let mut content_type = None;
+    let mut content_encoding = None;
+    let mut content_length = None;
+    let mut extra: Vec<(String, Value)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (key, value) in pairs {
+        match key.as_str() {
+            BYTEORDER => byteorder = Some(value),
+            CONTENT_TYPE => content_type = Some(value),
+            CONTENT_ENCODING => content_encoding = Some(value),
+            CONTENT_LENGTH => content_length = Some(value),
+            _ => match index.get(&key) {
+                Some(&i) => {
+                    if let Some(slot) = extra.get_mut(i) {
+                        slot.1 = value;
+                    }
+                }
+                None => {
+                    index.insert(key.clone(), extra.len());
+                    extra.push((key, value));
+                }
+            },
+        }
+    }
+    // The guide checks presence in this order before it looks at any value.
+    let byteorder = byteorder.ok_or(Error::MissingKey { key: BYTEORDER })?;
+    let content_length = content_length.ok_or(Error::MissingKey {
+        key: CONTENT_LENGTH,
+    })?;
+    let content_type = content_type.ok_or(Error::MissingKey { key: CONTENT_TYPE })?;
+    let content_encoding = content_encoding.ok_or(Error::MissingKey {
+        key: CONTENT_ENCODING,
+    })?;
+
+    let byteorder = match byteorder {
+        Value::String(s) if s == "little" => ByteOrder::Little,
+        Value::String(s) if s == "big" => ByteOrder::Big,
+        Value::String(s) => return Err(Error::InvalidByteorder { value: s }),
+        other => return Err(wrong_type(BYTEORDER, "a string", &other)),
+    };
+    let content_length = content_length_of(&content_length, limits.max_content_len)?;
+    let content_type = match content_type {
+        Value::String(s) => intern_owned(s),
+        other => return Err(wrong_type(CONTENT_TYPE, "a string", &other)),
+    };
+    let content_encoding = match content_encoding {
+        Value::String(s) => intern_owned(s),
+        other => return Err(wrong_type(CONTENT_ENCODING, "a string", &other)),
+    };
+    Ok(Header {
+        byteorder,
+        content_type,
+        content_encoding,
+        content_length,
+        extra,
+    })
+}
+
+fn intern_owned(s: String) -> Cow<'static, str> {
+    match intern(&s) {
+        Cow::Borrowed(b) => Cow::Borrowed(b),
+        Cow::Owned(_) => Cow::Owned(s),
+    }
+}
+
+fn wrong_type(key: &'static str, expected: &'static str, found: &Value) -> Error {
+    Error::WrongType {
+        key,
+        expected,
+        found: JsonKind::of(found),
+    }
+}
+
+/// `content-length` must be a non-negative integer. An integer literal too large for 64
+/// bits reaches us as a float with no fraction; it is reported as too large (or negative),
+/// not as a wrong type.
+fn content_length_of(v: &Value, max: u64) -> Result<u64, Error> {
+    const EXPECTED: &str = "a non-negative integer";
+    let Value::Number(n) = v else {
+        return Err(wrong_type(CONTENT_LENGTH, EXPECTED, v));
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(u);
+    }
+    if let Some(i) = n.as_i64() {
+        return Err(Error::NegativeContentLength { size: i });
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f >= 9.2e18 => Err(Error::ContentTooLong {
+            size: u64::MAX,
+            max,
+        }),
+        Some(f) if f.fract() == 0.0 && f <= -9.2e18 => {
+            Err(Error::NegativeContentLength { size: i64::MIN })
+        }
+        _ => Err(wrong_type(CONTENT_LENGTH, EXPECTED, v)),
+    }
+}
+
+/// A JSON document as the header parser first sees it: an object's members in order, or the
+/// kind of whatever else it is.
+enum Raw {
+    Object(Vec<(String, Value)>),
+    Other(JsonKind),
+}
+
+struct RawVisitor;
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Raw;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Raw, E> {
+        Ok(Raw::Other(JsonKind::Bool))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Raw, E> {
+        Ok(Raw::Other(JsonKind::Integer))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Raw, E> {
+        Ok(Raw::Other(JsonKind::Integer))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Raw, E> {
+        Ok(Raw::Other(JsonKind::Float))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Raw, E> {
+        Ok(Raw::Other(JsonKind::String))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Raw, E> {
+        Ok(Raw::Other(JsonKind::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Raw, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Raw::Other(JsonKind::Array))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+            pairs.push((k, v));
+        }
+        Ok(Raw::Object(pairs))
+    }
+}
+
+/// The fast path: flat headers with exactly the four required keys, string values without
+/// escapes and a plain decimal `content-length`. Answers `None` ("ask the full parser") for
+/// anything else, so it can never disagree with the full parser.
+mod fast {
+    use super::*;
+
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+            i += 1;
+        }
+        i
+    }
+
+    /// A string starting at the opening quote `i`, with no escapes or control characters.
+    /// Returns its contents and the index after the closing quote.
+    fn string(b: &[u8], i: usize) -> Option<(&[u8], usize)> {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let rest = b.get(i + 1..)?;
+        let end = rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if rest.get(end) != Some(&b'"') {
+            return None;
+        }
+        Some((rest.get(..end)?, i + 1 + end + 1))
+    }
+
+    fn number(b: &[u8], mut i: usize) -> Option<(u64, usize)> {
+        let first = *b.get(i)?;
+        if !first.is_ascii_digit() {
+            return None;
+        }
+        let mut n = u64::from(first - b'0');
+        i += 1;
+        if first != b'0' {
+            while let Some(&d) = b.get(i) {
+                if !d.is_ascii_digit() {
+                    break;
+                }
+                n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                i += 1;
+            }
+        }
+        match b.get(i) {
+            Some(b'.' | b'e' | b'E') => None,
+            Some(d) if d.is_ascii_digit() => None,
+            _ => Some((n, i)),
+        }
+    }
+
+    fn text(s: &[u8]) -> Option<&str> {
+        std::str::from_utf8(s).ok()
+    }
+
+    pub(super) fn parse(b: &[u8]) -> Option<Header> {
+        let mut i = ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        i += 1;
+        let (mut bo, mut ct, mut ce, mut cl) = (None, None, None, None);
+        loop {
+            let (key, next) = string(b, ws(b, i))?;
+            i = ws(b, next);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = ws(b, i + 1);
+            match key {
+                b"byteorder" if bo.is_none() => {
+                    let (v, next) = string(b, i)?;
+                    bo = Some(match v {
+                        b"little" => ByteOrder::Little,
+                        b"big" => ByteOrder::Big,
+                        _ => return None,
+                    });
+                    i = next;
+                }
+                b"content-type" if ct.is_none() => {
+                    let (v, next) = string(b, i)?;
+                    ct = Some(intern(text(v)?));
+                    i = next;
+                }
+                b"content-encoding" if ce.is_none() => {
+                    let (v, next) = string(b, i)?;
+                    ce = Some(intern(text(v)?));
+                    i = next;
+                }
+                b"content-length" if cl.is_none() => {
+                    let (v, next) = number(b, i)?;
+                    cl = Some(v);
+                    i = next;
+                }
+                _ => return None,
+            }
+            i = ws(b, i);
+            match b.get(i) {
+                Some(b',') => i += 1,
+                Some(b'}') => break,
+                _ => return None,
+            }
+        }
+        if ws(b, i + 1) != b.len() {
+            return None;
+        }
+        Some(Header {
+            byteorder: bo?,
+            content_type: ct?,
+            content_encoding: ce?,
+            content_length: cl?,
+            extra: Vec::new(),
+        })
+    }
+}
+
+/// Appends the complete framing of a message (protoheader and JSON header, not the content)
+/// to `out`, byte-identical to the guide's `_create_message`: keys in the order
+/// `byteorder`, `content-type`, `content-encoding`, `content-length`, then the extra keys,
+/// with Python's separators and escapes.
+///
+/// On error (`EncodeHeaderTooLong`, `Serialize`) `out` is left as it was.
+pub fn encode_header(
+    out: &mut Vec<u8>,
+    byteorder: ByteOrder,
+    content_type: &str,
+    content_encoding: &str,
+    content_length: usize,
+    extra: &[(String, Value)],
+) -> Result<(), Error> {
+    let start = out.len();
+    out.extend_from_slice(b"\0\0{\"byteorder\": \"");
+    out.extend_from_slice(byteorder.as_str().as_bytes());
+    out.extend_from_slice(b"\", \"content-type\": ");
+    write_py_str(out, content_type);
+    out.extend_from_slice(b", \"content-encoding\": ");
+    write_py_str(out, content_encoding);
+    out.extend_from_slice(b", \"content-length\": ");
+    out.extend_from_slice(itoa::Buffer::new().format(content_length).as_bytes());
+    for (key, value) in extra {
+        out.extend_from_slice(b", ");
+        write_py_str(out, key);
+        out.extend_from_slice(b": ");
+        if let Err(e) = to_writer_py(out, value) {
+            out.truncate(start);
+            return Err(e);
+        }
+    }
+    out.push(b'}');
+    let len = out.len() - start - 2;
+    match u16::try_from(len) {
+        Ok(len16) => {
+            if let Some(ph) = out.get_mut(start..start + 2) {
+                ph.copy_from_slice(&len16.to_be_bytes());
+            }
+            Ok(())
+        }
+        Err(_) => {
+            out.truncate(start);
+            Err(Error::EncodeHeaderTooLong { size: len })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Header, Error> {
+        parse_header(s.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn fast_and_slow_agree_on_valid_headers() {
+        for s in [
+            r#"{"byteorder": "little", "content-type": "text/json", "content-encoding": "utf-8", "content-length": 41}"#,
+            r#"{"content-length":0,"content-encoding":"binary","content-type":"x/y","byteorder":"big"}"#,
+            " {\n\"byteorder\" : \"big\" ,\t\"content-type\":\"a\",\"content-encoding\":\"b\",\"content-length\":18446744073709551615 } ",
+        ] {
+            let fast = fast::parse(s.as_bytes()).expect("fast path takes it");
+            let slow = parse_slow(s.as_bytes(), &Limits::default()).unwrap();
+            assert_eq!(fast, slow, "{s}");
+        }
+    }
+
+    #[test]
+    fn fast_path_declines_what_it_cannot_prove() {
+        for s in [
+            r#"{"byteorder": "little", "content-type": "text/json", "content-encoding": "utf-8", "content-length": 41, "x": 1}"#,
+            r#"{"byteorder": "little", "byteorder": "big", "content-type": "a", "content-encoding": "b", "content-length": 1}"#,
+            r#"{"byteorder": "little", "content-type": "te\u0078t/json", "content-encoding": "utf-8", "content-length": 41}"#,
+            r#"{"byteorder": "little", "content-type": "a", "content-encoding": "b", "content-length": 1.0}"#,
+            r#"{"byteorder": "little", "content-type": "a", "content-encoding": "b", "content-length": 01}"#,
+            r#"{"byteorder": "little", "content-type": "a", "content-encoding": "b", "content-length": 18446744073709551616}"#,
+            r#"{"byteorder": "little", "content-type": "a", "content-encoding": "b", "content-length": 1} x"#,
+        ] {
+            assert!(fast::parse(s.as_bytes()).is_none(), "{s}");
+        }
+    }
+
+    #[test]
+    fn typed_errors() {
+        let ok = |k: &str, v: &str| {
+            let mut parts = vec![
+                ("byteorder", "\"little\""),
+                ("content-type", "\"text/json\""),
+                ("content-encoding", "\"utf-8\""),
+                ("content-length", "1"),
+            ];
+            parts.retain(|(key, _)| *key != k);
+            if !v.is_empty() {
+                parts.push((k, v));
+            }
+            let body: Vec<String> = parts.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+            parse(&format!("{{{}}}", body.join(", ")))
+        };
+        assert_eq!(
+            ok("byteorder", ""),
+            Err(Error::MissingKey { key: "byteorder" })
+        );
+        assert_eq!(
+            ok("content-type", ""),
+            Err(Error::MissingKey {
+                key: "content-type"
+            })
+        );
+        assert_eq!(
+            ok("content-encoding", ""),
+            Err(Error::MissingKey {
+                key: "content-encoding"
+            })
+        );
+        assert_eq!(
+            ok("content-length", ""),
+            Err(Error::MissingKey {
+                key: "content-length"
+            })
+        );
+        assert_eq!(
+            ok("content-length", "\"41\""),
+            Err(Error::WrongType {
+                key: "content-length",
+                expected: "a non-negative integer",
+                found: JsonKind::String
+            })
+        );
+        assert_eq!(
+            ok("content-length", "1.5"),
+            Err(Error::WrongType {
+                key: "content-length",
+                expected: "a non-negative integer",
+                found: JsonKind::Float
+            })
+        );
+        assert_eq!(
+            ok("content-length", "-1"),
+            Err(Error::NegativeContentLength { size: -1 })
+        );
+        assert_eq!(
+            ok("content-length", "18446744073709551616"),
+            Err(Error::ContentTooLong {
+                size: u64::MAX,
+                max: 16 * 1024 * 1024
+            })
+        );
+        assert_eq!(
+            ok("content-length", "16777217"),
+            Err(Error::ContentTooLong {
+                size: 16777217,
+                max: 16 * 1024 * 1024
+            })
+        );
+        assert_eq!(
+            ok("content-type", "null"),
+            Err(Error::WrongType {
+                key: "content-type",
+                expected: "a string",
+                found: JsonKind::Null
+            })
+        );
+        assert_eq!(
+            ok("byteorder", "\"middle\""),
+            Err(Error::InvalidByteorder {
+                value: "middle".into()
+            })
+        );
+        assert_eq!(
+            parse("[1, 2]"),
+            Err(Error::HeaderNotObject {
+                found: JsonKind::Array
+            })
+        );
+        assert_eq!(
+            parse("\"s\""),
+            Err(Error::HeaderNotObject {
+                found: JsonKind::String
+            })
+        );
+        assert!(matches!(
+            parse(""),
+            Err(Error::InvalidJson {
+                phase: Phase::Header,
+                line: 1,
+                column: 0,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse("{\n  \"a\" 1}"),
+            Err(Error::InvalidJson {
+                phase: Phase::Header,
+                line: 2,
+                column: 7,
+                ..
+            })
+        ));
+        assert_eq!(
+            parse_header(b"{\"a\xff\": 1}", &Limits::default()),
+            Err(Error::InvalidUtf8 {
+                phase: Phase::Header,
+                offset: 3
+            })
+        );
+    }
+
+    #[test]
+    fn extra_keys_keep_order_and_python_duplicate_semantics() {
+        let h = parse(r#"{"z": 1, "byteorder": "big", "a": [true], "content-type": "t", "z": 2, "content-encoding": "e", "content-length": 0}"#).unwrap();
+        assert_eq!(
+            h.extra,
+            vec![
+                ("z".to_string(), serde_json::json!(2)),
+                ("a".to_string(), serde_json::json!([true]))
+            ]
+        );
+        assert_eq!(h.extra("a"), Some(&serde_json::json!([true])));
+    }
+
+    #[test]
+    fn encode_is_the_guides_bytes() {
+        let mut out = Vec::new();
+        encode_header(&mut out, ByteOrder::Little, TEXT_JSON, UTF_8, 41, &[]).unwrap();
+        assert_eq!(
+            out,
+            b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}"
+        );
+        let mut out = vec![7];
+        let big = "x".repeat(70_000);
+        assert_eq!(
+            encode_header(&mut out, ByteOrder::Big, &big, BINARY, 0, &[]),
+            Err(Error::EncodeHeaderTooLong { size: 70_091 })
+        );
+        assert_eq!(out, vec![7]);
+    }
+}

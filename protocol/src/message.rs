@@ -1,0 +1,219 @@
+//! The message model.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Phase};
+use crate::header::{self, ByteOrder, Header, BINARY, TEXT_JSON, UTF_8};
+use crate::json::{check_depth, check_utf8, is_utf8_label, to_vec_py};
+use crate::Limits;
+
+/// One message: a JSON header (four required keys plus extra keys in order) and its content.
+///
+/// The header's `content-length` always equals `content().len()`: constructors set it, and
+/// the encoder writes the actual length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    header: Header,
+    content: Vec<u8>,
+}
+
+impl Message {
+    /// A `text/json`, `utf-8` message whose content is `value` serialized exactly as the
+    /// guide's Python does (`json.dumps(value, ensure_ascii=False).encode("utf-8")`).
+    ///
+    /// ```
+    /// let m = sockmsg_protocol::Message::json(&serde_json::json!({"result": "ok"}))?;
+    /// assert_eq!(m.content(), br#"{"result": "ok"}"#);
+    /// # Ok::<(), sockmsg_protocol::Error>(())
+    /// ```
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Message, Error> {
+        Ok(Message::from_parts(
+            Cow::Borrowed(TEXT_JSON),
+            Cow::Borrowed(UTF_8),
+            to_vec_py(value)?,
+        ))
+    }
+
+    /// A binary message: `content-encoding` is `binary`, `content-type` is yours (the guide
+    /// uses [`header::CLIENT_BINARY_TYPE`] and [`header::SERVER_BINARY_TYPE`]).
+    pub fn binary(
+        content_type: impl Into<Cow<'static, str>>,
+        content: impl Into<Vec<u8>>,
+    ) -> Message {
+        Message::from_parts(content_type.into(), Cow::Borrowed(BINARY), content.into())
+    }
+
+    /// A message with any `content-type` and `content-encoding`.
+    pub fn from_parts(
+        content_type: Cow<'static, str>,
+        content_encoding: Cow<'static, str>,
+        content: Vec<u8>,
+    ) -> Message {
+        Message {
+            header: Header {
+                byteorder: ByteOrder::NATIVE,
+                content_type,
+                content_encoding,
+                content_length: content.len() as u64,
+                extra: Vec::new(),
+            },
+            content,
+        }
+    }
+
+    /// Joins a decoded header and its content. Crate-internal: the decoder guarantees
+    /// `header.content_length == content.len()`.
+    pub(crate) fn from_decoded(header: Header, content: Vec<u8>) -> Message {
+        Message { header, content }
+    }
+
+    /// The same message with another `byteorder` (by default, this machine's).
+    pub fn with_byteorder(mut self, byteorder: ByteOrder) -> Message {
+        self.header.byteorder = byteorder;
+        self
+    }
+
+    /// The same message with an extra header key. Setting a key already present replaces
+    /// its value in place; the four required keys cannot be set this way (they are ignored).
+    pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Message {
+        let key = key.into();
+        if matches!(
+            key.as_str(),
+            "byteorder" | "content-type" | "content-encoding" | "content-length"
+        ) {
+            return self;
+        }
+        let value = value.into();
+        match self.header.extra.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.header.extra.push((key, value)),
+        }
+        self
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The `content-type`.
+    pub fn content_type(&self) -> &str {
+        &self.header.content_type
+    }
+
+    /// `true` if the content is JSON text (`content-type: text/json`).
+    pub fn is_json(&self) -> bool {
+        self.header.is_json()
+    }
+
+    /// The content bytes.
+    pub fn content(&self) -> &[u8] {
+        &self.content
+    }
+
+    /// Takes the content bytes.
+    pub fn into_content(self) -> Vec<u8> {
+        self.content
+    }
+
+    /// Splits the message into its header and content.
+    pub fn into_parts(self) -> (Header, Vec<u8>) {
+        (self.header, self.content)
+    }
+
+    /// Deserializes JSON content into any `T`, honouring `content-encoding`: UTF-8 (under any
+    /// of the labels Python accepts for it) is decoded; any other encoding is
+    /// [`Error::UnsupportedEncoding`], never a guess. Nesting is limited as by
+    /// [`Limits::default`].
+    ///
+    /// ```
+    /// #[derive(serde::Deserialize)]
+    /// struct Request<'a> { action: &'a str, value: &'a str }
+    /// let m = sockmsg_protocol::Message::json(&serde_json::json!({"action": "search", "value": "ring"}))?;
+    /// let r: Request = m.json_content()?;
+    /// assert_eq!((r.action, r.value), ("search", "ring"));
+    /// # Ok::<(), sockmsg_protocol::Error>(())
+    /// ```
+    pub fn json_content<'de, T: Deserialize<'de>>(&'de self) -> Result<T, Error> {
+        self.json_content_with(&Limits::default())
+    }
+
+    /// [`Message::json_content`] with the nesting limit of `limits`.
+    pub fn json_content_with<'de, T: Deserialize<'de>>(
+        &'de self,
+        limits: &Limits,
+    ) -> Result<T, Error> {
+        let text = validate_json_text(&self.header, &self.content, limits)?;
+        serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => Error::ContentShape {
+                reason: e.to_string(),
+            },
+            _ => Error::invalid_json(Phase::Content, &e),
+        })
+    }
+
+    /// Checks that JSON content is decodable (supported encoding, UTF-8, nesting within
+    /// limits, well-formed JSON) without building anything. The decoder runs this on every
+    /// `text/json` message when [`Limits::check_json_content`] is set.
+    pub fn validate_json(&self, limits: &Limits) -> Result<(), Error> {
+        check_json_content(&self.header, &self.content, limits)
+    }
+}
+
+/// Encoding, UTF-8 and depth checks; returns the content as text.
+fn validate_json_text<'a>(
+    header: &Header,
+    content: &'a [u8],
+    limits: &Limits,
+) -> Result<&'a str, Error> {
+    if !is_utf8_label(&header.content_encoding) {
+        return Err(Error::UnsupportedEncoding {
+            encoding: header.content_encoding.to_string(),
+        });
+    }
+    let text = check_utf8(content, Phase::Content)?;
+    check_depth(content, limits.max_depth.min(127), Phase::Content)?;
+    Ok(text)
+}
+
+pub(crate) fn check_json_content(
+    header: &Header,
+    content: &[u8],
+    limits: &Limits,
+) -> Result<(), Error> {
+    let text = validate_json_text(header, content, limits)?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| Error::invalid_json(Phase::Content, &e))
+}
+
+/// Appends the complete wire form of `message` (protoheader, JSON header, content) to `out`.
+/// On error `out` is left as it was.
+pub fn encode_into(message: &Message, out: &mut Vec<u8>) -> Result<(), Error> {
+    encode_framing(message, out)?;
+    out.extend_from_slice(&message.content);
+    Ok(())
+}
+
+/// Appends protoheader and JSON header (no content) of `message` to `out`.
+pub(crate) fn encode_framing(message: &Message, out: &mut Vec<u8>) -> Result<(), Error> {
+    let h = &message.header;
+    header::encode_header(
+        out,
+        h.byteorder,
+        &h.content_type,
+        &h.content_encoding,
+        message.content.len(),
+        &h.extra,
+    )
+}
+
+/// The complete wire form of `message` as a new vector.
+pub fn encode(message: &Message) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(message.content.len() + 128);
+    encode_into(message, &mut out)?;
+    Ok(out)
+}

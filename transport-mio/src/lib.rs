@@ -1,0 +1,1 @@
+//! Non-blocking transport (work in progress).
