@@ -398,6 +398,8 @@ impl Decoder {
             .max(CONTENT_STEP)
             .min(total);
         if new_len > self.content.len() {
+            // Exact: `resize` alone would round the capacity up to a power of two.
+            self.content.reserve_exact(new_len - self.content.len());
             self.content.resize(new_len, 0);
         }
     }

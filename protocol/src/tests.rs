@@ -1,1 +1,618 @@
+//! Unit tests of the protocol core: the PROTOCOL.md examples byte for byte, every split of
+//! every example, the limits at their edges, memory bounds, and property tests.
 
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
+use crate::*;
+
+/// The worked examples of PROTOCOL.md, exactly.
+pub(crate) const SEARCH_MORPHEUS: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
+pub(crate) const RESULT_MORPHEUS: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 43}{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}";
+pub(crate) const SEARCH_DOG_BIG: &[u8] = b"\x00d{\"byteorder\": \"big\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 37}{\"action\": \"search\", \"value\": \"\xf0\x9f\x90\xb6\"}";
+pub(crate) const BINARY_REQUEST: &[u8] = b"\x00~{\"byteorder\": \"little\", \"content-type\": \"binary/custom-client-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 9}binary\xe2\x98\xba";
+pub(crate) const BINARY_RESPONSE: &[u8] = b"\x00\x7f{\"byteorder\": \"little\", \"content-type\": \"binary/custom-server-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 36}First 10 bytes of request: binary\xe2\x98\xba";
+
+fn examples() -> Vec<(&'static [u8], Message)> {
+    let little = ByteOrder::Little;
+    vec![
+        (
+            SEARCH_MORPHEUS,
+            Message::json(&json!({"action": "search", "value": "morpheus"}))
+                .unwrap()
+                .with_byteorder(little),
+        ),
+        (
+            RESULT_MORPHEUS,
+            Message::json(&json!({"result": "Follow the white rabbit. 🐰"}))
+                .unwrap()
+                .with_byteorder(little),
+        ),
+        (
+            SEARCH_DOG_BIG,
+            Message::json(&json!({"action": "search", "value": "🐶"}))
+                .unwrap()
+                .with_byteorder(ByteOrder::Big),
+        ),
+        (
+            BINARY_REQUEST,
+            Message::binary(CLIENT_BINARY_TYPE, "binary☺".as_bytes()).with_byteorder(little),
+        ),
+        (
+            BINARY_RESPONSE,
+            Message::binary(SERVER_BINARY_TYPE, "First 10 bytes of request: binary☺".as_bytes())
+                .with_byteorder(little),
+        ),
+    ]
+}
+
+/// Decodes `wire` fed in the given pieces, then ends the stream. Returns every message and
+/// the final verdict (`Ok(())` for a clean end, or the first error).
+fn decode_pieces(pieces: &[&[u8]]) -> (Vec<Message>, Result<(), Error>) {
+    let mut dec = Decoder::new(Limits::default());
+    let mut out = Vec::new();
+    for piece in pieces {
+        let mut input = *piece;
+        loop {
+            match dec.decode(&mut input) {
+                Ok(Event::Message(m)) => out.push(m),
+                Ok(Event::NeedData) => break,
+                Ok(Event::End) => unreachable!("no end before eof"),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+        assert!(input.is_empty(), "NeedData means all input was consumed");
+    }
+    dec.receive_eof();
+    loop {
+        match dec.next_event() {
+            Ok(Event::Message(m)) => out.push(m),
+            Ok(Event::End) => return (out, Ok(())),
+            Ok(Event::NeedData) => unreachable!("after eof the answer is End or an error"),
+            Err(e) => return (out, Err(e)),
+        }
+    }
+}
+
+/// The same through the copying door (`receive` + `next_event`).
+fn receive_pieces(pieces: &[&[u8]], limits: &Limits) -> (Vec<Message>, Result<(), Error>) {
+    let mut dec = Decoder::new(limits.clone());
+    let mut out = Vec::new();
+    for piece in pieces {
+        if let Err(e) = dec.receive(piece) {
+            return (out, Err(e));
+        }
+        loop {
+            match dec.next_event() {
+                Ok(Event::Message(m)) => out.push(m),
+                Ok(Event::NeedData) => break,
+                Ok(Event::End) => unreachable!(),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+    }
+    dec.receive_eof();
+    match dec.next_event() {
+        Ok(Event::End) => (out, Ok(())),
+        Ok(other) => panic!("unexpected {other:?} after eof"),
+        Err(e) => (out, Err(e)),
+    }
+}
+
+/// The same through the zero-copy door (`read_buf` + `commit`), with reads of at most
+/// `chunk` bytes.
+fn read_buf_chunks(wire: &[u8], chunk: usize, limits: &Limits) -> (Vec<Message>, Result<(), Error>) {
+    let mut dec = Decoder::new(limits.clone()).with_read_buf_size(64);
+    let mut out = Vec::new();
+    let mut rest = wire;
+    loop {
+        loop {
+            match dec.next_event() {
+                Ok(Event::Message(m)) => out.push(m),
+                Ok(Event::NeedData) => break,
+                Ok(Event::End) => return (out, Ok(())),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+        if rest.is_empty() {
+            dec.receive_eof();
+            continue;
+        }
+        let buf = dec.read_buf();
+        let n = buf.len().min(chunk).min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        dec.commit(n).unwrap();
+    }
+}
+
+#[test]
+fn encoder_reproduces_every_protocol_example() {
+    for (wire, message) in examples() {
+        assert_eq!(encode(&message).unwrap(), wire, "{message:?}");
+    }
+}
+
+#[test]
+fn decoder_reproduces_every_protocol_example() {
+    for (wire, message) in examples() {
+        let (got, end) = decode_pieces(&[wire]);
+        assert_eq!(end, Ok(()));
+        assert_eq!(got, vec![message]);
+    }
+}
+
+#[test]
+fn golden_strings_with_every_escape() {
+    // Bytes computed with Python 3.11:
+    // json.dumps({"s": "\"\\/\x01\x1f\x7f\u2028😀\n\r\t\b\f"}, ensure_ascii=False).encode()
+    let value = json!({"s": "\"\\/\u{1}\u{1f}\u{7f}\u{2028}😀\n\r\t\u{8}\u{c}"});
+    let m = Message::json(&value).unwrap();
+    assert_eq!(
+        m.content(),
+        "{\"s\": \"\\\"\\\\/\\u0001\\u001f\u{7f}\u{2028}😀\\n\\r\\t\\b\\f\"}".as_bytes()
+    );
+    // And in the header, through an extra key and the content-type.
+    let m = Message::binary("a\"b/\u{7f}", Vec::new())
+        .with_byteorder(ByteOrder::Big)
+        .with_extra("k\u{2028}", "v\u{1}");
+    let wire = encode(&m).unwrap();
+    assert_eq!(
+        &wire[2..],
+        "{\"byteorder\": \"big\", \"content-type\": \"a\\\"b/\u{7f}\", \"content-encoding\": \"binary\", \"content-length\": 0, \"k\u{2028}\": \"v\\u0001\"}".as_bytes()
+    );
+    let (got, end) = decode_pieces(&[&wire]);
+    assert_eq!(end, Ok(()));
+    assert_eq!(got, vec![m]);
+}
+
+fn pipelined_stream() -> (Vec<u8>, Vec<Message>) {
+    let msgs: Vec<Message> = examples().into_iter().take(3).map(|(_, m)| m).collect();
+    let mut wire = Vec::new();
+    for m in &msgs {
+        encode_into(m, &mut wire).unwrap();
+    }
+    (wire, msgs)
+}
+
+#[test]
+fn every_split_of_every_example_and_of_a_pipelined_stream() {
+    let (stream, stream_msgs) = pipelined_stream();
+    let mut cases: Vec<(Vec<u8>, Vec<Message>)> = examples()
+        .into_iter()
+        .map(|(w, m)| (w.to_vec(), vec![m]))
+        .collect();
+    cases.push((stream, stream_msgs));
+    for (wire, want) in cases {
+        for cut in 0..=wire.len() {
+            let (a, b) = wire.split_at(cut);
+            assert_eq!(decode_pieces(&[a, b]), (want.clone(), Ok(())), "decode cut {cut}");
+            assert_eq!(
+                receive_pieces(&[a, b], &Limits::default()),
+                (want.clone(), Ok(())),
+                "receive cut {cut}"
+            );
+        }
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(decode_pieces(&bytes), (want.clone(), Ok(())));
+        for chunk in [1, 2, 3, 7, 64, 1000] {
+            assert_eq!(read_buf_chunks(&wire, chunk, &Limits::default()), (want.clone(), Ok(())), "chunk {chunk}");
+        }
+    }
+}
+
+#[test]
+fn every_strict_prefix_needs_more_data_and_eof_there_names_the_phase() {
+    for (wire, _) in examples() {
+        let header_len = usize::from(u16::from_be_bytes([wire[0], wire[1]]));
+        for cut in 1..wire.len() {
+            let mut dec = Decoder::default();
+            let mut input = &wire[..cut];
+            assert_eq!(dec.decode(&mut input), Ok(Event::NeedData), "cut {cut}");
+            assert!(dec.message_in_progress());
+            dec.receive_eof();
+            let want = if cut < 2 {
+                Error::UnexpectedEof { phase: Phase::Protoheader, missing: 2 - cut }
+            } else if cut < 2 + header_len {
+                Error::UnexpectedEof { phase: Phase::Header, missing: 2 + header_len - cut }
+            } else {
+                Error::UnexpectedEof { phase: Phase::Content, missing: wire.len() - cut }
+            };
+            assert_eq!(dec.next_event(), Err(want.clone()), "cut {cut}");
+            // Failed stays failed.
+            assert_eq!(dec.next_event(), Err(want));
+        }
+    }
+}
+
+#[test]
+fn empty_chunks_and_empty_stream() {
+    let (got, end) = decode_pieces(&[&[], SEARCH_MORPHEUS, &[], &[]]);
+    assert_eq!((got.len(), end), (1, Ok(())));
+    assert_eq!(decode_pieces(&[]), (vec![], Ok(())));
+}
+
+fn frame(header: &str, content: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(content);
+    v
+}
+
+fn binary_header(len: u64) -> String {
+    format!("{{\"byteorder\": \"big\", \"content-type\": \"x\", \"content-encoding\": \"binary\", \"content-length\": {len}}}")
+}
+
+/// Runs `wire` whole, byte by byte, and split at a few positions with `limits`; all must
+/// give the same verdict, which is returned.
+fn verdict(wire: &[u8], limits: &Limits) -> Result<usize, Error> {
+    let whole = receive_pieces(&[wire], limits);
+    let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+    let bytewise = receive_pieces(&bytes, limits);
+    assert_eq!(whole, bytewise);
+    for cut in [1, 2, 3, wire.len() / 2, wire.len().saturating_sub(1)] {
+        let cut = cut.min(wire.len());
+        assert_eq!(receive_pieces(&[&wire[..cut], &wire[cut..]], limits), whole, "cut {cut}");
+    }
+    assert_eq!(read_buf_chunks(wire, 97, limits), whole);
+    whole.1.map(|()| whole.0.len())
+}
+
+#[test]
+fn header_length_limit_at_its_edges() {
+    let limits = Limits { max_header_len: 200, ..Limits::default() };
+    for (extra, want_ok) in [(199, true), (200, true), (201, false)] {
+        let base = binary_header(0);
+        // Pad with whitespace inside the object to reach exactly `extra` bytes.
+        let pad = " ".repeat(extra - base.len());
+        let header = format!("{{{pad}{}", &base[1..]);
+        assert_eq!(header.len(), extra);
+        let got = verdict(&frame(&header, b""), &limits);
+        if want_ok {
+            assert_eq!(got, Ok(1), "{extra}");
+        } else {
+            assert_eq!(got, Err(Error::HeaderTooLong { size: 201, max: 200 }));
+        }
+    }
+    // The error comes from the protoheader alone: no header bytes need to arrive.
+    let mut dec = Decoder::new(limits);
+    assert_eq!(dec.decode(&mut &[0u8, 201][..]), Err(Error::HeaderTooLong { size: 201, max: 200 }));
+}
+
+#[test]
+fn content_length_limit_at_its_edges() {
+    let max = 1000u64;
+    let limits = Limits { max_content_len: max, ..Limits::default() };
+    for (len, ok) in [(max - 1, true), (max, true), (max + 1, false)] {
+        let wire = frame(&binary_header(len), &vec![7u8; len as usize]);
+        let got = verdict(&wire, &limits);
+        if ok {
+            assert_eq!(got, Ok(1));
+        } else {
+            assert_eq!(got, Err(Error::ContentTooLong { size: max + 1, max }));
+        }
+    }
+}
+
+#[test]
+fn nesting_limit_at_its_edges_in_header_and_content() {
+    let limits = Limits { max_depth: 5, ..Limits::default() };
+    for depth in [4usize, 5, 6] {
+        // Header: the object itself is level 1, the extra value adds depth - 1 levels.
+        let inner = format!("{}{}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+        let header = format!(
+            "{{\"byteorder\": \"big\", \"content-type\": \"x\", \"content-encoding\": \"binary\", \"content-length\": 0, \"deep\": {inner}}}"
+        );
+        let got = verdict(&frame(&header, b""), &limits);
+        let content = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let json_header = format!(
+            "{{\"byteorder\": \"big\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": {}}}",
+            content.len()
+        );
+        let got_content = verdict(&frame(&json_header, content.as_bytes()), &limits);
+        if depth <= 5 {
+            assert_eq!(got, Ok(1));
+            assert_eq!(got_content, Ok(1));
+        } else {
+            assert_eq!(got, Err(Error::NestingTooDeep { phase: Phase::Header, max: 5 }));
+            assert_eq!(got_content, Err(Error::NestingTooDeep { phase: Phase::Content, max: 5 }));
+        }
+    }
+}
+
+#[test]
+fn json_content_errors_are_typed() {
+    let limits = Limits::default();
+    let json_frame = |enc: &str, content: &[u8]| {
+        frame(
+            &format!("{{\"byteorder\": \"big\", \"content-type\": \"text/json\", \"content-encoding\": \"{enc}\", \"content-length\": {}}}", content.len()),
+            content,
+        )
+    };
+    assert_eq!(
+        verdict(&json_frame("utf-16", b"{}"), &limits),
+        Err(Error::UnsupportedEncoding { encoding: "utf-16".into() })
+    );
+    assert_eq!(
+        verdict(&json_frame("utf-8", b"{\"a\": \"\xff\"}"), &limits),
+        Err(Error::InvalidUtf8 { phase: Phase::Content, offset: 7 })
+    );
+    assert!(matches!(
+        verdict(&json_frame("utf-8", b"{\"a\": }"), &limits),
+        Err(Error::InvalidJson { phase: Phase::Content, line: 1, column: 7, .. })
+    ));
+    assert_eq!(verdict(&json_frame("UTF8", b"{}"), &limits), Ok(1));
+    // With the check off, malformed JSON content is the application's business.
+    let lax = Limits { check_json_content: false, ..Limits::default() };
+    assert_eq!(verdict(&json_frame("utf-8", b"{\"a\": }"), &lax), Ok(1));
+}
+
+#[test]
+fn json_content_into_user_types() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Req {
+        action: String,
+        value: String,
+    }
+    let (msgs, _) = decode_pieces(&[SEARCH_MORPHEUS]);
+    let req: Req = msgs[0].json_content().unwrap();
+    assert_eq!(req, Req { action: "search".into(), value: "morpheus".into() });
+    let wrong: Result<Vec<u8>, _> = msgs[0].json_content();
+    assert!(matches!(wrong, Err(Error::ContentShape { .. })));
+    let bin = Message::from_parts("text/json".into(), "latin-1".into(), b"{}".to_vec());
+    assert_eq!(
+        bin.json_content::<serde_json::Value>(),
+        Err(Error::UnsupportedEncoding { encoding: "latin-1".into() })
+    );
+}
+
+#[test]
+fn announced_content_is_not_allocated_before_it_arrives() {
+    let wire = frame(&binary_header(16 * 1024 * 1024), b"");
+    let mut dec = Decoder::default();
+    assert_eq!(dec.decode(&mut &wire[..]), Ok(Event::NeedData));
+    assert!(dec.allocated() <= wire.len() + 1024, "allocated {}", dec.allocated());
+    // Through every door, allocation stays within twice what arrived plus one 64 KiB step.
+    let mut received = wire.len();
+    let piece = vec![0u8; 100_000];
+    for _ in 0..20 {
+        dec.decode(&mut &piece[..]).unwrap();
+        received += piece.len();
+        assert!(dec.allocated() <= 2 * received + 64 * 1024, "{} for {received}", dec.allocated());
+    }
+    let mut dec = Decoder::default();
+    dec.receive(&wire).unwrap();
+    assert_eq!(dec.next_event(), Ok(Event::NeedData));
+    let n = dec.read_buf().len();
+    assert!(n <= 64 * 1024, "read_buf lends {n}");
+    assert!(dec.allocated() <= wire.len() + 64 * 1024 + crate::decoder::DEFAULT_READ_BUF);
+}
+
+#[test]
+fn large_content_is_received_in_place() {
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let wire = encode(&Message::binary("x/y", content.clone())).unwrap();
+    let (msgs, end) = read_buf_chunks(&wire, 65536, &Limits::default());
+    assert_eq!(end, Ok(()));
+    assert_eq!(msgs[0].content(), &content[..]);
+    // The decoder lends the content buffer itself once the header is known.
+    let mut dec = Decoder::default();
+    let head = wire.len() - content.len();
+    dec.receive(&wire[..head]).unwrap();
+    assert_eq!(dec.next_event(), Ok(Event::NeedData));
+    let lent = dec.read_buf().len();
+    assert_eq!(lent, 64 * 1024, "a 64 KiB step of the content buffer");
+}
+
+#[test]
+fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
+    let mut dec = Decoder::default();
+    let n = dec.read_buf().len();
+    assert_eq!(dec.commit(n + 1), Err(Error::CommitTooLarge { committed: n + 1, available: n }));
+    assert!(!Error::CommitTooLarge { committed: 1, available: 0 }.is_peer_error());
+    assert_eq!(dec.commit(1), Err(Error::CommitTooLarge { committed: 1, available: 0 }));
+    dec.receive(SEARCH_MORPHEUS).unwrap();
+    assert!(matches!(dec.next_event(), Ok(Event::Message(_))));
+    dec.receive_eof();
+    assert_eq!(dec.receive(b"x"), Err(Error::ReceiveAfterEof));
+    assert_eq!(dec.next_event(), Ok(Event::End));
+
+    let mut conn = Connection::client();
+    conn.close();
+    assert_eq!(conn.send(Message::binary("x", vec![])), Err(Error::SendAfterClose));
+    assert!(conn.wants_shutdown());
+}
+
+#[test]
+fn peer_errors_are_sticky() {
+    let mut dec = Decoder::default();
+    let bad = frame("[]", b"");
+    let want = Err(Error::HeaderNotObject { found: JsonKind::Array });
+    assert_eq!(dec.decode(&mut &bad[..]), want);
+    assert_eq!(dec.decode(&mut SEARCH_MORPHEUS.as_ref()), want);
+    assert_eq!(dec.receive(SEARCH_MORPHEUS), want.map(|_| ()));
+    assert!(dec.error().is_some());
+}
+
+#[test]
+fn stream_positions_locate_messages_and_errors() {
+    let (mut wire, _) = pipelined_stream();
+    let bad_at = wire.len();
+    wire.extend_from_slice(&frame("{}", b""));
+    let mut dec = Decoder::default();
+    let mut input = &wire[..];
+    let mut starts = Vec::new();
+    loop {
+        let start = dec.message_start();
+        match dec.decode(&mut input) {
+            Ok(Event::Message(_)) => starts.push(start),
+            Err(Error::MissingKey { key: "byteorder" }) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(starts, [0, SEARCH_MORPHEUS.len() as u64, (SEARCH_MORPHEUS.len() + RESULT_MORPHEUS.len()) as u64]);
+    assert_eq!(dec.message_start(), bad_at as u64);
+}
+
+#[test]
+fn encoder_handles_partial_sends_and_large_content_without_copying_it() {
+    let mut enc = Encoder::new();
+    let big = vec![9u8; 100_000];
+    enc.queue(Message::binary("x", big.clone())).unwrap();
+    enc.queue(Message::binary("y", b"small".to_vec())).unwrap();
+    let mut out = Vec::new();
+    while enc.wants_write() {
+        // A socket that takes 1000 bytes at a time.
+        let p = enc.pending();
+        let n = p.len().min(1000);
+        out.extend_from_slice(&p[..n]);
+        enc.consume(n);
+    }
+    let (msgs, end) = decode_pieces(&[&out]);
+    assert_eq!(end, Ok(()));
+    assert_eq!(msgs[0].content(), &big[..]);
+    assert_eq!(msgs[1].content(), b"small");
+    // A writer that accepts nothing is WriteZero, not a spin.
+    enc.queue(Message::binary("x", vec![1])).unwrap();
+    let err = enc.write_to(&mut ZeroWriter).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::WriteZero);
+}
+
+struct ZeroWriter;
+impl std::io::Write for ZeroWriter {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn connections_count_requests_in_flight_both_ways() {
+    let mut client = Connection::client();
+    let mut server = Connection::server();
+    for i in 0..3 {
+        client.send(Message::json(&json!({"i": i})).unwrap()).unwrap();
+    }
+    assert_eq!(client.in_flight(), 3);
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_to(&mut wire).unwrap();
+    }
+    server.receive(&wire).unwrap();
+    let mut got = Vec::new();
+    while let Ok(Event::Message(m)) = server.next_event() {
+        got.push(m.json_content::<serde_json::Value>().unwrap()["i"].as_i64().unwrap());
+    }
+    assert_eq!(got, [0, 1, 2]);
+    assert_eq!(server.in_flight(), 3);
+    server.send(Message::json(&json!({"ok": true})).unwrap()).unwrap();
+    assert_eq!(server.in_flight(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Property tests.
+
+fn arb_json_leaf() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<u64>().prop_map(serde_json::Value::from),
+        (-1e12f64..1e12).prop_map(serde_json::Value::from),
+        any::<String>().prop_map(serde_json::Value::from),
+    ]
+}
+
+fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+    arb_json_leaf().prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::btree_map(any::<String>(), inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    let extras = prop::collection::vec(("[a-z\u{e9}\u{2028}\"\\\\/ -]{1,8}", arb_json()), 0..3);
+    let byteorder = prop_oneof![Just(ByteOrder::Little), Just(ByteOrder::Big)];
+    let body = prop_oneof![
+        arb_json().prop_map(|v| Message::json(&v).unwrap()),
+        ("[a-z/\u{1}-\u{7f}\u{263a}]{0,40}", prop::collection::vec(any::<u8>(), 0..65536))
+            .prop_map(|(ct, c)| Message::binary(ct, c)),
+    ];
+    (body, byteorder, extras).prop_map(|(m, bo, extras)| {
+        extras
+            .into_iter()
+            .fold(m.with_byteorder(bo), |m, (k, v)| m.with_extra(k, v))
+    })
+}
+
+/// Random cut points for a stream of `len` bytes: empty pieces, single bytes, anything.
+fn cuts(len: usize, seeds: &[usize]) -> Vec<usize> {
+    let mut c: Vec<usize> = seeds.iter().map(|s| s % (len + 1)).collect();
+    c.sort_unstable();
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_messages_in_random_chunkings_decode_to_what_was_encoded(
+        msgs in prop::collection::vec(arb_message(), 1..5),
+        seeds in prop::collection::vec(any::<usize>(), 0..40),
+        chunk in 1usize..300,
+    ) {
+        let mut wire = Vec::new();
+        for m in &msgs {
+            encode_into(m, &mut wire).unwrap();
+        }
+        // Random cut points (with repeats: empty chunks).
+        let mut pieces = Vec::new();
+        let mut last = 0;
+        for c in cuts(wire.len(), &seeds) {
+            pieces.push(&wire[last..c]);
+            last = c;
+        }
+        pieces.push(&wire[last..]);
+        prop_assert_eq!(decode_pieces(&pieces), (msgs.clone(), Ok(())));
+        prop_assert_eq!(receive_pieces(&pieces, &Limits::default()), (msgs.clone(), Ok(())));
+        prop_assert_eq!(read_buf_chunks(&wire, chunk, &Limits::default()), (msgs.clone(), Ok(())));
+        // Decoding then re-encoding gives back exactly the canonical bytes.
+        let (decoded, _) = decode_pieces(&[&wire]);
+        let mut again = Vec::new();
+        for m in &decoded {
+            encode_into(m, &mut again).unwrap();
+        }
+        prop_assert_eq!(again, wire);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_the_verdict_ignores_splits(
+        bytes in prop::collection::vec(any::<u8>(), 0..600),
+        cut in any::<usize>(),
+    ) {
+        let whole = receive_pieces(&[&bytes], &Limits::default());
+        let cut = cut % (bytes.len() + 1);
+        prop_assert_eq!(receive_pieces(&[&bytes[..cut], &bytes[cut..]], &Limits::default()), whole.clone());
+        let ones: Vec<&[u8]> = bytes.chunks(1).collect();
+        prop_assert_eq!(decode_pieces(&ones), whole);
+    }
+
+    #[test]
+    fn plausible_headers_never_panic(
+        prefix in "[ {}\\[\\],:\"a-z0-9.eE+-]{0,12}",
+        key in prop_oneof![Just("content-length"), Just("byteorder"), Just("content-type"), Just("x")],
+        value in "[ {}\\[\\],:\"a-z0-9.eE+-]{0,24}",
+    ) {
+        let header = format!("{{\"byteorder\": \"big\", \"content-type\": \"x\", \"content-encoding\": \"binary\", {prefix}\"{key}\": {value}}}");
+        let wire = frame(&header, b"0123456789");
+        let whole = receive_pieces(&[&wire], &Limits::default());
+        let ones: Vec<&[u8]> = wire.chunks(1).collect();
+        prop_assert_eq!(decode_pieces(&ones), whole);
+    }
+}
