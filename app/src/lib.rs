@@ -1,1 +1,3 @@
 //! The sockmsg programs (work in progress).
+pub mod bench;
+pub mod inspect;
