@@ -1,1 +1,206 @@
-fn main() {}
+//! Decoder and encoder throughput, against the targets of issue 2 (see BENCHMARKS.md).
+//!
+//! Run: `cargo bench -p sockmsg-protocol --bench decode`, and again with
+//! `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=4194304` to see what the machine's
+//! slow `rep movsb` memcpy costs the copy-heavy cases.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sockmsg_protocol::{encode, encode_into, ByteOrder, Decoder, Event, Limits, Message};
+
+/// PROTOCOL.md's 146-byte search request.
+const SEARCH: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
+
+fn search_message() -> Message {
+    Message::json(&serde_json::json!({"action": "search", "value": "morpheus"}))
+        .expect("serializable")
+        .with_byteorder(ByteOrder::Little)
+}
+
+/// Decodes every message in `input` with `decode` (no copy of complete messages).
+fn decode_all(dec: &mut Decoder, mut input: &[u8]) -> usize {
+    let mut n = 0;
+    while let Ok(Event::Message(m)) = dec.decode(&mut input) {
+        black_box(&m);
+        n += 1;
+    }
+    n
+}
+
+/// Feeds `wire` in reads of `chunk` bytes through `read_buf`/`commit`, as a transport does
+/// (the copy stands in for `recv`).
+fn read_buf_all(dec: &mut Decoder, wire: &[u8], chunk: usize) -> usize {
+    let mut n = 0;
+    let mut rest = wire;
+    while !rest.is_empty() {
+        let buf = dec.read_buf();
+        let k = buf.len().min(chunk).min(rest.len());
+        buf[..k].copy_from_slice(&rest[..k]);
+        rest = &rest[k..];
+        dec.commit(k).expect("within the lent buffer");
+        while let Ok(Event::Message(m)) = dec.next_event() {
+            black_box(&m);
+            n += 1;
+        }
+    }
+    n
+}
+
+fn binary_stream(message_len: usize, total: usize) -> Vec<u8> {
+    let m = Message::binary(
+        "binary/custom-client-binary-type",
+        vec![0xa5u8; message_len],
+    );
+    let one = encode(&m).expect("encodable");
+    one.repeat(total / message_len)
+}
+
+fn bench_search(c: &mut Criterion) {
+    const N: usize = 1000;
+    let stream = SEARCH.repeat(N);
+    let mut g = c.benchmark_group("search-request-146B");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("decode contiguous (1000 per buffer)", |b| {
+        b.iter(|| {
+            let mut dec = Decoder::new(Limits::default());
+            assert_eq!(decode_all(&mut dec, black_box(&stream)), N);
+        })
+    });
+    g.bench_function("decode contiguous, JSON content check off", |b| {
+        let limits = Limits {
+            check_json_content: false,
+            ..Limits::default()
+        };
+        b.iter(|| {
+            let mut dec = Decoder::new(limits.clone());
+            assert_eq!(decode_all(&mut dec, black_box(&stream)), N);
+        })
+    });
+    g.bench_function("baseline: u16 + serde_json borrowed header + slice", |b| {
+        #[derive(serde::Deserialize)]
+        struct H<'a> {
+            #[serde(borrow)]
+            byteorder: &'a str,
+            #[serde(rename = "content-type", borrow)]
+            content_type: &'a str,
+            #[serde(rename = "content-encoding", borrow)]
+            content_encoding: &'a str,
+            #[serde(rename = "content-length")]
+            content_length: usize,
+        }
+        b.iter(|| {
+            let mut rest: &[u8] = black_box(&stream);
+            let mut n = 0;
+            while rest.len() >= 2 {
+                let hl = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let h: H = serde_json::from_slice(&rest[2..2 + hl]).expect("valid");
+                let start = 2 + hl;
+                let content = &rest[start..start + h.content_length];
+                black_box((h.byteorder, h.content_type, h.content_encoding, content));
+                rest = &rest[start + h.content_length..];
+                n += 1;
+            }
+            assert_eq!(n, N);
+        })
+    });
+    g.bench_function("read_buf + commit, 16 KiB reads", |b| {
+        b.iter(|| {
+            let mut dec = Decoder::new(Limits::default());
+            assert_eq!(read_buf_all(&mut dec, black_box(&stream), 16 * 1024), N);
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("encode-search-request");
+    g.throughput(Throughput::Elements(1));
+    let m = search_message();
+    g.bench_function("encode prebuilt message into a reused buffer", |b| {
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            out.clear();
+            encode_into(black_box(&m), &mut out).expect("encodable");
+            black_box(&out);
+        })
+    });
+    g.bench_function("build from serde value and encode", |b| {
+        #[derive(serde::Serialize)]
+        struct Req<'a> {
+            action: &'a str,
+            value: &'a str,
+        }
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            out.clear();
+            let m = Message::json(black_box(&Req {
+                action: "search",
+                value: "morpheus",
+            }))
+            .expect("serializable");
+            encode_into(&m, &mut out).expect("encodable");
+            black_box(&out);
+        })
+    });
+    g.finish();
+}
+
+fn bench_bytewise(c: &mut Criterion) {
+    let wire = binary_stream(64 * 1024, 64 * 1024);
+    let mut g = c.benchmark_group("64KiB-message-1-byte-reads");
+    g.throughput(Throughput::Bytes(wire.len() as u64));
+    g.bench_function("decode, 1 byte per call", |b| {
+        b.iter(|| {
+            let mut dec = Decoder::new(Limits::default());
+            let mut n = 0;
+            for byte in black_box(&wire).chunks(1) {
+                let mut input = byte;
+                while let Ok(Event::Message(m)) = dec.decode(&mut input) {
+                    black_box(&m);
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 1);
+        })
+    });
+    g.finish();
+}
+
+fn bench_large(c: &mut Criterion) {
+    const TOTAL: usize = 16 * 1024 * 1024;
+    let mut g = c.benchmark_group("64KiB-reads");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Bytes(TOTAL as u64));
+    for (name, message_len) in [
+        ("one 16 MiB message", TOTAL),
+        ("256 x 64 KiB messages", 64 * 1024),
+    ] {
+        let wire = binary_stream(message_len, TOTAL);
+        let count = TOTAL / message_len;
+        g.bench_function(format!("read_buf + commit: {name}"), |b| {
+            b.iter_batched(
+                || Decoder::new(Limits::default()),
+                |mut dec| assert_eq!(read_buf_all(&mut dec, black_box(&wire), 64 * 1024), count),
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function(format!("decode(&[u8]): {name}"), |b| {
+            b.iter_batched(
+                || Decoder::new(Limits::default()),
+                |mut dec| {
+                    let mut n = 0;
+                    for chunk in black_box(&wire).chunks(64 * 1024) {
+                        n += decode_all(&mut dec, chunk);
+                    }
+                    assert_eq!(n, count);
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_search, bench_bytewise, bench_large);
+criterion_main!(benches);

@@ -328,6 +328,28 @@ impl Decoder {
             }
     }
 
+    /// Content bytes still to come for the message in progress, once its header is known
+    /// (`None` in the other phases). A transport can use it to choose how to read: when at
+    /// least the read-buffer size remains (and nothing is staged), [`Decoder::read_buf`]
+    /// lends the content buffer itself, so those bytes are received in place.
+    ///
+    /// ```
+    /// use sockmsg_protocol::{encode, Decoder, Event, Limits, Message};
+    /// let wire = encode(&Message::binary("x/y", vec![7u8; 100]))?;
+    /// let mut dec = Decoder::new(Limits::default());
+    /// assert_eq!(dec.content_remaining(), None);
+    /// let header_end = wire.len() - 100;
+    /// assert_eq!(dec.decode(&mut &wire[..header_end + 30])?, Event::NeedData);
+    /// assert_eq!(dec.content_remaining(), Some(70));
+    /// # Ok::<(), sockmsg_protocol::Error>(())
+    /// ```
+    pub fn content_remaining(&self) -> Option<usize> {
+        match self.state {
+            State::Content { len, .. } => Some(len.saturating_sub(self.filled)),
+            _ => None,
+        }
+    }
+
     /// Offset in the stream of the next byte to decode: the number of bytes consumed.
     pub fn position(&self) -> u64 {
         self.position
@@ -408,7 +430,9 @@ impl Decoder {
     /// as one is complete (leaving the rest of `src`), or `None` once `src` is exhausted.
     fn step(&mut self, src: &mut &[u8]) -> Result<Option<Message>, Error> {
         loop {
-            match mem::replace(&mut self.state, State::Protoheader) {
+            // Matched in place: the state (which holds a parsed header) is moved only when
+            // a message completes, not on every call.
+            match &mut self.state {
                 State::Protoheader => {
                     let len = if self.ph_have == 0 {
                         if let Some((ph, rest)) = src.split_first_chunk::<2>() {
@@ -444,6 +468,7 @@ impl Decoder {
                     self.state = State::Header { len };
                 }
                 State::Header { len } => {
+                    let len = *len;
                     let parsed = if self.hbuf.is_empty() && src.len() >= len {
                         let (bytes, rest) = src.split_at(len);
                         *src = rest;
@@ -454,7 +479,6 @@ impl Decoder {
                         *src = rest;
                         self.hbuf.extend_from_slice(bytes);
                         if self.hbuf.len() < len {
-                            self.state = State::Header { len };
                             return Ok(None);
                         }
                         let parsed = parse_header(&self.hbuf, &self.limits);
@@ -477,11 +501,11 @@ impl Decoder {
                     self.content = Vec::new();
                     self.state = State::Content { header, len };
                 }
-                State::Content { header, len } => {
+                State::Content { len, .. } => {
+                    let len = *len;
                     if self.filled < len {
                         let take = (len - self.filled).min(src.len());
                         if take == 0 {
-                            self.state = State::Content { header, len };
                             return Ok(None);
                         }
                         let (bytes, rest) = src.split_at(take);
@@ -490,7 +514,9 @@ impl Decoder {
                             // The whole content is here: one exact allocation, one copy.
                             self.content = bytes.to_vec();
                         } else {
-                            self.grow_content(self.filled + take, len);
+                            if self.content.len() < self.filled + take {
+                                self.grow_content(self.filled + take, len);
+                            }
                             if let Some(dst) = self.content.get_mut(self.filled..self.filled + take)
                             {
                                 dst.copy_from_slice(bytes);
@@ -499,28 +525,33 @@ impl Decoder {
                         self.filled += take;
                         self.position += take as u64;
                         if self.filled < len {
-                            self.state = State::Content { header, len };
                             return Ok(None);
                         }
                     }
-                    let mut content = mem::take(&mut self.content);
-                    content.truncate(self.filled);
-                    self.filled = 0;
-                    self.message_start = self.position;
-                    if self.limits.check_json_content && header.is_json() {
-                        check_json_content(&header, &content, &self.limits)?;
-                    }
-                    return Ok(Some(Message::from_decoded(header, content)));
+                    return self.complete().map(Some);
                 }
-                State::End => {
-                    self.state = State::End;
-                    return Ok(None);
-                }
-                State::Failed(e) => {
-                    self.state = State::Failed(e.clone());
-                    return Err(e);
-                }
+                State::End => return Ok(None),
+                State::Failed(e) => return Err(e.clone()),
             }
         }
+    }
+
+    /// The content is complete: hand out the message and start the next one.
+    fn complete(&mut self) -> Result<Message, Error> {
+        let State::Content { header, .. } = mem::replace(&mut self.state, State::Protoheader)
+        else {
+            return Err(Error::UnexpectedEof {
+                phase: Phase::Content,
+                missing: 0,
+            });
+        };
+        let mut content = mem::take(&mut self.content);
+        content.truncate(self.filled);
+        self.filled = 0;
+        self.message_start = self.position;
+        if self.limits.check_json_content && header.is_json() {
+            check_json_content(&header, &content, &self.limits)?;
+        }
+        Ok(Message::from_decoded(header, content))
     }
 }

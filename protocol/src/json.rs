@@ -164,11 +164,18 @@ pub(crate) fn write_py_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Checks that `bytes` is UTF-8, naming the phase and offset of the first bad byte if not.
-pub(crate) fn check_utf8(bytes: &[u8], phase: Phase) -> Result<&str, Error> {
-    std::str::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
-        phase,
-        offset: e.valid_up_to(),
-    })
+pub(crate) fn check_utf8(bytes: &[u8], phase: Phase) -> Result<(), Error> {
+    // `is_ascii` works a word at a time; short ASCII input (every real header) is far
+    // cheaper to clear this way than through the general validator.
+    if bytes.is_ascii() {
+        return Ok(());
+    }
+    std::str::from_utf8(bytes)
+        .map(|_| ())
+        .map_err(|e| Error::InvalidUtf8 {
+            phase,
+            offset: e.valid_up_to(),
+        })
 }
 
 /// Checks, in one pass and without parsing, that the arrays and objects in `bytes` nest no
@@ -207,11 +214,193 @@ pub(crate) fn check_depth(bytes: &[u8], max: usize, phase: Phase) -> Result<(), 
 /// `true` for the labels Python's codec registry resolves to UTF-8 (`utf-8`, `UTF8`,
 /// `utf_8`, `u8`, `utf`), compared without regard to case.
 pub(crate) fn is_utf8_label(label: &str) -> bool {
+    if label == "utf-8" {
+        return true;
+    }
     let l = label.trim();
     ["utf-8", "utf8", "utf_8", "u8", "utf", "utf-8-sig"]
         .iter()
         .any(|known| l.eq_ignore_ascii_case(known))
         && !l.eq_ignore_ascii_case("utf-8-sig")
+}
+
+/// `true` if `b` is one well-formed JSON text (any value, surrounded by optional
+/// whitespace) nesting no deeper than `max_depth` (at most 127), as serde_json's parser
+/// would accept it when skipping the value (`IgnoredAny`: `\\u` escapes are checked for four
+/// hex digits, not for surrogate pairing; numbers for syntax, not range). UTF-8 must be
+/// checked separately.
+///
+/// One pass, no allocation, no recursion: the container stack is a bit set. It is only a
+/// fast "yes": on "no", callers ask serde_json, whose error (with line and column) is the
+/// answer, so a too-strict answer here would only cost time, never change a verdict.
+pub(crate) fn is_valid_json(b: &[u8], max_depth: usize) -> bool {
+    let max_depth = max_depth.min(127);
+    // Bit `d` set: the container at depth `d + 1` is an object.
+    let mut objects: u128 = 0;
+    let mut depth = 0usize;
+    let mut i = skip_ws(b, 0);
+    loop {
+        // A value starts at `i`.
+        match b.get(i) {
+            Some(b'{') | Some(b'[') => {
+                let is_object = b.get(i) == Some(&b'{');
+                if depth >= max_depth {
+                    return false;
+                }
+                if is_object {
+                    objects |= 1 << depth;
+                } else {
+                    objects &= !(1 << depth);
+                }
+                depth += 1;
+                i = skip_ws(b, i + 1);
+                let close = if is_object { b'}' } else { b']' };
+                if b.get(i) == Some(&close) {
+                    depth -= 1;
+                    i += 1;
+                } else {
+                    if is_object {
+                        match member_key(b, i) {
+                            Some(next) => i = next,
+                            None => return false,
+                        }
+                    }
+                    continue;
+                }
+            }
+            Some(b'"') => match skip_string(b, i) {
+                Some(next) => i = next,
+                None => return false,
+            },
+            Some(b'-' | b'0'..=b'9') => match skip_number(b, i) {
+                Some(next) => i = next,
+                None => return false,
+            },
+            Some(b't') if b.get(i..i + 4) == Some(b"true") => i += 4,
+            Some(b'f') if b.get(i..i + 5) == Some(b"false") => i += 5,
+            Some(b'n') if b.get(i..i + 4) == Some(b"null") => i += 4,
+            _ => return false,
+        }
+        // A value ended at `i`: close containers, or find the next value.
+        loop {
+            i = skip_ws(b, i);
+            if depth == 0 {
+                return i == b.len();
+            }
+            let in_object = objects & (1 << (depth - 1)) != 0;
+            match (b.get(i), in_object) {
+                (Some(b','), false) => {
+                    i = skip_ws(b, i + 1);
+                    break;
+                }
+                (Some(b','), true) => match member_key(b, skip_ws(b, i + 1)) {
+                    Some(next) => {
+                        i = next;
+                        break;
+                    }
+                    None => return false,
+                },
+                (Some(b']'), false) | (Some(b'}'), true) => {
+                    depth -= 1;
+                    i += 1;
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// `"key"` then `:` at `i`; returns where the value starts.
+fn member_key(b: &[u8], i: usize) -> Option<usize> {
+    let i = skip_ws(b, skip_string(b, i)?);
+    if b.get(i) != Some(&b':') {
+        return None;
+    }
+    Some(skip_ws(b, i + 1))
+}
+
+/// Bytes that end a run of plain string characters: `"`, `\\` and control characters.
+static STRING_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// `true` for `"`, `\\` and control characters: the bytes a JSON string cannot hold raw.
+#[inline]
+pub(crate) fn ends_plain_run(c: u8) -> bool {
+    STRING_SPECIAL[usize::from(c)]
+}
+
+/// A string whose opening quote is at `i`; returns the index after its closing quote.
+fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut i = i + 1;
+    loop {
+        let rest = b.get(i..)?;
+        let k = rest.iter().position(|&c| ends_plain_run(c))?;
+        i += k;
+        match b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => match b.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                b'u' => {
+                    let hex = b.get(i + 2..i + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    i += 6;
+                }
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+/// A number starting at `i` (RFC 8259 grammar); returns the index after it.
+fn skip_number(b: &[u8], mut i: usize) -> Option<usize> {
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    let digits = |b: &[u8], mut i: usize| -> Option<usize> {
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i > start).then_some(i)
+    };
+    match b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits(b, i)?,
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        i = digits(b, i + 1)?;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        i = digits(b, i)?;
+    }
+    Some(i)
 }
 
 #[cfg(test)]
@@ -277,6 +466,63 @@ mod tests {
             })
         );
         assert!(check_depth(br#"["[[[[\"[[[["]"#, 1, Phase::Header).is_ok());
+    }
+
+    #[test]
+    fn validator_agrees_with_serde_json() {
+        let cases: &[&str] = &[
+            "{}",
+            "[]",
+            " { } ",
+            "0",
+            "-0",
+            "1.5e-3",
+            "-12E+4",
+            "true",
+            "false",
+            "null",
+            "\"s\"",
+            r#"{"a": [1, {"b": null}, "x\"\\\/\b\f\n\r\t\u00e9"], "c": {}}"#,
+            r#"{"action": "search", "value": "morpheus"}"#,
+            "[[[[]]]]",
+            "\"\\ud800\"",
+            "",
+            " ",
+            "{",
+            "}",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{1: 2}",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "+1",
+            "tru",
+            "nul",
+            "[1 2]",
+            "{\"a\":1 \"b\":2}",
+            "\"\\x\"",
+            "\"\\u12g4\"",
+            "\"a\u{1}b\"",
+            "1 2",
+            "[]]",
+            "{}}",
+            "[}",
+            "{]",
+            "\"unterminated",
+            "NaN",
+            "[-]",
+        ];
+        for case in cases {
+            let serde = serde_json::from_str::<serde::de::IgnoredAny>(case).is_ok();
+            assert_eq!(is_valid_json(case.as_bytes(), 127), serde, "{case:?}");
+        }
+        assert!(is_valid_json(b"[[[]]]", 3));
+        assert!(!is_valid_json(b"[[[[]]]]", 3));
+        assert!(!is_valid_json(b"{\"a\": [{}]}", 2));
     }
 
     #[test]

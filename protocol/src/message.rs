@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Phase};
 use crate::header::{self, ByteOrder, Header, BINARY, TEXT_JSON, UTF_8};
-use crate::json::{check_depth, check_utf8, is_utf8_label, to_vec_py};
+use crate::json::{check_depth, check_utf8, is_utf8_label, is_valid_json, to_vec_py};
 use crate::Limits;
 
 /// One message: a JSON header (four required keys plus extra keys in order) and its content.
@@ -169,14 +169,26 @@ fn validate_json_text<'a>(
     content: &'a [u8],
     limits: &Limits,
 ) -> Result<&'a str, Error> {
-    if !is_utf8_label(&header.content_encoding) {
-        return Err(Error::UnsupportedEncoding {
-            encoding: header.content_encoding.to_string(),
-        });
-    }
-    let text = check_utf8(content, Phase::Content)?;
+    check_encoding(header)?;
     check_depth(content, limits.max_depth.min(127), Phase::Content)?;
-    Ok(text)
+    content_text(content)
+}
+
+fn content_text(content: &[u8]) -> Result<&str, Error> {
+    std::str::from_utf8(content).map_err(|e| Error::InvalidUtf8 {
+        phase: Phase::Content,
+        offset: e.valid_up_to(),
+    })
+}
+
+fn check_encoding(header: &Header) -> Result<(), Error> {
+    if is_utf8_label(&header.content_encoding) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedEncoding {
+            encoding: header.content_encoding.to_string(),
+        })
+    }
 }
 
 pub(crate) fn check_json_content(
@@ -184,8 +196,14 @@ pub(crate) fn check_json_content(
     content: &[u8],
     limits: &Limits,
 ) -> Result<(), Error> {
-    let text = validate_json_text(header, content, limits)?;
-    serde_json::from_str::<serde::de::IgnoredAny>(text)
+    check_encoding(header)?;
+    check_utf8(content, Phase::Content)?;
+    if is_valid_json(content, limits.max_depth) {
+        return Ok(());
+    }
+    // Not proven valid: the full parser gives the verdict and the precise error.
+    check_depth(content, limits.max_depth.min(127), Phase::Content)?;
+    serde_json::from_str::<serde::de::IgnoredAny>(content_text(content)?)
         .map(|_| ())
         .map_err(|e| Error::invalid_json(Phase::Content, &e))
 }

@@ -41,8 +41,11 @@ fn examples() -> Vec<(&'static [u8], Message)> {
         ),
         (
             BINARY_RESPONSE,
-            Message::binary(SERVER_BINARY_TYPE, "First 10 bytes of request: binary☺".as_bytes())
-                .with_byteorder(little),
+            Message::binary(
+                SERVER_BINARY_TYPE,
+                "First 10 bytes of request: binary☺".as_bytes(),
+            )
+            .with_byteorder(little),
         ),
     ]
 }
@@ -102,7 +105,11 @@ fn receive_pieces(pieces: &[&[u8]], limits: &Limits) -> (Vec<Message>, Result<()
 
 /// The same through the zero-copy door (`read_buf` + `commit`), with reads of at most
 /// `chunk` bytes.
-fn read_buf_chunks(wire: &[u8], chunk: usize, limits: &Limits) -> (Vec<Message>, Result<(), Error>) {
+fn read_buf_chunks(
+    wire: &[u8],
+    chunk: usize,
+    limits: &Limits,
+) -> (Vec<Message>, Result<(), Error>) {
     let mut dec = Decoder::new(limits.clone()).with_read_buf_size(64);
     let mut out = Vec::new();
     let mut rest = wire;
@@ -187,7 +194,11 @@ fn every_split_of_every_example_and_of_a_pipelined_stream() {
     for (wire, want) in cases {
         for cut in 0..=wire.len() {
             let (a, b) = wire.split_at(cut);
-            assert_eq!(decode_pieces(&[a, b]), (want.clone(), Ok(())), "decode cut {cut}");
+            assert_eq!(
+                decode_pieces(&[a, b]),
+                (want.clone(), Ok(())),
+                "decode cut {cut}"
+            );
             assert_eq!(
                 receive_pieces(&[a, b], &Limits::default()),
                 (want.clone(), Ok(())),
@@ -197,7 +208,11 @@ fn every_split_of_every_example_and_of_a_pipelined_stream() {
         let bytes: Vec<&[u8]> = wire.chunks(1).collect();
         assert_eq!(decode_pieces(&bytes), (want.clone(), Ok(())));
         for chunk in [1, 2, 3, 7, 64, 1000] {
-            assert_eq!(read_buf_chunks(&wire, chunk, &Limits::default()), (want.clone(), Ok(())), "chunk {chunk}");
+            assert_eq!(
+                read_buf_chunks(&wire, chunk, &Limits::default()),
+                (want.clone(), Ok(())),
+                "chunk {chunk}"
+            );
         }
     }
 }
@@ -213,11 +228,20 @@ fn every_strict_prefix_needs_more_data_and_eof_there_names_the_phase() {
             assert!(dec.message_in_progress());
             dec.receive_eof();
             let want = if cut < 2 {
-                Error::UnexpectedEof { phase: Phase::Protoheader, missing: 2 - cut }
+                Error::UnexpectedEof {
+                    phase: Phase::Protoheader,
+                    missing: 2 - cut,
+                }
             } else if cut < 2 + header_len {
-                Error::UnexpectedEof { phase: Phase::Header, missing: 2 + header_len - cut }
+                Error::UnexpectedEof {
+                    phase: Phase::Header,
+                    missing: 2 + header_len - cut,
+                }
             } else {
-                Error::UnexpectedEof { phase: Phase::Content, missing: wire.len() - cut }
+                Error::UnexpectedEof {
+                    phase: Phase::Content,
+                    missing: wire.len() - cut,
+                }
             };
             assert_eq!(dec.next_event(), Err(want.clone()), "cut {cut}");
             // Failed stays failed.
@@ -253,7 +277,11 @@ fn verdict(wire: &[u8], limits: &Limits) -> Result<usize, Error> {
     assert_eq!(whole, bytewise);
     for cut in [1, 2, 3, wire.len() / 2, wire.len().saturating_sub(1)] {
         let cut = cut.min(wire.len());
-        assert_eq!(receive_pieces(&[&wire[..cut], &wire[cut..]], limits), whole, "cut {cut}");
+        assert_eq!(
+            receive_pieces(&[&wire[..cut], &wire[cut..]], limits),
+            whole,
+            "cut {cut}"
+        );
     }
     assert_eq!(read_buf_chunks(wire, 97, limits), whole);
     whole.1.map(|()| whole.0.len())
@@ -261,7 +289,10 @@ fn verdict(wire: &[u8], limits: &Limits) -> Result<usize, Error> {
 
 #[test]
 fn header_length_limit_at_its_edges() {
-    let limits = Limits { max_header_len: 200, ..Limits::default() };
+    let limits = Limits {
+        max_header_len: 200,
+        ..Limits::default()
+    };
     for (extra, want_ok) in [(199, true), (200, true), (201, false)] {
         let base = binary_header(0);
         // Pad with whitespace inside the object to reach exactly `extra` bytes.
@@ -272,18 +303,33 @@ fn header_length_limit_at_its_edges() {
         if want_ok {
             assert_eq!(got, Ok(1), "{extra}");
         } else {
-            assert_eq!(got, Err(Error::HeaderTooLong { size: 201, max: 200 }));
+            assert_eq!(
+                got,
+                Err(Error::HeaderTooLong {
+                    size: 201,
+                    max: 200
+                })
+            );
         }
     }
     // The error comes from the protoheader alone: no header bytes need to arrive.
     let mut dec = Decoder::new(limits);
-    assert_eq!(dec.decode(&mut &[0u8, 201][..]), Err(Error::HeaderTooLong { size: 201, max: 200 }));
+    assert_eq!(
+        dec.decode(&mut &[0u8, 201][..]),
+        Err(Error::HeaderTooLong {
+            size: 201,
+            max: 200
+        })
+    );
 }
 
 #[test]
 fn content_length_limit_at_its_edges() {
     let max = 1000u64;
-    let limits = Limits { max_content_len: max, ..Limits::default() };
+    let limits = Limits {
+        max_content_len: max,
+        ..Limits::default()
+    };
     for (len, ok) in [(max - 1, true), (max, true), (max + 1, false)] {
         let wire = frame(&binary_header(len), &vec![7u8; len as usize]);
         let got = verdict(&wire, &limits);
@@ -297,7 +343,10 @@ fn content_length_limit_at_its_edges() {
 
 #[test]
 fn nesting_limit_at_its_edges_in_header_and_content() {
-    let limits = Limits { max_depth: 5, ..Limits::default() };
+    let limits = Limits {
+        max_depth: 5,
+        ..Limits::default()
+    };
     for depth in [4usize, 5, 6] {
         // Header: the object itself is level 1, the extra value adds depth - 1 levels.
         let inner = format!("{}{}", "[".repeat(depth - 1), "]".repeat(depth - 1));
@@ -315,8 +364,20 @@ fn nesting_limit_at_its_edges_in_header_and_content() {
             assert_eq!(got, Ok(1));
             assert_eq!(got_content, Ok(1));
         } else {
-            assert_eq!(got, Err(Error::NestingTooDeep { phase: Phase::Header, max: 5 }));
-            assert_eq!(got_content, Err(Error::NestingTooDeep { phase: Phase::Content, max: 5 }));
+            assert_eq!(
+                got,
+                Err(Error::NestingTooDeep {
+                    phase: Phase::Header,
+                    max: 5
+                })
+            );
+            assert_eq!(
+                got_content,
+                Err(Error::NestingTooDeep {
+                    phase: Phase::Content,
+                    max: 5
+                })
+            );
         }
     }
 }
@@ -332,19 +393,32 @@ fn json_content_errors_are_typed() {
     };
     assert_eq!(
         verdict(&json_frame("utf-16", b"{}"), &limits),
-        Err(Error::UnsupportedEncoding { encoding: "utf-16".into() })
+        Err(Error::UnsupportedEncoding {
+            encoding: "utf-16".into()
+        })
     );
     assert_eq!(
         verdict(&json_frame("utf-8", b"{\"a\": \"\xff\"}"), &limits),
-        Err(Error::InvalidUtf8 { phase: Phase::Content, offset: 7 })
+        Err(Error::InvalidUtf8 {
+            phase: Phase::Content,
+            offset: 7
+        })
     );
     assert!(matches!(
         verdict(&json_frame("utf-8", b"{\"a\": }"), &limits),
-        Err(Error::InvalidJson { phase: Phase::Content, line: 1, column: 7, .. })
+        Err(Error::InvalidJson {
+            phase: Phase::Content,
+            line: 1,
+            column: 7,
+            ..
+        })
     ));
     assert_eq!(verdict(&json_frame("UTF8", b"{}"), &limits), Ok(1));
     // With the check off, malformed JSON content is the application's business.
-    let lax = Limits { check_json_content: false, ..Limits::default() };
+    let lax = Limits {
+        check_json_content: false,
+        ..Limits::default()
+    };
     assert_eq!(verdict(&json_frame("utf-8", b"{\"a\": }"), &lax), Ok(1));
 }
 
@@ -357,13 +431,21 @@ fn json_content_into_user_types() {
     }
     let (msgs, _) = decode_pieces(&[SEARCH_MORPHEUS]);
     let req: Req = msgs[0].json_content().unwrap();
-    assert_eq!(req, Req { action: "search".into(), value: "morpheus".into() });
+    assert_eq!(
+        req,
+        Req {
+            action: "search".into(),
+            value: "morpheus".into()
+        }
+    );
     let wrong: Result<Vec<u8>, _> = msgs[0].json_content();
     assert!(matches!(wrong, Err(Error::ContentShape { .. })));
     let bin = Message::from_parts("text/json".into(), "latin-1".into(), b"{}".to_vec());
     assert_eq!(
         bin.json_content::<serde_json::Value>(),
-        Err(Error::UnsupportedEncoding { encoding: "latin-1".into() })
+        Err(Error::UnsupportedEncoding {
+            encoding: "latin-1".into()
+        })
     );
 }
 
@@ -372,14 +454,22 @@ fn announced_content_is_not_allocated_before_it_arrives() {
     let wire = frame(&binary_header(16 * 1024 * 1024), b"");
     let mut dec = Decoder::default();
     assert_eq!(dec.decode(&mut &wire[..]), Ok(Event::NeedData));
-    assert!(dec.allocated() <= wire.len() + 1024, "allocated {}", dec.allocated());
+    assert!(
+        dec.allocated() <= wire.len() + 1024,
+        "allocated {}",
+        dec.allocated()
+    );
     // Through every door, allocation stays within twice what arrived plus one 64 KiB step.
     let mut received = wire.len();
     let piece = vec![0u8; 100_000];
     for _ in 0..20 {
         dec.decode(&mut &piece[..]).unwrap();
         received += piece.len();
-        assert!(dec.allocated() <= 2 * received + 64 * 1024, "{} for {received}", dec.allocated());
+        assert!(
+            dec.allocated() <= 2 * received + 64 * 1024,
+            "{} for {received}",
+            dec.allocated()
+        );
     }
     let mut dec = Decoder::default();
     dec.receive(&wire).unwrap();
@@ -409,9 +499,25 @@ fn large_content_is_received_in_place() {
 fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
     let mut dec = Decoder::default();
     let n = dec.read_buf().len();
-    assert_eq!(dec.commit(n + 1), Err(Error::CommitTooLarge { committed: n + 1, available: n }));
-    assert!(!Error::CommitTooLarge { committed: 1, available: 0 }.is_peer_error());
-    assert_eq!(dec.commit(1), Err(Error::CommitTooLarge { committed: 1, available: 0 }));
+    assert_eq!(
+        dec.commit(n + 1),
+        Err(Error::CommitTooLarge {
+            committed: n + 1,
+            available: n
+        })
+    );
+    assert!(!Error::CommitTooLarge {
+        committed: 1,
+        available: 0
+    }
+    .is_peer_error());
+    assert_eq!(
+        dec.commit(1),
+        Err(Error::CommitTooLarge {
+            committed: 1,
+            available: 0
+        })
+    );
     dec.receive(SEARCH_MORPHEUS).unwrap();
     assert!(matches!(dec.next_event(), Ok(Event::Message(_))));
     dec.receive_eof();
@@ -420,7 +526,10 @@ fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
 
     let mut conn = Connection::client();
     conn.close();
-    assert_eq!(conn.send(Message::binary("x", vec![])), Err(Error::SendAfterClose));
+    assert_eq!(
+        conn.send(Message::binary("x", vec![])),
+        Err(Error::SendAfterClose)
+    );
     assert!(conn.wants_shutdown());
 }
 
@@ -428,7 +537,9 @@ fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
 fn peer_errors_are_sticky() {
     let mut dec = Decoder::default();
     let bad = frame("[]", b"");
-    let want = Err(Error::HeaderNotObject { found: JsonKind::Array });
+    let want = Err(Error::HeaderNotObject {
+        found: JsonKind::Array,
+    });
     assert_eq!(dec.decode(&mut &bad[..]), want);
     assert_eq!(dec.decode(&mut SEARCH_MORPHEUS.as_ref()), want);
     assert_eq!(dec.receive(SEARCH_MORPHEUS), want.map(|_| ()));
@@ -451,7 +562,14 @@ fn stream_positions_locate_messages_and_errors() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(starts, [0, SEARCH_MORPHEUS.len() as u64, (SEARCH_MORPHEUS.len() + RESULT_MORPHEUS.len()) as u64]);
+    assert_eq!(
+        starts,
+        [
+            0,
+            SEARCH_MORPHEUS.len() as u64,
+            (SEARCH_MORPHEUS.len() + RESULT_MORPHEUS.len()) as u64
+        ]
+    );
     assert_eq!(dec.message_start(), bad_at as u64);
 }
 
@@ -494,7 +612,9 @@ fn connections_count_requests_in_flight_both_ways() {
     let mut client = Connection::client();
     let mut server = Connection::server();
     for i in 0..3 {
-        client.send(Message::json(&json!({"i": i})).unwrap()).unwrap();
+        client
+            .send(Message::json(&json!({"i": i})).unwrap())
+            .unwrap();
     }
     assert_eq!(client.in_flight(), 3);
     let mut wire = Vec::new();
@@ -504,11 +624,17 @@ fn connections_count_requests_in_flight_both_ways() {
     server.receive(&wire).unwrap();
     let mut got = Vec::new();
     while let Ok(Event::Message(m)) = server.next_event() {
-        got.push(m.json_content::<serde_json::Value>().unwrap()["i"].as_i64().unwrap());
+        got.push(
+            m.json_content::<serde_json::Value>().unwrap()["i"]
+                .as_i64()
+                .unwrap(),
+        );
     }
     assert_eq!(got, [0, 1, 2]);
     assert_eq!(server.in_flight(), 3);
-    server.send(Message::json(&json!({"ok": true})).unwrap()).unwrap();
+    server
+        .send(Message::json(&json!({"ok": true})).unwrap())
+        .unwrap();
     assert_eq!(server.in_flight(), 2);
 }
 
@@ -541,7 +667,10 @@ fn arb_message() -> impl Strategy<Value = Message> {
     let byteorder = prop_oneof![Just(ByteOrder::Little), Just(ByteOrder::Big)];
     let body = prop_oneof![
         arb_json().prop_map(|v| Message::json(&v).unwrap()),
-        ("[a-z/\u{1}-\u{7f}\u{263a}]{0,40}", prop::collection::vec(any::<u8>(), 0..65536))
+        (
+            "[a-z/\u{1}-\u{7f}\u{263a}]{0,40}",
+            prop::collection::vec(any::<u8>(), 0..65536)
+        )
             .prop_map(|(ct, c)| Message::binary(ct, c)),
     ];
     (body, byteorder, extras).prop_map(|(m, bo, extras)| {
