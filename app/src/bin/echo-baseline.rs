@@ -44,7 +44,11 @@ fn serve(args: &Args) -> Result<(), String> {
     let server = EchoServer::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = server.local_addr().map_err(|e| e.to_string())?;
     if let Some(path) = &args.port_file {
-        std::fs::write(path, format!("{}\n", local.port()))
+        // Write, then rename: a reader never sees a partial file.
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(format!(".tmp{}", std::process::id()));
+        std::fs::write(&tmp, format!("{}\n", local.port()))
+            .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     println!("listening on {local}");
