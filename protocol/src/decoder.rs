@@ -151,7 +151,39 @@ impl Decoder {
     /// Decodes from `input`, advancing it past the bytes consumed. Returns at most one
     /// message; call again (with the rest of `input`) until [`Event::NeedData`], which means
     /// all of `input` was consumed.
+    #[inline]
     pub fn decode(&mut self, input: &mut &[u8]) -> Result<Event, Error> {
+        if self.absorb_content(input) {
+            return Ok(Event::NeedData);
+        }
+        self.decode_general(input)
+    }
+
+    /// The hot path of small reads: content is arriving, nothing is staged, and `input` does
+    /// not finish it. Copies `input` into the already-allocated content buffer; `false` (and
+    /// nothing done) whenever any other case applies.
+    #[inline]
+    fn absorb_content(&mut self, input: &mut &[u8]) -> bool {
+        let State::Content { len, .. } = self.state else {
+            return false;
+        };
+        let n = input.len();
+        let end = self.filled + n;
+        if n == 0 || end >= len || end > self.content.len() || self.rpos != self.rend || self.eof {
+            return false;
+        }
+        match (self.content.get_mut(self.filled..end), n) {
+            (Some([dst]), 1) => *dst = input.first().copied().unwrap_or_default(),
+            (Some(dst), _) => dst.copy_from_slice(input),
+            (None, _) => return false,
+        }
+        self.filled = end;
+        self.position += n as u64;
+        *input = &[];
+        true
+    }
+
+    fn decode_general(&mut self, input: &mut &[u8]) -> Result<Event, Error> {
         if let State::Failed(e) = &self.state {
             return Err(e.clone());
         }

@@ -541,7 +541,7 @@ fn peer_errors_are_sticky() {
         found: JsonKind::Array,
     });
     assert_eq!(dec.decode(&mut &bad[..]), want);
-    assert_eq!(dec.decode(&mut SEARCH_MORPHEUS.as_ref()), want);
+    assert_eq!(dec.decode(&mut &SEARCH_MORPHEUS[..]), want);
     assert_eq!(dec.receive(SEARCH_MORPHEUS), want.map(|_| ()));
     assert!(dec.error().is_some());
 }
