@@ -1,1 +1,72 @@
-//! Blocking transport (work in progress).
+//! # sockmsg-transport-std
+//!
+//! The blocking transport: `std::net` sockets around the sans-IO machine of
+//! [`sockmsg_protocol`]. It is a thin loop, not a second implementation of the protocol:
+//! [`Framed`] reads into [`sockmsg_protocol::Connection::read_from`] and writes with
+//! [`sockmsg_protocol::Connection::write_to`] until a whole message is in or out.
+//!
+//! * [`Client`]: connect (with a timeout) to a numeric IPv4 or IPv6 address, send, receive,
+//!   [`Client::request`], several requests on one connection, half-close
+//!   ([`Client::shutdown_write`]), a proper [`Client::close`].
+//! * [`Server`]: binds with `SO_REUSEADDR` (port 0 allowed), one thread per connection up
+//!   to [`ServerConfig::max_connections`], read, write and idle timeouts, and a graceful
+//!   shutdown triggered from any thread through a [`ShutdownHandle`] (for instance from a
+//!   Ctrl-C handler). It runs any [`sockmsg_protocol::Service`], the application interface
+//!   every transport of sockmsg shares.
+//! * [`UdpEndpoint`]: one message per datagram.
+//! * [`TransportError`]: refused, reset, timed out, closed, protocol errors, each naming
+//!   the peer's address.
+//!
+//! ## Example: a server in a thread, a client, a shutdown
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sockmsg_protocol::{Message, Service, ServiceError};
+//! use sockmsg_transport_std::{Client, ClientConfig, Server, ServerConfig};
+//!
+//! // The application: answers every request with its content in upper case.
+//! struct Shout;
+//! impl Service for Shout {
+//!     fn call(&self, request: Message) -> Result<Message, ServiceError> {
+//!         Ok(Message::binary("text/shout", request.content().to_ascii_uppercase()))
+//!     }
+//! }
+//!
+//! let server = Server::bind("127.0.0.1:0".parse()?, ServerConfig::default())?;
+//! let addr = server.local_addr();
+//! let shutdown = server.shutdown_handle();
+//! let running = std::thread::spawn(move || server.serve(Arc::new(Shout)));
+//!
+//! let mut client = Client::connect(addr, &ClientConfig::default())?;
+//! for word in ["hello", "world"] {
+//!     let answer = client.request(Message::binary("text/plain", word.as_bytes().to_vec()))?;
+//!     assert_eq!(answer.content(), word.to_ascii_uppercase().as_bytes());
+//! }
+//! client.close()?;
+//!
+//! shutdown.shutdown();
+//! running.join().expect("server thread")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Logging
+//!
+//! Through [`tracing`]: `listening on`, `accepted connection from`, `closing connection
+//! to` (with the reason) and shutdown progress at `info`; refused connections, protocol
+//! and service errors at `warn`; per-message details at `debug`. Each connection's lines
+//! are inside a `conn` span carrying the peer's address, so a service's own log lines show
+//! which client they concern.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod framed;
+pub mod server;
+pub mod udp;
+
+pub use client::{Client, ClientConfig};
+pub use error::{Op, TransportError};
+pub use framed::Framed;
+pub use server::{Server, ServerConfig, ShutdownHandle, WhenFull};
+pub use udp::{decode_datagram, UdpEndpoint, MAX_DATAGRAM};

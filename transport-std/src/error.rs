@@ -1,0 +1,257 @@
+//! The transport's error type: what went wrong, and with which peer.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The operation that was under way when a timeout or an I/O error struck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Establishing the connection.
+    Connect,
+    /// Waiting for bytes from the peer.
+    Read,
+    /// Handing bytes to the peer.
+    Write,
+    /// Shutting down the write side (half-close) or closing.
+    Shutdown,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Connect => "connecting to",
+            Op::Read => "reading from",
+            Op::Write => "writing to",
+            Op::Shutdown => "shutting down the connection to",
+        })
+    }
+}
+
+impl Op {
+    /// The operation as a bare verb (`"reading"`), for messages that name the peer elsewhere.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Op::Connect => "connecting",
+            Op::Read => "reading",
+            Op::Write => "writing",
+            Op::Shutdown => "shutting down",
+        }
+    }
+}
+
+/// Everything a blocking transport operation can fail with. Every variant names the peer's
+/// address, so a message such as `connection to 127.0.0.1:65432 refused` needs no context.
+///
+/// The stream variants ([`TransportError::Reset`], [`TransportError::Closed`],
+/// [`TransportError::Protocol`], [`TransportError::Io`]) leave the connection unusable;
+/// after a [`TransportError::Timeout`] on a read the caller may retry, but a message may be
+/// half received, so closing is the usual answer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Nothing listens at `addr` (`ECONNREFUSED`).
+    Refused {
+        /// The address we tried.
+        addr: SocketAddr,
+    },
+    /// Connecting failed for another reason (unreachable network, no route, ...).
+    Connect {
+        /// The address we tried.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// `op` made no progress for `after`.
+    Timeout {
+        /// The peer.
+        addr: SocketAddr,
+        /// What was under way.
+        op: Op,
+        /// The time limit that ran out.
+        after: Duration,
+    },
+    /// The peer reset or aborted the connection, or it broke while we wrote
+    /// (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
+    Reset {
+        /// The peer.
+        addr: SocketAddr,
+        /// What was under way.
+        op: Op,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The peer closed the connection cleanly between two messages while `in_flight`
+    /// responses were still owed to us.
+    Closed {
+        /// The peer.
+        addr: SocketAddr,
+        /// Requests sent and not answered when the peer closed.
+        in_flight: u64,
+    },
+    /// The peer's bytes broke the protocol, or the stream ended inside a message
+    /// ([`sockmsg_protocol::Error::UnexpectedEof`]); or this program tried to send a message
+    /// the protocol cannot carry (see [`sockmsg_protocol::Error::is_peer_error`]).
+    Protocol {
+        /// The peer.
+        addr: SocketAddr,
+        /// The protocol machine's verdict.
+        source: sockmsg_protocol::Error,
+    },
+    /// A datagram held a whole message and `extra` more bytes (each datagram must carry
+    /// exactly one message).
+    TrailingBytes {
+        /// The sender.
+        addr: SocketAddr,
+        /// Length of the message at the start of the datagram.
+        message_len: usize,
+        /// Bytes after it.
+        extra: usize,
+    },
+    /// The service failed to answer a request from `addr`.
+    Service {
+        /// Who sent the request.
+        addr: SocketAddr,
+        /// The service's error.
+        source: sockmsg_protocol::ServiceError,
+    },
+    /// Any other I/O error (including `WriteZero` from a writer that accepts nothing).
+    Io {
+        /// The peer.
+        addr: SocketAddr,
+        /// What was under way.
+        op: Op,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl TransportError {
+    /// The peer's address (the one we tried to reach, for connection errors).
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            TransportError::Refused { addr }
+            | TransportError::Connect { addr, .. }
+            | TransportError::Timeout { addr, .. }
+            | TransportError::Reset { addr, .. }
+            | TransportError::Closed { addr, .. }
+            | TransportError::Protocol { addr, .. }
+            | TransportError::TrailingBytes { addr, .. }
+            | TransportError::Service { addr, .. }
+            | TransportError::Io { addr, .. } => *addr,
+        }
+    }
+
+    /// `true` for [`TransportError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, TransportError::Timeout { .. })
+    }
+
+    /// The protocol error, for [`TransportError::Protocol`].
+    pub fn protocol_error(&self) -> Option<&sockmsg_protocol::Error> {
+        match self {
+            TransportError::Protocol { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The closest [`io::ErrorKind`]: what this error would be as an `io::Error`.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        match self {
+            TransportError::Refused { .. } => io::ErrorKind::ConnectionRefused,
+            TransportError::Connect { source, .. }
+            | TransportError::Reset { source, .. }
+            | TransportError::Io { source, .. } => source.kind(),
+            TransportError::Timeout { .. } => io::ErrorKind::TimedOut,
+            TransportError::Closed { .. } => io::ErrorKind::UnexpectedEof,
+            TransportError::Protocol { source, .. } => match source {
+                sockmsg_protocol::Error::UnexpectedEof { .. } => io::ErrorKind::UnexpectedEof,
+                _ => io::ErrorKind::InvalidData,
+            },
+            TransportError::TrailingBytes { .. } => io::ErrorKind::InvalidData,
+            TransportError::Service { .. } => io::ErrorKind::Other,
+        }
+    }
+
+    /// Classifies an I/O error of `op` on the connection to `addr`.
+    pub(crate) fn from_io(addr: SocketAddr, op: Op, source: io::Error) -> TransportError {
+        use io::ErrorKind as K;
+        match source.kind() {
+            K::ConnectionRefused if op == Op::Connect => TransportError::Refused { addr },
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                TransportError::Reset { addr, op, source }
+            }
+            _ if op == Op::Connect => TransportError::Connect { addr, source },
+            _ => TransportError::Io { addr, op, source },
+        }
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Refused { addr } => write!(f, "connection to {addr} refused"),
+            TransportError::Connect { addr, source } => {
+                write!(f, "cannot connect to {addr}: {source}")
+            }
+            TransportError::Timeout { addr, op, after } => {
+                write!(f, "timed out {op} {addr} after {after:?}")
+            }
+            TransportError::Reset { addr, op, source } => {
+                write!(
+                    f,
+                    "connection reset by {addr} while {}: {source}",
+                    op.verb()
+                )
+            }
+            TransportError::Closed { addr, in_flight } => write!(
+                f,
+                "{addr} closed the connection with {in_flight} response(s) outstanding"
+            ),
+            TransportError::Protocol { addr, source } => {
+                if source.is_peer_error() {
+                    write!(f, "protocol error from {addr}: {source}")
+                } else {
+                    write!(f, "cannot send to {addr}: {source}")
+                }
+            }
+            TransportError::TrailingBytes {
+                addr,
+                message_len,
+                extra,
+            } => write!(
+                f,
+                "datagram from {addr}: {extra} byte(s) after the {message_len}-byte message"
+            ),
+            TransportError::Service { addr, source } => {
+                write!(f, "the service failed on a request from {addr}: {source}")
+            }
+            TransportError::Io { addr, op, source } => {
+                write!(f, "I/O error while {op} {addr}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TransportError::Connect { source, .. }
+            | TransportError::Reset { source, .. }
+            | TransportError::Io { source, .. } => Some(source),
+            TransportError::Protocol { source, .. } => Some(source),
+            TransportError::Service { source, .. } => {
+                let source: &(dyn std::error::Error + 'static) = &**source;
+                Some(source)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<TransportError> for io::Error {
+    fn from(e: TransportError) -> io::Error {
+        io::Error::new(e.io_kind(), e)
+    }
+}
