@@ -1,0 +1,442 @@
+//! A multi-connection client on one mio loop: the guide's `multiconn-client`, with
+//! pipelining.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Token};
+use sockmsg_protocol::{Connection, Event, Limits, Message, Role};
+use tracing::{debug, trace};
+
+/// How a [`MultiClient`] behaves.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Most requests in flight (sent, not yet answered) on one connection. Default: 8.
+    /// Zero acts as one (no pipelining).
+    pub pipeline_depth: usize,
+    /// Time allowed for the whole run; connections not done by then fail with
+    /// [`ClientError::TimedOut`]. Default: 30 s.
+    pub timeout: Duration,
+    /// What the server may make the client accept. Default: [`Limits::default`].
+    pub limits: Limits,
+    /// Set `TCP_NODELAY` on every connection. Default: `true`.
+    pub nodelay: bool,
+    /// Shut down the write side of a connection once its last request is sent (the
+    /// server still answers every request). Default: `true`.
+    pub half_close: bool,
+    /// Size of the read buffer shared by all connections. Default: 64 KiB.
+    pub read_buffer: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            pipeline_depth: 8,
+            timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+            nodelay: true,
+            half_close: true,
+            read_buffer: 64 * 1024,
+        }
+    }
+}
+
+/// Why one connection of a [`MultiClient`] run did not get all its answers.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The connection could not be established.
+    Connect(io::Error),
+    /// A socket error after connecting.
+    Io(io::Error),
+    /// The server's bytes broke the protocol.
+    Protocol(sockmsg_protocol::Error),
+    /// A request could not be encoded.
+    Encode(sockmsg_protocol::Error),
+    /// The server closed the connection before answering every request.
+    Closed {
+        /// Responses received.
+        answered: usize,
+        /// Requests sent on this connection in all.
+        expected: usize,
+    },
+    /// The run's timeout passed first.
+    TimedOut {
+        /// Responses received.
+        answered: usize,
+        /// Requests on this connection in all.
+        expected: usize,
+    },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Connect(e) => write!(f, "cannot connect: {e}"),
+            ClientError::Io(e) => write!(f, "socket error: {e}"),
+            ClientError::Protocol(e) => write!(f, "protocol error from the server: {e}"),
+            ClientError::Encode(e) => write!(f, "cannot encode a request: {e}"),
+            ClientError::Closed { answered, expected } => write!(
+                f,
+                "the server closed the connection after {answered} of {expected} responses"
+            ),
+            ClientError::TimedOut { answered, expected } => {
+                write!(f, "timed out after {answered} of {expected} responses")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Connect(e) | ClientError::Io(e) => Some(e),
+            ClientError::Protocol(e) | ClientError::Encode(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What one connection of a run got: its responses, in the order of its requests
+/// (`responses[i]` answers request `i`), and the error that stopped it early, if any.
+#[derive(Debug)]
+pub struct ConnectionOutcome {
+    /// The responses received, in request order.
+    pub responses: Vec<Message>,
+    /// Why the connection stopped before every request was answered.
+    pub error: Option<ClientError>,
+}
+
+impl ConnectionOutcome {
+    /// `true` if every request was answered.
+    pub fn is_complete(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// The responses if every request was answered, else the error.
+    pub fn into_result(self) -> Result<Vec<Message>, ClientError> {
+        match self.error {
+            None => Ok(self.responses),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// Runs many connections at once from one thread on one `mio::Poll`: each connection sends
+/// its list of requests, keeping up to [`ClientConfig::pipeline_depth`] in flight, and
+/// collects the responses in order.
+///
+/// Connecting is non-blocking: each connection waits for `WRITABLE`, then checks
+/// `take_error` and `peer_addr`, as mio prescribes.
+///
+/// ```no_run
+/// use sockmsg_protocol::Message;
+/// use sockmsg_transport_mio::{ClientConfig, MultiClient};
+/// let addr = "127.0.0.1:65432".parse()?;
+/// let requests: Vec<Vec<Message>> = (0..100)
+///     .map(|i| (0..10).map(|j| Message::binary("x/y", format!("{i}.{j}"))).collect())
+///     .collect();
+/// let outcomes = MultiClient::new(ClientConfig::default()).run(addr, requests)?;
+/// assert!(outcomes.iter().all(|o| o.is_complete()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MultiClient {
+    config: ClientConfig,
+}
+
+/// One call: `requests.len()` connections to `addr`, each sending its own list with up to
+/// `pipeline_depth` requests in flight; per connection, its responses in order or the
+/// error that stopped it. Other settings are [`ClientConfig::default`]'s.
+pub fn multi_request(
+    addr: SocketAddr,
+    requests: Vec<Vec<Message>>,
+    pipeline_depth: usize,
+) -> io::Result<Vec<Result<Vec<Message>, ClientError>>> {
+    let client = MultiClient::new(ClientConfig {
+        pipeline_depth,
+        ..ClientConfig::default()
+    });
+    Ok(client
+        .run(addr, requests)?
+        .into_iter()
+        .map(ConnectionOutcome::into_result)
+        .collect())
+}
+
+struct ClientConn {
+    stream: TcpStream,
+    proto: Connection,
+    to_send: std::vec::IntoIter<Message>,
+    expected: usize,
+    responses: Vec<Message>,
+    connected: bool,
+    write_shut: bool,
+    readable: bool,
+    registered: Interest,
+}
+
+impl MultiClient {
+    /// A client with `config`.
+    pub fn new(config: ClientConfig) -> MultiClient {
+        MultiClient { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Opens `requests.len()` connections to `addr` at once and runs them to completion (or
+    /// the timeout). Returns one outcome per connection, in the same order. The `Err` case
+    /// is for the loop itself failing (creating or polling the `Poll`).
+    pub fn run(
+        &self,
+        addr: SocketAddr,
+        requests: Vec<Vec<Message>>,
+    ) -> io::Result<Vec<ConnectionOutcome>> {
+        let cfg = &self.config;
+        let deadline = Instant::now() + cfg.timeout;
+        let mut poll = Poll::new()?;
+        let mut events = Events::with_capacity(1024);
+        let mut scratch = vec![0u8; cfg.read_buffer.max(1024)];
+        let mut conns: Vec<Option<ClientConn>> = Vec::with_capacity(requests.len());
+        let mut outcomes: Vec<Option<ConnectionOutcome>> = Vec::with_capacity(requests.len());
+        let mut active = 0usize;
+        for (i, list) in requests.into_iter().enumerate() {
+            if list.is_empty() {
+                conns.push(None);
+                outcomes.push(Some(ConnectionOutcome {
+                    responses: Vec::new(),
+                    error: None,
+                }));
+                continue;
+            }
+            let expected = list.len();
+            let started = TcpStream::connect(addr).and_then(|mut stream| {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                poll.registry().register(&mut stream, Token(i), interest)?;
+                Ok(stream)
+            });
+            match started {
+                Ok(stream) => {
+                    conns.push(Some(ClientConn {
+                        stream,
+                        proto: Connection::new(Role::Client, cfg.limits.clone()),
+                        to_send: list.into_iter(),
+                        expected,
+                        responses: Vec::with_capacity(expected),
+                        connected: false,
+                        write_shut: false,
+                        readable: false,
+                        registered: Interest::READABLE | Interest::WRITABLE,
+                    }));
+                    outcomes.push(None);
+                    active += 1;
+                }
+                Err(e) => {
+                    conns.push(None);
+                    outcomes.push(Some(ConnectionOutcome {
+                        responses: Vec::new(),
+                        error: Some(ClientError::Connect(e)),
+                    }));
+                }
+            }
+        }
+        while active > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match poll.poll(&mut events, Some(deadline - now)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                let i = event.token().0;
+                let Some(conn) = conns.get_mut(i).and_then(Option::as_mut) else {
+                    continue;
+                };
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    conn.readable = true;
+                }
+                let step = conn.step(cfg, &mut scratch, poll.registry(), Token(i));
+                let error = match step {
+                    Ok(false) => continue,
+                    Ok(true) => None,
+                    Err(e) => Some(e),
+                };
+                if let Some(done) = conns.get_mut(i).and_then(Option::take) {
+                    active -= 1;
+                    trace!(
+                        connection = i,
+                        ok = error.is_none(),
+                        "client connection done"
+                    );
+                    if let Some(slot) = outcomes.get_mut(i) {
+                        *slot = Some(ConnectionOutcome {
+                            responses: done.responses,
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .zip(conns)
+            .map(|(outcome, conn)| match (outcome, conn) {
+                (Some(o), _) => o,
+                (None, Some(c)) => ConnectionOutcome {
+                    error: Some(ClientError::TimedOut {
+                        answered: c.responses.len(),
+                        expected: c.expected,
+                    }),
+                    responses: c.responses,
+                },
+                (None, None) => ConnectionOutcome {
+                    responses: Vec::new(),
+                    error: Some(ClientError::TimedOut {
+                        answered: 0,
+                        expected: 0,
+                    }),
+                },
+            })
+            .collect())
+    }
+}
+
+impl ClientConn {
+    /// Moves the connection as far as it goes. `Ok(true)`: every request answered.
+    fn step(
+        &mut self,
+        cfg: &ClientConfig,
+        scratch: &mut [u8],
+        registry: &Registry,
+        token: Token,
+    ) -> Result<bool, ClientError> {
+        if !self.connected {
+            // Non-blocking connect: after a wake-up, an error means it failed; a peer
+            // address means it is done; "not connected" means wait (a spurious event).
+            if let Some(e) = self.stream.take_error().map_err(ClientError::Connect)? {
+                return Err(ClientError::Connect(e));
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => {
+                    self.connected = true;
+                    if cfg.nodelay {
+                        if let Err(e) = self.stream.set_nodelay(true) {
+                            debug!(error = %e, "cannot set TCP_NODELAY");
+                        }
+                    }
+                }
+                Err(e) if not_yet_connected(&e) => return Ok(false),
+                Err(e) => return Err(ClientError::Connect(e)),
+            }
+        }
+        let depth = cfg.pipeline_depth.max(1) as u64;
+        loop {
+            while self.proto.in_flight() < depth && !self.proto.is_closed() {
+                match self.to_send.next() {
+                    Some(request) => self.proto.send(request).map_err(ClientError::Encode)?,
+                    None => {
+                        if cfg.half_close {
+                            self.proto.close();
+                        }
+                        break;
+                    }
+                }
+            }
+            while self.proto.wants_write() {
+                match self.proto.write_to(&mut self.stream) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(ClientError::Io(e)),
+                }
+            }
+            if self.proto.wants_shutdown() && !self.write_shut {
+                self.write_shut = true;
+                if let Err(e) = self.stream.shutdown(Shutdown::Write) {
+                    if e.kind() != io::ErrorKind::NotConnected {
+                        return Err(ClientError::Io(e));
+                    }
+                }
+            }
+            if !self.readable {
+                break;
+            }
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.readable = false;
+                    self.proto.receive_eof();
+                    self.take_responses(&mut &[][..])?;
+                    if self.responses.len() < self.expected {
+                        return Err(ClientError::Closed {
+                            answered: self.responses.len(),
+                            expected: self.expected,
+                        });
+                    }
+                }
+                Ok(n) => {
+                    let mut input = scratch.get(..n).unwrap_or_default();
+                    self.take_responses(&mut input)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ClientError::Io(e)),
+            }
+            if self.responses.len() >= self.expected {
+                return Ok(true);
+            }
+        }
+        let mut interest = Interest::READABLE;
+        if self.proto.wants_write() {
+            interest |= Interest::WRITABLE;
+        }
+        if interest != self.registered {
+            registry
+                .reregister(&mut self.stream, token, interest)
+                .map_err(ClientError::Io)?;
+            self.registered = interest;
+        }
+        Ok(false)
+    }
+
+    fn take_responses(&mut self, input: &mut &[u8]) -> Result<(), ClientError> {
+        loop {
+            match self.proto.decode(input).map_err(ClientError::Protocol)? {
+                Event::Message(m) => self.responses.push(m),
+                Event::NeedData => return Ok(()),
+                Event::End => {
+                    return if self.responses.len() < self.expected {
+                        Err(ClientError::Closed {
+                            answered: self.responses.len(),
+                            expected: self.expected,
+                        })
+                    } else {
+                        Ok(())
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `peer_addr` on a socket whose connect is still in progress.
+fn not_yet_connected(e: &io::Error) -> bool {
+    if e.kind() == io::ErrorKind::NotConnected {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::EINPROGRESS)
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}

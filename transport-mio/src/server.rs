@@ -1,0 +1,244 @@
+//! The server: binding, the event-loop threads, shutdown.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+use sockmsg_protocol::Service;
+use tracing::{info, warn};
+
+use crate::config::{ListenerMode, ServerConfig};
+use crate::stats::Stats;
+use crate::worker::{LoopSetup, Worker, WAKER};
+
+/// A bound, not yet running, event-loop server.
+///
+/// [`Server::bind`] creates the listening socket(s) and one `mio::Poll` per event loop;
+/// [`Server::serve`] runs the loops, one thread each, until [`ShutdownHandle::shutdown`].
+/// Each loop accepts connections and keeps them: reads and writes until `WouldBlock`
+/// (edge-triggered), asks for `WRITABLE` only while output is pending, and enforces the
+/// deadlines and the output cap of its [`ServerConfig`].
+#[derive(Debug)]
+pub struct Server {
+    loops: Vec<LoopSetup>,
+    local_addr: SocketAddr,
+    config: ServerConfig,
+    shutdown: ShutdownHandle,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for LoopSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopSetup")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds `addr` (the first of its addresses that works) and prepares
+    /// [`ServerConfig::workers`] event loops. Port 0 picks a free port: see
+    /// [`Server::local_addr`].
+    pub fn bind<A: ToSocketAddrs>(addr: A, config: ServerConfig) -> io::Result<Server> {
+        let config = config.normalized();
+        let mut last = None;
+        for addr in addr.to_socket_addrs()? {
+            match Server::bind_one(addr, config.clone()) {
+                Ok(server) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
+    }
+
+    fn bind_one(addr: SocketAddr, config: ServerConfig) -> io::Result<Server> {
+        let n = config.workers;
+        let mut listeners = Vec::with_capacity(n);
+        let first = listen(addr, &config)?;
+        let local_addr = first.local_addr()?;
+        match config.listener {
+            ListenerMode::Shared => {
+                for _ in 1..n {
+                    listeners.push(first.try_clone()?);
+                }
+            }
+            ListenerMode::ReusePort => {
+                for _ in 1..n {
+                    listeners.push(listen(local_addr, &config)?);
+                }
+            }
+        }
+        listeners.insert(0, first);
+        let mut loops = Vec::with_capacity(n);
+        let mut wakers = Vec::with_capacity(n);
+        for listener in listeners {
+            let poll = Poll::new()?;
+            wakers.push(Waker::new(poll.registry(), WAKER)?);
+            loops.push(LoopSetup {
+                poll,
+                listener: TcpListener::from_std(listener),
+            });
+        }
+        Ok(Server {
+            loops,
+            local_addr,
+            shutdown: ShutdownHandle {
+                inner: Arc::new(ShutdownInner {
+                    flag: AtomicBool::new(false),
+                    wakers,
+                }),
+            },
+            stats: Stats::new(n),
+            config,
+        })
+    }
+
+    /// The address the server listens on (with the actual port if port 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The configuration in force (after clamping: at least one loop, non-zero deadlines).
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// A handle that stops the server from any thread, before or during
+    /// [`Server::serve`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// A live view of the server's counters.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    /// Runs the event loops, one thread each, calling `service` for every request, and
+    /// blocks until [`ShutdownHandle::shutdown`]. On shutdown the listeners close at once,
+    /// connections stop taking requests and are closed as soon as their pending output is
+    /// sent, or after [`ServerConfig::shutdown_grace`]. Returns the first error an event
+    /// loop failed with (the others are then stopped too).
+    pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
+        info!(
+            addr = %self.local_addr,
+            workers = self.loops.len(),
+            mode = ?self.config.listener,
+            "sockmsg mio server listening"
+        );
+        let mut threads = Vec::with_capacity(self.loops.len());
+        let mut result = Ok(());
+        for (index, setup) in self.loops.into_iter().enumerate() {
+            let worker = Worker::new(
+                index,
+                setup,
+                Arc::clone(&service),
+                self.config.clone(),
+                self.stats.clone(),
+                self.shutdown.clone(),
+            );
+            let shutdown = self.shutdown.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("sockmsg-mio-{index}"))
+                .spawn(move || {
+                    let r = catch_unwind(AssertUnwindSafe(|| worker.run()))
+                        .unwrap_or_else(|_| Err(io::Error::other("event loop panicked")));
+                    if r.is_err() {
+                        shutdown.shutdown();
+                    }
+                    r
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    warn!(error = %e, "cannot start an event loop thread");
+                    self.shutdown.shutdown();
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        for handle in threads {
+            let r = handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("event loop panicked")));
+            if let Err(e) = r {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        info!(addr = %self.local_addr, "sockmsg mio server stopped");
+        result
+    }
+}
+
+/// Creates a non-blocking listening socket.
+fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    if let Some(size) = config.socket_recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    if let Some(size) = config.socket_send_buffer {
+        socket.set_send_buffer_size(size)?;
+    }
+    if config.listener == ListenerMode::ReusePort {
+        #[cfg(all(
+            unix,
+            not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+        ))]
+        socket.set_reuse_port(true)?;
+        #[cfg(not(all(
+            unix,
+            not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+        )))]
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_REUSEPORT is not available on this platform",
+        ));
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(config.backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+#[derive(Debug)]
+struct ShutdownInner {
+    flag: AtomicBool,
+    wakers: Vec<Waker>,
+}
+
+/// Stops a [`Server`]: sets a flag and wakes every event loop through its `mio::Waker`.
+/// Cheap to clone; `Send + Sync`, so a signal handler thread (Ctrl-C) can hold one.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    inner: Arc<ShutdownInner>,
+}
+
+impl ShutdownHandle {
+    /// Asks the server to stop. Returns at once; [`Server::serve`] returns once every loop
+    /// has closed its connections. Calling it again does nothing more.
+    pub fn shutdown(&self) {
+        self.inner.flag.store(true, Ordering::SeqCst);
+        for waker in &self.inner.wakers {
+            if let Err(e) = waker.wake() {
+                warn!(error = %e, "cannot wake an event loop");
+            }
+        }
+    }
+
+    /// `true` once [`ShutdownHandle::shutdown`] was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.inner.flag.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,119 @@
+//! Helpers shared by the integration tests: a test service, a running server, waiting.
+#![allow(dead_code)]
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sockmsg_protocol::{Message, Service, ServiceError};
+use sockmsg_transport_mio::{Server, ServerConfig, ShutdownHandle, Stats};
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// JSON `{"action": "search", "value": V}` is answered `{"result": "echo V"}`; binary content
+/// `C` is answered `echo:C`, except `fail` (a service error) and `panic` (a panic).
+pub fn test_service() -> Arc<dyn Service> {
+    Arc::new(|request: Message| -> Result<Message, ServiceError> {
+        if request.is_json() {
+            let v: serde_json::Value = request.json_content()?;
+            let value = v["value"].as_str().unwrap_or_default();
+            return Ok(Message::json(
+                &json!({ "result": format!("echo {value}") }),
+            )?);
+        }
+        match request.content() {
+            b"fail" => Err("the test service fails on request".into()),
+            b"panic" => panic!("the test service panics on request"),
+            content => {
+                let mut answer = b"echo:".to_vec();
+                answer.extend_from_slice(content);
+                Ok(Message::binary("binary/custom-server-binary-type", answer))
+            }
+        }
+    })
+}
+
+/// A search request for `value`.
+pub fn request(value: &str) -> Message {
+    Message::json(&json!({ "action": "search", "value": value })).expect("encodable")
+}
+
+/// The `result` of a JSON response.
+pub fn result_of(m: &Message) -> String {
+    let v: serde_json::Value = m.json_content().expect("JSON response");
+    v["result"].as_str().expect("a result string").to_owned()
+}
+
+/// A server running on its own thread; stopped (and joined) on drop.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub stats: Stats,
+    pub shutdown: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Running {
+    pub fn start(config: ServerConfig) -> Running {
+        init_tracing();
+        let server = Server::bind("127.0.0.1:0", config).expect("bind on loopback");
+        let addr = server.local_addr();
+        let stats = server.stats();
+        let shutdown = server.shutdown_handle();
+        let service = test_service();
+        let thread = Some(std::thread::spawn(move || server.serve(service)));
+        Running {
+            addr,
+            stats,
+            shutdown,
+            thread,
+        }
+    }
+
+    /// Shuts the server down and waits for `serve` to return (at most 10 s).
+    pub fn stop(&mut self) -> io::Result<()> {
+        self.shutdown.shutdown();
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        while !thread.is_finished() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "serve did not return within 10 s of shutdown"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        thread.join().expect("server thread")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Polls `f` every 5 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
