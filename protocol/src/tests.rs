@@ -709,6 +709,9 @@ proptest! {
         }
         pieces.push(&wire[last..]);
         prop_assert_eq!(decode_pieces(&pieces), (msgs.clone(), Ok(())));
+        let ones: Vec<&[u8]> = wire.chunks(1).collect();
+        prop_assert_eq!(decode_pieces(&ones), (msgs.clone(), Ok(())));
+        prop_assert_eq!(decode_pieces(&[&wire]), (msgs.clone(), Ok(())));
         prop_assert_eq!(receive_pieces(&pieces, &Limits::default()), (msgs.clone(), Ok(())));
         prop_assert_eq!(read_buf_chunks(&wire, chunk, &Limits::default()), (msgs.clone(), Ok(())));
         // Decoding then re-encoding gives back exactly the canonical bytes.

@@ -1,0 +1,132 @@
+//! What a peer's bytes cost in memory, measured by the allocator itself: a header that
+//! announces 16 MiB of content and then sends nothing (or little) must not make the decoder
+//! reserve what was announced.
+//!
+//! This test binary installs a counting global allocator; it holds only these tests so
+//! that nothing else allocates concurrently while a measurement runs.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use sockmsg_protocol::{encode, Decoder, Event, Limits, Message};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Serializes the measurements (the test harness runs tests on several threads).
+static MEASURE: Mutex<()> = Mutex::new(());
+
+// SAFETY: every method forwards to `System` unchanged; the counters are only statistics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                let grow = new_size - layout.size();
+                let live = LIVE.fetch_add(grow, Ordering::Relaxed) + grow;
+                PEAK.fetch_max(live, Ordering::Relaxed);
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Peak bytes allocated above the starting level while `f` runs.
+fn peak_during(f: impl FnOnce()) -> usize {
+    let start = LIVE.load(Ordering::Relaxed);
+    PEAK.store(start, Ordering::Relaxed);
+    f();
+    PEAK.load(Ordering::Relaxed) - start
+}
+
+/// The framing of a binary message announcing `len` content bytes.
+fn framing(len: usize) -> Vec<u8> {
+    let header = format!(
+        "{{\"byteorder\": \"big\", \"content-type\": \"x\", \"content-encoding\": \"binary\", \"content-length\": {len}}}"
+    );
+    let mut v = (header.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v
+}
+
+const SMALL_CONSTANT: usize = 64 * 1024 + 1024;
+
+#[test]
+fn announced_16_mib_followed_by_nothing_allocates_almost_nothing() {
+    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let wire = framing(16 * 1024 * 1024);
+    // The copying door (receive) and the in-place door (decode), each on its own decoder.
+    let peak = peak_during(|| {
+        let mut dec = Decoder::new(Limits::default());
+        dec.receive(&wire).unwrap();
+        assert_eq!(dec.next_event(), Ok(Event::NeedData));
+        let mut dec2 = Decoder::new(Limits::default());
+        assert_eq!(dec2.decode(&mut &wire[..]), Ok(Event::NeedData));
+        std::hint::black_box((&dec, &dec2));
+    });
+    assert!(
+        peak <= 2 * wire.len() + SMALL_CONSTANT,
+        "peak {peak} bytes for {} received",
+        wire.len()
+    );
+}
+
+#[test]
+fn allocation_tracks_bytes_received_not_bytes_announced() {
+    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let wire = framing(16 * 1024 * 1024);
+    let piece = vec![0x5au8; 32 * 1024];
+    let mut dec = Decoder::new(Limits::default());
+    assert_eq!(dec.decode(&mut &wire[..]), Ok(Event::NeedData));
+    let mut received = wire.len();
+    for round in 0..40 {
+        let peak = peak_during(|| {
+            assert_eq!(dec.decode(&mut &piece[..]), Ok(Event::NeedData));
+        });
+        received += piece.len();
+        let held = dec.allocated();
+        assert!(
+            held <= 2 * received + SMALL_CONSTANT,
+            "round {round}: holds {held} for {received} received"
+        );
+        // A growth step may hold old and new buffer at once, never more.
+        assert!(
+            peak <= 2 * held + SMALL_CONSTANT,
+            "round {round}: peak {peak}"
+        );
+    }
+}
+
+#[test]
+fn a_whole_message_costs_its_content_and_no_more() {
+    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let content = vec![7u8; 1024 * 1024];
+    let wire = encode(&Message::binary("x/y", content)).unwrap();
+    let peak = peak_during(|| {
+        let mut dec = Decoder::new(Limits::default());
+        let Ok(Event::Message(m)) = dec.decode(&mut &wire[..]) else {
+            panic!("one complete message");
+        };
+        assert_eq!(m.content().len(), 1024 * 1024);
+    });
+    assert!(peak <= 1024 * 1024 + 4096, "peak {peak}");
+}
