@@ -198,7 +198,10 @@ impl MultiClient {
         requests: Vec<Vec<Message>>,
     ) -> io::Result<Vec<ConnectionOutcome>> {
         let cfg = &self.config;
-        let deadline = Instant::now() + cfg.timeout;
+        let started = Instant::now();
+        let deadline = started
+            .checked_add(cfg.timeout)
+            .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600));
         let mut poll = Poll::new()?;
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0u8; cfg.read_buffer.max(1024)];

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use sockmsg_protocol::Limits;
 
+/// A century: the longest deadline kept (so that `Instant + deadline` cannot overflow).
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// How the event loops share the listening address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ListenerMode {
@@ -21,7 +24,8 @@ pub enum ListenerMode {
 /// What a [`crate::Server`] allows, and when it gives up on a peer.
 ///
 /// All fields are public; start from [`ServerConfig::default`] and change what you need.
-/// Durations of zero are treated as one millisecond.
+/// Durations of zero are treated as one millisecond; durations longer than a century
+/// (`Duration::MAX` included) as a century, which is to say never.
 ///
 /// ```
 /// use std::time::Duration;
@@ -142,13 +146,14 @@ impl ServerConfig {
 
     /// Values clamped to something workable (at least one loop, non-zero durations...).
     pub(crate) fn normalized(mut self) -> Self {
-        let min = Duration::from_millis(1);
+        let clamp = |d: Duration| d.clamp(Duration::from_millis(1), NEVER);
         self.workers = self.workers.max(1);
         self.backlog = self.backlog.max(1);
         self.max_connections = self.max_connections.max(1);
-        self.header_deadline = self.header_deadline.max(min);
-        self.idle_timeout = self.idle_timeout.max(min);
-        self.write_deadline = self.write_deadline.max(min);
+        self.header_deadline = clamp(self.header_deadline);
+        self.idle_timeout = clamp(self.idle_timeout);
+        self.write_deadline = clamp(self.write_deadline);
+        self.shutdown_grace = self.shutdown_grace.min(NEVER);
         self.output_cap = self.output_cap.max(1);
         self.read_buffer = self.read_buffer.max(1024);
         self.events_capacity = self.events_capacity.max(16);

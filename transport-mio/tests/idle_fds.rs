@@ -17,7 +17,7 @@ fn open_fds() -> usize {
 }
 
 /// Raises the soft limit on open files to at least `want` (up to the hard limit).
-fn raise_nofile(want: u64) -> u64 {
+fn raise_nofile(want: libc::rlim_t) -> libc::rlim_t {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -25,19 +25,22 @@ fn raise_nofile(want: u64) -> u64 {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if (lim.rlim_cur as u64) < want {
-            lim.rlim_cur = (want as libc::rlim_t).min(lim.rlim_max);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 #[test]
 fn two_thousand_idle_connections_open_and_close_cleanly() {
     const N: usize = 2_000;
-    let limit = raise_nofile(2 * N as u64 + 256);
-    assert!(limit >= 2 * N as u64 + 64, "RLIMIT_NOFILE too low: {limit}");
+    let limit = raise_nofile((2 * N + 256) as libc::rlim_t);
+    assert!(
+        limit >= (2 * N + 64) as libc::rlim_t,
+        "RLIMIT_NOFILE too low: {limit}"
+    );
 
     let before = open_fds();
     let mut server = Running::start(ServerConfig {

@@ -117,3 +117,42 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Reads from a blocking `stream` (5 s read timeout) and decodes responses: until `want`
+/// have arrived, or with `until_end`, until the stream ends (end of stream or reset).
+/// Returns the responses and whether the stream ended.
+pub fn read_responses(
+    stream: &mut std::net::TcpStream,
+    want: usize,
+    until_end: bool,
+) -> (Vec<Message>, bool) {
+    use sockmsg_protocol::{Decoder, Event, Limits};
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut decoder = Decoder::new(Limits::default());
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        loop {
+            match decoder.next_event().expect("well-formed responses") {
+                Event::Message(m) => got.push(m),
+                Event::NeedData => break,
+                Event::End => return (got, true),
+            }
+        }
+        assert!(got.len() <= want, "more responses than expected");
+        if got.len() == want && !until_end {
+            return (got, false);
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => decoder.receive_eof(),
+            Ok(n) => decoder
+                .receive(buf.get(..n).unwrap_or_default())
+                .expect("receive"),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return (got, true),
+            Err(e) => panic!("read failed after {} responses: {e}", got.len()),
+        }
+    }
+}
