@@ -193,7 +193,9 @@ impl UdpEndpoint {
     }
 
     /// Sends `request` to `server` and waits (up to the read timeout in all) for the
-    /// answer from that address; datagrams from anyone else are ignored.
+    /// answer from that address; datagrams from anyone else are ignored. If the system
+    /// reports that nothing listens there (ICMP port unreachable), that is
+    /// [`TransportError::Refused`]; otherwise silence is [`TransportError::Timeout`].
     pub fn request(
         &mut self,
         request: &Message,
@@ -219,6 +221,10 @@ impl UdpEndpoint {
             match self.recv_from() {
                 Ok((message, from)) if from == server => return Ok(message),
                 Err(TransportError::Timeout { after, .. }) => return Err(timeout(after)),
+                // The ICMP "port unreachable" of our request, reported on this socket.
+                Err(e) if e.io_kind() == io::ErrorKind::ConnectionRefused => {
+                    return Err(TransportError::Refused { addr: server })
+                }
                 Err(e) if e.addr() == server => return Err(e),
                 // A datagram from someone else, good or bad: not our answer.
                 Ok(_) | Err(_) => {}

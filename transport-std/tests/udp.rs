@@ -120,3 +120,22 @@ fn oversized_messages_are_refused_before_sending() {
         other => panic!("expected InvalidInput, got {other:?}"),
     }
 }
+
+#[test]
+fn nobody_listening_is_refused_or_a_timeout() {
+    let port = {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.local_addr().expect("addr")
+    };
+    let mut client = endpoint();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    match client.request(&Message::binary("x/y", b"?".to_vec()), port) {
+        // Linux reports the ICMP port unreachable; other systems may stay silent.
+        Err(e @ (TransportError::Refused { .. } | TransportError::Timeout { .. })) => {
+            assert_eq!(e.addr(), port)
+        }
+        other => panic!("expected Refused or a timeout, got {other:?}"),
+    }
+}
