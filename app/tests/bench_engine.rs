@@ -41,7 +41,8 @@ fn assert_clean(report: &Report, n: u64) {
     assert_eq!(report.errors.total(), 0, "{}", report.to_text());
     assert_eq!(report.abandoned, 0);
     assert!(report.requests_per_s > 0.0);
-    assert!(report.latency.min_us > 0.0);
+    // A loopback round trip takes microseconds: a smaller figure is a clock mistake.
+    assert!(report.latency.min_us >= 1.0, "{}", report.to_text());
     assert!(report.latency.min_us <= report.latency.p50_us);
     assert!(report.latency.p50_us <= report.latency.p99_us);
     assert!(report.latency.p99_us <= report.latency.max_us);

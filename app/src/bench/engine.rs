@@ -381,7 +381,7 @@ fn worker(config: &Config, shared: &Shared<'_>, n: usize) -> io::Result<Outcome>
         for event in events.iter() {
             if let Some(c) = clients.get_mut(event.token().0) {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                c.on_event(&mut cx, &mut buf, readable, now);
+                c.on_event(&mut cx, &mut buf, readable);
             }
         }
         if waiting.is_some() || now >= next_scan {
@@ -502,10 +502,12 @@ impl Client {
         }
     }
 
-    fn on_event(&mut self, cx: &mut Cx<'_, '_>, buf: &mut [u8], readable: bool, now: Instant) {
+    fn on_event(&mut self, cx: &mut Cx<'_, '_>, buf: &mut [u8], readable: bool) {
         if self.stream.is_none() {
             return;
         }
+        // Fresh times throughout: earlier events of the same batch may have taken a while.
+        let now = Instant::now();
         let mut read = readable;
         if !self.connected {
             match self.connect_state() {
@@ -528,9 +530,9 @@ impl Client {
             }
         }
         if self.flush(cx, now) && read {
-            self.read(cx, buf, now);
+            self.read(cx, buf);
         }
-        self.restart_now(cx, now);
+        self.restart_now(cx, Instant::now());
     }
 
     /// Starts the next connection at once if one is due.
@@ -586,15 +588,25 @@ impl Client {
         true
     }
 
-    /// Reads until the socket has nothing more, handling answers as they complete.
-    fn read(&mut self, cx: &mut Cx<'_, '_>, buf: &mut [u8], now: Instant) {
+    /// Reads until the socket has nothing more, handling answers as they complete, then
+    /// sends the requests that replace them.
+    fn read(&mut self, cx: &mut Cx<'_, '_>, buf: &mut [u8]) {
         loop {
             let Some(stream) = &mut self.stream else {
                 return;
             };
-            let n = match stream.read(buf) {
+            let result = stream.read(buf);
+            // The answers in this chunk arrived now (not when the event loop woke up).
+            let now = Instant::now();
+            let n = match result {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // New requests go out only once everything received is handled: sent
+                    // earlier, a fast server's answer would keep this loop on this one
+                    // connection while the others' answers wait.
+                    self.flush(cx, now);
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let kind = if self.connected {
@@ -609,7 +621,7 @@ impl Client {
                 return self.on_eof(cx, now);
             }
             let data = buf.get(..n).unwrap_or_default();
-            if !self.feed(cx, data, now) || !self.flush(cx, now) {
+            if !self.feed(cx, data, now) {
                 return;
             }
         }

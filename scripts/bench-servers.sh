@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Server benchmark: the echo baseline, app-server on each transport, and the Python
+# one-shot server written from PROTOCOL.md, all measured with the same app-bench.
+#
+#   scripts/bench-servers.sh [-r RUNS] [-d SECONDS] [-o DIR] [--no-build]
+#
+#   -r RUNS      runs of each measurement (default 3; the table quotes medians)
+#   -d SECONDS   length of one run (default 5)
+#   -o DIR       keep the raw app-bench JSON and the server logs there (default: a
+#                temporary directory, removed at exit)
+#   --no-build   use the release binaries already built
+#
+# Scenarios: keep-alive with 8 and with 64 connections, and one-shot (connect, request,
+# answer, close) with 8 connections. sockmsg servers get the guide's 146-byte JSON search;
+# the echo baseline gets 146 raw bytes echoed back (app-bench --echo), the same bytes per
+# request, so every figure is also given as a ratio of the echo baseline in the same run.
+# Runs are interleaved (round 1 of every server and scenario, then round 2, ...) so that
+# drift in the machine's load spreads over all servers alike.
+#
+# Prints a markdown report on stdout (machine, commands, one table per scenario); progress
+# goes to stderr. Every server started is stopped at exit, whatever happens. Needs cargo
+# and python3.
+set -euo pipefail
+
+RUNS=3
+SECS=5
+OUT=""
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -r) RUNS="$2"; shift 2 ;;
+        -d) SECS="$2"; shift 2 ;;
+        -o) OUT="$2"; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench-servers: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+case "$RUNS$SECS" in *[!0-9]*) echo "bench-servers: -r and -d take whole numbers" >&2; exit 2 ;; esac
+[ "$RUNS" -ge 1 ] && [ "$SECS" -ge 1 ] || { echo "bench-servers: -r and -d must be at least 1" >&2; exit 2; }
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+command -v python3 >/dev/null || { echo "bench-servers: python3 is needed" >&2; exit 2; }
+
+if [ -z "$OUT" ]; then
+    OUT=$(mktemp -d "${TMPDIR:-/tmp}/bench-servers.XXXXXX")
+    KEEP_OUT=0
+else
+    mkdir -p "$OUT"
+    KEEP_OUT=1
+fi
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # Give each a moment to exit on its own, then make sure.
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [ "$KEEP_OUT" = 1 ] || rm -rf "$OUT"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "bench-servers: $*" >&2; }
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET/release"
+if [ "$BUILD" = 1 ]; then
+    log "building release binaries"
+    cargo build --release -q -p sockmsg-app --bins >&2
+fi
+for b in app-bench echo-baseline app-server; do
+    [ -x "$BIN/$b" ] || { log "missing $BIN/$b (build with cargo build --release -p sockmsg-app)"; exit 2; }
+done
+
+# start NAME LOGFILE COMMAND...: starts a server on port 0, waits (10 s at most) for its
+# port, and sets PORT; returns 1 if it exits or never listens.
+start() {
+    local name="$1" logf="$2"
+    shift 2
+    local portf="$OUT/$name.port"
+    rm -f "$portf"
+    "$@" >"$logf" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 1 200); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            return 1
+        fi
+        if [ -s "$portf" ]; then
+            PORT=$(tr -dc '0-9' <"$portf")
+            [ -n "$PORT" ] && return 0
+        fi
+        # Our servers print "listening on HOST:PORT".
+        PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$logf" | head -n 1)
+        [ -n "$PORT" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# Servers: name, what the table calls it, kind of requests, whether it keeps connections.
+NAMES=()
+declare -A LABEL PORTS KIND KEEPALIVE CMD
+add_server() { # NAME LABEL KIND KEEPALIVE SHOWN_COMMAND
+    NAMES+=("$1"); LABEL[$1]="$2"; KIND[$1]="$3"; KEEPALIVE[$1]="$4"; CMD[$1]="$5"; PORTS[$1]="$PORT"
+}
+
+if start echo "$OUT/echo.log" "$BIN/echo-baseline" 127.0.0.1 0; then
+    add_server echo "echo baseline (mio, 1 thread, no framing)" echo 1 "echo-baseline 127.0.0.1 PORT"
+else
+    log "the echo baseline did not start:"; cat "$OUT/echo.log" >&2; exit 1
+fi
+for transport in std mio; do
+    if start "app-$transport" "$OUT/app-$transport.log" \
+        env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 --transport "$transport"; then
+        add_server "app-$transport" "app-server --transport $transport" json 1 \
+            "RUST_LOG=warn app-server 127.0.0.1 PORT --transport $transport"
+    else
+        log "app-server --transport $transport is not available, skipped: $(head -c 300 "$OUT/app-$transport.log")"
+    fi
+done
+if start python "$OUT/python.log" python3 "$ROOT/tests/python/oneshot_server.py" 127.0.0.1 0 \
+    --port-file "$OUT/python.port"; then
+    add_server python "Python one-shot server (tests/python/oneshot_server.py)" json 0 \
+        "python3 tests/python/oneshot_server.py 127.0.0.1 PORT"
+else
+    log "the Python one-shot server did not start, skipped: $(head -c 300 "$OUT/python.log")"
+fi
+
+SCENARIOS=(ka8 ka64 os8)
+declare -A SC_TITLE SC_ARGS
+SC_TITLE[ka8]="keep-alive, 8 connections"; SC_ARGS[ka8]="-c 8"
+SC_TITLE[ka64]="keep-alive, 64 connections"; SC_ARGS[ka64]="-c 64"
+SC_TITLE[os8]="one-shot (connect, request, answer, close), 8 connections"; SC_ARGS[os8]="-c 8 --one-shot"
+
+bench_args() { # NAME SCENARIO -> app-bench arguments after HOST PORT
+    local extra=""
+    [ "${KIND[$1]}" = echo ] && extra=" --echo"
+    echo "${SC_ARGS[$2]} -d ${SECS}s$extra"
+}
+
+total=0
+for sc in "${SCENARIOS[@]}"; do
+    for name in "${NAMES[@]}"; do
+        [ "$sc" != os8 ] && [ "${KEEPALIVE[$name]}" = 0 ] && continue
+        total=$((total + RUNS))
+    done
+done
+log "$total runs of ${SECS}s each, about $((total * (SECS + 1))) s"
+
+n=0
+for round in $(seq 1 "$RUNS"); do
+    for sc in "${SCENARIOS[@]}"; do
+        for name in "${NAMES[@]}"; do
+            [ "$sc" != os8 ] && [ "${KEEPALIVE[$name]}" = 0 ] && continue
+            n=$((n + 1))
+            args=$(bench_args "$name" "$sc")
+            log "[$n/$total] round $round: ${LABEL[$name]}: app-bench 127.0.0.1 ${PORTS[$name]} $args"
+            # Bounded: the run stops itself after SECS; timeout is the safety net.
+            # shellcheck disable=SC2086
+            timeout $((SECS + 60)) "$BIN/app-bench" 127.0.0.1 "${PORTS[$name]}" $args --json -q \
+                >"$OUT/$name.$sc.$round.json" 2>"$OUT/$name.$sc.$round.err" || true
+        done
+    done
+done
+
+# The report.
+{
+    echo "## Server benchmark, $(date -u +%Y-%m-%d)"
+    echo
+    echo "Machine: $(uname -srm); $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || echo '?'), $(nproc 2>/dev/null || echo '?') CPUs; $(rustc --version 2>/dev/null || echo 'rustc ?'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+    echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')."
+    echo
+    echo "Reproduce: \`scripts/bench-servers.sh -r $RUNS -d $SECS\`. Each figure is the median of $RUNS runs of ${SECS} s; client and servers share the machine (loopback)."
+    echo "Servers (started on port 0; PORT is the one each reported):"
+    echo
+    for name in "${NAMES[@]}"; do
+        echo "- ${LABEL[$name]}: \`${CMD[$name]}\`"
+    done
+    echo
+} >"$OUT/head.md"
+
+python3 - "$OUT" "$RUNS" "$SECS" "${#NAMES[@]}" "${NAMES[@]}" <<'PY' >"$OUT/tables.md"
+import json, os, statistics, sys
+out, runs, secs, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+names = sys.argv[5:5 + count]
+labels = {
+    "echo": "echo baseline", "app-std": "app-server std", "app-mio": "app-server mio",
+    "python": "Python one-shot",
+}
+scenarios = [
+    ("ka8", "keep-alive, 8 connections", "-c 8"),
+    ("ka64", "keep-alive, 64 connections", "-c 64"),
+    ("os8", "one-shot (connect, request, answer, close), 8 connections", "-c 8 --one-shot"),
+]
+
+def load(name, sc):
+    rs = []
+    for r in range(1, runs + 1):
+        path = os.path.join(out, f"{name}.{sc}.{r}.json")
+        try:
+            with open(path) as f:
+                rs.append(json.loads(f.read()))
+        except (OSError, ValueError):
+            pass
+    return rs
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+for sc, title, args in scenarios:
+    rows = []
+    for name in names:
+        rs = load(name, sc)
+        if not rs:
+            continue
+        rps = [r["requests_per_s"] for r in rs]
+        rows.append((name, rs, med(rps)))
+    if not rows:
+        continue
+    base = next((m for n, _, m in rows if n == "echo"), None)
+    print(f"### {title}")
+    print()
+    print("| server | requests/s (median) | vs echo | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | requests/s of each run |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, rs, m in rows:
+        lat = lambda k: med([r["latency"][k] for r in rs]) / 1000.0
+        errors = sum(r["errors"]["total"] for r in rs)
+        ratio = f"{m / base:.2f}" if base else "–"
+        each = ", ".join(f"{r['requests_per_s']:.0f}" for r in rs)
+        missing = runs - len(rs)
+        if missing:
+            each += f" ({missing} run(s) failed)"
+        print(f"| {labels.get(name, name)} | {m:.0f} | {ratio} | {lat('p50_us'):.3f} | {lat('p90_us'):.3f} "
+              f"| {lat('p99_us'):.3f} | {lat('p999_us'):.3f} | {lat('max_us'):.3f} | {errors} | {each} |")
+    print()
+    print(f"Command: `app-bench 127.0.0.1 PORT {args} -d {secs}s --json` (with `--echo` for the echo baseline).")
+    firsts = [(n, r["first_error"]) for n, rs, _ in rows for r in rs if r.get("first_error")]
+    for n, e in firsts[:3]:
+        print(f"First error ({labels.get(n, n)}): {e}")
+    print()
+PY
+
+cat "$OUT/head.md" "$OUT/tables.md"
+[ "$KEEP_OUT" = 1 ] && log "raw results and server logs in $OUT"
+exit 0
