@@ -10,13 +10,18 @@ use sockmsg_app::inspect::{inspect, InspectError, Options};
 use sockmsg_protocol::Limits;
 
 /// Decodes a captured byte stream (the raw payload of one direction of a TCP connection,
-/// e.g. saved with Wireshark's "Follow TCP Stream" as raw, or `tshark -z follow,tcp,raw`
-/// turned into bytes) with the sans-IO decoder, and prints each message: offset, JSON
-/// header as sent, content (JSON pretty-printed, anything else as a hex preview). Reads in
-/// chunks: captures of any size. Exit status: 0 for a clean stream, 1 for a malformed or
+/// e.g. saved from Wireshark's "Follow TCP Stream" shown as raw) with the sans-IO decoder,
+/// and prints each message: offset, JSON header as sent, content (JSON pretty-printed,
+/// anything else as a hex preview). Reads in chunks: captures of any size. Exit status: 0 for a clean stream, 1 for a malformed or
 /// truncated one (the error and its byte offset are printed), 2 for usage or I/O errors.
 #[derive(Debug, Parser)]
-#[command(name = "app-inspect", version)]
+#[command(
+    name = "app-inspect",
+    version,
+    after_help = "From a capture: the server's side (port 65432) of its first TCP connection:\n  \
+        tshark -r capture.pcap -Y 'tcp.stream == 0 && tcp.srcport == 65432 && tcp.len > 0 \
+        && !tcp.analysis.retransmission' -T fields -e tcp.payload | xxd -r -p | app-inspect -"
+)]
 struct Args {
     /// The capture file, or - for standard input.
     input: PathBuf,

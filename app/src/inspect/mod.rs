@@ -1,9 +1,18 @@
 //! The capture inspector behind `app-inspect`: decodes a captured byte stream (for example
-//! the raw TCP payload of one direction of a connection, as `tshark -z follow,tcp,raw` or
-//! Wireshark's "Follow TCP Stream → Save as raw" gives it) with the same sans-IO
+//! the raw TCP payload of one direction of a connection, as Wireshark's "Follow TCP
+//! Stream", shown as raw and saved, writes it) with the same sans-IO
 //! [`Decoder`] the servers use, and prints every message: its offset in the stream, its
 //! JSON header as sent, and its content (JSON pretty-printed in the sender's key order,
 //! anything else as a hex preview).
+//!
+//! One way to get such a stream from a capture: the server's direction (port 65432) of
+//! the first TCP connection in it (`tcp.stream == 0`; connections in a capture are numbered
+//! from 0):
+//!
+//! ```text
+//! tshark -r capture.pcap -Y 'tcp.stream == 0 && tcp.srcport == 65432 && tcp.len > 0 \
+//!        && !tcp.analysis.retransmission' -T fields -e tcp.payload | xxd -r -p | app-inspect -
+//! ```
 //!
 //! The stream is read in chunks and fed to the decoder as it comes, so a capture of any
 //! size is inspected in memory bounded by its largest message (itself bounded by
