@@ -323,7 +323,7 @@ mod tests {
 
     /// PROTOCOL.md's worked examples, byte for byte.
     #[test]
-    fn protocol_md_examples() -> Result<(), Box<dyn std::error::Error>> {
+    fn protocol_md_examples() -> Result<(), sockmsg_protocol::ServiceError> {
         let service = DemoService::with_byteorder(ByteOrder::Little);
         let req = request("search", "morpheus").with_byteorder(ByteOrder::Little);
         assert_eq!(

@@ -1,0 +1,362 @@
+//! The `app-server` and `app-client` binaries against the guide's Python peers, and their
+//! command-line behaviour (usage errors, failures, Ctrl-C).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sockmsg_protocol::encode;
+use sockmsg_tests::{
+    describe, run_bounded, run_guide_client, ChildGuard, DemoCase, GuideServer, TempDir, DEMO_CASES,
+};
+
+/// The transports `app-server --transport` is tested with.
+const TRANSPORTS: &[&str] = &["std"];
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn app_client(port: u16, case: &DemoCase) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-client"));
+    cmd.args(["127.0.0.1", &port.to_string(), case.action, case.value])
+        .args(case.client_flags())
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// `app-server 127.0.0.1 0 ARGS...`, once it printed its `listening on` line.
+fn start_app_server(args: &[&str]) -> (ChildGuard, u16) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-server"));
+    cmd.args(["127.0.0.1", "0"])
+        .args(args)
+        .env("RUST_LOG", "info");
+    let mut server = ChildGuard::spawn("app-server", &mut cmd);
+    let line = server
+        .next_line(LIMIT)
+        .expect("app-server prints its listening line");
+    let port = line
+        .strip_prefix("listening on 127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (server, port)
+}
+
+/// The request bytes `case` must produce: PROTOCOL.md's where it gives them, else the
+/// guide's request built by the library.
+fn expected_request(case: &DemoCase) -> Vec<u8> {
+    if let Some(bytes) = case.request {
+        return bytes.to_vec();
+    }
+    let m = if case.json_action {
+        sockmsg_app::demo::json_request(case.action, case.value)
+    } else {
+        sockmsg_app::demo::request(case.action, case.value)
+    };
+    let m = match case.byteorder {
+        Some("big") => m.with_byteorder(sockmsg_protocol::ByteOrder::Big),
+        _ => m.with_byteorder(sockmsg_protocol::ByteOrder::Little),
+    };
+    encode(&m).expect("encode")
+}
+
+#[test]
+fn app_client_against_the_guide_server() {
+    let dir = TempDir::new("app-client-guide");
+    for (i, case) in DEMO_CASES.iter().enumerate() {
+        // One server per case (--once: it exits after the connection closes, so its
+        // capture files are complete).
+        let server = GuideServer::start(&dir, &format!("case{i}"), &["--once"]);
+        let out = run_bounded("app-client", &mut app_client(server.port, case), LIMIT);
+        assert!(out.status.success(), "{}: {}", case.name, describe(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{}\n", case.stdout),
+            "{}",
+            case.name
+        );
+        let (status, _, log) = server.process.finish(LIMIT);
+        assert!(
+            status.success(),
+            "{}: guide server {status}\n{log}",
+            case.name
+        );
+        let sent = std::fs::read(&server.capture_in).expect("capture-in");
+        assert_eq!(sent, expected_request(case), "{}: request bytes", case.name);
+        if let Some(want) = case.response {
+            let got = std::fs::read(&server.capture_out).expect("capture-out");
+            assert_eq!(got, want, "{}: response bytes", case.name);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in [
+            "starting connection to",
+            "sending b'",
+            "closing connection to",
+        ] {
+            assert!(
+                stderr.contains(needle),
+                "{}: log lacks {needle:?}",
+                case.name
+            );
+        }
+    }
+}
+
+#[test]
+fn guide_client_against_app_server() {
+    let dir = TempDir::new("guide-client-app-server");
+    for transport in TRANSPORTS {
+        let (server, port) = start_app_server(&["--transport", transport, "--byteorder", "little"]);
+        for (i, case) in DEMO_CASES.iter().enumerate() {
+            let what = format!("[{transport}] {}", case.name);
+            let run = run_guide_client(&dir, &format!("{transport}{i}"), port, case, LIMIT);
+            assert!(
+                run.output.status.success(),
+                "{what}: {}",
+                describe(&run.output)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&run.output.stdout),
+                format!("{}\n", case.stdout),
+                "{what}"
+            );
+            assert_eq!(run.sent, expected_request(case), "{what}: request bytes");
+            if let Some(want) = case.response {
+                assert_eq!(run.received, want, "{what}: response bytes");
+            }
+        }
+        // Ctrl-C: a graceful stop, exit 0.
+        server.signal("INT");
+        let (status, _, log) = server.finish(LIMIT);
+        assert!(
+            status.success(),
+            "[{transport}] exit on Ctrl-C: {status}\n{log}"
+        );
+        for needle in [
+            "accepted connection from",
+            "received request {'action': 'search', 'value': 'morpheus'}",
+            "received binary/custom-client-binary-type request",
+            "sending",
+            "closing connection to",
+            "shutting down",
+        ] {
+            assert!(
+                log.contains(needle),
+                "[{transport}] log lacks {needle:?}:\n{log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn app_client_against_app_server_keeps_the_server_running() {
+    for transport in TRANSPORTS {
+        let (server, port) = start_app_server(&["--transport", transport]);
+        for case in &DEMO_CASES[..2] {
+            let out = run_bounded("app-client", &mut app_client(port, case), LIMIT);
+            assert!(out.status.success(), "{}", describe(&out));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                format!("{}\n", case.stdout)
+            );
+        }
+        server.signal("TERM");
+        let (status, _, log) = server.finish(LIMIT);
+        assert!(status.success(), "exit on SIGTERM: {status}\n{log}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_explains() {
+    for args in [
+        &[][..],
+        &["127.0.0.1", "65432", "search"][..],
+        &["127.0.0.1", "port", "search", "x"][..],
+        &["127.0.0.1", "1", "search", "x", "--timeout", "-1"][..],
+    ] {
+        let out = run_bounded(
+            "app-client",
+            Command::new(env!("CARGO_BIN_EXE_app-client")).args(args),
+            LIMIT,
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(!out.stderr.is_empty());
+    }
+    for args in [
+        &["127.0.0.1", "70000"][..],
+        &["--transport", "carrier-pigeon"][..],
+    ] {
+        let out = run_bounded(
+            "app-server",
+            Command::new(env!("CARGO_BIN_EXE_app-server")).args(args),
+            LIMIT,
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+    }
+    let help = run_bounded(
+        "app-client",
+        Command::new(env!("CARGO_BIN_EXE_app-client")).arg("--help"),
+        LIMIT,
+    );
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "<HOST>",
+        "<PORT>",
+        "<ACTION>",
+        "<VALUE>",
+        "search",
+        "--json-action",
+    ] {
+        assert!(text.contains(needle), "help lacks {needle}:\n{text}");
+    }
+    let help = run_bounded(
+        "app-server",
+        Command::new(env!("CARGO_BIN_EXE_app-server")).arg("--help"),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "[HOST]",
+        "[PORT]",
+        "--transport",
+        "65432",
+        "127.0.0.1",
+        "std",
+    ] {
+        assert!(text.contains(needle), "help lacks {needle}:\n{text}");
+    }
+}
+
+/// Runs `app-client 127.0.0.1 PORT search morpheus` plus `extra` against a fake server
+/// that does `behave` with the accepted connection; returns the output.
+fn against_fake(
+    behave: impl FnOnce(TcpStream) + Send + 'static,
+    extra: &[&str],
+) -> std::process::Output {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let fake = thread::spawn(move || {
+        if let Ok((s, _)) = listener.accept() {
+            s.set_read_timeout(Some(LIMIT)).expect("timeout");
+            behave(s);
+        }
+    });
+    let out = run_bounded(
+        "app-client",
+        Command::new(env!("CARGO_BIN_EXE_app-client"))
+            .args(["127.0.0.1", &port.to_string(), "search", "morpheus"])
+            .args(extra),
+        LIMIT,
+    );
+    fake.join().expect("fake server");
+    out
+}
+
+fn read_some(mut s: &TcpStream) {
+    let mut buf = [0u8; 4096];
+    let _ = s.read(&mut buf);
+}
+
+#[test]
+fn failures_exit_1_with_a_clear_message() {
+    // Nobody listening.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let out = run_bounded(
+        "app-client",
+        Command::new(env!("CARGO_BIN_EXE_app-client")).args([
+            "127.0.0.1",
+            &port.to_string(),
+            "search",
+            "x",
+        ]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "app-client: connection to 127.0.0.1:{port} refused"
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // The server closes in the middle of the response.
+    let out = against_fake(
+        |mut s| {
+            read_some(&s);
+            let _ = s.write_all(&sockmsg_tests::SEARCH_MORPHEUS_RESPONSE[..2 + 103 + 5]);
+        },
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unexpected end of stream in the content: 38 more byte(s) expected"),
+        "{stderr}"
+    );
+
+    // The server closes without answering.
+    let out = against_fake(|s| read_some(&s), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("closed the connection without a complete response"));
+
+    // The server never answers.
+    let start = Instant::now();
+    let out = against_fake(
+        |s| {
+            read_some(&s);
+            thread::sleep(Duration::from_millis(1500));
+        },
+        &["--timeout", "0.3"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out reading from 127.0.0.1:"));
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn app_server_on_a_port_in_use_exits_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let out = run_bounded(
+        "app-server",
+        Command::new(env!("CARGO_BIN_EXE_app-server")).args(["127.0.0.1", &port]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("cannot serve on 127.0.0.1:{port}"))
+    );
+}
+
+#[test]
+fn ctrl_c_stops_app_client_cleanly() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let fake = thread::spawn(move || {
+        if let Ok((s, _)) = listener.accept() {
+            s.set_read_timeout(Some(LIMIT)).expect("timeout");
+            read_some(&s);
+            let _ = tx.send(());
+            // Hold the connection until the client is gone.
+            read_some(&s);
+        }
+    });
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-client"));
+    cmd.args(["127.0.0.1", &port.to_string(), "search", "morpheus"]);
+    let client = ChildGuard::spawn("app-client", &mut cmd);
+    rx.recv_timeout(LIMIT).expect("the request arrived");
+    client.signal("INT");
+    let (status, out, stderr) = client.finish(LIMIT);
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(out.is_empty());
+    assert!(stderr.contains("app-client: interrupted"), "{stderr}");
+    fake.join().expect("fake server");
+}
