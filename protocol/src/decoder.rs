@@ -504,12 +504,16 @@ impl Decoder {
                     let parsed = if self.hbuf.is_empty() && src.len() >= len {
                         let (bytes, rest) = src.split_at(len);
                         *src = rest;
+                        self.position += len as u64;
                         parse_header(bytes, &self.limits)
                     } else {
                         let take = (len - self.hbuf.len()).min(src.len());
                         let (bytes, rest) = src.split_at(take);
                         *src = rest;
                         self.hbuf.extend_from_slice(bytes);
+                        // Buffered header bytes are consumed: count them now, as split
+                        // protoheader and content bytes are (found by fuzz/decode_stream).
+                        self.position += take as u64;
                         if self.hbuf.len() < len {
                             return Ok(None);
                         }
@@ -521,7 +525,6 @@ impl Decoder {
                         }
                         parsed
                     };
-                    self.position += len as u64;
                     let header = parsed?;
                     let Ok(len) = usize::try_from(header.content_length) else {
                         return Err(Error::ContentTooLong {
