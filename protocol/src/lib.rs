@@ -72,6 +72,9 @@ pub mod connection;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 pub mod json;
 pub mod message;
