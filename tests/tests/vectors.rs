@@ -358,3 +358,335 @@ fn violations_are_reported_before_the_end_of_stream() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Through live servers: both transports
+// ---------------------------------------------------------------------------------------
+
+mod live {
+    use super::*;
+
+    use std::io::{self, Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::thread::{self, JoinHandle};
+    use std::time::{Duration, Instant};
+
+    use sockmsg_app::demo::{json_request, request, DemoService};
+    use sockmsg_protocol::{Message, Service};
+    use sockmsg_transport_std::{Client, ClientConfig};
+
+    /// The servers' own timeouts: far longer than anything this test waits, so a close
+    /// within [`AT_ONCE`] is the server's reaction to the bytes, not a timeout.
+    const SERVER_TIMEOUT: Duration = Duration::from_secs(60);
+    /// "At once": the bound on the time from the last byte (or the write shutdown) to the
+    /// close. Generous for a loaded 2-core machine, and a 12th of the server timeouts.
+    const AT_ONCE: Duration = Duration::from_secs(5);
+    /// Requests each good client sends at least.
+    const GOOD_REQUESTS: usize = 25;
+
+    /// Everything the servers log at WARN and above, shared by the tests of this binary.
+    fn log() -> Arc<Mutex<Vec<u8>>> {
+        static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+        LOG.get_or_init(|| {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&buf);
+            let installed = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+                .with_writer(move || LogWriter(Arc::clone(&sink)))
+                .try_init();
+            assert!(installed.is_ok(), "a tracing subscriber was already set");
+            buf
+        })
+        .clone()
+    }
+
+    struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for LogWriter {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        stop: Box<dyn Fn() + Send>,
+        thread: JoinHandle<io::Result<()>>,
+    }
+
+    fn service() -> Arc<dyn Service> {
+        Arc::new(DemoService::new())
+    }
+
+    fn start_std() -> Running {
+        use sockmsg_transport_std::{Server, ServerConfig};
+        let config = ServerConfig {
+            idle_timeout: Some(SERVER_TIMEOUT),
+            read_timeout: Some(SERVER_TIMEOUT),
+            write_timeout: Some(SERVER_TIMEOUT),
+            shutdown_grace: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(50),
+            ..ServerConfig::default()
+        };
+        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), config).expect("bind");
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let service = service();
+        Running {
+            addr,
+            stop: Box::new(move || handle.shutdown()),
+            thread: thread::spawn(move || server.serve(service)),
+        }
+    }
+
+    fn start_mio() -> Running {
+        use sockmsg_transport_mio::{Server, ServerConfig};
+        let config = ServerConfig {
+            workers: 2,
+            header_deadline: SERVER_TIMEOUT,
+            idle_timeout: SERVER_TIMEOUT,
+            write_deadline: SERVER_TIMEOUT,
+            shutdown_grace: Duration::from_secs(5),
+            ..ServerConfig::default()
+        };
+        let server = Server::bind("127.0.0.1:0", config).expect("bind");
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let service = service();
+        Running {
+            addr,
+            stop: Box::new(move || handle.shutdown()),
+            thread: thread::spawn(move || server.serve(service)),
+        }
+    }
+
+    /// A well-behaved client: requests one after another on one connection until told to
+    /// stop (and at least [`GOOD_REQUESTS`]); every answer must be exactly the demo's.
+    /// Returns (answers, wrong answers described).
+    fn good_client(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
+        let cases: [(&str, &str, bool); 6] = [
+            ("search", "morpheus", true),
+            ("search", "ring", true),
+            ("search", "\u{1f436}", true),
+            ("search", "nothing here", true),
+            ("lookup", "x", true),
+            ("binary", "\u{263a} payload", false),
+        ];
+        let demo = DemoService::new();
+        let mut wrong = Vec::new();
+        let mut client = match Client::connect(addr, &ClientConfig::default()) {
+            Ok(c) => c,
+            Err(e) => return (0, vec![format!("client {id}: connect: {e}")]),
+        };
+        let mut n = 0;
+        while n < GOOD_REQUESTS || !stop.load(Ordering::SeqCst) {
+            let (action, value, json) = cases[(n + id) % cases.len()];
+            let req = if json {
+                json_request(action, value)
+            } else {
+                request(action, value)
+            };
+            let want = demo
+                .respond(&req)
+                .expect("the demo answers its own requests");
+            match client.request(req) {
+                Ok(got) if got == want => {}
+                Ok(got) => wrong.push(format!("client {id} request {n}: {got:?} != {want:?}")),
+                Err(e) => {
+                    wrong.push(format!("client {id} request {n}: {e}"));
+                    break;
+                }
+            }
+            n += 1;
+        }
+        (n, wrong)
+    }
+
+    struct Attack {
+        name: String,
+        port: u16,
+        error: Error,
+    }
+
+    /// Sends one invalid vector on its own connection and checks the server's reaction:
+    /// it answers the complete messages before the violation, then closes within
+    /// [`AT_ONCE`] without being asked (a truncated vector is followed by the client's
+    /// `shutdown(SHUT_WR)`, and closed at once too).
+    fn attack(addr: SocketAddr, name: &str, bytes: &[u8]) -> Result<Attack, String> {
+        let outcome = decode_all_ways(bytes, &Limits::default(), 0);
+        let Err(error) = outcome.end else {
+            return Err(format!("{name}: not an invalid vector"));
+        };
+        let demo = DemoService::new();
+        let want: Vec<Message> = outcome
+            .messages
+            .iter()
+            .map(|m| demo.respond(m).expect("demo answers"))
+            .collect();
+        let truncated = matches!(error, Error::UnexpectedEof { .. });
+
+        let mut stream = TcpStream::connect(addr).map_err(|e| format!("{name}: connect: {e}"))?;
+        let port = stream.local_addr().map_err(|e| e.to_string())?.port();
+        stream
+            .set_read_timeout(Some(AT_ONCE * 2))
+            .map_err(|e| e.to_string())?;
+        // The server may close (and reset) before taking every byte: that is its right.
+        let _ = stream.write_all(bytes);
+        if truncated {
+            stream
+                .shutdown(Shutdown::Write)
+                .map_err(|e| format!("{name}: shutdown: {e}"))?;
+        }
+        let sent = Instant::now();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(format!(
+                        "{name}: not closed after {:?} ({e}); {} bytes received",
+                        sent.elapsed(),
+                        received.len()
+                    ))
+                }
+            }
+        }
+        let took = sent.elapsed();
+        if took > AT_ONCE {
+            return Err(format!("{name}: closed only after {took:?}"));
+        }
+        let mut dec = Decoder::new(Limits::default());
+        let mut got = Vec::new();
+        let mut input = &received[..];
+        let mut eof = false;
+        loop {
+            match dec.decode(&mut input) {
+                Ok(Event::Message(m)) => got.push(m),
+                Ok(Event::NeedData) if !eof => {
+                    dec.receive_eof();
+                    eof = true;
+                }
+                Ok(Event::End) => break,
+                other => return Err(format!("{name}: the server's answers end with {other:?}")),
+            }
+        }
+        if got != want {
+            return Err(format!(
+                "{name}: {} answer(s), expected {} (to the messages before the violation)",
+                got.len(),
+                want.len()
+            ));
+        }
+        Ok(Attack {
+            name: name.to_owned(),
+            port,
+            error,
+        })
+    }
+
+    /// The whole scenario against one running server.
+    fn conformance_against(server: Running, transport: &str) {
+        let log = log();
+        let expected = parse_expected(
+            &std::fs::read_to_string(dir().join("expected.txt")).expect("expected.txt"),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let good: Vec<_> = (0..4)
+            .map(|id| {
+                let stop = Arc::clone(&stop);
+                let addr = server.addr;
+                thread::spawn(move || good_client(addr, id, stop))
+            })
+            .collect();
+
+        let mut failures = Vec::new();
+        let mut attacks = Vec::new();
+        for (name, bytes) in vectors() {
+            let entry = &expected[&name];
+            // Vectors with their own limits need a server configured so: not this one.
+            if !entry.verdict.starts_with("err ") || !entry.limits.is_empty() {
+                continue;
+            }
+            match attack(server.addr, &name, &bytes) {
+                Ok(a) => attacks.push(a),
+                Err(e) => failures.push(e),
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        let mut answers = 0;
+        for g in good {
+            let (n, wrong) = g.join().expect("good client thread");
+            assert!(
+                n >= GOOD_REQUESTS,
+                "{transport}: a good client got {n} answers"
+            );
+            answers += n;
+            failures.extend(wrong);
+        }
+
+        // The server still serves, on a fresh connection.
+        let demo = DemoService::new();
+        let req = json_request("search", "ring");
+        let want = demo.respond(&req).expect("demo");
+        match Client::connect(server.addr, &ClientConfig::default())
+            .and_then(|mut c| c.request(req))
+        {
+            Ok(got) if got == want => {}
+            other => failures.push(format!("after the attacks: {other:?}")),
+        }
+
+        // Each violation was logged as the typed error, naming the connection.
+        let text =
+            String::from_utf8_lossy(&log.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        for a in &attacks {
+            let port = format!(":{}", a.port);
+            let shown = a.error.to_string();
+            if !text
+                .lines()
+                .any(|l| l.contains(&port) && l.contains(&shown))
+            {
+                failures.push(format!("{}: no log line with {port} and {shown:?}", a.name));
+            }
+        }
+
+        (server.stop)();
+        let served = server.thread.join().expect("server thread");
+        assert!(served.is_ok(), "{transport}: serve returned {served:?}");
+        assert!(
+            attacks.len() >= 60,
+            "{transport}: only {} invalid vectors sent",
+            attacks.len()
+        );
+        assert!(
+            failures.is_empty(),
+            "{transport}: {} failure(s) ({} good answers):\n{}",
+            failures.len(),
+            answers,
+            failures.join("\n")
+        );
+    }
+
+    #[test]
+    fn invalid_vectors_through_the_std_server() {
+        conformance_against(start_std(), "transport-std");
+    }
+
+    #[test]
+    fn invalid_vectors_through_the_mio_server() {
+        conformance_against(start_mio(), "transport-mio");
+    }
+}
