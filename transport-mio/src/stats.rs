@@ -48,6 +48,8 @@ pub(crate) struct LoopCounters {
     pub(crate) requests: AtomicU64,
     pub(crate) backpressured: AtomicU64,
     pub(crate) closed: [AtomicU64; 8],
+    /// Entries in the loop's deadline heap (a gauge, updated every turn).
+    pub(crate) timer_entries: AtomicUsize,
 }
 
 impl LoopCounters {
@@ -95,6 +97,9 @@ pub struct StatsSnapshot {
     pub requests: u64,
     /// Times a connection's reading was paused because its output reached the cap.
     pub backpressured: u64,
+    /// Entries in the loops' deadline heaps now, stale ones included (a diagnostic: it
+    /// stays within about twice the open connections, plus a constant).
+    pub timer_entries: usize,
     /// Highest number of response bytes queued for any single connection.
     pub max_output_queued: usize,
     /// Connections closed cleanly by the peer, between messages, with every response sent.
@@ -160,6 +165,7 @@ impl Stats {
             s.rejected += l.rejected.load(Relaxed);
             s.requests += l.requests.load(Relaxed);
             s.backpressured += l.backpressured.load(Relaxed);
+            s.timer_entries += l.timer_entries.load(Relaxed);
             let c = |r: CloseReason| l.closed.get(r as usize).map_or(0, |a| a.load(Relaxed));
             s.closed_clean += c(CloseReason::Clean);
             s.closed_header_deadline += c(CloseReason::HeaderDeadline);

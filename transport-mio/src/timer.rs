@@ -4,7 +4,8 @@
 //! the heap; when its deadline moves later nothing is pushed, when it moves earlier a new
 //! entry is pushed. An entry that fires is checked against the connection (same id, the
 //! instant it remembers) and stale ones are skipped, so each connection has at most a few
-//! entries at any time.
+//! entries at any time. Entries of closed connections would linger until their instant
+//! (up to the idle timeout): the loop drops them all when they outnumber the live ones.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -37,9 +38,14 @@ impl Timers {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Keeps only the entries for which `live(instant, key, id)` holds.
+    pub(crate) fn retain(&mut self, mut live: impl FnMut(Instant, usize, u64) -> bool) {
+        self.heap
+            .retain(|Reverse((at, key, id))| live(*at, *key, *id));
     }
 }
 
@@ -62,5 +68,10 @@ mod tests {
         assert_eq!(t.pop_due(due).map(|e| e.1), Some(3));
         assert_eq!(t.pop_due(due), None);
         assert_eq!(t.len(), 1);
+        t.push(t0, 4, 40);
+        t.push(t0, 5, 50);
+        t.retain(|_, key, _| key != 4);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.pop_due(t0).map(|e| e.1), Some(5));
     }
 }

@@ -30,6 +30,8 @@ const ACCEPT_BUDGET: usize = 256;
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Content still to come of at least this size is received straight into the message.
 const DIRECT_READ_MIN: usize = DEFAULT_READ_BUF;
+/// Stale timer entries tolerated beyond twice the open connections before compacting.
+const TIMER_SLACK: usize = 1024;
 /// Most bytes of framing (protoheader and JSON header) a message can have.
 const MAX_FRAMING: usize = 2 + sockmsg_protocol::MAX_HEADER_LEN;
 
@@ -503,6 +505,13 @@ impl Worker {
                 }
             }
             self.expire(now);
+            if self.timers.len() > 2 * self.conns.len() + TIMER_SLACK {
+                self.compact_timers();
+            }
+            self.env
+                .counters()
+                .timer_entries
+                .store(self.timers.len(), std::sync::atomic::Ordering::Relaxed);
         }
         self.close_all(CloseReason::Shutdown);
         debug!(worker = self.env.index, "event loop stopped");
@@ -695,6 +704,17 @@ impl Worker {
                 self.timers.push(deadline, key, id);
             }
         }
+    }
+
+    /// Drops the timer entries of closed connections and other stale ones, so the heap
+    /// stays proportional to the connections open however many come and go.
+    fn compact_timers(&mut self) {
+        let conns = &mut self.conns;
+        self.timers.retain(|at, key, id| {
+            conns
+                .get_mut(key)
+                .is_some_and(|c| c.id == id && c.scheduled == Some(at))
+        });
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {

@@ -363,3 +363,39 @@ fn the_client_reports_a_server_that_closes_early() {
         other => panic!("expected an early close, got {other:?}"),
     }
 }
+
+#[test]
+fn deadlines_of_closed_connections_do_not_pile_up() {
+    // One loop, default (long) idle timeout: each one-shot connection leaves a timer entry
+    // behind that would otherwise stay for 75 s.
+    let server = Running::start(ServerConfig {
+        workers: 1,
+        ..ServerConfig::default()
+    });
+    for i in 0..3_000 {
+        let mut stream = TcpStream::connect(server.addr).expect("connect");
+        if i % 100 == 0 {
+            stream
+                .write_all(&wire(&[request("one shot")]))
+                .expect("write");
+            stream.shutdown(Shutdown::Write).expect("half-close");
+            let (responses, ended) = read_responses(&mut stream, 1, true);
+            assert!(ended && responses.len() == 1);
+        }
+    }
+    assert!(wait_until(Duration::from_secs(10), || server.stats.open() == 0));
+    // One more turn of the loop, so the gauge is fresh.
+    drop(TcpStream::connect(server.addr).expect("connect"));
+    assert!(wait_until(Duration::from_secs(5), || server
+        .stats
+        .snapshot()
+        .accepted
+        == 3_001));
+    let stats = server.stats.snapshot();
+    assert!(
+        stats.timer_entries <= 2 * stats.open + 1024 + 16,
+        "{} timer entries for {} open connections",
+        stats.timer_entries,
+        stats.open
+    );
+}
