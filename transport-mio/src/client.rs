@@ -175,6 +175,8 @@ struct ClientConn {
     connected: bool,
     write_shut: bool,
     readable: bool,
+    /// An event reported end of stream or an error: read past short reads.
+    hup: bool,
     registered: Interest,
 }
 
@@ -234,6 +236,7 @@ impl MultiClient {
                         connected: false,
                         write_shut: false,
                         readable: false,
+                        hup: false,
                         registered: Interest::READABLE | Interest::WRITABLE,
                     }));
                     outcomes.push(None);
@@ -265,6 +268,9 @@ impl MultiClient {
                 };
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     conn.readable = true;
+                }
+                if event.is_read_closed() || event.is_error() {
+                    conn.hup = true;
                 }
                 let step = conn.step(cfg, &mut scratch, poll.registry(), Token(i));
                 let error = match step {
@@ -385,6 +391,10 @@ impl ClientConn {
                     }
                 }
                 Ok(n) => {
+                    // A short read drained the socket; a later byte raises a new event.
+                    if n < scratch.len() && !self.hup {
+                        self.readable = false;
+                    }
                     let mut input = scratch.get(..n).unwrap_or_default();
                     self.take_responses(&mut input)?;
                 }

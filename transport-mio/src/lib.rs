@@ -15,7 +15,9 @@
 //!   its own `Poll`, sharing the listening socket ([`ListenerMode::Shared`], the default)
 //!   or each with its own `SO_REUSEPORT` socket ([`ListenerMode::ReusePort`]). Connections
 //!   live in a slab; their key is their token.
-//! * **Edge-triggered and correct**: accept, read and write until `WouldBlock`; `WRITABLE`
+//! * **Edge-triggered and correct**: accept, read and write until `WouldBlock` (a short
+//!   read counts as one, as in tokio, unless the event also reported end of stream, so
+//!   that a request and its FIN arriving together are both seen); `WRITABLE`
 //!   is asked for only while output is pending and `READABLE` only while requests are
 //!   taken, derived from the connection's state after every event; spurious events only
 //!   cost a `WouldBlock`. A connection that keeps sending is read at most 16 times per turn

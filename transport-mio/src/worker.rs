@@ -90,6 +90,9 @@ struct Conn {
     readable: bool,
     /// The peer closed its write side (a read returned 0).
     eof: bool,
+    /// An event reported the peer's end of stream (or an error): keep reading past a
+    /// short read, until the read that returns it.
+    hup: bool,
     /// Bytes were staged in the decoder because processing paused (backpressure).
     staged: bool,
     /// Processing is paused because output reached the cap.
@@ -207,6 +210,12 @@ impl Conn {
                 if direct {
                     self.process(env, &mut &[][..], now);
                 } else {
+                    // A short read drained the socket: with edge-triggered readiness any
+                    // byte arriving after it raises a new event, so skip the read that
+                    // would only say `WouldBlock` (as tokio does).
+                    if n < scratch.len() && !self.hup {
+                        self.readable = false;
+                    }
                     let mut input = scratch.get(..n).unwrap_or_default();
                     self.process(env, &mut input, now);
                 }
@@ -490,6 +499,9 @@ impl Worker {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             conn.readable = true;
                         }
+                        if event.is_read_closed() || event.is_error() {
+                            conn.hup = true;
+                        }
                         self.drive(key, now);
                     }
                 }
@@ -603,6 +615,7 @@ impl Worker {
             registered: Interest::READABLE,
             readable: false,
             eof: false,
+            hup: false,
             staged: false,
             paused: false,
             finish: if self.grace_until.is_some() {

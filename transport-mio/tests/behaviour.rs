@@ -399,3 +399,27 @@ fn deadlines_of_closed_connections_do_not_pile_up() {
         stats.open
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_request_and_its_fin_in_one_segment_are_both_seen() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let server = Running::start(config());
+    for i in 0..20 {
+        // TCP_CORK holds the data back until the shutdown, so the FIN rides on the same
+        // segment: the server gets one event for both.
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        socket.connect(&server.addr.into()).expect("connect");
+        socket.set_cork(true).expect("TCP_CORK");
+        let mut stream: TcpStream = socket.into();
+        stream
+            .write_all(&wire(&[request(&format!("corked {i}"))]))
+            .expect("write");
+        stream.shutdown(Shutdown::Write).expect("half-close");
+        let (responses, ended) = read_responses(&mut stream, 1, true);
+        assert!(ended, "the server saw the end of stream");
+        assert_eq!(result_of(&responses[0]), format!("echo corked {i}"));
+    }
+    assert!(wait_until(Duration::from_secs(5), || server.stats.open() == 0));
+    assert_eq!(server.stats.snapshot().closed_clean, 20);
+}
