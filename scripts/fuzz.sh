@@ -12,7 +12,7 @@
 # Environment:
 #   FUZZ_PARALLEL=N   targets run at once (default 1; each is one libFuzzer process)
 #   FUZZ_MEM_MB=N     malloc and RSS limit in MiB (default 2048)
-#   FUZZ_CMIN=1       afterwards, minimize each fuzz/corpus/T (cargo fuzz cmin)
+#   FUZZ_CMIN=1       afterwards, minimize each fuzz/corpus/T (cargo fuzz cmin, edge coverage)
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
@@ -86,8 +86,9 @@ done
 
 if [ "${FUZZ_CMIN:-0}" = 1 ]; then
     for t in "${TARGETS[@]}"; do
+        # Edge coverage only (-use_counters=0): keeps the committed corpus small.
         cargo +nightly fuzz cmin "${BUILD[@]}" "$t" "corpus/$t" -- -max_len="$(max_len "$t")" \
-            >"target/logs/$t.cmin.log" 2>&1
+            -use_counters=0 >"target/logs/$t.cmin.log" 2>&1
         echo "== $t: corpus minimized to $(find "corpus/$t" -type f | wc -l) files"
     done
 fi

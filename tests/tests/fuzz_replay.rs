@@ -58,6 +58,7 @@ fn replay(kind: &str) -> usize {
             }
         }
     }
+    eprintln!("replayed {count} input(s) from fuzz/{kind}/");
     assert!(
         failures.is_empty(),
         "{} fuzz input(s) break a property (see the panics above):\n{}",
@@ -81,7 +82,8 @@ fn seeds_pass_every_target() {
 
 #[test]
 fn minimized_corpus_passes_every_target() {
-    replay("corpus");
+    let n = replay("corpus");
+    assert!(n >= 100, "only {n} corpus files: was fuzz/corpus/ committed?");
 }
 
 #[test]
