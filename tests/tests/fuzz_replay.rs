@@ -83,7 +83,10 @@ fn seeds_pass_every_target() {
 #[test]
 fn minimized_corpus_passes_every_target() {
     let n = replay("corpus");
-    assert!(n >= 100, "only {n} corpus files: was fuzz/corpus/ committed?");
+    assert!(
+        n >= 100,
+        "only {n} corpus files: was fuzz/corpus/ committed?"
+    );
 }
 
 #[test]
