@@ -15,18 +15,21 @@ use sockmsg_protocol::{Limits, Service};
 /// The transports a server can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum Transport {
-    /// Blocking sockets, one thread per connection (`sockmsg-transport-std`).
+    /// Non-blocking sockets on mio, one event loop per core (`sockmsg-transport-mio`).
     #[default]
+    Mio,
+    /// Blocking sockets, one thread per connection (`sockmsg-transport-std`).
     Std,
 }
 
 impl Transport {
     /// Every transport, for tests that run on each.
-    pub const ALL: &'static [Transport] = &[Transport::Std];
+    pub const ALL: &'static [Transport] = &[Transport::Mio, Transport::Std];
 
-    /// The name used on the command line (`std`).
+    /// The name used on the command line (`mio`, `std`).
     pub fn name(self) -> &'static str {
         match self {
+            Transport::Mio => "mio",
             Transport::Std => "std",
         }
     }
@@ -79,6 +82,21 @@ impl ServerSettings {
             ..sockmsg_transport_std::ServerConfig::default()
         }
     }
+
+    /// These settings as a configuration of the event-loop transport: the connection cap,
+    /// timeouts (read timeout = the per-message header deadline) and limits; every other
+    /// field keeps the mio transport's default.
+    pub fn mio_config(&self) -> sockmsg_transport_mio::ServerConfig {
+        let never = Duration::MAX; // the mio transport clamps it to "never"
+        sockmsg_transport_mio::ServerConfig {
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout.unwrap_or(never),
+            header_deadline: self.read_timeout.unwrap_or(never),
+            write_deadline: self.write_timeout.unwrap_or(never),
+            limits: self.limits.clone(),
+            ..sockmsg_transport_mio::ServerConfig::default()
+        }
+    }
 }
 
 /// Stops a running server, whatever its transport. Cheap to clone, callable from any
@@ -117,6 +135,12 @@ pub fn serve(
     ready: impl FnOnce(SocketAddr, Stopper),
 ) -> io::Result<()> {
     match transport {
+        Transport::Mio => {
+            let server = sockmsg_transport_mio::Server::bind(addr, settings.mio_config())?;
+            let handle = server.shutdown_handle();
+            ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
+            server.serve(service)
+        }
         Transport::Std => {
             let server = sockmsg_transport_std::Server::bind(addr, settings.std_config())?;
             let handle = server.shutdown_handle();

@@ -13,7 +13,7 @@ use sockmsg_tests::{
 };
 
 /// The transports `app-server --transport` is tested with.
-const TRANSPORTS: &[&str] = &["std"];
+const TRANSPORTS: &[&str] = &["mio", "std"];
 
 const LIMIT: Duration = Duration::from_secs(20);
 

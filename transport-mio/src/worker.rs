@@ -626,7 +626,7 @@ impl Worker {
         });
         let inserted = self.conns.insert(conn);
         debug_assert_eq!(inserted, key);
-        trace!(%peer, key, "connection accepted");
+        info!("accepted connection from {peer}");
         self.settle(key, now);
     }
 
@@ -738,7 +738,14 @@ impl Worker {
                 .shared
                 .open
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            trace!(key, reason = reason.as_str(), "connection closed");
+            // Evaluated only when the line is enabled: no syscall otherwise.
+            info!(
+                "closing connection to {} ({})",
+                conn.stream
+                    .peer_addr()
+                    .map_or_else(|_| "a disconnected peer".to_owned(), |a| a.to_string()),
+                reason.as_str()
+            );
             // Dropping the stream closes the socket, which also removes it from the poll.
             drop(conn);
         }
@@ -748,10 +755,10 @@ impl Worker {
         if self.grace_until.is_some() {
             return;
         }
-        debug!(
+        info!(
             worker = self.env.index,
             open = self.conns.len(),
-            "shutting down"
+            "shutting down: no new connections; finishing requests in progress"
         );
         self.grace_until = Some(now + self.env.cfg.shutdown_grace);
         if let Some(mut listener) = self.listener.take() {

@@ -1,7 +1,7 @@
 //! `app-server`: the guide's demo server, on a sockmsg transport.
 //!
 //! ```text
-//! app-server [HOST] [PORT] [--transport std] [--max-connections N]
+//! app-server [HOST] [PORT] [--transport mio|std] [--max-connections N]
 //!            [--idle-timeout SECS] [--read-timeout SECS] [--write-timeout SECS]
 //!            [--byteorder little|big]
 //! ```

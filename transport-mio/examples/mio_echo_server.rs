@@ -3,7 +3,7 @@
 //! the bytes come back unchanged, which they do for canonically encoded requests).
 //!
 //! ```text
-//! echo_server [--port P] [--workers W] [--reuseport]
+//! mio_echo_server [--port P] [--workers W] [--reuseport]
 //! ```
 //!
 //! Prints `listening on ADDR`, then serves until Ctrl-C kills it.
