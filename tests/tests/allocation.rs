@@ -2,12 +2,12 @@
 //! announces 16 MiB of content and then sends nothing (or little) must not make the decoder
 //! reserve what was announced.
 //!
-//! This test binary installs a counting global allocator; it holds only these tests so
-//! that nothing else allocates concurrently while a measurement runs.
+//! This test binary installs a counting global allocator. It holds a single `#[test]` that
+//! runs the measurements one after another: with several tests, the harness starts the
+//! next test's thread (and allocates for it) while a measurement is running.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use sockmsg_protocol::{encode, Decoder, Event, Limits, Message};
 
@@ -15,8 +15,6 @@ struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
-/// Serializes the measurements (the test harness runs tests on several threads).
-static MEASURE: Mutex<()> = Mutex::new(());
 
 // SAFETY: every method forwards to `System` unchanged; the counters are only statistics.
 unsafe impl GlobalAlloc for Counting {
@@ -70,9 +68,7 @@ fn framing(len: usize) -> Vec<u8> {
 
 const SMALL_CONSTANT: usize = 64 * 1024 + 1024;
 
-#[test]
 fn announced_16_mib_followed_by_nothing_allocates_almost_nothing() {
-    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
     let wire = framing(16 * 1024 * 1024);
     // The copying door (receive) and the in-place door (decode), each on its own decoder.
     let peak = peak_during(|| {
@@ -90,9 +86,7 @@ fn announced_16_mib_followed_by_nothing_allocates_almost_nothing() {
     );
 }
 
-#[test]
 fn allocation_tracks_bytes_received_not_bytes_announced() {
-    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
     let wire = framing(16 * 1024 * 1024);
     let piece = vec![0x5au8; 32 * 1024];
     let mut dec = Decoder::new(Limits::default());
@@ -116,9 +110,7 @@ fn allocation_tracks_bytes_received_not_bytes_announced() {
     }
 }
 
-#[test]
 fn a_whole_message_costs_its_content_and_no_more() {
-    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
     let content = vec![7u8; 1024 * 1024];
     let wire = encode(&Message::binary("x/y", content)).unwrap();
     let peak = peak_during(|| {
@@ -129,4 +121,11 @@ fn a_whole_message_costs_its_content_and_no_more() {
         assert_eq!(m.content().len(), 1024 * 1024);
     });
     assert!(peak <= 1024 * 1024 + 4096, "peak {peak}");
+}
+
+#[test]
+fn decoder_memory_follows_bytes_received() {
+    announced_16_mib_followed_by_nothing_allocates_almost_nothing();
+    allocation_tracks_bytes_received_not_bytes_announced();
+    a_whole_message_costs_its_content_and_no_more();
 }
