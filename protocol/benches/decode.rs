@@ -10,8 +10,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sockmsg_protocol::{encode, encode_into, ByteOrder, Decoder, Event, Limits, Message};
 
-/// PROTOCOL.md's 146-byte search request.
-const SEARCH: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
+mod support;
+use support::{baseline, SEARCH};
 
 fn search_message() -> Message {
     Message::json(&serde_json::json!({"action": "search", "value": "morpheus"}))
@@ -79,31 +79,7 @@ fn bench_search(c: &mut Criterion) {
         })
     });
     g.bench_function("baseline: u16 + serde_json borrowed header + slice", |b| {
-        #[derive(serde::Deserialize)]
-        struct H<'a> {
-            #[serde(borrow)]
-            byteorder: &'a str,
-            #[serde(rename = "content-type", borrow)]
-            content_type: &'a str,
-            #[serde(rename = "content-encoding", borrow)]
-            content_encoding: &'a str,
-            #[serde(rename = "content-length")]
-            content_length: usize,
-        }
-        b.iter(|| {
-            let mut rest: &[u8] = black_box(&stream);
-            let mut n = 0;
-            while rest.len() >= 2 {
-                let hl = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                let h: H = serde_json::from_slice(&rest[2..2 + hl]).expect("valid");
-                let start = 2 + hl;
-                let content = &rest[start..start + h.content_length];
-                black_box((h.byteorder, h.content_type, h.content_encoding, content));
-                rest = &rest[start + h.content_length..];
-                n += 1;
-            }
-            assert_eq!(n, N);
-        })
+        b.iter(|| assert_eq!(baseline(black_box(&stream)), N))
     });
     g.bench_function("read_buf + commit, 16 KiB reads", |b| {
         b.iter(|| {

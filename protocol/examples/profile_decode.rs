@@ -2,35 +2,9 @@
 //! (`valgrind --tool=callgrind target/release/examples/profile_decode`).
 use sockmsg_protocol::{Decoder, Event, Limits};
 
-const SEARCH: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
-
-/// The straightforward decoder the issue measures against: u16 length, serde_json of a
-/// borrowed header struct, slice the content.
-fn baseline(stream: &[u8]) -> usize {
-    #[derive(serde::Deserialize)]
-    struct H<'a> {
-        #[serde(borrow)]
-        byteorder: &'a str,
-        #[serde(rename = "content-type", borrow)]
-        content_type: &'a str,
-        #[serde(rename = "content-encoding", borrow)]
-        content_encoding: &'a str,
-        #[serde(rename = "content-length")]
-        content_length: usize,
-    }
-    let mut rest = stream;
-    let mut total = 0;
-    while let Some((ph, tail)) = rest.split_first_chunk::<2>() {
-        let hl = usize::from(u16::from_be_bytes(*ph));
-        let (hb, tail) = tail.split_at(hl);
-        let h: H = serde_json::from_slice(hb).expect("valid header");
-        let (content, tail) = tail.split_at(h.content_length);
-        std::hint::black_box((h.byteorder, h.content_type, h.content_encoding));
-        total += content.len();
-        rest = tail;
-    }
-    total
-}
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{baseline, SEARCH};
 
 fn main() {
     let rounds: usize = std::env::args()
@@ -57,7 +31,7 @@ fn main() {
     }
     if std::env::args().nth(2).as_deref() == Some("baseline") {
         for _ in 0..rounds {
-            total += baseline(&stream);
+            total += baseline(&stream) * 41;
         }
         println!("{total}");
         return;

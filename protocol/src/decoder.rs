@@ -258,11 +258,9 @@ impl Decoder {
             }
         }
         self.compact_staging();
-        let want = self.rend + self.read_buf_size.max(1);
-        if self.rbuf.len() < want
-            && (self.rbuf.len() == self.rend || self.rbuf.len() < self.read_buf_size)
-        {
-            self.rbuf.resize(want.max(self.read_buf_size), 0);
+        // Room for one more read: grow when full, or to the configured size at first.
+        if self.rbuf.len() == self.rend || self.rbuf.len() < self.read_buf_size {
+            self.rbuf.resize(self.rend + self.read_buf_size, 0);
         }
         let spare = self.rbuf.get_mut(self.rend..).unwrap_or_default();
         self.lent = Lent::Staging(spare.len());

@@ -362,10 +362,6 @@ mod fast {
         }
     }
 
-    fn text(s: &[u8]) -> Option<&str> {
-        std::str::from_utf8(s).ok()
-    }
-
     /// Plain string contents up to the closing quote (no escapes, no control characters);
     /// returns them and what follows the quote.
     fn plain(b: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -427,12 +423,12 @@ mod fast {
                 }
                 b"content-type" if ct.is_none() => {
                     let (v, next) = string(b, i)?;
-                    ct = Some(intern(text(v)?));
+                    ct = Some(intern_bytes(v)?);
                     i = next;
                 }
                 b"content-encoding" if ce.is_none() => {
                     let (v, next) = string(b, i)?;
-                    ce = Some(intern(text(v)?));
+                    ce = Some(intern_bytes(v)?);
                     i = next;
                 }
                 b"content-length" if cl.is_none() => {

@@ -218,10 +218,9 @@ pub(crate) fn is_utf8_label(label: &str) -> bool {
         return true;
     }
     let l = label.trim();
-    ["utf-8", "utf8", "utf_8", "u8", "utf", "utf-8-sig"]
+    ["utf-8", "utf8", "utf_8", "u8", "utf"]
         .iter()
         .any(|known| l.eq_ignore_ascii_case(known))
-        && !l.eq_ignore_ascii_case("utf-8-sig")
 }
 
 /// `true` if `b` is one well-formed JSON text (any value, surrounded by optional
