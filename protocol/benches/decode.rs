@@ -144,6 +144,7 @@ fn bench_bytewise(c: &mut Criterion) {
 
 fn bench_large(c: &mut Criterion) {
     const TOTAL: usize = 16 * 1024 * 1024;
+    const READ: usize = 64 * 1024;
     let mut g = c.benchmark_group("64KiB-reads");
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(4));
@@ -157,7 +158,7 @@ fn bench_large(c: &mut Criterion) {
         g.bench_function(format!("read_buf + commit: {name}"), |b| {
             b.iter_batched(
                 || Decoder::new(Limits::default()),
-                |mut dec| assert_eq!(read_buf_all(&mut dec, black_box(&wire), 64 * 1024), count),
+                |mut dec| assert_eq!(read_buf_all(&mut dec, black_box(&wire), READ), count),
                 BatchSize::PerIteration,
             )
         });
@@ -166,7 +167,7 @@ fn bench_large(c: &mut Criterion) {
                 || Decoder::new(Limits::default()),
                 |mut dec| {
                     let mut n = 0;
-                    for chunk in black_box(&wire).chunks(64 * 1024) {
+                    for chunk in black_box(&wire).chunks(READ) {
                         n += decode_all(&mut dec, chunk);
                     }
                     assert_eq!(n, count);
@@ -174,6 +175,48 @@ fn bench_large(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        // The same, but the consumer keeps every message until the stream ends, so both
+        // sizes end with 16 MiB of content in memory (the 16 MiB message cannot help it).
+        g.bench_function(format!("read_buf + commit, messages kept: {name}"), |b| {
+            b.iter_batched(
+                || (Decoder::new(Limits::default()), Vec::with_capacity(count)),
+                |(mut dec, mut kept)| {
+                    let mut rest = black_box(&wire[..]);
+                    while !rest.is_empty() {
+                        let buf = dec.read_buf();
+                        let k = buf.len().min(READ).min(rest.len());
+                        buf[..k].copy_from_slice(&rest[..k]);
+                        rest = &rest[k..];
+                        dec.commit(k).expect("within the lent buffer");
+                        while let Ok(Event::Message(m)) = dec.next_event() {
+                            kept.push(m);
+                        }
+                    }
+                    assert_eq!(kept.len(), count);
+                    kept
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        // The floor, no decoder and no allocator: the content bytes copied in 64 KiB
+        // pieces into one reused buffer of the message's size. What the memory hierarchy
+        // alone charges per byte for a destination of that size.
+        g.bench_function(
+            format!("floor, plain copy into a reused message-sized buffer: {name}"),
+            |b| {
+                let content = vec![0xa5u8; TOTAL];
+                let mut buf: Vec<u8> = Vec::with_capacity(message_len);
+                b.iter(|| {
+                    for message in black_box(&content).chunks(message_len) {
+                        buf.clear();
+                        for piece in message.chunks(READ) {
+                            buf.extend_from_slice(piece);
+                        }
+                        black_box(&buf);
+                    }
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -29,6 +29,35 @@ fn main() {
         println!("{total}");
         return;
     }
+    if let Some(message_len) = match std::env::args().nth(2).as_deref() {
+        Some("large") => Some(16 << 20),
+        Some("medium") => Some(64 << 10),
+        _ => None,
+    } {
+        // 16 MiB of binary messages (one, or 256 of 64 KiB) through read_buf + commit in
+        // 64 KiB reads, as a transport receives them.
+        let m = sockmsg_protocol::Message::binary("x/y", vec![0xa5u8; message_len]);
+        let wire = sockmsg_protocol::encode(&m)
+            .expect("encodable")
+            .repeat((16 << 20) / message_len);
+        for _ in 0..rounds {
+            let mut dec = Decoder::new(Limits::default());
+            let mut rest = &wire[..];
+            while !rest.is_empty() {
+                let buf = dec.read_buf();
+                let k = buf.len().min(64 << 10).min(rest.len());
+                let (now, later) = rest.split_at(k);
+                buf[..k].copy_from_slice(now);
+                rest = later;
+                dec.commit(k).expect("within the lent buffer");
+                while let Ok(Event::Message(m)) = dec.next_event() {
+                    total += m.content().len();
+                }
+            }
+        }
+        println!("{total}");
+        return;
+    }
     if std::env::args().nth(2).as_deref() == Some("baseline") {
         for _ in 0..rounds {
             total += baseline(&stream) * 41;

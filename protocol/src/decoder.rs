@@ -13,6 +13,12 @@ use crate::Limits;
 /// one that sends `n` bytes costs at most `max(2n, n + 64 KiB)`.
 const CONTENT_STEP: usize = 64 * 1024;
 
+/// [`Decoder::read_buf`] lends at most this much of the content buffer at a time (at least
+/// the read-buffer size). Safe Rust must zero memory before lending it to `recv`; zeroing
+/// one window just ahead of the read keeps that in cache, where zeroing a whole doubled
+/// allocation went out to DRAM and cost as much as the copy itself.
+const CONTENT_WINDOW: usize = 128 * 1024;
+
 /// Default size of the staging buffer behind [`Decoder::read_buf`].
 pub const DEFAULT_READ_BUF: usize = 16 * 1024;
 
@@ -91,7 +97,8 @@ pub struct Decoder {
     ph_have: usize,
     /// Header bytes while the header is split.
     hbuf: Vec<u8>,
-    /// Content being received: `content.len()` bytes are allocated (zeroed), `filled` hold data.
+    /// Content being received: `content.capacity()` is allocated, `content.len()` is
+    /// initialised (data, or zeroes lent to `recv`), `filled <= content.len()` hold data.
     content: Vec<u8>,
     filled: usize,
     /// Staging buffer for `receive` and `read_buf`: unread bytes are `rbuf[rpos..rend]`.
@@ -160,7 +167,7 @@ impl Decoder {
     }
 
     /// The hot path of small reads: content is arriving, nothing is staged, and `input` does
-    /// not finish it. Copies `input` into the already-allocated content buffer; `false` (and
+    /// not finish it. Appends `input` to the already-allocated content buffer; `false` (and
     /// nothing done) whenever any other case applies.
     #[inline]
     fn absorb_content(&mut self, input: &mut &[u8]) -> bool {
@@ -169,13 +176,18 @@ impl Decoder {
         };
         let n = input.len();
         let end = self.filled + n;
-        if n == 0 || end >= len || end > self.content.len() || self.rpos != self.rend || self.eof {
+        if n == 0
+            || end >= len
+            || end > self.content.capacity()
+            || self.content.len() != self.filled
+            || self.rpos != self.rend
+            || self.eof
+        {
             return false;
         }
-        match (self.content.get_mut(self.filled..end), n) {
-            (Some([dst]), 1) => *dst = input.first().copied().unwrap_or_default(),
-            (Some(dst), _) => dst.copy_from_slice(input),
-            (None, _) => return false,
+        match input {
+            [b] => self.content.push(*b),
+            _ => self.content.extend_from_slice(input),
         }
         self.filled = end;
         self.position += n as u64;
@@ -250,7 +262,11 @@ impl Decoder {
             let remaining = len - self.filled;
             if self.rpos == self.rend && remaining >= self.read_buf_size {
                 if self.content.len() == self.filled {
-                    self.grow_content(self.filled + 1, len);
+                    self.reserve_content(self.filled + 1, len);
+                    // Initialise one window (what `recv` may write), no more.
+                    let window = self.read_buf_size.max(CONTENT_WINDOW);
+                    let end = (self.filled + window).min(self.content.capacity()).min(len);
+                    self.content.resize(end, 0);
                 }
                 let spare = self.content.get_mut(self.filled..).unwrap_or_default();
                 self.lent = Lent::Content(spare.len());
@@ -442,18 +458,33 @@ impl Decoder {
         }
     }
 
-    /// Makes room for at least `need` content bytes (of `total`): at least one step, at
-    /// least double what is there, never more than `total`.
-    fn grow_content(&mut self, need: usize, total: usize) {
-        let new_len = need
-            .max(self.filled.saturating_mul(2))
-            .max(CONTENT_STEP)
-            .min(total);
-        if new_len > self.content.len() {
-            // Exact: `resize` alone would round the capacity up to a power of two.
-            self.content.reserve_exact(new_len - self.content.len());
-            self.content.resize(new_len, 0);
+    /// Makes sure at least `need` content bytes (of `total`) are allocated: when it must
+    /// grow, at least one step, at least double what is filled, never more than `total`.
+    /// Allocates only; nothing is initialised here.
+    fn reserve_content(&mut self, need: usize, total: usize) {
+        if need > self.content.capacity() {
+            let new_cap = need
+                .max(self.filled.saturating_mul(2))
+                .max(CONTENT_STEP)
+                .min(total);
+            // Exact: `reserve` would round the capacity up to a power of two.
+            self.content
+                .reserve_exact(new_cap.saturating_sub(self.content.len()));
         }
+    }
+
+    /// Appends received content bytes: over zeroes lent to `recv` and not written, then
+    /// past the initialised part without zeroing first.
+    fn put_content(&mut self, bytes: &[u8], total: usize) {
+        let end = self.filled + bytes.len();
+        self.reserve_content(end, total);
+        let overlap = self.content.len().min(end).saturating_sub(self.filled);
+        let (over, after) = bytes.split_at(overlap);
+        if let Some(dst) = self.content.get_mut(self.filled..self.filled + overlap) {
+            dst.copy_from_slice(over);
+        }
+        self.content.extend_from_slice(after);
+        self.filled = end;
     }
 
     /// Runs the state machine over `src`, consuming from its front. Returns a message as soon
@@ -546,16 +577,10 @@ impl Decoder {
                         if self.filled == 0 && take == len {
                             // The whole content is here: one exact allocation, one copy.
                             self.content = bytes.to_vec();
+                            self.filled = take;
                         } else {
-                            if self.content.len() < self.filled + take {
-                                self.grow_content(self.filled + take, len);
-                            }
-                            if let Some(dst) = self.content.get_mut(self.filled..self.filled + take)
-                            {
-                                dst.copy_from_slice(bytes);
-                            }
+                            self.put_content(bytes, len);
                         }
-                        self.filled += take;
                         self.position += take as u64;
                         if self.filled < len {
                             return Ok(None);
