@@ -496,6 +496,44 @@ fn large_content_is_received_in_place() {
 }
 
 #[test]
+fn doors_mix_inside_a_lent_content_window() {
+    // A window of the content buffer is lent and partly filled; the rest arrives through
+    // `decode` and `receive`, across the window's end: every byte lands where it belongs.
+    let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let wire = encode(&Message::binary("x/y", content.clone())).unwrap();
+    let head = wire.len() - content.len();
+    let mut dec = Decoder::default();
+    assert_eq!(dec.decode(&mut &wire[..head]), Ok(Event::NeedData));
+    let mut at = head;
+    let mut windows = 0;
+    while at < wire.len() {
+        let buf = dec.read_buf();
+        assert!(buf.len() <= 128 * 1024, "lends {} at once", buf.len());
+        // Fill a third of what was lent, then give the decoder twice that by `decode`.
+        let k = (buf.len() / 3).max(1).min(wire.len() - at);
+        buf[..k].copy_from_slice(&wire[at..at + k]);
+        dec.commit(k).unwrap();
+        at += k;
+        let more = (2 * k).min(wire.len() - at);
+        let mut input = &wire[at..at + more];
+        at += more;
+        let event = dec.decode(&mut input).unwrap();
+        assert!(input.is_empty());
+        windows += 1;
+        if at == wire.len() {
+            let Event::Message(m) = event else {
+                panic!("complete at the end, got {event:?}")
+            };
+            assert_eq!(m.content(), &content[..]);
+        } else {
+            assert_eq!(event, Event::NeedData);
+            assert_eq!(dec.content_remaining(), Some(wire.len() - at));
+        }
+    }
+    assert!(windows > 3);
+}
+
+#[test]
 fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
     let mut dec = Decoder::default();
     let n = dec.read_buf().len();
@@ -595,6 +633,46 @@ fn encoder_handles_partial_sends_and_large_content_without_copying_it() {
     enc.queue(Message::binary("x", vec![1])).unwrap();
     let err = enc.write_to(&mut ZeroWriter).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::WriteZero);
+}
+
+#[test]
+fn one_pending_slice_is_written_plainly_several_vectored() {
+    /// Records which call each write was, and takes everything.
+    #[derive(Default)]
+    struct Calls(Vec<(&'static str, usize)>);
+    impl std::io::Write for Calls {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.push(("write", buf.len()));
+            Ok(buf.len())
+        }
+        fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+            let n = bufs.iter().map(|b| b.len()).sum();
+            self.0.push(("write_vectored", n));
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut enc = Encoder::new();
+    enc.queue(Message::binary("x", b"small".to_vec())).unwrap();
+    enc.queue(Message::binary("y", b"also small".to_vec()))
+        .unwrap();
+    let small = enc.pending_len();
+    let mut w = Calls::default();
+    enc.write_to(&mut w).unwrap();
+    assert_eq!(
+        w.0,
+        [("write", small)],
+        "two small messages share one segment"
+    );
+    // Large content is its own segment: header and content go out in one vectored write.
+    enc.queue(Message::binary("x", vec![1; 100_000])).unwrap();
+    let large = enc.pending_len();
+    let mut w = Calls::default();
+    enc.write_to(&mut w).unwrap();
+    assert_eq!(w.0, [("write_vectored", large)]);
+    assert!(!enc.wants_write());
 }
 
 struct ZeroWriter;
