@@ -130,6 +130,15 @@ for transport in std mio; do
         log "app-server --transport $transport is not available, skipped: $(head -c 300 "$OUT/app-$transport.log")"
     fi
 done
+# The mio transport with one event loop, as the echo baseline has: on a 2-core machine the
+# load generator needs the other core.
+if start app-mio1 "$OUT/app-mio1.log" \
+    env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 --transport mio --workers 1; then
+    add_server app-mio1 "app-server --transport mio --workers 1" json 1 \
+        "RUST_LOG=warn app-server 127.0.0.1 PORT --transport mio --workers 1"
+else
+    log "app-server --workers 1 did not start, skipped: $(head -c 300 "$OUT/app-mio1.log")"
+fi
 if start python "$OUT/python.log" python3 "$ROOT/tests/python/oneshot_server.py" 127.0.0.1 0 \
     --port-file "$OUT/python.port"; then
     add_server python "Python one-shot server (tests/python/oneshot_server.py)" json 0 \
@@ -197,6 +206,7 @@ out, runs, secs, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.arg
 names = sys.argv[5:5 + count]
 labels = {
     "echo": "echo baseline", "app-std": "app-server std", "app-mio": "app-server mio",
+    "app-mio1": "app-server mio, 1 loop",
     "python": "Python one-shot",
 }
 scenarios = [

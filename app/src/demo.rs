@@ -19,7 +19,7 @@
 //! * an empty request (`{}`, or empty binary content) is answered like any other (the
 //!   guide's server never answers a falsy request and keeps the connection open).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
 use sockmsg_protocol::{ByteOrder, Message, Service, ServiceError};
 use tracing::info;
@@ -76,6 +76,41 @@ pub fn json_result(request: &PyValue) -> String {
     } else {
         format!("Error: invalid action \"{}\".", py_str_opt(action))
     }
+}
+
+/// The guide's request as most clients send it: an object whose only keys are `action` and
+/// `value`, each a string without escapes or `null`, each at most once. Anything else fails
+/// to deserialize here and takes the general path ([`PyValue`]), which gives the same
+/// answer for these and Python's for the rest.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainRequest<'a> {
+    #[serde(borrow, default)]
+    action: Option<&'a str>,
+    #[serde(borrow, default)]
+    value: Option<&'a str>,
+}
+
+/// [`json_result`] for a [`PlainRequest`], without building a [`PyValue`]; `None` when
+/// `request` is not one (the caller then takes the general path).
+fn plain_result(request: &Message) -> Option<String> {
+    // serde would also take `["search", "ring"]` for the struct: objects only.
+    let first = request
+        .content()
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return None;
+    }
+    let plain: PlainRequest = request.json_content().ok()?;
+    // `None` and a missing key print alike in Python: `None`.
+    Some(match (plain.action, plain.value) {
+        (Some("search"), value) => match value.and_then(lookup) {
+            Some(answer) => answer.to_owned(),
+            None => format!("No match for \"{}\".", value.unwrap_or("None")),
+        },
+        (action, _) => format!("Error: invalid action \"{}\".", action.unwrap_or("None")),
+    })
 }
 
 /// The content of the binary answer to a request with `content`:
@@ -172,8 +207,10 @@ impl DemoService {
     /// these before, see [`sockmsg_protocol::Limits::check_json_content`]).
     pub fn respond(&self, request: &Message) -> Result<Message, sockmsg_protocol::Error> {
         let response = if request.is_json() {
-            let decoded: PyValue = request.json_content()?;
-            let result = json_result(&decoded);
+            let result = match plain_result(request) {
+                Some(result) => result,
+                None => json_result(&request.json_content()?),
+            };
             Message::json(&JsonResponse { result: &result })?
         } else {
             Message::binary(SERVER_BINARY_TYPE, binary_result(request.content()))
@@ -185,6 +222,14 @@ impl DemoService {
 impl Service for DemoService {
     fn call(&self, request: Message) -> Result<Message, ServiceError> {
         let response = if request.is_json() {
+            // The request is logged as Python's repr of the dict, which needs the general
+            // path; without that log line the common request takes the short one.
+            if !tracing::enabled!(tracing::Level::INFO) {
+                if let Some(result) = plain_result(&request) {
+                    return Ok(Message::json(&JsonResponse { result: &result })?
+                        .with_byteorder(self.byteorder));
+                }
+            }
             let decoded: PyValue = request.json_content()?;
             info!("received request {}", preview(&py_repr(&decoded)));
             let result = json_result(&decoded);
@@ -310,6 +355,63 @@ mod tests {
             answer_of(r#"{"action": "SEARCH", "value": "ring"}"#),
             r#"Error: invalid action "SEARCH"."#
         );
+    }
+
+    /// The short path answers the common request, declines the rest, and never differs
+    /// from the general path where it answers.
+    #[test]
+    fn plain_requests_take_the_short_path_with_the_same_answers() {
+        let taken = [
+            r#"{"action": "search", "value": "morpheus"}"#,
+            r#"{"value": "🐶", "action": "search"}"#,
+            r#"{"action": "search", "value": "Morpheus"}"#,
+            r#"{"action": "search"}"#,
+            r#"{"action": "search", "value": null}"#,
+            r#"{"action": null, "value": "ring"}"#,
+            r#"{"action": "find", "value": "ring"}"#,
+            r#"{"value": "ring"}"#,
+            r#"{}"#,
+            r#" { "action" : "search" , "value" : "ring" } "#,
+        ];
+        let declined = [
+            r#"{"action": "search", "value": 5}"#,
+            r#"{"action": "search", "value": "a\"b"}"#,
+            r#"{"action": "se\u0061rch", "value": "ring"}"#,
+            r#"{"action": "find", "action": "search", "value": "ring"}"#,
+            r#"{"action": "search", "value": "ring", "extra": 1}"#,
+            r#"{"action": true}"#,
+            r#"["search"]"#,
+            r#" ["search", "ring"]"#,
+            r#""search""#,
+            r#"null"#,
+        ];
+        for (json, short) in taken
+            .iter()
+            .map(|j| (j, true))
+            .chain(declined.iter().map(|j| (j, false)))
+        {
+            let m =
+                Message::from_parts("text/json".into(), "utf-8".into(), json.as_bytes().to_vec());
+            let general = answer_of(json);
+            match plain_result(&m) {
+                Some(answer) => {
+                    assert!(short, "{json} should have been declined");
+                    assert_eq!(answer, general, "{json}");
+                }
+                None => assert!(!short, "{json} should take the short path"),
+            }
+            let responded = DemoService::new().respond(&m).expect("answerable");
+            let want = Message::json(&JsonResponse { result: &general }).expect("json");
+            assert_eq!(responded.content(), want.content(), "{json}");
+        }
+        // Another encoding is never guessed at, on either path.
+        let m = Message::from_parts(
+            "text/json".into(),
+            "latin-1".into(),
+            br#"{"action": "search"}"#.to_vec(),
+        );
+        assert_eq!(plain_result(&m), None);
+        assert!(DemoService::new().respond(&m).is_err());
     }
 
     #[test]

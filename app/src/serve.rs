@@ -55,6 +55,9 @@ pub struct ServerSettings {
     pub write_timeout: Option<Duration>,
     /// What clients may make the server accept (default [`Limits::default`]).
     pub limits: Limits,
+    /// Event loops of the mio transport (default `None`: one per core). The std transport
+    /// runs a thread per connection and ignores it.
+    pub event_loops: Option<usize>,
 }
 
 impl Default for ServerSettings {
@@ -66,6 +69,7 @@ impl Default for ServerSettings {
             read_timeout: std.read_timeout,
             write_timeout: std.write_timeout,
             limits: std.limits,
+            event_loops: None,
         }
     }
 }
@@ -84,17 +88,19 @@ impl ServerSettings {
     }
 
     /// These settings as a configuration of the event-loop transport: the connection cap,
-    /// timeouts (read timeout = the per-message header deadline) and limits; every other
-    /// field keeps the mio transport's default.
+    /// timeouts (read timeout = the per-message header deadline), limits and event loops;
+    /// every other field keeps the mio transport's default.
     pub fn mio_config(&self) -> sockmsg_transport_mio::ServerConfig {
         let never = Duration::MAX; // the mio transport clamps it to "never"
+        let default = sockmsg_transport_mio::ServerConfig::default();
         sockmsg_transport_mio::ServerConfig {
+            workers: self.event_loops.unwrap_or(default.workers),
             max_connections: self.max_connections,
             idle_timeout: self.idle_timeout.unwrap_or(never),
             header_deadline: self.read_timeout.unwrap_or(never),
             write_deadline: self.write_timeout.unwrap_or(never),
             limits: self.limits.clone(),
-            ..sockmsg_transport_mio::ServerConfig::default()
+            ..default
         }
     }
 }

@@ -150,8 +150,10 @@ fn guide_client_against_app_server() {
 
 #[test]
 fn app_client_against_app_server_keeps_the_server_running() {
-    for transport in TRANSPORTS {
-        let (server, port) = start_app_server(&["--transport", transport]);
+    let mut configs: Vec<Vec<&str>> = TRANSPORTS.iter().map(|t| vec!["--transport", t]).collect();
+    configs.push(vec!["--transport", "mio", "--workers", "1"]);
+    for args in configs {
+        let (server, port) = start_app_server(&args);
         for case in &DEMO_CASES[..2] {
             let out = run_bounded("app-client", &mut app_client(port, case), LIMIT);
             assert!(out.status.success(), "{}", describe(&out));
@@ -185,6 +187,7 @@ fn usage_errors_exit_2_and_help_explains() {
     for args in [
         &["127.0.0.1", "70000"][..],
         &["--transport", "carrier-pigeon"][..],
+        &["--workers", "0"][..],
     ] {
         let out = run_bounded(
             "app-server",
@@ -318,6 +321,29 @@ fn failures_exit_1_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("timed out reading from 127.0.0.1:"));
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn app_server_workers_apply_to_mio_only() {
+    let out = run_bounded(
+        "app-server",
+        Command::new(env!("CARGO_BIN_EXE_app-server")).args([
+            "127.0.0.1",
+            "0",
+            "--transport",
+            "std",
+            "--workers",
+            "2",
+        ]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--workers sets the mio transport's event loops"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! ```text
 //! app-server [HOST] [PORT] [--transport mio|std] [--max-connections N]
 //!            [--idle-timeout SECS] [--read-timeout SECS] [--write-timeout SECS]
-//!            [--byteorder little|big]
+//!            [--byteorder little|big] [--workers N]
 //! ```
 //!
 //! Prints `listening on ADDR` to stdout once listening; logs go to stderr (`RUST_LOG`,
@@ -52,6 +52,10 @@ struct Args {
     /// Byte order written in response headers (default: this machine's, as the guide).
     #[arg(long, value_enum)]
     byteorder: Option<Order>,
+    /// Event loops (threads) of the mio transport (default: one per core). Fewer than the
+    /// cores leaves room for other work on the machine, such as a load generator.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 /// `--byteorder` values.
@@ -95,12 +99,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if args.workers.is_some() && args.transport != Transport::Mio {
+        return Err(format!(
+            "--workers sets the mio transport's event loops; the {} transport runs a thread per connection",
+            args.transport
+        ));
+    }
     let addr = resolve(&args.host, args.port)?;
     let settings = ServerSettings {
         max_connections: args.max_connections,
         idle_timeout: limit(args.idle_timeout),
         read_timeout: limit(args.read_timeout),
         write_timeout: limit(args.write_timeout),
+        event_loops: args.workers.map(usize::from),
         ..ServerSettings::default()
     };
     let service = match args.byteorder {
