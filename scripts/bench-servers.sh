@@ -13,7 +13,10 @@
 # Scenarios: keep-alive with 8 and with 64 connections, and one-shot (connect, request,
 # answer, close) with 8 connections. sockmsg servers get the guide's 146-byte JSON search;
 # the echo baseline gets 146 raw bytes echoed back (app-bench --echo), the same bytes per
-# request, so every figure is also given as a ratio of the echo baseline in the same run.
+# request, so every figure is also given as a ratio of the echo baseline in the same run:
+# of the one-loop echo server, and of the echo server with a loop per core (the like for
+# like of app-server's default). app-server's mio transport is measured both with its
+# default (a loop per core) and with --workers 1 (the like for like of the one-loop echo).
 # Runs are interleaved (round 1 of every server and scenario, then round 2, ...) so that
 # drift in the machine's load spreads over all servers alike.
 #
@@ -121,6 +124,13 @@ if start echo "$OUT/echo.log" "$BIN/echo-baseline" 127.0.0.1 0; then
 else
     log "the echo baseline did not start:"; cat "$OUT/echo.log" >&2; exit 1
 fi
+# The echo baseline with one loop per core, as app-server's mio transport runs by default.
+LOOPS=$(nproc 2>/dev/null || echo 2)
+if start echoN "$OUT/echoN.log" "$BIN/echo-baseline" 127.0.0.1 0 --workers "$LOOPS"; then
+    add_server echoN "echo baseline, $LOOPS loops" echo 1 "echo-baseline 127.0.0.1 PORT --workers $LOOPS"
+else
+    log "the echo baseline with $LOOPS loops did not start, skipped: $(head -c 300 "$OUT/echoN.log")"
+fi
 for transport in std mio; do
     if start "app-$transport" "$OUT/app-$transport.log" \
         env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 --transport "$transport"; then
@@ -206,7 +216,7 @@ out, runs, secs, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.arg
 names = sys.argv[5:5 + count]
 labels = {
     "echo": "echo baseline", "app-std": "app-server std", "app-mio": "app-server mio",
-    "app-mio1": "app-server mio, 1 loop",
+    "app-mio1": "app-server mio, 1 loop", "echoN": "echo baseline, a loop per core",
     "python": "Python one-shot",
 }
 scenarios = [
@@ -240,19 +250,21 @@ for sc, title, args in scenarios:
     if not rows:
         continue
     base = next((m for n, _, m in rows if n == "echo"), None)
+    base_n = next((m for n, _, m in rows if n == "echoN"), None)
     print(f"### {title}")
     print()
-    print("| server | requests/s (median) | vs echo | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | requests/s of each run |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| server | requests/s (median) | vs echo | vs echo, a loop per core | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | requests/s of each run |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, rs, m in rows:
         lat = lambda k: med([r["latency"][k] for r in rs]) / 1000.0
         errors = sum(r["errors"]["total"] for r in rs)
         ratio = f"{m / base:.2f}" if base else "–"
+        ratio_n = f"{m / base_n:.2f}" if base_n else "–"
         each = ", ".join(f"{r['requests_per_s']:.0f}" for r in rs)
         missing = runs - len(rs)
         if missing:
             each += f" ({missing} run(s) failed)"
-        print(f"| {labels.get(name, name)} | {m:.0f} | {ratio} | {lat('p50_us'):.3f} | {lat('p90_us'):.3f} "
+        print(f"| {labels.get(name, name)} | {m:.0f} | {ratio} | {ratio_n} | {lat('p50_us'):.3f} | {lat('p90_us'):.3f} "
               f"| {lat('p99_us'):.3f} | {lat('p999_us'):.3f} | {lat('max_us'):.3f} | {errors} | {each} |")
     print()
     print(f"Command: `app-bench 127.0.0.1 PORT {args} -d {secs}s --json` (with `--echo` for the echo baseline).")

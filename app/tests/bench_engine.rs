@@ -111,6 +111,27 @@ fn echo_mode_against_the_echo_baseline() {
 }
 
 #[test]
+fn echo_baseline_with_two_loops_sharing_the_listener() {
+    let servers = EchoServer::bind_loops("127.0.0.1:0".parse().expect("addr"), 2).expect("bind");
+    assert_eq!(servers.len(), 2);
+    let addr = servers[0].local_addr().expect("addr");
+    assert_eq!(servers[1].local_addr().expect("addr"), addr);
+    let mut running = Vec::new();
+    for server in servers {
+        let stop = server.stopper();
+        running.push((stop, std::thread::spawn(move || server.run())));
+    }
+    for mode in [Mode::KeepAlive, Mode::OneShot] {
+        let report = bench(&config(addr, Kind::Echo, mode));
+        assert_clean(&report, 400);
+    }
+    for (stop, thread) in running {
+        stop.stop().expect("stop");
+        thread.join().expect("join").expect("echo loop");
+    }
+}
+
+#[test]
 fn a_timed_run_stops_on_time_and_abandons_what_is_in_flight() {
     let server = TestServer::start(Behaviour::Demo);
     let mut c = config(server.addr, Kind::Json, Mode::KeepAlive);

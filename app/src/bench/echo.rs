@@ -73,8 +73,26 @@ struct Conn {
 impl EchoServer {
     /// Listens on `addr` (port 0 picks a free port).
     pub fn bind(addr: SocketAddr) -> io::Result<EchoServer> {
+        EchoServer::with_listener(TcpListener::bind(addr)?)
+    }
+
+    /// `loops` event loops (at least one) sharing one listener on `addr`, each to be run on
+    /// its own thread: the baseline for servers that run a loop per core.
+    pub fn bind_loops(addr: SocketAddr, loops: usize) -> io::Result<Vec<EchoServer>> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let mut servers = Vec::with_capacity(loops.max(1));
+        for _ in 1..loops.max(1) {
+            servers.push(EchoServer::with_listener(TcpListener::from_std(
+                listener.try_clone()?,
+            ))?);
+        }
+        servers.push(EchoServer::with_listener(TcpListener::from_std(listener))?);
+        Ok(servers)
+    }
+
+    fn with_listener(mut listener: TcpListener) -> io::Result<EchoServer> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(addr)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);

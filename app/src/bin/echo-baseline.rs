@@ -1,5 +1,5 @@
-//! `echo-baseline`: the unframed echo server (mio, one thread) that sockmsg servers are
-//! compared with. Measure it with `app-bench --echo`.
+//! `echo-baseline`: the unframed echo server (mio, one thread unless `--workers`) that
+//! sockmsg servers are compared with. Measure it with `app-bench --echo`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use sockmsg_app::bench::echo::EchoServer;
 
-/// Minimal echo server with no framing: every byte read is written back. Single thread,
-/// mio. The baseline for `app-bench --echo`; runs until killed.
+/// Minimal echo server with no framing: every byte read is written back. mio, one thread
+/// (or `--workers` event loops sharing the listener). The baseline for `app-bench --echo`;
+/// runs until killed.
 #[derive(Debug, Parser)]
 #[command(name = "echo-baseline", version)]
 struct Args {
@@ -22,6 +23,10 @@ struct Args {
     /// Write the bound port (number and newline) to this file once listening.
     #[arg(long, value_name = "FILE")]
     port_file: Option<PathBuf>,
+    /// Event loops (threads) sharing the listener, to compare with a server that runs
+    /// several.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: u16,
 }
 
 fn main() -> ExitCode {
@@ -41,7 +46,11 @@ fn serve(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("cannot resolve {}: {e}", args.host))?
         .next()
         .ok_or_else(|| format!("{} resolves to no address", args.host))?;
-    let server = EchoServer::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let mut servers = EchoServer::bind_loops(addr, usize::from(args.workers))
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let server = servers
+        .pop()
+        .ok_or_else(|| "no event loop was made".to_owned())?;
     let local = server.local_addr().map_err(|e| e.to_string())?;
     if let Some(path) = &args.port_file {
         // Write, then rename: a reader never sees a partial file.
@@ -50,6 +59,17 @@ fn serve(args: &Args) -> Result<(), String> {
         std::fs::write(&tmp, format!("{}\n", local.port()))
             .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    for (i, other) in servers.into_iter().enumerate() {
+        std::thread::Builder::new()
+            .name(format!("echo-loop-{}", i + 1))
+            .spawn(move || {
+                if let Err(e) = other.run() {
+                    eprintln!("echo-baseline: event loop failed: {e}");
+                    std::process::exit(1);
+                }
+            })
+            .map_err(|e| format!("cannot start an event loop: {e}"))?;
     }
     println!("listening on {local}");
     server.run().map_err(|e| format!("event loop failed: {e}"))
