@@ -607,9 +607,11 @@ impl Decoder {
         content.truncate(self.filled);
         self.filled = 0;
         self.message_start = self.position;
+        let mut checked_depth = None;
         if self.limits.check_json_content && header.is_json() {
             check_json_content(&header, &content, &self.limits)?;
+            checked_depth = Some(self.limits.max_depth.min(127));
         }
-        Ok(Message::from_decoded(header, content))
+        Ok(Message::from_decoded(header, content, checked_depth))
     }
 }

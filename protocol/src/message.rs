@@ -14,10 +14,22 @@ use crate::Limits;
 ///
 /// The header's `content-length` always equals `content().len()`: constructors set it, and
 /// the encoder writes the actual length.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Message {
     header: Header,
     content: Vec<u8>,
+    /// Set by the decoder when it found the content to be JSON in a supported encoding,
+    /// valid UTF-8, nested at most this deep: [`Message::json_content_with`] then goes
+    /// straight to serde under any limit at least as loose.
+    checked_depth: Option<usize>,
+}
+
+/// Messages are equal when their headers and contents are; what the decoder already
+/// checked is a cache, not part of the message.
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.header == other.header && self.content == other.content
+    }
 }
 
 impl Message {
@@ -61,13 +73,23 @@ impl Message {
                 extra: Vec::new(),
             },
             content,
+            checked_depth: None,
         }
     }
 
     /// Joins a decoded header and its content. Crate-internal: the decoder guarantees
-    /// `header.content_length == content.len()`.
-    pub(crate) fn from_decoded(header: Header, content: Vec<u8>) -> Message {
-        Message { header, content }
+    /// `header.content_length == content.len()`, and that the JSON checks passed with
+    /// `checked_depth` as the nesting limit when that is set.
+    pub(crate) fn from_decoded(
+        header: Header,
+        content: Vec<u8>,
+        checked_depth: Option<usize>,
+    ) -> Message {
+        Message {
+            header,
+            content,
+            checked_depth,
+        }
     }
 
     /// The same message with another `byteorder` (by default, this machine's).
@@ -146,13 +168,21 @@ impl Message {
         &'de self,
         limits: &Limits,
     ) -> Result<T, Error> {
-        let text = validate_json_text(&self.header, &self.content, limits)?;
-        serde_json::from_str(text).map_err(|e| match e.classify() {
+        let shape = |e: serde_json::Error| match e.classify() {
             serde_json::error::Category::Data => Error::ContentShape {
                 reason: e.to_string(),
             },
             _ => Error::invalid_json(Phase::Content, &e),
-        })
+        };
+        if self
+            .checked_depth
+            .is_some_and(|d| d <= limits.max_depth.min(127))
+        {
+            // The decoder checked encoding, UTF-8 and a nesting limit this strict already.
+            return serde_json::from_slice(&self.content).map_err(shape);
+        }
+        let text = validate_json_text(&self.header, &self.content, limits)?;
+        serde_json::from_str(text).map_err(shape)
     }
 
     /// Checks that JSON content is decodable (supported encoding, UTF-8, nesting within

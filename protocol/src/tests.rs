@@ -422,6 +422,42 @@ fn json_content_errors_are_typed() {
     assert_eq!(verdict(&json_frame("utf-8", b"{\"a\": }"), &lax), Ok(1));
 }
 
+/// A decoded message remembers what the decoder checked; `json_content` skips only the
+/// checks already made, under limits at least as strict, and answers as for a message
+/// built by hand.
+#[test]
+fn json_content_after_decoding_answers_as_without_it() {
+    let deep = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    for (decoder_depth, content_depth) in [(5, 3), (100, 3), (100, 40), (5, 5), (127, 127)] {
+        let limits = Limits {
+            max_depth: decoder_depth,
+            ..Limits::default()
+        };
+        let content = deep(content_depth);
+        let json_header = format!(
+            "{{\"byteorder\": \"big\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": {}}}",
+            content.len()
+        );
+        let (msgs, end) = receive_pieces(&[&frame(&json_header, content.as_bytes())], &limits);
+        assert_eq!(end, Ok(()));
+        let by_hand = Message::from_parts("text/json".into(), "utf-8".into(), content.into_bytes())
+            .with_byteorder(crate::ByteOrder::Big);
+        assert_eq!(msgs[0], by_hand);
+        for max_depth in [2, 3, 5, 32, 64, 127] {
+            let asked = Limits {
+                max_depth,
+                ..Limits::default()
+            };
+            let what =
+                format!("decoded under {decoder_depth}, depth {content_depth}, asked {max_depth}");
+            let decoded = msgs[0].json_content_with::<serde_json::Value>(&asked);
+            let built = by_hand.json_content_with::<serde_json::Value>(&asked);
+            assert_eq!(decoded, built, "{what}");
+            assert_eq!(decoded.is_ok(), content_depth <= max_depth, "{what}");
+        }
+    }
+}
+
 #[test]
 fn json_content_into_user_types() {
     #[derive(serde::Deserialize, Debug, PartialEq)]
