@@ -10,6 +10,7 @@
 //!   output match the guide's Python peers character for character;
 //! * [`serve`]: [`serve::Transport`] and [`serve::serve`], which runs a service on a chosen
 //!   transport;
+//! * [`cli`]: the command-line values the binaries share;
 //! * [`init_logging`]: the binaries' `tracing` setup.
 //!
 //! The binaries: `app-server [HOST] [PORT] [--transport std]` and
@@ -37,6 +38,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod cli;
 pub mod demo;
 pub mod inspect;
 pub mod pyfmt;

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use sockmsg_app::cli::{positive_secs, Order};
 use sockmsg_app::demo::{json_request, request, result_line};
 use sockmsg_app::pyfmt::bytes_repr;
 use sockmsg_protocol::{encode, ByteOrder, Message};
@@ -43,22 +44,8 @@ struct Args {
     #[arg(long, value_enum)]
     byteorder: Option<Order>,
     /// Time limit, in seconds, for connecting and for each wait on the server.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_secs)]
     timeout: f64,
-}
-
-/// `--byteorder` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Order {
-    Little,
-    Big,
-}
-
-fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Ok(secs),
-        _ => Err(format!("{s:?} is not a positive number of seconds")),
-    }
 }
 
 fn main() -> ExitCode {
@@ -102,10 +89,8 @@ fn run(args: &Args) -> Result<String, String> {
     } else {
         request(&args.action, &args.value)
     };
-    match args.byteorder {
-        Some(Order::Little) => message = message.with_byteorder(ByteOrder::Little),
-        Some(Order::Big) => message = message.with_byteorder(ByteOrder::Big),
-        None => {}
+    if let Some(order) = args.byteorder {
+        message = message.with_byteorder(ByteOrder::from(order));
     }
 
     let addrs: Vec<SocketAddr> = (args.host.as_str(), args.port)

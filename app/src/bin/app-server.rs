@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use sockmsg_app::cli::{secs_or_zero, Order};
 use sockmsg_app::demo::DemoService;
 use sockmsg_app::serve::{serve, ServerSettings, Stopper, Transport};
 use sockmsg_protocol::ByteOrder;
@@ -41,13 +42,13 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = ServerSettings::default().max_connections)]
     max_connections: usize,
     /// Close a connection idle this many seconds between requests (0: never).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value_t = 60.0)]
+    #[arg(long, value_name = "SECS", value_parser = secs_or_zero, default_value_t = 60.0)]
     idle_timeout: f64,
     /// Close a connection whose request takes longer than this to arrive (0: never).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", value_parser = secs_or_zero, default_value_t = 30.0)]
     read_timeout: f64,
     /// Close a connection whose response cannot be written for this long (0: never).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", value_parser = secs_or_zero, default_value_t = 30.0)]
     write_timeout: f64,
     /// Byte order written in response headers (default: this machine's, as the guide).
     #[arg(long, value_enum)]
@@ -56,21 +57,6 @@ struct Args {
     /// cores leaves room for other work on the machine, such as a load generator.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
-}
-
-/// `--byteorder` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Order {
-    Little,
-    Big,
-}
-
-/// Seconds (fractions allowed, 0 for no limit).
-fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..1e9).contains(&secs) => Ok(secs),
-        _ => Err(format!("{s:?} is not a number of seconds")),
-    }
 }
 
 /// A time limit in seconds as a duration; 0 means none.
@@ -116,8 +102,7 @@ fn run(args: Args) -> Result<(), String> {
     };
     let service = match args.byteorder {
         None => DemoService::new(),
-        Some(Order::Little) => DemoService::with_byteorder(ByteOrder::Little),
-        Some(Order::Big) => DemoService::with_byteorder(ByteOrder::Big),
+        Some(order) => DemoService::with_byteorder(ByteOrder::from(order)),
     };
 
     // Ctrl-C: the first stops the server gracefully, a second exits at once. The handler
