@@ -13,7 +13,8 @@
 # Scenarios: keep-alive with 8 and with 64 connections, and one-shot (connect, request,
 # answer, close) with 8 connections. sockmsg servers get the guide's 146-byte JSON search;
 # the echo baseline gets 146 raw bytes echoed back (app-bench --echo), the same bytes per
-# request, so every figure is also given as a ratio of the echo baseline in the same run:
+# request, so every figure is also given as a ratio of the echo baseline in the same round
+# (the median of the per-round ratios):
 # of the one-loop echo server, and of the echo server with a loop per core (the like for
 # like of app-server's default). app-server's mio transport is measured both with its
 # default (a loop per core) and with --workers 1 (the like for like of the one-loop echo).
@@ -201,7 +202,7 @@ done
     echo "Machine: $(uname -srm); $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || echo '?'), $(nproc 2>/dev/null || echo '?') CPUs; $(rustc --version 2>/dev/null || echo 'rustc ?'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
     echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')."
     echo
-    echo "Reproduce: \`scripts/bench-servers.sh -r $RUNS -d $SECS\`. Each figure is the median of $RUNS runs of ${SECS} s; client and servers share the machine (loopback)."
+    echo "Reproduce: \`scripts/bench-servers.sh -r $RUNS -d $SECS\`. Each figure is the median of $RUNS runs of ${SECS} s; each ratio is the median over rounds of the ratio within a round (the runs of a round are back to back); client and servers share the machine (loopback)."
     echo "Servers (started on port 0; PORT is the one each reported):"
     echo
     for name in "${NAMES[@]}"; do
@@ -231,7 +232,9 @@ def load(name, sc):
         path = os.path.join(out, f"{name}.{sc}.{r}.json")
         try:
             with open(path) as f:
-                rs.append(json.loads(f.read()))
+                result = json.loads(f.read())
+                result["round"] = r
+                rs.append(result)
         except (OSError, ValueError):
             pass
     return rs
@@ -249,8 +252,15 @@ for sc, title, args in scenarios:
         rows.append((name, rs, med(rps)))
     if not rows:
         continue
-    base = next((m for n, _, m in rows if n == "echo"), None)
-    base_n = next((m for n, _, m in rows if n == "echoN"), None)
+    by_round = {n: {r["round"]: r["requests_per_s"] for r in rs} for n, rs, _ in rows}
+
+    def paired(name, base):
+        # Median over rounds of (this server / the baseline in the same round): the runs
+        # of one round are back to back, so this cancels drift in the machine's load.
+        mine, theirs = by_round.get(name, {}), by_round.get(base, {})
+        ratios = [mine[r] / theirs[r] for r in mine if theirs.get(r)]
+        return f"{med(ratios):.2f}" if ratios else "–"
+
     print(f"### {title}")
     print()
     print("| server | requests/s (median) | vs echo | vs echo, a loop per core | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | requests/s of each run |")
@@ -258,8 +268,8 @@ for sc, title, args in scenarios:
     for name, rs, m in rows:
         lat = lambda k: med([r["latency"][k] for r in rs]) / 1000.0
         errors = sum(r["errors"]["total"] for r in rs)
-        ratio = f"{m / base:.2f}" if base else "–"
-        ratio_n = f"{m / base_n:.2f}" if base_n else "–"
+        ratio = paired(name, "echo")
+        ratio_n = paired(name, "echoN")
         each = ", ".join(f"{r['requests_per_s']:.0f}" for r in rs)
         missing = runs - len(rs)
         if missing:
