@@ -13,7 +13,7 @@
 //! * [`cli`]: the command-line values the binaries share;
 //! * [`init_logging`]: the binaries' `tracing` setup.
 //!
-//! The binaries: `app-server [HOST] [PORT] [--transport std]` and
+//! The binaries: `app-server [HOST] [PORT] [--transport std] [--workers N]` and
 //! `app-client HOST PORT ACTION VALUE` (see `--help`).
 //!
 //! ```
