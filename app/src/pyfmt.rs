@@ -185,54 +185,8 @@ fn write_repr(out: &mut String, value: &PyValue) {
     }
 }
 
-/// Python's `repr(float)`: the shortest digits that round-trip, positional notation for
-/// decimal exponents from -4 to 15 (`0.0001`, `1e+16`), always with a `.` or an exponent.
-///
-/// ```
-/// use sockmsg_app::pyfmt::float_repr;
-/// assert_eq!(float_repr(1.0), "1.0");
-/// assert_eq!(float_repr(1e16), "1e+16");
-/// assert_eq!(float_repr(1.5e-5), "1.5e-05");
-/// assert_eq!(float_repr(123.456), "123.456");
-/// ```
-pub fn float_repr(x: f64) -> String {
-    if x.is_nan() {
-        return "nan".to_owned();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "inf" } else { "-inf" }.to_owned();
-    }
-    if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-5", "1e16".
-    let sci = format!("{:e}", x.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let sign = if x < 0.0 { "-" } else { "" };
-    let (first, rest) = digits.split_at(1.min(digits.len()));
-    if !(-4..16).contains(&exp) {
-        let mantissa = if rest.is_empty() {
-            first.to_owned()
-        } else {
-            format!("{first}.{rest}")
-        };
-        let exp_sign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{mantissa}e{exp_sign}{:02}", exp.unsigned_abs())
-    } else if exp >= 0 {
-        let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            format!("{sign}{digits}{}.0", "0".repeat(int_len - digits.len()))
-        } else {
-            let (int_part, frac) = digits.split_at(int_len);
-            format!("{sign}{int_part}.{frac}")
-        }
-    } else {
-        let zeros = "0".repeat(exp.unsigned_abs() as usize - 1);
-        format!("{sign}0.{zeros}{digits}")
-    }
-}
+/// Python's `repr(float)` (the protocol's, which its JSON encoder also uses).
+pub use sockmsg_protocol::json::py_float_repr as float_repr;
 
 /// Python's `repr(str)`: single quotes unless the text holds `'` and no `"`; backslash
 /// escapes for the quote, `\`, `\t`, `\n`, `\r`, other control characters and characters

@@ -53,18 +53,40 @@ impl Formatter for PyFormatter {
     }
 
     fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
-        w.write_all(py_float_repr(&format!("{value:e}")).as_bytes())
+        w.write_all(py_float_repr(value).as_bytes())
     }
 
     fn write_f32<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f32) -> io::Result<()> {
-        w.write_all(py_float_repr(&format!("{value:e}")).as_bytes())
+        w.write_all(repr_from_sci(&format!("{value:e}")).as_bytes())
     }
+}
+
+/// Python's `repr()` of a float, which is also what its `json.dumps` writes for a finite
+/// one: the shortest digits that round-trip, positional notation for decimal exponents
+/// from -4 to 15, always with a `.` or an exponent; `nan`, `inf`, `-inf` for the others.
+///
+/// ```
+/// use sockmsg_protocol::json::py_float_repr;
+/// assert_eq!(py_float_repr(1.0), "1.0");
+/// assert_eq!(py_float_repr(1e16), "1e+16");
+/// assert_eq!(py_float_repr(1.5e-5), "1.5e-05");
+/// assert_eq!(py_float_repr(-0.0), "-0.0");
+/// assert_eq!(py_float_repr(f64::NEG_INFINITY), "-inf");
+/// ```
+pub fn py_float_repr(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".to_owned();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    repr_from_sci(&format!("{x:e}"))
 }
 
 /// Turns Rust's shortest round-trip scientific form (`"1.5e-5"`, `"-1e20"`) into Python's
 /// `repr()` of the same float: positional for decimal exponents -4..16 (`"0.0001"`,
 /// `"100.0"`), otherwise scientific with a signed two-digit exponent (`"1.5e-05"`, `"1e+16"`).
-fn py_float_repr(sci: &str) -> String {
+fn repr_from_sci(sci: &str) -> String {
     let (mantissa, exp) = match sci.split_once('e') {
         Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
         None => (sci, 0),
