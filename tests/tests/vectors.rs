@@ -370,10 +370,11 @@ mod live {
     use std::net::{Shutdown, SocketAddr, TcpStream};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex, OnceLock};
-    use std::thread::{self, JoinHandle};
+    use std::thread;
     use std::time::{Duration, Instant};
 
     use sockmsg_app::demo::{json_request, request, DemoService};
+    use sockmsg_app::serve::{spawn, RunningServer, ServerSettings, Transport};
     use sockmsg_protocol::{Message, Service};
     use sockmsg_transport_std::{Client, ClientConfig};
 
@@ -418,56 +419,24 @@ mod live {
         }
     }
 
-    struct Running {
-        addr: SocketAddr,
-        stop: Box<dyn Fn() + Send>,
-        thread: JoinHandle<io::Result<()>>,
-    }
-
-    fn service() -> Arc<dyn Service> {
-        Arc::new(DemoService::new())
-    }
-
-    fn start_std() -> Running {
-        use sockmsg_transport_std::{Server, ServerConfig};
-        let config = ServerConfig {
+    /// A server on `transport` with the demo service, timeouts far beyond the test's
+    /// waits, and (mio) two event loops.
+    fn start(transport: Transport) -> RunningServer {
+        let settings = ServerSettings {
             idle_timeout: Some(SERVER_TIMEOUT),
             read_timeout: Some(SERVER_TIMEOUT),
             write_timeout: Some(SERVER_TIMEOUT),
-            shutdown_grace: Duration::from_secs(5),
-            poll_interval: Duration::from_millis(50),
-            ..ServerConfig::default()
+            event_loops: Some(2),
+            ..ServerSettings::default()
         };
-        let server = Server::bind("127.0.0.1:0".parse().expect("addr"), config).expect("bind");
-        let addr = server.local_addr();
-        let handle = server.shutdown_handle();
-        let service = service();
-        Running {
-            addr,
-            stop: Box::new(move || handle.shutdown()),
-            thread: thread::spawn(move || server.serve(service)),
-        }
-    }
-
-    fn start_mio() -> Running {
-        use sockmsg_transport_mio::{Server, ServerConfig};
-        let config = ServerConfig {
-            workers: 2,
-            header_deadline: SERVER_TIMEOUT,
-            idle_timeout: SERVER_TIMEOUT,
-            write_deadline: SERVER_TIMEOUT,
-            shutdown_grace: Duration::from_secs(5),
-            ..ServerConfig::default()
-        };
-        let server = Server::bind("127.0.0.1:0", config).expect("bind");
-        let addr = server.local_addr();
-        let handle = server.shutdown_handle();
-        let service = service();
-        Running {
-            addr,
-            stop: Box::new(move || handle.shutdown()),
-            thread: thread::spawn(move || server.serve(service)),
-        }
+        let service: Arc<dyn Service> = Arc::new(DemoService::new());
+        spawn(
+            transport,
+            "127.0.0.1:0".parse().expect("addr"),
+            &settings,
+            service,
+        )
+        .expect("server starts")
     }
 
     /// A well-behaved client: requests one after another on one connection until told to
@@ -599,7 +568,8 @@ mod live {
     }
 
     /// The whole scenario against one running server.
-    fn conformance_against(server: Running, transport: &str) {
+    fn conformance_against(transport: Transport) {
+        let server = start(transport);
         let log = log();
         let expected = parse_expected(
             &std::fs::read_to_string(dir().join("expected.txt")).expect("expected.txt"),
@@ -608,7 +578,7 @@ mod live {
         let good: Vec<_> = (0..4)
             .map(|id| {
                 let stop = Arc::clone(&stop);
-                let addr = server.addr;
+                let addr = server.addr();
                 thread::spawn(move || good_client(addr, id, stop))
             })
             .collect();
@@ -621,7 +591,7 @@ mod live {
             if !entry.verdict.starts_with("err ") || !entry.limits.is_empty() {
                 continue;
             }
-            match attack(server.addr, &name, &bytes) {
+            match attack(server.addr(), &name, &bytes) {
                 Ok(a) => attacks.push(a),
                 Err(e) => failures.push(e),
             }
@@ -642,7 +612,7 @@ mod live {
         let demo = DemoService::new();
         let req = json_request("search", "ring");
         let want = demo.respond(&req).expect("demo");
-        match Client::connect(server.addr, &ClientConfig::default())
+        match Client::connect(server.addr(), &ClientConfig::default())
             .and_then(|mut c| c.request(req))
         {
             Ok(got) if got == want => {}
@@ -663,8 +633,7 @@ mod live {
             }
         }
 
-        (server.stop)();
-        let served = server.thread.join().expect("server thread");
+        let served = server.stop(Duration::from_secs(30));
         assert!(served.is_ok(), "{transport}: serve returned {served:?}");
         assert!(
             attacks.len() >= 60,
@@ -682,11 +651,11 @@ mod live {
 
     #[test]
     fn invalid_vectors_through_the_std_server() {
-        conformance_against(start_std(), "transport-std");
+        conformance_against(Transport::Std);
     }
 
     #[test]
     fn invalid_vectors_through_the_mio_server() {
-        conformance_against(start_mio(), "transport-mio");
+        conformance_against(Transport::Mio);
     }
 }
