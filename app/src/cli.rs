@@ -1,4 +1,5 @@
-//! Command-line pieces the programs share: `--byteorder` values and time limits in seconds.
+//! Command-line pieces the programs share: the address to use for a HOST and PORT,
+//! `--byteorder` values and time limits in seconds.
 //!
 //! ```
 //! use sockmsg_app::cli::{positive_secs, secs_or_zero, Order};
@@ -8,9 +9,22 @@
 //! assert_eq!(secs_or_zero("0"), Ok(0.0));
 //! assert!(secs_or_zero("-1").is_err());
 //! assert_eq!(ByteOrder::from(Order::Big), ByteOrder::Big);
+//! assert_eq!(sockmsg_app::cli::resolve("127.0.0.1", 80), Ok("127.0.0.1:80".parse().unwrap()));
 //! ```
 
+use std::net::{SocketAddr, ToSocketAddrs};
+
 use sockmsg_protocol::ByteOrder;
+
+/// The first address `host` (an IP address or a name) and `port` resolve to, or a message
+/// saying why there is none.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host:?} has no address"))
+}
 
 /// `--byteorder` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -2,7 +2,6 @@
 //! spirit of redis-benchmark and oha. Every answer is checked; see `app-bench --help`.
 
 use std::io::Write as _;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use sockmsg_app::bench::engine::{run, Config, Control, Limit, Progress};
 use sockmsg_app::bench::parse_duration;
 use sockmsg_app::bench::report::Mode;
 use sockmsg_app::bench::workload::{Kind, Workload};
+use sockmsg_app::cli::resolve;
 
 /// Load generator for sockmsg servers: keep-alive or one-shot connections, pipelining,
 /// JSON search, binary or raw echo requests. Every answer is checked against the demo
@@ -82,14 +82,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host}:{port} resolves to no address"))
 }
 
 /// Runs the benchmark; `Ok(true)` if every request was answered correctly.

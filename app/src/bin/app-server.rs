@@ -11,14 +11,13 @@
 //! Ctrl-C exits at once (130).
 
 use std::io::Write as _;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use sockmsg_app::cli::{secs_or_zero, Order};
+use sockmsg_app::cli::{resolve, secs_or_zero, Order};
 use sockmsg_app::demo::DemoService;
 use sockmsg_app::serve::{serve, ServerSettings, Stopper, Transport};
 use sockmsg_protocol::ByteOrder;
@@ -62,14 +61,6 @@ struct Args {
 /// A time limit in seconds as a duration; 0 means none.
 fn limit(secs: f64) -> Option<Duration> {
     (secs > 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host:?} has no address"))
 }
 
 fn main() -> ExitCode {

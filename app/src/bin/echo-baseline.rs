@@ -1,12 +1,12 @@
 //! `echo-baseline`: the unframed echo server (mio, one thread unless `--workers`) that
 //! sockmsg servers are compared with. Measure it with `app-bench --echo`.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use sockmsg_app::bench::echo::EchoServer;
+use sockmsg_app::cli::resolve;
 
 /// Minimal echo server with no framing: every byte read is written back. mio, one thread
 /// (or `--workers` event loops sharing the listener). The baseline for `app-bench --echo`;
@@ -41,11 +41,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &Args) -> Result<(), String> {
-    let addr: SocketAddr = (args.host.as_str(), args.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", args.host))?
-        .next()
-        .ok_or_else(|| format!("{} resolves to no address", args.host))?;
+    let addr = resolve(&args.host, args.port)?;
     let mut servers = EchoServer::bind_loops(addr, usize::from(args.workers))
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let server = servers
