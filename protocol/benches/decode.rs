@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sockmsg_protocol::{encode, encode_into, ByteOrder, Decoder, Event, Limits, Message};
+use sockmsg_protocol::{encode_into, ByteOrder, Decoder, Event, Limits, Message};
 
 mod support;
-use support::{baseline, SEARCH};
+use support::{baseline, binary_stream, read_buf_each, SEARCH};
 
 fn search_message() -> Message {
     Message::json(&serde_json::json!({"action": "search", "value": "morpheus"}))
@@ -29,43 +29,9 @@ fn decode_all(dec: &mut Decoder, mut input: &[u8]) -> usize {
     n
 }
 
-/// Feeds `wire` in reads of `chunk` bytes through `read_buf`/`commit`, as a transport does
-/// (the copy stands in for `recv`), and hands each message to `consume`. Returns how many
-/// there were.
-fn read_buf_each(
-    dec: &mut Decoder,
-    wire: &[u8],
-    chunk: usize,
-    mut consume: impl FnMut(Message),
-) -> usize {
-    let mut n = 0;
-    let mut rest = wire;
-    while !rest.is_empty() {
-        let buf = dec.read_buf();
-        let k = buf.len().min(chunk).min(rest.len());
-        buf[..k].copy_from_slice(&rest[..k]);
-        rest = &rest[k..];
-        dec.commit(k).expect("within the lent buffer");
-        while let Ok(Event::Message(m)) = dec.next_event() {
-            consume(m);
-            n += 1;
-        }
-    }
-    n
-}
-
 /// [`read_buf_each`], dropping each message as soon as it is out.
 fn read_buf_all(dec: &mut Decoder, wire: &[u8], chunk: usize) -> usize {
     read_buf_each(dec, wire, chunk, |m| drop(black_box(m)))
-}
-
-fn binary_stream(message_len: usize, total: usize) -> Vec<u8> {
-    let m = Message::binary(
-        "binary/custom-client-binary-type",
-        vec![0xa5u8; message_len],
-    );
-    let one = encode(&m).expect("encodable");
-    one.repeat(total / message_len)
 }
 
 fn bench_search(c: &mut Criterion) {

@@ -4,7 +4,7 @@ use sockmsg_protocol::{Decoder, Event, Limits};
 
 #[path = "../benches/support/mod.rs"]
 mod support;
-use support::{baseline, SEARCH};
+use support::{baseline, binary_stream, read_buf_each, SEARCH};
 
 fn main() {
     let rounds: usize = std::env::args()
@@ -15,8 +15,7 @@ fn main() {
     let mut total = 0usize;
     if std::env::args().nth(2).as_deref() == Some("bytewise") {
         // A 64 KiB binary message fed one byte per call.
-        let m = sockmsg_protocol::Message::binary("x/y", vec![0xa5u8; 64 * 1024]);
-        let wire = sockmsg_protocol::encode(&m).expect("encodable");
+        let wire = binary_stream(64 << 10, 64 << 10);
         for _ in 0..rounds {
             let mut dec = Decoder::new(Limits::default());
             for byte in wire.chunks(1) {
@@ -36,24 +35,10 @@ fn main() {
     } {
         // 16 MiB of binary messages (one, or 256 of 64 KiB) through read_buf + commit in
         // 64 KiB reads, as a transport receives them.
-        let m = sockmsg_protocol::Message::binary("x/y", vec![0xa5u8; message_len]);
-        let wire = sockmsg_protocol::encode(&m)
-            .expect("encodable")
-            .repeat((16 << 20) / message_len);
+        let wire = binary_stream(message_len, 16 << 20);
         for _ in 0..rounds {
             let mut dec = Decoder::new(Limits::default());
-            let mut rest = &wire[..];
-            while !rest.is_empty() {
-                let buf = dec.read_buf();
-                let k = buf.len().min(64 << 10).min(rest.len());
-                let (now, later) = rest.split_at(k);
-                buf[..k].copy_from_slice(now);
-                rest = later;
-                dec.commit(k).expect("within the lent buffer");
-                while let Ok(Event::Message(m)) = dec.next_event() {
-                    total += m.content().len();
-                }
-            }
+            read_buf_each(&mut dec, &wire, 64 << 10, |m| total += m.content().len());
         }
         println!("{total}");
         return;

@@ -1,5 +1,8 @@
 //! What the decode benchmark and the `profile_decode` example share: the request they
-//! decode and the straightforward decoder they measure against.
+//! decode, the straightforward decoder they measure against, the binary streams and the
+//! `read_buf` driver of the large-message cases.
+
+use sockmsg_protocol::{encode, Decoder, Event, Message};
 
 /// PROTOCOL.md's 146-byte search request.
 pub const SEARCH: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
@@ -28,6 +31,41 @@ pub fn baseline(stream: &[u8]) -> usize {
         std::hint::black_box((h.byteorder, h.content_type, h.content_encoding, content));
         n += 1;
         rest = tail;
+    }
+    n
+}
+
+/// `total / message_len` binary messages of `message_len` bytes each, encoded back to back.
+pub fn binary_stream(message_len: usize, total: usize) -> Vec<u8> {
+    let m = Message::binary(
+        "binary/custom-client-binary-type",
+        vec![0xa5u8; message_len],
+    );
+    let one = encode(&m).expect("encodable");
+    one.repeat(total / message_len)
+}
+
+/// Feeds `wire` in reads of `chunk` bytes through `read_buf`/`commit`, as a transport does
+/// (the copy stands in for `recv`), and hands each message to `consume`. Returns how many
+/// there were.
+pub fn read_buf_each(
+    dec: &mut Decoder,
+    wire: &[u8],
+    chunk: usize,
+    mut consume: impl FnMut(Message),
+) -> usize {
+    let mut n = 0;
+    let mut rest = wire;
+    while !rest.is_empty() {
+        let buf = dec.read_buf();
+        let k = buf.len().min(chunk).min(rest.len());
+        buf[..k].copy_from_slice(&rest[..k]);
+        rest = &rest[k..];
+        dec.commit(k).expect("within the lent buffer");
+        while let Ok(Event::Message(m)) = dec.next_event() {
+            consume(m);
+            n += 1;
+        }
     }
     n
 }
