@@ -94,12 +94,9 @@ struct PlainRequest<'a> {
 /// [`json_result`] for a [`PlainRequest`], without building a [`PyValue`]; `None` when
 /// `request` is not one (the caller then takes the general path).
 fn plain_result(request: &Message) -> Option<String> {
-    // serde would also take `["search", "ring"]` for the struct: objects only.
-    let first = request
-        .content()
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-    if first != Some(&b'{') {
+    // serde would also take `["search", "ring"]` for the struct: objects only. (Other
+    // ASCII whitespace than JSON's, such as a form feed, fails in json_content anyway.)
+    if request.content().trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
     let plain: PlainRequest = request.json_content().ok()?;
