@@ -1,5 +1,11 @@
 //! Command-line pieces the programs share: the address to use for a HOST and PORT,
-//! `--byteorder` values and time limits in seconds.
+//! `--byteorder` values, time limits in seconds, and one way to fail.
+//!
+//! Every sockmsg program exits with [`EXIT_OK`] (0) on success, [`EXIT_FAILURE`] (1) when
+//! something fails at run time (cannot resolve, bind, connect; a protocol error; a server
+//! that answered wrongly) and [`EXIT_USAGE`] (2) for bad arguments (clap's own exit code).
+//! Errors are printed on one line as `PROGRAM: what failed: why`, naming the path or
+//! address concerned ([`fail`]).
 //!
 //! ```
 //! use sockmsg_app::cli::{positive_secs, secs_or_zero, Order};
@@ -12,7 +18,9 @@
 //! assert_eq!(sockmsg_app::cli::resolve("127.0.0.1", 80), Ok("127.0.0.1:80".parse().unwrap()));
 //! ```
 
+use std::fmt::Display;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
 
 use sockmsg_protocol::ByteOrder;
 
@@ -63,4 +71,31 @@ pub fn secs_or_zero(s: &str) -> Result<f64, String> {
         Ok(secs) if secs.is_finite() && (0.0..MAX_SECS).contains(&secs) => Ok(secs),
         _ => Err(format!("{s:?} is not a number of seconds")),
     }
+}
+
+/// Exit code of a program that did what it was asked.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of a program that failed at run time.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a program given bad arguments (as clap exits).
+pub const EXIT_USAGE: u8 = 2;
+
+/// The one error line of every program: prints `PROGRAM: what failed: why` to stderr and
+/// returns [`EXIT_FAILURE`]. `what` names the operation and its path or address
+/// (`cannot connect to 127.0.0.1:65432`), `why` the cause (`connection refused`).
+///
+/// ```
+/// let code = sockmsg_app::cli::fail("app-client", "cannot connect to 127.0.0.1:9", "refused");
+/// assert_eq!(code, std::process::ExitCode::from(sockmsg_app::cli::EXIT_FAILURE));
+/// ```
+pub fn fail(program: &str, what: impl Display, why: impl Display) -> ExitCode {
+    eprintln!("{program}: {what}: {why}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// A usage error found after clap parsed the arguments (two options that do not go
+/// together...): prints `PROGRAM: message` to stderr and returns [`EXIT_USAGE`].
+pub fn usage_error(program: &str, message: impl Display) -> ExitCode {
+    eprintln!("{program}: {message}");
+    ExitCode::from(EXIT_USAGE)
 }
