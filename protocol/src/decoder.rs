@@ -6,6 +6,7 @@ use std::mem;
 use crate::error::{LocalError, PeerError, Phase};
 use crate::header::{parse_header, Header};
 use crate::message::{check_json_content, Message};
+use crate::protoheader;
 use crate::Limits;
 
 /// Content is allocated in steps of at least this much, doubling after that, and never past
@@ -491,9 +492,9 @@ impl Decoder {
             match &mut self.state {
                 State::Protoheader => {
                     let len = if self.ph_have == 0 {
-                        if let Some((ph, rest)) = src.split_first_chunk::<2>() {
+                        if let Some((ph, rest)) = src.split_first_chunk::<{ protoheader::LEN }>() {
                             *src = rest;
-                            u16::from_be_bytes(*ph)
+                            protoheader::read(ph)
                         } else if let Some((&b, rest)) = src.split_first() {
                             *src = rest;
                             self.ph = [b, 0];
@@ -510,7 +511,7 @@ impl Decoder {
                         *src = rest;
                         self.ph_have = 0;
                         self.position -= 1;
-                        u16::from_be_bytes([self.ph[0], b])
+                        protoheader::read(&[self.ph[0], b])
                     };
                     self.message_start = self.position;
                     self.position += 2;

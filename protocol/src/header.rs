@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::error::{JsonKind, LocalError, PeerError, Phase};
 use crate::json::{check_depth, check_utf8, to_writer_py, write_py_str};
+use crate::protoheader;
 use crate::Limits;
 
 /// `content-type` of JSON content.
@@ -494,8 +495,11 @@ pub fn encode_header(
     let len = out.len() - start - 2;
     match u16::try_from(len) {
         Ok(len16) => {
-            if let Some(ph) = out.get_mut(start..start + 2) {
-                ph.copy_from_slice(&len16.to_be_bytes());
+            if let Some(ph) = out
+                .get_mut(start..start + protoheader::LEN)
+                .and_then(|s| <&mut [u8; protoheader::LEN]>::try_from(s).ok())
+            {
+                protoheader::write(ph, len16);
             }
             Ok(())
         }

@@ -89,6 +89,7 @@ pub mod header;
 pub mod json;
 pub mod limits;
 pub mod message;
+mod protoheader;
 pub mod service;
 
 pub use connection::{Connection, Role};
