@@ -6,10 +6,16 @@
 //!
 //! * [`Codec`]: `tokio_util::codec::{Decoder, Encoder}` for [`Message`], so
 //!   `Framed::new(stream, Codec::default())` speaks the protocol.
+//! * [`Client`]: an async client (connect with a timeout, host names accepted, request,
+//!   pipelining with answers in order, half-close), with errors that name the address.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod codec;
+pub mod error;
 
+pub use client::{Client, ClientConfig};
 pub use codec::{Codec, CodecError};
+pub use error::{ClientError, Op};
 pub use sockmsg_protocol::{Limits, Message};
