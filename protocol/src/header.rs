@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::{JsonKind, LocalError, PeerError, Phase};
-use crate::json::{check_depth, check_utf8, to_writer_py, write_py_str};
+use crate::json::{check_depth, check_utf8, write_py_str};
 use crate::protoheader;
 use crate::Limits;
 
@@ -57,7 +58,7 @@ impl fmt::Display for ByteOrder {
 }
 
 /// A parsed JSON header: the four required keys, and any other keys in the order they came.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Header {
     /// `byteorder`.
     pub byteorder: ByteOrder,
@@ -68,9 +69,27 @@ pub struct Header {
     pub content_encoding: Cow<'static, str>,
     /// `content-length`: the number of content bytes after the header.
     pub content_length: u64,
-    /// Every other key, with its value, in the order received. A key sent twice keeps its
-    /// first position and its last value, as Python's `json.loads` does.
-    pub extra: Vec<(String, Value)>,
+    /// Every other key, with its value kept as the JSON text received (parsed only when
+    /// asked, see [`Header::extra_value`]), in the order received: a peer's extra keys cost
+    /// their bytes and no more. A key sent twice keeps its first position and its last
+    /// value, as Python's `json.loads` does.
+    pub extra: Vec<(String, Box<RawValue>)>,
+}
+
+/// Headers are equal when their keys are, extra values compared as JSON text.
+impl PartialEq for Header {
+    fn eq(&self, other: &Header) -> bool {
+        self.byteorder == other.byteorder
+            && self.content_type == other.content_type
+            && self.content_encoding == other.content_encoding
+            && self.content_length == other.content_length
+            && self.extra.len() == other.extra.len()
+            && self
+                .extra
+                .iter()
+                .zip(&other.extra)
+                .all(|((k1, v1), (k2, v2))| k1 == k2 && v1.get() == v2.get())
+    }
 }
 
 impl Header {
@@ -79,9 +98,15 @@ impl Header {
         self.content_type == TEXT_JSON
     }
 
-    /// The value of an extra (non-required) header key.
-    pub fn extra(&self, key: &str) -> Option<&Value> {
-        self.extra.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    /// The JSON text of an extra (non-required) header key, as received.
+    pub fn extra(&self, key: &str) -> Option<&RawValue> {
+        self.extra.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// The value of an extra header key, parsed now (each call parses again).
+    pub fn extra_value(&self, key: &str) -> Option<Value> {
+        self.extra(key)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
     }
 }
 
@@ -169,7 +194,7 @@ fn parse_slow(bytes: &[u8], limits: &Limits) -> Result<Header, PeerError> {
     let mut content_type = None;
     let mut content_encoding = None;
     let mut content_length = None;
-    let mut extra: Vec<(String, Value)> = Vec::new();
+    let mut extra: Vec<(String, Box<RawValue>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for (key, value) in pairs {
         match key.as_str() {
@@ -200,21 +225,14 @@ fn parse_slow(bytes: &[u8], limits: &Limits) -> Result<Header, PeerError> {
         key: CONTENT_ENCODING,
     })?;
 
-    let byteorder = match byteorder {
-        Value::String(s) if s == "little" => ByteOrder::Little,
-        Value::String(s) if s == "big" => ByteOrder::Big,
-        Value::String(s) => return Err(PeerError::InvalidByteorder { value: s }),
-        other => return Err(wrong_type(BYTEORDER, "a string", &other)),
+    let byteorder = match string_of(BYTEORDER, &byteorder)? {
+        s if s == "little" => ByteOrder::Little,
+        s if s == "big" => ByteOrder::Big,
+        s => return Err(PeerError::InvalidByteorder { value: s }),
     };
     let content_length = content_length_of(&content_length, limits.max_content_len)?;
-    let content_type = match content_type {
-        Value::String(s) => intern_owned(s),
-        other => return Err(wrong_type(CONTENT_TYPE, "a string", &other)),
-    };
-    let content_encoding = match content_encoding {
-        Value::String(s) => intern_owned(s),
-        other => return Err(wrong_type(CONTENT_ENCODING, "a string", &other)),
-    };
+    let content_type = intern_owned(string_of(CONTENT_TYPE, &content_type)?);
+    let content_encoding = intern_owned(string_of(CONTENT_ENCODING, &content_encoding)?);
     Ok(Header {
         byteorder,
         content_type,
@@ -231,21 +249,51 @@ fn intern_owned(s: String) -> Cow<'static, str> {
     }
 }
 
-fn wrong_type(key: &'static str, expected: &'static str, found: &Value) -> PeerError {
+/// The kind of a JSON value given as valid JSON text, found from its first byte (numbers
+/// are parsed, to tell integers from the others): a wrong-typed value is never built.
+fn kind_of(raw: &RawValue) -> JsonKind {
+    match raw.get().as_bytes().first() {
+        Some(b'n') => JsonKind::Null,
+        Some(b't' | b'f') => JsonKind::Bool,
+        Some(b'"') => JsonKind::String,
+        Some(b'[') => JsonKind::Array,
+        Some(b'{') => JsonKind::Object,
+        _ => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(v) => JsonKind::of(&v),
+            Err(_) => JsonKind::Float,
+        },
+    }
+}
+
+fn wrong_type(key: &'static str, expected: &'static str, found: &RawValue) -> PeerError {
     PeerError::WrongType {
         key,
         expected,
-        found: JsonKind::of(found),
+        found: kind_of(found),
     }
+}
+
+/// The string a required key must hold.
+fn string_of(key: &'static str, raw: &RawValue) -> Result<String, PeerError> {
+    if raw.get().starts_with('"') {
+        if let Ok(s) = serde_json::from_str::<String>(raw.get()) {
+            return Ok(s);
+        }
+    }
+    Err(wrong_type(key, "a string", raw))
 }
 
 /// `content-length` must be a non-negative integer. An integer literal too large for 64
 /// bits reaches us as a float with no fraction; it is reported as too large (or negative),
 /// not as a wrong type.
-fn content_length_of(v: &Value, max: u64) -> Result<u64, PeerError> {
+fn content_length_of(raw: &RawValue, max: u64) -> Result<u64, PeerError> {
     const EXPECTED: &str = "a non-negative integer";
-    let Value::Number(n) = v else {
-        return Err(wrong_type(CONTENT_LENGTH, EXPECTED, v));
+    let v = match raw.get().as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => serde_json::from_str::<Value>(raw.get()).ok(),
+        _ => None,
+    };
+    let Some(Value::Number(n)) = v else {
+        return Err(wrong_type(CONTENT_LENGTH, EXPECTED, raw));
     };
     if let Some(u) = n.as_u64() {
         return Ok(u);
@@ -261,14 +309,14 @@ fn content_length_of(v: &Value, max: u64) -> Result<u64, PeerError> {
         Some(f) if f.fract() == 0.0 && f <= -9.2e18 => {
             Err(PeerError::NegativeContentLength { size: i64::MIN })
         }
-        _ => Err(wrong_type(CONTENT_LENGTH, EXPECTED, v)),
+        _ => Err(wrong_type(CONTENT_LENGTH, EXPECTED, raw)),
     }
 }
 
 /// A JSON document as the header parser first sees it: an object's members in order, or the
 /// kind of whatever else it is.
 enum Raw {
-    Object(Vec<(String, Value)>),
+    Object(Vec<(String, Box<RawValue>)>),
     Other(JsonKind),
 }
 
@@ -304,7 +352,7 @@ impl<'de> Visitor<'de> for RawVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
         let mut pairs = Vec::new();
-        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+        while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
             pairs.push((k, v));
         }
         Ok(Raw::Object(pairs))
@@ -471,7 +519,7 @@ pub fn encode_header(
     content_type: &str,
     content_encoding: &str,
     content_length: usize,
-    extra: &[(String, Value)],
+    extra: &[(String, Box<RawValue>)],
 ) -> Result<(), LocalError> {
     let start = out.len();
     out.extend_from_slice(b"\0\0{\"byteorder\": \"");
@@ -486,10 +534,7 @@ pub fn encode_header(
         out.extend_from_slice(b", ");
         write_py_str(out, key);
         out.extend_from_slice(b": ");
-        if let Err(e) = to_writer_py(out, value) {
-            out.truncate(start);
-            return Err(e);
-        }
+        out.extend_from_slice(value.get().as_bytes());
     }
     out.push(b'}');
     let len = out.len() - start - 2;
@@ -678,14 +723,11 @@ mod tests {
     #[test]
     fn extra_keys_keep_order_and_python_duplicate_semantics() {
         let h = parse(r#"{"z": 1, "byteorder": "big", "a": [true], "content-type": "t", "z": 2, "content-encoding": "e", "content-length": 0}"#).unwrap();
-        assert_eq!(
-            h.extra,
-            vec![
-                ("z".to_string(), serde_json::json!(2)),
-                ("a".to_string(), serde_json::json!([true]))
-            ]
-        );
-        assert_eq!(h.extra("a"), Some(&serde_json::json!([true])));
+        let keys: Vec<(&str, &str)> = h.extra.iter().map(|(k, v)| (k.as_str(), v.get())).collect();
+        assert_eq!(keys, [("z", "2"), ("a", "[true]")]);
+        assert_eq!(h.extra("a").map(RawValue::get), Some("[true]"));
+        assert_eq!(h.extra_value("a"), Some(serde_json::json!([true])));
+        assert_eq!(h.extra_value("b"), None);
     }
 
     #[test]
