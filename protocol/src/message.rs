@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::{LocalError, PeerError, Phase};
@@ -98,8 +99,9 @@ impl Message {
         self
     }
 
-    /// The same message with an extra header key. Setting a key already present replaces
-    /// its value in place; the four required keys cannot be set this way (they are ignored).
+    /// The same message with an extra header key, its value written as the guide's Python
+    /// writes it. Setting a key already present replaces its value in place; the four
+    /// required keys cannot be set this way (they are ignored).
     pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Message {
         let key = key.into();
         if matches!(
@@ -108,7 +110,13 @@ impl Message {
         ) {
             return self;
         }
-        let value = value.into();
+        let text = to_vec_py(&value.into())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|s| RawValue::from_string(s).ok());
+        let Some(value) = text else {
+            return self;
+        };
         match self.header.extra.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
             None => self.header.extra.push((key, value)),
