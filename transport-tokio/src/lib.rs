@@ -8,6 +8,41 @@
 //!   `Framed::new(stream, Codec::default())` speaks the protocol.
 //! * [`Client`]: an async client (connect with a timeout, host names accepted, request,
 //!   pipelining with answers in order, half-close), with errors that name the address.
+//!
+//! Examples: `examples/echo_server.rs` and `examples/echo_client.rs` (the guide's echo
+//! pair), `examples/framed.rs` (`Framed` with `StreamExt` / `SinkExt` on loopback).
+//!
+//! ## Example: `Framed` over an in-memory pipe
+//!
+//! ```
+//! use futures_util::{SinkExt, StreamExt};
+//! use sockmsg_transport_tokio::{Codec, Message};
+//! use tokio_util::codec::Framed;
+//!
+//! type BoxError = Box<dyn std::error::Error + Send + Sync>;
+//!
+//! # fn main() -> Result<(), BoxError> {
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! runtime.block_on(async {
+//!     let (near, far) = tokio::io::duplex(64); // a tiny pipe: messages arrive in pieces
+//!     let mut client = Framed::new(near, Codec::default());
+//!     let mut server = Framed::new(far, Codec::default());
+//!
+//!     let request = Message::json(&serde_json::json!({"action": "search", "value": "ring"}))?;
+//!     let answering = tokio::spawn(async move {
+//!         let request = server.next().await.ok_or("no request")??;
+//!         let value = request.json_content::<serde_json::Value>()?["value"].to_string();
+//!         server.send(Message::json(&serde_json::json!({"result": value}))?).await?;
+//!         Ok::<_, BoxError>(())
+//!     });
+//!     client.send(request).await?;
+//!     let answer = client.next().await.ok_or("no answer")??;
+//!     assert_eq!(answer.content(), br#"{"result": "\"ring\""}"#);
+//!     answering.await??;
+//!     Ok::<_, BoxError>(())
+//! })
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
