@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sockmsg_protocol::{encode_into, ByteOrder, Decoder, Event, Limits, Message};
+use sockmsg_protocol::{encode, ByteOrder, Connection, Decoder, Event, Limits, Message, Role};
 
 mod support;
 use support::{baseline, binary_stream, read_buf_each, SEARCH};
@@ -30,7 +30,7 @@ fn decode_all(dec: &mut Decoder, mut input: &[u8]) -> usize {
 }
 
 /// [`read_buf_each`], dropping each message as soon as it is out.
-fn read_buf_all(dec: &mut Decoder, wire: &[u8], chunk: usize) -> usize {
+fn read_buf_all(dec: &mut Connection, wire: &[u8], chunk: usize) -> usize {
     read_buf_each(dec, wire, chunk, |m| drop(black_box(m)))
 }
 
@@ -60,7 +60,7 @@ fn bench_search(c: &mut Criterion) {
     });
     g.bench_function("read_buf + commit, 16 KiB reads", |b| {
         b.iter(|| {
-            let mut dec = Decoder::new(Limits::default());
+            let mut dec = Connection::new(Role::Server, Limits::default());
             assert_eq!(read_buf_all(&mut dec, black_box(&stream), 16 * 1024), N);
         })
     });
@@ -69,13 +69,8 @@ fn bench_search(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode-search-request");
     g.throughput(Throughput::Elements(1));
     let m = search_message();
-    g.bench_function("encode prebuilt message into a reused buffer", |b| {
-        let mut out = Vec::with_capacity(256);
-        b.iter(|| {
-            out.clear();
-            encode_into(black_box(&m), &mut out).expect("encodable");
-            black_box(&out);
-        })
+    g.bench_function("encode prebuilt message (encode)", |b| {
+        b.iter(|| black_box(encode(black_box(&m)).expect("encodable")))
     });
     g.bench_function("build from serde value and encode", |b| {
         #[derive(serde::Serialize)]
@@ -83,16 +78,13 @@ fn bench_search(c: &mut Criterion) {
             action: &'a str,
             value: &'a str,
         }
-        let mut out = Vec::with_capacity(256);
         b.iter(|| {
-            out.clear();
             let m = Message::json(black_box(&Req {
                 action: "search",
                 value: "morpheus",
             }))
             .expect("serializable");
-            encode_into(&m, &mut out).expect("encodable");
-            black_box(&out);
+            black_box(encode(&m).expect("encodable"));
         })
     });
     g.finish();
@@ -134,7 +126,7 @@ fn bench_large(c: &mut Criterion) {
         let count = TOTAL / message_len;
         g.bench_function(format!("read_buf + commit: {name}"), |b| {
             b.iter_batched(
-                || Decoder::new(Limits::default()),
+                || Connection::new(Role::Server, Limits::default()),
                 |mut dec| assert_eq!(read_buf_all(&mut dec, black_box(&wire), READ), count),
                 BatchSize::PerIteration,
             )
@@ -156,7 +148,12 @@ fn bench_large(c: &mut Criterion) {
         // sizes end with 16 MiB of content in memory (the 16 MiB message cannot help it).
         g.bench_function(format!("read_buf + commit, messages kept: {name}"), |b| {
             b.iter_batched(
-                || (Decoder::new(Limits::default()), Vec::with_capacity(count)),
+                || {
+                    (
+                        Connection::new(Role::Server, Limits::default()),
+                        Vec::with_capacity(count),
+                    )
+                },
                 |(mut dec, mut kept)| {
                     let n = read_buf_each(&mut dec, black_box(&wire), READ, |m| kept.push(m));
                     assert_eq!(n, count);

@@ -587,7 +587,7 @@ mod fast {
 /// with Python's separators and escapes.
 ///
 /// On error (`EncodeHeaderTooLong`, `Serialize`) `out` is left as it was.
-pub fn encode_header(
+pub(crate) fn encode_header(
     out: &mut Vec<u8>,
     byteorder: ByteOrder,
     content_type: &str,

@@ -15,6 +15,8 @@
 //!   and the timers: [`Connection::poll_timeout`] / [`Connection::handle_timeout`].
 //! * [`Message`] and [`Header`]: what travels; byte-identical to the guide's Python
 //!   (`json.dumps(..., ensure_ascii=False)`), JSON content included.
+//! * For bytes held whole rather than a live stream (a datagram, a capture, a file):
+//!   [`decode`] one message, or a [`Decoder`] over a buffer of several; [`encode`] one.
 //! * [`Limits`] (what a peer may make us accept) and [`Deadlines`] (how long it may take),
 //!   in [`limits`].
 //! * Errors split by who caused them: [`PeerError`] (the remote broke the protocol) and
@@ -79,12 +81,9 @@
 #![warn(missing_docs)]
 
 pub mod connection;
-pub mod decoder;
-pub mod encoder;
+mod decoder;
+mod encoder;
 pub mod error;
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod header;
 pub mod json;
 pub mod limits;
@@ -94,11 +93,10 @@ pub mod service;
 
 pub use connection::{Connection, Role};
 pub use decoder::{Decoder, Event};
-pub use encoder::Encoder;
 pub use error::{Error, JsonKind, LocalError, PeerError, Phase};
 pub use header::{parse_header, ByteOrder, Header};
 pub use limits::{Deadlines, Limits, Timeout, MAX_HEADER_LEN};
-pub use message::{encode, encode_into, Message};
+pub use message::{decode, encode, Message};
 pub use service::{Service, ServiceError};
 
 #[cfg(test)]
