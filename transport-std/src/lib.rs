@@ -5,9 +5,12 @@
 //! [`Framed`] reads into [`sockmsg_protocol::Connection::read_from`] and writes with
 //! [`sockmsg_protocol::Connection::write_to`] until a whole message is in or out.
 //!
-//! * [`Client`]: connect (with a timeout) to a numeric IPv4 or IPv6 address, send, receive,
-//!   [`Client::request`], several requests on one connection, half-close
-//!   ([`Client::shutdown_write`]), a proper [`Client::close`].
+//! * [`Client`]: connect to an address or a host name (each address in turn), send,
+//!   receive, [`Client::request`], several requests on one connection, half-close
+//!   ([`Client::shutdown_write`]), a proper [`Client::close`] or an immediate
+//!   [`Client::close_now`]. One deadline bounds a whole exchange ([`Deadline`],
+//!   [`ClientConfig::deadline`]), and a server that does not speak this protocol is named
+//!   for what it sent ([`TransportError::Foreign`]).
 //! * [`Server`]: binds with `SO_REUSEADDR` (port 0 allowed), one thread per connection up
 //!   to [`ServerConfig::max_connections`], read, write and idle timeouts, and a graceful
 //!   shutdown triggered from any thread through a [`ShutdownHandle`] (for instance from a
@@ -65,7 +68,7 @@ pub mod framed;
 pub mod server;
 pub mod udp;
 
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, Deadline, ServerAddr};
 pub use error::{Op, TransportError};
 pub use framed::Framed;
 pub use server::{Server, ServerConfig, ShutdownHandle, WhenFull};
