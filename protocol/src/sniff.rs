@@ -275,7 +275,7 @@ pub fn sniff(first: &[u8]) -> Sniff {
 
 /// The best description of `first` once no more bytes will come: `Some` if they cannot be
 /// the start of a message, `None` if they can, or if there are too few to tell (fewer than
-/// three bytes, or a header of blanks so far).
+/// three bytes, or a header of blanks so far, unless they end a line of text: `OK\n`).
 ///
 /// ```
 /// use sockmsg_protocol::sniff::describe;
@@ -287,8 +287,17 @@ pub fn describe(first: &[u8]) -> Option<Foreign> {
     let first = first.get(..SNIFF_LEN).unwrap_or(first);
     match plausible(first) {
         Some(false) => Some(classify(first)),
-        _ => None,
+        Some(true) => None,
+        // A header of blanks so far: a line of text ending there (`OK\n`) was no message.
+        None if ended_text_line(first) => Some(classify(first)),
+        None => None,
     }
+}
+
+/// A line of text followed by a line end.
+fn ended_text_line(first: &[u8]) -> bool {
+    let line = first_line(first);
+    line.len() < first.len() && looks_like_text(line)
 }
 
 /// `Some(true)`: can start a message; `Some(false)`: cannot; `None`: cannot tell yet.
@@ -412,6 +421,8 @@ mod tests {
         assert_eq!(sniff(b"\x00\x05 \n{}  "), Sniff::Plausible);
         assert_eq!(sniff(b"\x00\x05  "), Sniff::NeedMore);
         assert_eq!(describe(b"\x00\x05  "), None);
+        assert_eq!(sniff(b"OK\n"), Sniff::NeedMore);
+        assert!(matches!(describe(b"OK\n"), Some(Foreign::Text { .. })));
     }
 
     #[test]

@@ -260,10 +260,7 @@ impl Client {
     /// Name resolution uses the system's resolver, which the deadline cannot interrupt: a
     /// resolver that takes longer than the deadline makes this return
     /// [`TransportError::Deadline`] only once it answers.
-    pub fn connect(
-        addr: impl ServerAddr,
-        config: &ClientConfig,
-    ) -> Result<Client, TransportError> {
+    pub fn connect(addr: impl ServerAddr, config: &ClientConfig) -> Result<Client, TransportError> {
         Client::connect_by(addr, config, config.deadline.map(Deadline::after))
     }
 
