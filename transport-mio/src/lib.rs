@@ -48,8 +48,10 @@
 //! ## The client
 //!
 //! [`MultiClient`] (or [`multi_request`]) opens N connections at once from one thread,
-//! connects without blocking, pipelines up to a depth on each, and returns each
-//! connection's responses in the order of its requests.
+//! connects without blocking (to an address or a host name, trying its addresses in turn),
+//! pipelines up to a depth on each, and returns each connection's responses in the order
+//! of its requests. A server that does not speak this protocol is named for what it sent
+//! ([`ClientError::Foreign`]).
 //!
 //! ## Example
 //!
@@ -104,7 +106,9 @@ mod stats;
 mod timer;
 mod worker;
 
-pub use client::{multi_request, ClientConfig, ClientError, ConnectionOutcome, MultiClient};
+pub use client::{
+    multi_request, ClientConfig, ClientError, ConnectionOutcome, MultiClient, ServerAddr,
+};
 pub use config::{ListenerMode, ServerConfig};
 pub use server::{Server, ShutdownHandle};
 pub use stats::{Stats, StatsSnapshot};

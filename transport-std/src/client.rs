@@ -158,6 +158,13 @@ impl ServerAddr for (String, u16) {
     }
 }
 
+impl ServerAddr for &[SocketAddr] {
+    fn name(&self) -> String {
+        let names: Vec<String> = self.iter().map(SocketAddr::to_string).collect();
+        names.join(", ")
+    }
+}
+
 impl<T: ServerAddr + ?Sized> ServerAddr for &T {
     fn name(&self) -> String {
         (**self).name()

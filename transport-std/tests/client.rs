@@ -165,9 +165,10 @@ fn an_answer_followed_by_more_bytes_is_returned_and_close_now_does_not_wait() {
 
 #[test]
 fn close_is_bounded_even_if_the_server_keeps_sending() {
-    let mut wire = answer();
-    wire.extend_from_slice(&[b'x'; 64]);
-    let addr = fake_server(move |s| drip(s, &wire, Duration::from_millis(50)));
+    let addr = fake_server(|mut s| {
+        let _ = s.write_all(&answer());
+        drip(s, &[b'x'; 64], Duration::from_millis(50));
+    });
     let cfg = ClientConfig {
         read_timeout: Some(Duration::from_millis(500)),
         ..config()
@@ -313,6 +314,23 @@ fn host_names_are_resolved_and_each_address_tried() -> Result<(), TransportError
     assert_eq!(client.peer_addr(), addr);
     assert_eq!(client.request(req())?.content(), b"pong");
     client.close_now();
+    Ok(())
+}
+
+#[test]
+fn each_address_is_tried_in_turn() -> Result<(), TransportError> {
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind");
+    let addr = fake_server(|s| send_and_hold(s, &answer()));
+    let mut client = Client::connect(&[refused, addr][..], &config())?;
+    assert_eq!(client.peer_addr(), addr);
+    assert_eq!(client.request(req())?.content(), b"pong");
+    client.close_now();
+    match Client::connect(&[refused, refused][..], &config()) {
+        Err(e @ TransportError::Refused { .. }) => assert_eq!(e.addr(), refused),
+        other => panic!("expected refused, got {other:?}"),
+    }
     Ok(())
 }
 
