@@ -282,7 +282,7 @@ fn failures_exit_1_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!(
-            "app-client: connection to 127.0.0.1:{port} refused"
+            "app-client: cannot connect to 127.0.0.1:{port}: connection refused"
         )),
         "{stderr}"
     );
@@ -319,7 +319,8 @@ fn failures_exit_1_with_a_clear_message() {
         &["--timeout", "0.3"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out reading from 127.0.0.1:"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("app-client: no complete answer from 127.0.0.1:"));
     assert!(start.elapsed() < Duration::from_secs(10));
 }
 
