@@ -119,7 +119,7 @@ fn guide_client_against_the_demo_server_on_every_transport() {
 fn rust_client_against_the_guide_server() {
     let dir = TempDir::new("interop-guide-server");
     let server = GuideServer::start(&dir, "guide", &[]);
-    let addr = format!("127.0.0.1:{}", server.port).parse().expect("addr");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().expect("addr");
     let config = ClientConfig {
         read_timeout: Some(CLIENT_TIMEOUT),
         write_timeout: Some(CLIENT_TIMEOUT),

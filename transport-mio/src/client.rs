@@ -230,11 +230,11 @@ impl ConnectionOutcome {
 /// ```no_run
 /// use sockmsg_protocol::Message;
 /// use sockmsg_transport_mio::{ClientConfig, MultiClient};
-/// let addr = "127.0.0.1:65432".parse()?;
 /// let requests: Vec<Vec<Message>> = (0..100)
 ///     .map(|i| (0..10).map(|j| Message::binary("x/y", format!("{i}.{j}"))).collect())
 ///     .collect();
-/// let outcomes = MultiClient::new(ClientConfig::default()).run(addr, requests)?;
+/// // An address, "host:port", or ("host", port).
+/// let outcomes = MultiClient::new(ClientConfig::default()).run("localhost:65432", requests)?;
 /// assert!(outcomes.iter().all(|o| o.is_complete()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
