@@ -15,7 +15,10 @@
 //! (`RUST_LOG`, default `info`).
 
 use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
 use clap::Parser;
@@ -108,10 +111,11 @@ fn run(args: &Args) -> Result<(), Failure> {
     let timeout = Duration::from_secs_f64(args.timeout);
     // One deadline for everything, from now.
     let deadline = Deadline::after(timeout);
+    // The deadline bounds every wait; no separate per-wait limits.
     let config = ClientConfig {
         connect_timeout: Some(timeout),
-        read_timeout: Some(timeout),
-        write_timeout: Some(timeout),
+        read_timeout: None,
+        write_timeout: None,
         deadline: Some(timeout),
         limits: Limits {
             max_content_len: args.max_content,
@@ -129,8 +133,10 @@ fn run(args: &Args) -> Result<(), Failure> {
     }
 
     let target = target(&args.host, args.port);
+    let addrs = resolve(&args.host, args.port, deadline)
+        .map_err(|why| Failure::new(format!("cannot resolve {target}"), why))?;
     info!("starting connection to {target}");
-    let mut client = Client::connect_by((args.host.as_str(), args.port), &config, Some(deadline))
+    let mut client = Client::connect_by(&addrs[..], &config, Some(deadline))
         .map_err(|e| explain(&e, &target))?;
     let addr = client.peer_addr();
 
@@ -157,6 +163,35 @@ fn run(args: &Args) -> Result<(), Failure> {
     info!("closing connection to {addr}");
     client.close_now();
     Ok(())
+}
+
+/// The addresses of `host`, resolved by `deadline`: the system's resolver cannot be
+/// interrupted, so it runs on a thread of its own, abandoned if it is too slow (the
+/// process exits soon after anyway).
+fn resolve(host: &str, port: u16, deadline: Deadline) -> Result<Vec<SocketAddr>, String> {
+    let (tx, rx) = mpsc::channel();
+    let owned = (host.to_owned(), port);
+    let spawned = thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let result = owned
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<SocketAddr>>);
+            // The receiver may have given up: nothing to do then.
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(format!("cannot start the resolver thread: {e}"));
+    }
+    match rx.recv_timeout(deadline.remaining()) {
+        Ok(Ok(addrs)) if addrs.is_empty() => Err("the resolver returned no address".into()),
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "timed out after {:?} (--timeout, the deadline for the whole exchange)",
+            deadline.limit()
+        )),
+    }
 }
 
 /// The error line for a failed exchange with `target` (HOST:PORT as given).
@@ -217,6 +252,14 @@ fn explain(e: &TransportError, target: &str) -> Failure {
         TransportError::Closed { .. } => Failure::new(
             format!("no answer from {at}"),
             "it closed the connection without a complete response",
+        ),
+        TransportError::Reset { op: Op::Write, .. } => Failure::new(
+            format!("cannot send the request to {at}"),
+            "the server reset the connection",
+        ),
+        TransportError::Reset { .. } => Failure::new(
+            format!("no answer from {at}"),
+            "the server reset the connection",
         ),
         TransportError::Protocol { source, .. } if source.is_peer_error() => {
             Failure::new(format!("bad answer from {at}"), source)
