@@ -122,7 +122,8 @@ fn an_http_server_is_named() {
     let port = fake_server(|s| {
         send_and_hold(
             s,
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\nConnection: close\r\n\r\nBad Request",
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\nConnection: close\r\n\r\n\
+              Bad Request",
         )
     });
     let (out, took) = search("127.0.0.1", port, &[]);
@@ -159,7 +160,10 @@ fn random_bytes_announcing_a_huge_header_are_named() {
         &format!("app-client: 127.0.0.1:{port} does not speak this protocol: "),
     );
     assert!(
-        text.contains("it answered bytes f7 3a 81 04 c3 00 5e, announcing a 63290-byte JSON header that does not start with '{'"),
+        text.contains(
+            "it answered bytes f7 3a 81 04 c3 00 5e, announcing a 63290-byte JSON header \
+             that does not start with '{'"
+        ),
         "{text}"
     );
     assert!(took < Duration::from_secs(2), "{took:?}");

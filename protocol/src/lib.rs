@@ -15,8 +15,9 @@
 //! * [`Connection`]: one side of a connection, both directions, pipelining included.
 //! * [`Limits`]: what a peer may make us accept, checked before anything is allocated.
 //! * [`Service`]: the application interface every transport runs.
-//! * [`sniff()`]: whether a peer's first bytes can start a message of this protocol, and if
-//!   not, what they look like (an HTTP reply, a TLS record...), for clear client errors.
+//! * [`sniff`](mod@sniff): whether a peer's first bytes can start a message of this
+//!   protocol, and if not, what they look like (an HTTP reply, a TLS record...), for clear
+//!   client errors.
 //!
 //! ## Example: a client and a server, wired together in memory
 //!
@@ -90,7 +91,7 @@ pub use error::{Error, JsonKind, Phase};
 pub use header::{parse_header, ByteOrder, Header};
 pub use message::{encode, encode_into, Message};
 pub use service::{Service, ServiceError};
-pub use sniff::{sniff, Foreign, Sniff};
+pub use sniff::{Foreign, Sniff};
 
 /// The largest JSON header the 2-byte protoheader can announce.
 pub const MAX_HEADER_LEN: usize = u16::MAX as usize;

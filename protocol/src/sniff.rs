@@ -255,7 +255,8 @@ const SIGNATURES: [&[u8]; 2] = [b"HTTP/", b"SSH-"];
 /// // A TLS server's handshake record: 0x16, then version 3.3.
 /// assert!(matches!(sniff(&[0x16, 0x03, 0x03, 0x00, 0x7a]), Sniff::Foreign(Foreign::Tls { .. })));
 /// // Bytes announcing a 65,278-byte header that does not start with '{'.
-/// assert!(matches!(sniff(&[0xfe, 0xfe, 0x00]), Sniff::Foreign(Foreign::Binary { header_len: 65278, .. })));
+/// let verdict = sniff(&[0xfe, 0xfe, 0x00]);
+/// assert!(matches!(verdict, Sniff::Foreign(Foreign::Binary { header_len: 65278, .. })));
 /// ```
 pub fn sniff(first: &[u8]) -> Sniff {
     let first = first.get(..SNIFF_LEN).unwrap_or(first);

@@ -144,7 +144,8 @@ pub enum ClientError {
     /// The server's bytes broke the protocol.
     Protocol(sockmsg_protocol::Error),
     /// The server does not speak this protocol: its first bytes cannot start a message,
-    /// and look like this (an HTTP reply, a TLS record...). See [`sockmsg_protocol::sniff`].
+    /// and look like this (an HTTP reply, a TLS record...). See
+    /// [`sockmsg_protocol::sniff`](mod@sockmsg_protocol::sniff).
     Foreign(Foreign),
     /// A request could not be encoded.
     Encode(sockmsg_protocol::Error),

@@ -90,7 +90,8 @@ fn each_address_is_tried_in_turn() {
     // Every address refuses: the error names the last one tried.
     let errors = run(&[refused, refused][..], 1);
     assert!(
-        matches!(&errors[0], Some(ClientError::Connect(e)) if e.to_string().contains(&refused.to_string())),
+        matches!(&errors[0], Some(ClientError::Connect(e))
+            if e.to_string().contains(&refused.to_string())),
         "{errors:?}"
     );
 }

@@ -138,7 +138,8 @@ pub enum TransportError {
         received: u64,
     },
     /// The peer does not speak this protocol: its first bytes cannot start a message (see
-    /// [`sockmsg_protocol::sniff`]), and `seen` says what they look like.
+    /// [`sockmsg_protocol::sniff`](mod@sockmsg_protocol::sniff)), and `seen` says what
+    /// they look like.
     Foreign {
         /// The peer.
         addr: SocketAddr,
