@@ -81,10 +81,10 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
 if [ "$BUILD" = 1 ]; then
     log "building release binaries"
-    cargo build --release -q -p sockmsg-app --bins >&2
+    cargo build --release -q -p sockmsg-app -p sockmsg-bench --bins >&2
 fi
 for b in app-bench echo-baseline app-server; do
-    [ -x "$BIN/$b" ] || { log "missing $BIN/$b (build with cargo build --release -p sockmsg-app)"; exit 2; }
+    [ -x "$BIN/$b" ] || { log "missing $BIN/$b (build with cargo build --release -p sockmsg-app -p sockmsg-bench)"; exit 2; }
 done
 
 # start NAME LOGFILE COMMAND...: starts a server on port 0, waits (10 s at most) for its

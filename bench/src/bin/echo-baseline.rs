@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sockmsg_app::bench::echo::EchoServer;
+use sockmsg_bench::echo::EchoServer;
 use sockmsg_app::cli::resolve;
 
 /// Minimal echo server with no framing: every byte read is written back. mio, one thread

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sockmsg_app::bench::workload::demo_answer;
+use sockmsg_bench::workload::demo_answer;
 use sockmsg_protocol::{Connection, Event, Message};
 
 /// How a test server behaves.

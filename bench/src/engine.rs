@@ -10,9 +10,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use sockmsg_app::bench::engine::{run, Config, Control, Limit};
-//! use sockmsg_app::bench::report::Mode;
-//! use sockmsg_app::bench::workload::{Kind, Workload};
+//! use sockmsg_bench::engine::{run, Config, Control, Limit};
+//! use sockmsg_bench::report::Mode;
+//! use sockmsg_bench::workload::{Kind, Workload};
 //!
 //! let config = Config {
 //!     addr: "127.0.0.1:65432".parse()?,

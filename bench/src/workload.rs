@@ -6,7 +6,7 @@
 //! that answers wrongly is caught; for [`Kind::Echo`] the answer is the request itself.
 //!
 //! ```
-//! use sockmsg_app::bench::workload::{Kind, Workload};
+//! use sockmsg_bench::workload::{Kind, Workload};
 //! use sockmsg_protocol::Message;
 //!
 //! // The default: the guide's 146-byte search for "morpheus".
@@ -287,7 +287,7 @@ impl Workload {
 /// * anything else: binary `First 10 bytes of request: ` and those bytes.
 ///
 /// ```
-/// use sockmsg_app::bench::workload::demo_answer;
+/// use sockmsg_bench::workload::demo_answer;
 /// use sockmsg_protocol::Message;
 /// let request = Message::json(&serde_json::json!({"action": "search", "value": "ring"}))?;
 /// let answer = demo_answer(&request)?;

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use sockmsg_app::bench::engine::{run, Config, Control, Limit, Progress};
-use sockmsg_app::bench::parse_duration;
-use sockmsg_app::bench::report::Mode;
-use sockmsg_app::bench::workload::{Kind, Workload};
+use sockmsg_bench::engine::{run, Config, Control, Limit, Progress};
+use sockmsg_bench::parse_duration;
+use sockmsg_bench::report::Mode;
+use sockmsg_bench::workload::{Kind, Workload};
 use sockmsg_app::cli::resolve;
 
 /// Load generator for sockmsg servers: keep-alive or one-shot connections, pipelining,

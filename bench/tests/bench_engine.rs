@@ -8,10 +8,10 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use bench_support::{Behaviour, TestServer};
-use sockmsg_app::bench::echo::EchoServer;
-use sockmsg_app::bench::engine::{run, Config, Control, Limit};
-use sockmsg_app::bench::report::{ErrorKind, Mode, Report};
-use sockmsg_app::bench::workload::{Kind, Workload};
+use sockmsg_bench::echo::EchoServer;
+use sockmsg_bench::engine::{run, Config, Control, Limit};
+use sockmsg_bench::report::{ErrorKind, Mode, Report};
+use sockmsg_bench::workload::{Kind, Workload};
 
 fn config(addr: std::net::SocketAddr, kind: Kind, mode: Mode) -> Config {
     Config {

@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use sockmsg_app::bench::report::{ErrorCounts, ErrorKind, Latency};
+//! use sockmsg_bench::report::{ErrorCounts, ErrorKind, Latency};
 //!
 //! let mut errors = ErrorCounts::default();
 //! errors.add(ErrorKind::Timeout, 2);

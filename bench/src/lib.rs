@@ -1,5 +1,8 @@
+//! # sockmsg-bench
+//!
 //! The load generator behind `app-bench`, and the echo baseline server behind
-//! `echo-baseline`.
+//! `echo-baseline`: the tools that measure sockmsg servers, kept apart from the programs
+//! users run (`sockmsg-app`).
 //!
 //! * [`workload`]: the request a run sends (JSON search, binary, or raw echo bytes) and the
 //!   answer it must get back, computed from PROTOCOL.md's demo table;
@@ -13,10 +16,10 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use sockmsg_app::bench::echo::EchoServer;
-//! use sockmsg_app::bench::engine::{run, Config, Control, Limit};
-//! use sockmsg_app::bench::report::Mode;
-//! use sockmsg_app::bench::workload::{Kind, Workload};
+//! use sockmsg_bench::echo::EchoServer;
+//! use sockmsg_bench::engine::{run, Config, Control, Limit};
+//! use sockmsg_bench::report::Mode;
+//! use sockmsg_bench::workload::{Kind, Workload};
 //!
 //! let server = EchoServer::bind("127.0.0.1:0".parse()?)?;
 //! let addr = server.local_addr()?;
@@ -42,6 +45,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod echo;
 pub mod engine;
 pub mod report;
@@ -54,7 +60,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use sockmsg_app::bench::parse_duration;
+/// use sockmsg_bench::parse_duration;
 /// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
 /// assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
 /// assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
