@@ -6,23 +6,34 @@
 //! request (one-shot: connect, request, answer, close). Framed answers go through the
 //! sans-IO [`Decoder`] and are checked against the [`Workload`]'s expected answer; echo
 //! answers are compared byte for byte with what was sent. Every request ends as exactly one
-//! of: a right answer, an error of some [`ErrorKind`], or abandoned when a timed run ends.
+//! of: a right answer, an error of some [`ErrorKind`], or abandoned when a run ends early
+//! (timed run over, stopped, or given up).
+//!
+//! **Closed loop or fixed rate.** By default a connection sends its next request as soon
+//! as an answer frees room, and a request's latency runs from when it was queued. With
+//! [`Config::rate`] the run sends that many requests per second over all connections on a
+//! fixed schedule (each connection `rate / connections`, staggered), and a request's
+//! latency runs from its **intended** send time: a server that falls behind is charged the
+//! time requests waited for it, as wrk2 measures (no coordinated omission).
+//!
+//! **Large messages cost the same per byte as small ones.** Requests are written straight
+//! from the workload's one copy (vectored writes, nothing copied per request), echoed bytes
+//! are compared as they arrive (nothing kept), and framed answers are received through the
+//! decoder's `read_buf`/`commit` pair, which lends a large content's own buffer to `recv`.
+//!
+//! **Giving up.** A run whose requests all fail stops by itself: when nothing has been
+//! answered right for [`Config::give_up_after`] while errors came, or after
+//! [`Config::max_errors`] errors in a row; [`Report::gave_up`] says why.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use sockmsg_bench::engine::{run, Config, Control, Limit};
-//! use sockmsg_bench::report::Mode;
 //! use sockmsg_bench::workload::{Kind, Workload};
 //!
 //! let config = Config {
-//!     addr: "127.0.0.1:65432".parse()?,
-//!     connections: 8,
-//!     limit: Limit::Requests(10_000),
-//!     mode: Mode::KeepAlive,
-//!     pipeline: 1,
-//!     threads: 1,
-//!     timeout: Duration::from_secs(10),
-//!     workload: Workload::new(Kind::Json, None, None)?,
+//!     limit: Limit::Duration(Duration::from_secs(5)),
+//!     rate: Some(1000.0),
+//!     ..Config::new("127.0.0.1:65432".parse()?, Workload::new(Kind::Json, None, None)?)
 //! };
 //! let report = run(&config, &Control::new(), |p| eprintln!("{} ok", p.ok))?;
 //! println!("{}", report.to_text());
@@ -30,27 +41,36 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use sockmsg_protocol::{Decoder, Event, Limits};
 
-use super::report::{ErrorCounts, ErrorKind, Latency, Mode, Report};
+use super::cpu::process_cpu_time;
+use super::report::{round3, ErrorCounts, ErrorKind, Latency, Mode, Report, ServerCpu};
 use super::workload::{Kind, Mismatch, Workload};
 
-/// Size of the per-thread receive buffer.
-const READ_BUF: usize = 64 * 1024;
+/// Size of the per-thread receive buffer for unframed echo answers.
+const READ_BUF: usize = 256 * 1024;
+/// Size of the decoder's staging buffer for framed answers (a content with at least this
+/// much left is received straight into its own buffer).
+const DECODER_READ_BUF: usize = 64 * 1024;
 /// Pause before reconnecting after a failed connect.
 const CONNECT_RETRY: Duration = Duration::from_millis(10);
 /// Longest wait in the event loop between checks of deadlines and timeouts.
 const TICK: Duration = Duration::from_millis(50);
-/// Consumed bytes at the front of a buffer are dropped once there are this many.
-const COMPACT_AT: usize = 64 * 1024;
+/// How often the calling thread checks whether the run should give up.
+const WATCH: Duration = Duration::from_millis(100);
+/// Most requests handed to one vectored write.
+const MAX_WRITE_REQUESTS: usize = 64;
+/// Default of [`Config::give_up_after`].
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(5);
 
 /// When a run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +81,7 @@ pub enum Limit {
     Duration(Duration),
 }
 
-/// Everything a run needs.
+/// Everything a run needs. [`Config::new`] gives the defaults of `app-bench`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The server.
@@ -76,14 +96,44 @@ pub struct Config {
     pub pipeline: usize,
     /// Client threads, each with its own event loop (at least 1, at most `connections`).
     pub threads: usize,
-    /// A request with no answer after this long fails with [`ErrorKind::Timeout`] and its
-    /// connection is closed (for one-shot, the connect counts too).
+    /// A request with no answer this long after it was queued fails with
+    /// [`ErrorKind::Timeout`] and its connection is closed (for one-shot, the connect
+    /// counts too).
     pub timeout: Duration,
     /// What to send and expect.
     pub workload: Workload,
+    /// Fixed-rate mode: requests per second over all connections, latency measured from
+    /// each request's intended send time. `None`: closed loop.
+    pub rate: Option<f64>,
+    /// Give up after this many errors in a row (no right answer between them).
+    pub max_errors: Option<u64>,
+    /// Give up when nothing was answered right for this long while errors came.
+    pub give_up_after: Duration,
+    /// Measure this local process's CPU time over the run (Linux `/proc`).
+    pub server_pid: Option<u32>,
 }
 
 impl Config {
+    /// `app-bench`'s defaults for `workload` against `addr`: 8 keep-alive connections,
+    /// pipeline 1, one thread, 100,000 requests, 10 s timeout, closed loop, giving up
+    /// after 5 s without a right answer.
+    pub fn new(addr: SocketAddr, workload: Workload) -> Config {
+        Config {
+            addr,
+            connections: 8,
+            limit: Limit::Requests(100_000),
+            mode: Mode::KeepAlive,
+            pipeline: 1,
+            threads: 1,
+            timeout: Duration::from_secs(10),
+            workload,
+            rate: None,
+            max_errors: None,
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
+            server_pid: None,
+        }
+    }
+
     /// Checks the numbers: `Err` says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.connections == 0 {
@@ -103,11 +153,45 @@ impl Config {
         if self.timeout.is_zero() {
             return Err("the timeout must be positive".into());
         }
+        if self.give_up_after.is_zero() {
+            return Err("the time to give up after must be positive".into());
+        }
+        if self.max_errors == Some(0) {
+            return Err("--max-errors must be at least 1".into());
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
+                return Err(format!(
+                    "the rate must be a positive number of requests/s, not {rate}"
+                ));
+            }
+        }
         match self.limit {
             Limit::Requests(0) => Err("at least one request is needed".into()),
             Limit::Duration(d) if d.is_zero() => Err("the duration must be positive".into()),
             _ => Ok(()),
         }
+    }
+
+    /// Time between two requests of one connection in fixed-rate mode.
+    fn interval(&self) -> Option<Duration> {
+        let rate = self.rate?;
+        Duration::try_from_secs_f64(self.connections as f64 / rate).ok()
+    }
+}
+
+/// Why a run gave up: `what` failed (naming the server), `why` (the last error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GaveUp {
+    /// What failed, naming the server: `no answer from 127.0.0.1:9 in 5 s`.
+    pub what: String,
+    /// The last error seen.
+    pub why: String,
+}
+
+impl fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.why)
     }
 }
 
@@ -123,6 +207,10 @@ struct ControlInner {
     stop: AtomicBool,
     ok: AtomicU64,
     errors: AtomicU64,
+    /// Errors since the last right answer.
+    in_a_row: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    gave_up: Mutex<Option<GaveUp>>,
 }
 
 impl Control {
@@ -139,6 +227,29 @@ impl Control {
     /// `true` once [`Control::stop`] was called.
     pub fn is_stopped(&self) -> bool {
         self.inner.stop.load(Ordering::Relaxed)
+    }
+
+    /// Why the run gave up, if it did.
+    pub fn gave_up(&self) -> Option<GaveUp> {
+        self.inner.gave_up.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn last_error(&self) -> String {
+        self.inner
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_else(|| "no error recorded".to_owned())
+    }
+
+    /// Gives up (the first reason given is kept) and stops the run.
+    fn give_up(&self, what: String) {
+        let why = self.last_error();
+        if let Ok(mut g) = self.inner.gave_up.lock() {
+            g.get_or_insert(GaveUp { what, why });
+        }
+        self.stop();
     }
 }
 
@@ -157,8 +268,11 @@ pub struct Progress {
 struct Shared<'a> {
     control: &'a Control,
     limit: Limit,
+    started: Instant,
     deadline: Option<Instant>,
     issued: AtomicU64,
+    /// Fixed-rate mode: time between two requests of one connection.
+    interval: Option<Duration>,
 }
 
 impl Shared<'_> {
@@ -193,13 +307,16 @@ struct Outcome {
     abandoned: u64,
     latency: Latency,
     first_error: Option<String>,
+    sent_bytes: u64,
+    received_bytes: u64,
 }
 
 /// Runs the benchmark described by `config`, calling `progress` about once a second from
 /// the calling thread, and returns the report once every request is accounted for.
 ///
-/// `Err` only for an invalid configuration (`InvalidInput`) or when an event loop cannot
-/// be created; network failures are counted in the report, never returned.
+/// `Err` only for an invalid configuration (`InvalidInput`), when an event loop cannot be
+/// created, or when the server's CPU time cannot be read; network failures are counted in
+/// the report, never returned.
 pub fn run(
     config: &Config,
     control: &Control,
@@ -209,15 +326,18 @@ pub fn run(
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let threads = config.threads.min(config.connections);
+    let cpu_before = config.server_pid.map(process_cpu_time).transpose()?;
     let started = Instant::now();
     let shared = Shared {
         control,
         limit: config.limit,
+        started,
         deadline: match config.limit {
             Limit::Duration(d) => Some(started + d),
             Limit::Requests(_) => None,
         },
         issued: AtomicU64::new(0),
+        interval: config.interval(),
     };
     let mut total = Outcome::default();
     let mut failure = None;
@@ -226,16 +346,18 @@ pub fn run(
         for t in 0..threads {
             let tx = tx.clone();
             let shared = &shared;
-            let clients = (t..config.connections).step_by(threads).count();
+            let indexes: Vec<usize> = (t..config.connections).step_by(threads).collect();
             scope.spawn(move || {
-                let _ = tx.send(worker(config, shared, clients));
+                let _ = tx.send(worker(config, shared, &indexes));
             });
         }
         drop(tx);
         let mut next_tick = started + Duration::from_secs(1);
+        let mut watch = Watch::new(started);
         let mut done = 0;
         while done < threads {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let wait = next_tick.min(now + WATCH).saturating_duration_since(now);
             match rx.recv_timeout(wait) {
                 Ok(Ok(outcome)) => {
                     done += 1;
@@ -243,6 +365,8 @@ pub fn run(
                     total.errors.merge(&outcome.errors);
                     total.abandoned += outcome.abandoned;
                     total.latency.merge(&outcome.latency);
+                    total.sent_bytes += outcome.sent_bytes;
+                    total.received_bytes += outcome.received_bytes;
                     if total.first_error.is_none() {
                         total.first_error = outcome.first_error;
                     }
@@ -253,12 +377,16 @@ pub fn run(
                     failure = Some(e);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    progress(&Progress {
-                        elapsed: started.elapsed(),
-                        ok: control.inner.ok.load(Ordering::Relaxed),
-                        errors: control.inner.errors.load(Ordering::Relaxed),
-                    });
-                    next_tick += Duration::from_secs(1);
+                    let now = Instant::now();
+                    watch.check(config, control, now);
+                    if now >= next_tick {
+                        progress(&Progress {
+                            elapsed: started.elapsed(),
+                            ok: control.inner.ok.load(Ordering::Relaxed),
+                            errors: control.inner.errors.load(Ordering::Relaxed),
+                        });
+                        next_tick += Duration::from_secs(1);
+                    }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
@@ -268,27 +396,87 @@ pub fn run(
         return Err(e);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let server_cpu = match (config.server_pid, cpu_before) {
+        (Some(pid), Some(before)) => {
+            let cpu = process_cpu_time(pid)?.saturating_sub(before).as_secs_f64();
+            Some(ServerCpu {
+                pid,
+                cpu_s: round3(cpu),
+                us_per_request: (total.ok > 0).then(|| round3(cpu * 1e6 / total.ok as f64)),
+            })
+        }
+        _ => None,
+    };
+    let per_s = |n: u64| {
+        if elapsed > 0.0 {
+            round3(n as f64 / elapsed)
+        } else {
+            0.0
+        }
+    };
     Ok(Report {
         target: config.addr.to_string(),
         kind: config.workload.kind(),
+        expect: config.workload.expect(),
         mode: config.mode,
         connections: config.connections,
         pipeline: config.pipeline,
         threads,
+        rate: config.rate.map(round3),
         request_bytes: config.workload.request_len(),
-        elapsed_s: elapsed,
+        elapsed_s: round3(elapsed),
         requests: total.ok + total.errors.total() + total.abandoned,
         ok: total.ok,
-        requests_per_s: if elapsed > 0.0 {
-            total.ok as f64 / elapsed
-        } else {
-            0.0
-        },
+        requests_per_s: per_s(total.ok),
+        sent_bytes: total.sent_bytes,
+        received_bytes: total.received_bytes,
+        sent_bytes_per_s: per_s(total.sent_bytes),
+        received_bytes_per_s: per_s(total.received_bytes),
         latency: total.latency.summary(),
+        server_cpu,
         errors: total.errors,
         abandoned: total.abandoned,
         first_error: total.first_error,
+        gave_up: control.gave_up().map(|g| g.to_string()),
     })
+}
+
+/// Watches a run from the calling thread: gives up when nothing was answered right for
+/// [`Config::give_up_after`] while errors came.
+struct Watch {
+    ok: u64,
+    errors: u64,
+    since: Instant,
+}
+
+impl Watch {
+    fn new(started: Instant) -> Watch {
+        Watch {
+            ok: 0,
+            errors: 0,
+            since: started,
+        }
+    }
+
+    fn check(&mut self, config: &Config, control: &Control, now: Instant) {
+        let ok = control.inner.ok.load(Ordering::Relaxed);
+        let errors = control.inner.errors.load(Ordering::Relaxed);
+        if ok != self.ok {
+            *self = Watch {
+                ok,
+                errors,
+                since: now,
+            };
+        } else if errors > self.errors
+            && now.saturating_duration_since(self.since) >= config.give_up_after
+        {
+            control.give_up(format!(
+                "no answer from {} in {} s",
+                config.addr,
+                round3(config.give_up_after.as_secs_f64())
+            ));
+        }
+    }
 }
 
 /// What a client thread works with besides its connections.
@@ -303,7 +491,11 @@ impl Cx<'_, '_> {
     fn count_ok(&mut self, latency: Duration) {
         self.outcome.ok += 1;
         self.outcome.latency.record(latency);
-        self.shared.control.inner.ok.fetch_add(1, Ordering::Relaxed);
+        let inner = &self.shared.control.inner;
+        inner.ok.fetch_add(1, Ordering::Relaxed);
+        if inner.in_a_row.load(Ordering::Relaxed) != 0 {
+            inner.in_a_row.store(0, Ordering::Relaxed);
+        }
     }
 
     fn count_errors(&mut self, kind: ErrorKind, n: u64, detail: &str) {
@@ -311,23 +503,44 @@ impl Cx<'_, '_> {
             return;
         }
         self.outcome.errors.add(kind, n);
-        self.shared
-            .control
-            .inner
-            .errors
-            .fetch_add(n, Ordering::Relaxed);
+        let control = self.shared.control;
+        control.inner.errors.fetch_add(n, Ordering::Relaxed);
+        let message = format!("{kind}: {detail}");
+        if let Ok(mut last) = control.inner.last_error.lock() {
+            *last = Some(message.clone());
+        }
         if self.outcome.first_error.is_none() {
-            self.outcome.first_error = Some(format!("{kind}: {detail}"));
+            self.outcome.first_error = Some(message);
+        }
+        let in_a_row = control.inner.in_a_row.fetch_add(n, Ordering::Relaxed) + n;
+        if let Some(max) = self.config.max_errors {
+            if in_a_row >= max {
+                control.give_up(format!(
+                    "{in_a_row} errors in a row from {} (--max-errors {max})",
+                    self.config.addr
+                ));
+            }
         }
     }
 }
 
-fn worker(config: &Config, shared: &Shared<'_>, n: usize) -> io::Result<Outcome> {
+fn worker(config: &Config, shared: &Shared<'_>, indexes: &[usize]) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = vec![
+        0u8;
+        if config.workload.kind() == Kind::Echo {
+            READ_BUF
+        } else {
+            0
+        }
+    ];
     let mut outcome = Outcome::default();
-    let mut clients: Vec<Client> = (0..n).map(|i| Client::new(Token(i))).collect();
+    let mut clients: Vec<Client> = indexes
+        .iter()
+        .enumerate()
+        .map(|(slot, &index)| Client::new(Token(slot), config, shared, index))
+        .collect();
     let now = Instant::now();
     {
         let mut cx = Cx {
@@ -354,24 +567,19 @@ fn worker(config: &Config, shared: &Shared<'_>, n: usize) -> io::Result<Outcome>
             }
             break;
         }
-        let waiting = clients
-            .iter()
-            .filter_map(|c| c.retry_at)
-            .min()
-            .map(|t| t.saturating_duration_since(now));
-        let mut timeout = TICK.min(next_scan.saturating_duration_since(now));
-        if let Some(w) = waiting {
-            timeout = timeout.min(w);
+        let wake = clients.iter().filter_map(|c| c.wake_at(config)).min();
+        let mut until = next_scan;
+        if let Some(w) = wake {
+            until = until.min(w);
         }
         if let Some(d) = shared.deadline {
-            timeout = timeout.min(d.saturating_duration_since(now));
+            until = until.min(d);
         }
-        match poll.poll(&mut events, Some(timeout)) {
+        match poll.poll(&mut events, Some(until.saturating_duration_since(now))) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        let now = Instant::now();
         let mut cx = Cx {
             registry: poll.registry(),
             config,
@@ -384,7 +592,8 @@ fn worker(config: &Config, shared: &Shared<'_>, n: usize) -> io::Result<Outcome>
                 c.on_event(&mut cx, &mut buf, readable);
             }
         }
-        if waiting.is_some() || now >= next_scan {
+        let now = Instant::now();
+        if wake.is_some_and(|w| w <= now) || now >= next_scan {
             for c in &mut clients {
                 c.scan(&mut cx, now);
             }
@@ -401,24 +610,43 @@ enum ConnectState {
     Failed(io::Error),
 }
 
+/// A request sent or being sent, waiting for its answer.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// Latency runs from here: when it was queued (closed loop, or once the connection is
+    /// up for keep-alive), or its scheduled time (fixed rate).
+    intended: Instant,
+    /// The timeout runs from here.
+    queued: Instant,
+    /// Its sequence number, little-endian: the first bytes of an echo request.
+    stamp: [u8; 8],
+}
+
+/// A request not yet entirely written: `off` bytes of it are.
+#[derive(Debug, Clone, Copy)]
+struct Outgoing {
+    stamp: [u8; 8],
+    off: usize,
+}
+
 /// One client connection and the requests it carries.
 struct Client {
     token: Token,
     stream: Option<TcpStream>,
     connected: bool,
     connect_started: Instant,
-    /// Bytes to send: `out[out_pos..]`.
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Requests still to write, oldest first (written straight from the workload).
+    out: VecDeque<Outgoing>,
     /// Framed answers.
     decoder: Decoder,
-    /// Echo answers: the bytes still expected are `expect[expect_pos..]`; `partial` bytes of
-    /// the current answer have arrived.
-    expect: Vec<u8>,
-    expect_pos: usize,
+    /// Echo answers: bytes of the oldest request's answer received so far.
     partial: usize,
-    /// When each request in flight was queued, oldest first.
-    inflight: VecDeque<Instant>,
+    /// Requests in flight, oldest first.
+    inflight: VecDeque<InFlight>,
+    /// Fixed rate: the scheduled time of this connection's next request.
+    due: Option<Instant>,
+    /// The run issues no more requests.
+    exhausted: bool,
     /// Not connected: start again at this time.
     retry_at: Option<Instant>,
     done: bool,
@@ -432,36 +660,98 @@ fn answer_decoder() -> Decoder {
         check_json_content: false,
         ..Limits::default()
     })
+    .with_read_buf_size(DECODER_READ_BUF)
 }
 
 impl Client {
-    fn new(token: Token) -> Client {
+    /// Connection number `index` of the run (the fixed-rate schedule is staggered by it).
+    fn new(token: Token, config: &Config, shared: &Shared<'_>, index: usize) -> Client {
+        let due = shared.interval.map(|interval| {
+            shared.started + interval.mul_f64(index as f64 / config.connections as f64)
+        });
         Client {
             token,
             stream: None,
             connected: false,
-            connect_started: Instant::now(),
-            out: Vec::new(),
-            out_pos: 0,
+            connect_started: shared.started,
+            out: VecDeque::new(),
             decoder: answer_decoder(),
-            expect: Vec::new(),
-            expect_pos: 0,
             partial: 0,
             inflight: VecDeque::new(),
+            due,
+            exhausted: false,
             retry_at: None,
             done: false,
+        }
+    }
+
+    fn room(config: &Config) -> usize {
+        match config.mode {
+            Mode::KeepAlive => config.pipeline,
+            Mode::OneShot => 1,
+        }
+    }
+
+    /// When the event loop must wake for this connection, besides its socket's events.
+    fn wake_at(&self, config: &Config) -> Option<Instant> {
+        if self.done {
+            return None;
+        }
+        if self.stream.is_none() {
+            return self.retry_at;
+        }
+        match self.due {
+            Some(due)
+                if self.connected
+                    && !self.exhausted
+                    && self.inflight.len() < Self::room(config) =>
+            {
+                Some(due)
+            }
+            _ => None,
+        }
+    }
+
+    /// Queues the requests that may go now: up to the room the connection has, and in
+    /// fixed-rate mode only those whose time has come (each with its scheduled time).
+    fn fill(&mut self, cx: &mut Cx<'_, '_>, now: Instant) {
+        let room = Self::room(cx.config);
+        while self.inflight.len() < room && !self.exhausted {
+            let intended = match self.due {
+                Some(due) if due > now => return,
+                Some(due) => due,
+                None => now,
+            };
+            let Some(seq) = cx.shared.claim() else {
+                self.exhausted = true;
+                return;
+            };
+            let stamp = seq.to_le_bytes();
+            self.inflight.push_back(InFlight {
+                intended,
+                queued: now,
+                stamp,
+            });
+            self.out.push_back(Outgoing { stamp, off: 0 });
+            if let (Some(due), Some(interval)) = (&mut self.due, cx.shared.interval) {
+                *due += interval;
+            }
         }
     }
 
     /// Claims requests and opens a connection for them; `done` if there is nothing left.
     fn begin(&mut self, cx: &mut Cx<'_, '_>, now: Instant) {
         self.retry_at = None;
-        let want = match cx.config.mode {
-            Mode::KeepAlive => cx.config.pipeline,
-            Mode::OneShot => 1,
-        };
-        while self.inflight.len() < want && self.queue_one(cx, now) {}
-        if self.inflight.is_empty() {
+        if cx.config.mode == Mode::OneShot && !self.exhausted {
+            if let Some(due) = self.due.filter(|&due| due > now) {
+                // Fixed rate: a one-shot connection opens when its request is due.
+                self.retry_at = Some(due);
+                return;
+            }
+        }
+        self.fill(cx, now);
+        // A fixed-rate keep-alive connection opens at once and waits for its schedule.
+        if self.inflight.is_empty() && (self.exhausted || self.due.is_none()) {
             self.done = true;
             return;
         }
@@ -479,22 +769,6 @@ impl Client {
             }
             Err(e) => self.fail(cx, ErrorKind::Connect, &e.to_string(), now),
         }
-    }
-
-    /// Queues one more request if the run has one.
-    fn queue_one(&mut self, cx: &mut Cx<'_, '_>, now: Instant) -> bool {
-        let Some(seq) = cx.shared.claim() else {
-            return false;
-        };
-        let start = self.out.len();
-        cx.config.workload.write_request(seq, &mut self.out);
-        if cx.config.workload.kind() == Kind::Echo {
-            if let Some(sent) = self.out.get(start..) {
-                self.expect.extend_from_slice(sent);
-            }
-        }
-        self.inflight.push_back(now);
-        true
     }
 
     fn connect_state(&self) -> ConnectState {
@@ -531,10 +805,18 @@ impl Client {
                     if let Some(s) = &self.stream {
                         let _ = s.set_nodelay(true);
                     }
+                    let closed_loop = self.due.is_none();
                     if cx.config.mode == Mode::KeepAlive {
-                        // Keep-alive latency starts once the connection is up.
-                        self.inflight.iter_mut().for_each(|t| *t = now);
+                        for r in &mut self.inflight {
+                            r.queued = now;
+                            if closed_loop {
+                                // Closed-loop keep-alive latency starts once the
+                                // connection is up.
+                                r.intended = now;
+                            }
+                        }
                     }
+                    self.fill(cx, now);
                     read = true;
                 }
             }
@@ -552,11 +834,11 @@ impl Client {
         }
     }
 
-    /// Timeouts and delayed restarts.
+    /// Timeouts, delayed restarts, and fixed-rate requests whose time has come.
     fn scan(&mut self, cx: &mut Cx<'_, '_>, now: Instant) {
         if self.stream.is_some() {
             let oldest = if self.connected {
-                self.inflight.front().copied()
+                self.inflight.front().map(|r| r.queued)
             } else {
                 Some(self.connect_started)
             };
@@ -571,21 +853,66 @@ impl Client {
             }
         }
         self.restart_now(cx, now);
+        if self.due.is_some() && self.connected && !self.done {
+            let before = self.inflight.len();
+            self.fill(cx, now);
+            if self.inflight.len() > before {
+                self.flush(cx, now);
+            } else if self.inflight.is_empty() && self.exhausted {
+                self.close(cx.registry);
+                self.done = true;
+            }
+        }
     }
 
-    /// Writes what is pending; `false` if the connection failed.
+    /// Writes what is pending, straight from the workload's request bytes; `false` if the
+    /// connection failed.
     fn flush(&mut self, cx: &mut Cx<'_, '_>, now: Instant) -> bool {
-        while self.out_pos < self.out.len() {
-            let (Some(stream), Some(pending)) = (&mut self.stream, self.out.get(self.out_pos..))
-            else {
+        let template = cx.config.workload.request();
+        let stamp_len = cx.config.workload.stamp_len();
+        while !self.out.is_empty() {
+            let Some(stream) = &mut self.stream else {
                 return false;
             };
-            match stream.write(pending) {
+            let result = match self.out.front() {
+                // One request (or the tail of one) past its stamp: a plain write.
+                Some(o) if self.out.len() == 1 && o.off >= stamp_len => {
+                    stream.write(template.get(o.off..).unwrap_or_default())
+                }
+                _ => {
+                    let mut slices = Vec::with_capacity(2 * MAX_WRITE_REQUESTS);
+                    for o in self.out.iter().take(MAX_WRITE_REQUESTS) {
+                        if o.off < stamp_len {
+                            slices.push(IoSlice::new(
+                                o.stamp.get(o.off..stamp_len).unwrap_or_default(),
+                            ));
+                        }
+                        slices.push(IoSlice::new(
+                            template.get(o.off.max(stamp_len)..).unwrap_or_default(),
+                        ));
+                    }
+                    stream.write_vectored(&slices)
+                }
+            };
+            match result {
                 Ok(0) => {
                     self.fail(cx, ErrorKind::Io, "the socket accepted no bytes", now);
                     return false;
                 }
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    cx.outcome.sent_bytes += n as u64;
+                    let mut n = n;
+                    while let Some(o) = self.out.front_mut() {
+                        let left = template.len() - o.off;
+                        if n >= left {
+                            n -= left;
+                            self.out.pop_front();
+                        } else {
+                            o.off += n;
+                            break;
+                        }
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -594,18 +921,24 @@ impl Client {
                 }
             }
         }
-        compact(&mut self.out, &mut self.out_pos);
         true
     }
 
     /// Reads until the socket has nothing more, handling answers as they complete, then
     /// sends the requests that replace them.
     fn read(&mut self, cx: &mut Cx<'_, '_>, buf: &mut [u8]) {
+        let echo = cx.config.workload.kind() == Kind::Echo;
         loop {
             let Some(stream) = &mut self.stream else {
                 return;
             };
-            let result = stream.read(buf);
+            // Framed answers go straight into the decoder (a large content into its own
+            // buffer); echoed bytes into the thread's buffer, to be compared and dropped.
+            let result = if echo {
+                stream.read(buf)
+            } else {
+                stream.read(self.decoder.read_buf())
+            };
             // The answers in this chunk arrived now (not when the event loop woke up).
             let now = Instant::now();
             let n = match result {
@@ -630,52 +963,60 @@ impl Client {
             if n == 0 {
                 return self.on_eof(cx, now);
             }
-            let data = buf.get(..n).unwrap_or_default();
-            if !self.feed(cx, data, now) {
+            cx.outcome.received_bytes += n as u64;
+            let going = if echo {
+                self.feed_echo(cx, buf.get(..n).unwrap_or_default(), now)
+            } else {
+                self.feed_framed(cx, n, now)
+            };
+            if !going {
                 return;
             }
         }
     }
 
-    /// Handles received bytes; `false` once this connection is gone.
-    fn feed(&mut self, cx: &mut Cx<'_, '_>, data: &[u8], now: Instant) -> bool {
-        if cx.config.workload.kind() == Kind::Echo {
-            let end = self.expect_pos + data.len();
-            match self.expect.get(self.expect_pos..end) {
-                Some(expected) if expected == data => {}
-                Some(expected) => {
-                    let at = expected
-                        .iter()
-                        .zip(data)
-                        .position(|(a, b)| a != b)
-                        .unwrap_or(0);
-                    let detail = format!(
-                        "echoed bytes differ at byte {} of an answer",
-                        self.partial + at
-                    );
-                    self.fail(cx, ErrorKind::WrongAnswer, &detail, now);
-                    return false;
-                }
-                None => {
-                    self.fail_unsolicited(cx, "more bytes echoed than were sent", now);
-                    return false;
-                }
+    /// Checks echoed bytes against the requests in flight; `false` once this connection is
+    /// gone.
+    fn feed_echo(&mut self, cx: &mut Cx<'_, '_>, mut data: &[u8], now: Instant) -> bool {
+        let template = cx.config.workload.request();
+        let stamp_len = cx.config.workload.stamp_len();
+        while !data.is_empty() {
+            let Some(front) = self.inflight.front() else {
+                self.fail_unsolicited(cx, "more bytes echoed than were sent", now);
+                return false;
+            };
+            let take = (template.len() - self.partial).min(data.len());
+            let (chunk, rest) = data.split_at(take);
+            let stamp = front.stamp.get(..stamp_len).unwrap_or_default();
+            if let Some(at) = first_difference(stamp, template, self.partial, chunk) {
+                let detail = format!(
+                    "echoed bytes differ at byte {} of an answer",
+                    self.partial + at
+                );
+                self.fail(cx, ErrorKind::WrongAnswer, &detail, now);
+                return false;
             }
-            self.expect_pos = end;
-            compact(&mut self.expect, &mut self.expect_pos);
-            let size = cx.config.workload.request_len().max(1);
-            let complete = (self.partial + data.len()) / size;
-            self.partial = (self.partial + data.len()) % size;
-            for _ in 0..complete {
+            self.partial += take;
+            data = rest;
+            if self.partial == template.len() {
+                self.partial = 0;
                 if !self.complete(cx, Ok(()), now) {
                     return false;
                 }
             }
-            return true;
         }
-        let mut input = data;
+        true
+    }
+
+    /// Commits `n` bytes received into the decoder and handles the answers they complete;
+    /// `false` once this connection is gone.
+    fn feed_framed(&mut self, cx: &mut Cx<'_, '_>, n: usize, now: Instant) -> bool {
+        if let Err(e) = self.decoder.commit(n) {
+            self.fail(cx, ErrorKind::Protocol, &format!("{e} ({})", e.kind()), now);
+            return false;
+        }
         loop {
-            match self.decoder.decode(&mut input) {
+            match self.decoder.next_event() {
                 Ok(Event::Message(answer)) => {
                     if self.inflight.is_empty() {
                         self.fail_unsolicited(cx, "an answer no request asked for", now);
@@ -703,12 +1044,12 @@ impl Client {
         verdict: Result<(), Mismatch>,
         now: Instant,
     ) -> bool {
-        let Some(queued) = self.inflight.pop_front() else {
+        let Some(request) = self.inflight.pop_front() else {
             self.fail_unsolicited(cx, "an answer no request asked for", now);
             return false;
         };
         match verdict {
-            Ok(()) => cx.count_ok(now.saturating_duration_since(queued)),
+            Ok(()) => cx.count_ok(now.saturating_duration_since(request.intended)),
             Err(m) => cx.count_errors(ErrorKind::WrongAnswer, 1, &m.0),
         }
         match cx.config.mode {
@@ -719,8 +1060,8 @@ impl Client {
                 false
             }
             Mode::KeepAlive => {
-                while self.inflight.len() < cx.config.pipeline && self.queue_one(cx, now) {}
-                if self.inflight.is_empty() {
+                self.fill(cx, now);
+                if self.inflight.is_empty() && self.exhausted {
                     self.close(cx.registry);
                     self.done = true;
                     return false;
@@ -775,21 +1116,63 @@ impl Client {
         }
         self.connected = false;
         self.out.clear();
-        self.out_pos = 0;
         self.decoder = answer_decoder();
-        self.expect.clear();
-        self.expect_pos = 0;
         self.partial = 0;
     }
 }
 
-/// Drops the consumed front of `buf` once it is all consumed or large.
-fn compact(buf: &mut Vec<u8>, pos: &mut usize) {
-    if *pos >= buf.len() {
-        buf.clear();
-        *pos = 0;
-    } else if *pos >= COMPACT_AT {
-        buf.drain(..*pos);
-        *pos = 0;
+/// Where `data` first differs from the bytes of an echo request from offset `from` on (the
+/// request is `stamp` over the start of `template`), or `None` if it does not.
+fn first_difference(stamp: &[u8], template: &[u8], from: usize, data: &[u8]) -> Option<usize> {
+    let head = stamp.len().saturating_sub(from).min(data.len());
+    let expected_head = stamp.get(from..from + head).unwrap_or_default();
+    let (data_head, data_tail) = data.split_at(head);
+    if data_head != expected_head {
+        return data_head
+            .iter()
+            .zip(expected_head)
+            .position(|(a, b)| a != b);
+    }
+    let start = from + head;
+    let expected_tail = template.get(start..).unwrap_or_default();
+    let common = data_tail.len().min(expected_tail.len());
+    let (data_common, data_extra) = data_tail.split_at(common);
+    let expected_common = expected_tail.get(..common).unwrap_or_default();
+    if data_common != expected_common {
+        return data_common
+            .iter()
+            .zip(expected_common)
+            .position(|(a, b)| a != b)
+            .map(|at| head + at);
+    }
+    (!data_extra.is_empty()).then_some(head + common)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+
+    #[test]
+    fn echo_bytes_are_compared_across_stamp_and_template() {
+        let template = b"abcdefghij";
+        let stamp = [1u8, 2, 3];
+        // Whole request, in pieces.
+        assert_eq!(
+            first_difference(&stamp, template, 0, b"\x01\x02\x03defghij"),
+            None
+        );
+        assert_eq!(first_difference(&stamp, template, 2, b"\x03de"), None);
+        assert_eq!(first_difference(&stamp, template, 5, b"fghij"), None);
+        // Differences in the stamp and in the template part.
+        assert_eq!(
+            first_difference(&stamp, template, 0, b"\x01\x09\x03d"),
+            Some(1)
+        );
+        assert_eq!(
+            first_difference(&stamp, template, 1, b"\x02\x03dXf"),
+            Some(3)
+        );
+        // Past the end of the request.
+        assert_eq!(first_difference(&stamp, template, 9, b"jk"), Some(1));
     }
 }

@@ -8,21 +8,20 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use bench_support::{Behaviour, TestServer};
+use sockmsg_app::demo::DemoService;
 use sockmsg_bench::echo::EchoServer;
 use sockmsg_bench::engine::{run, Config, Control, Limit};
 use sockmsg_bench::report::{ErrorKind, Mode, Report};
 use sockmsg_bench::workload::{Kind, Workload};
+use sockmsg_protocol::{encode, Decoder, Event};
 
 fn config(addr: std::net::SocketAddr, kind: Kind, mode: Mode) -> Config {
     Config {
-        addr,
         connections: 4,
         limit: Limit::Requests(400),
         mode,
-        pipeline: 1,
-        threads: 1,
         timeout: Duration::from_secs(5),
-        workload: Workload::new(kind, None, None).expect("workload"),
+        ..Config::new(addr, Workload::new(kind, None, None).expect("workload"))
     }
 }
 
@@ -41,11 +40,14 @@ fn assert_clean(report: &Report, n: u64) {
     assert_eq!(report.errors.total(), 0, "{}", report.to_text());
     assert_eq!(report.abandoned, 0);
     assert!(report.requests_per_s > 0.0);
+    assert!(report.gave_up.is_none());
+    let latency = report.latency.as_ref().expect("latency figures");
     // A loopback round trip takes microseconds: a smaller figure is a clock mistake.
-    assert!(report.latency.min_us >= 1.0, "{}", report.to_text());
-    assert!(report.latency.min_us <= report.latency.p50_us);
-    assert!(report.latency.p50_us <= report.latency.p99_us);
-    assert!(report.latency.p99_us <= report.latency.max_us);
+    assert!(latency.min_us >= 1.0, "{}", report.to_text());
+    assert!(latency.min_us <= latency.p50_us);
+    assert!(latency.p50_us <= latency.p99_us);
+    assert!(latency.p99_us <= latency.max_us);
+    assert!(report.sent_bytes_per_s > 0.0 && report.received_bytes_per_s > 0.0);
 }
 
 #[test]
@@ -55,6 +57,17 @@ fn keep_alive_json_and_binary_answers_are_all_right() {
         let report = bench(&config(server.addr, kind, Mode::KeepAlive));
         assert_clean(&report, 400);
         assert_eq!(report.request_bytes, 146);
+        // Every byte is counted: 400 requests out, 400 demo answers back.
+        assert_eq!(report.sent_bytes, 400 * 146);
+        let request = Workload::new(kind, None, None).expect("workload");
+        let mut wire = request.request();
+        let request = match Decoder::default().decode(&mut wire) {
+            Ok(Event::Message(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let answer =
+            encode(&DemoService::new().respond(&request).expect("answer")).expect("encode");
+        assert_eq!(report.received_bytes, 400 * answer.len() as u64, "{kind}");
     }
 }
 

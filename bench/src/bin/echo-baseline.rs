@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sockmsg_bench::echo::EchoServer;
 use sockmsg_app::cli::resolve;
+use sockmsg_bench::echo::EchoServer;
 
 /// Minimal echo server with no framing: every byte read is written back. mio, one thread
 /// (or `--workers` event loops sharing the listener). The baseline for `app-bench --echo`;
