@@ -91,6 +91,13 @@ fn json_summary_against_a_demo_server() {
     assert_eq!(v["pipeline"], 2);
     assert_eq!(v["request_bytes"], 146);
     assert!(v["requests_per_s"].as_f64().is_some_and(|r| r > 0.0));
+    assert_eq!(v["sent_bytes"], 300 * 146);
+    assert!(v["sent_bytes_per_s"].as_f64().is_some_and(|r| r > 0.0));
+    assert!(v["received_bytes_per_s"].as_f64().is_some_and(|r| r > 0.0));
+    assert_eq!(v["latency"]["percentiles"][6]["percentile"], 100.0);
+    assert_eq!(v["latency"]["percentiles"][6]["us"], v["latency"]["max_us"]);
+    assert_eq!(v["server_cpu"], Value::Null);
+    assert_eq!(v["gave_up"], Value::Null);
     for p in ["min_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
         assert!(
             v["latency"][p].as_f64().is_some_and(|x| x > 0.0),
@@ -117,11 +124,254 @@ fn errors_make_the_exit_status_1_and_usage_errors_2() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pipelining needs keep-alive"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("app-bench: "), "{stderr}");
+    for bad in [
+        &["--echo", "--value", "x"][..],
+        &["--rate", "0"],
+        &["--rate", "fast"],
+        &["--max-errors", "0"],
+        &["--echo", "--answer", "echo"],
+        &["--value-json", "{not json"],
+    ] {
+        let out = bench_bin().args(bad).output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+}
+
+#[test]
+fn an_unresolvable_host_is_a_runtime_failure() {
     let out = bench_bin()
-        .args(["--echo", "--value", "x"])
+        .args(["nothing.invalid", "1", "-q"])
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("app-bench: cannot resolve \"nothing.invalid\": "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_closed_port_gives_up_within_seconds_with_one_line() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port().to_string()
+    };
+    let started = Instant::now();
+    // Without giving up, 20 million refused connects would take hours.
+    let out = bench_bin()
+        .args(["127.0.0.1", &port, "-n", "20000000", "-q"])
+        .output()
+        .expect("run");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(9), "{took:?}");
+    assert!(took >= Duration::from_secs(4), "{took:?}");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "app-bench: no answer from 127.0.0.1:{port} in 5 s: connect: "
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("latency:     no answers"), "{stdout}");
+    assert!(!stdout.contains("latency ms"), "{stdout}");
+    assert!(!stdout.contains("0.000"), "no made-up figures: {stdout}");
+}
+
+#[test]
+fn max_errors_gives_up_after_that_many_in_a_row() {
+    let server = TestServer::start(Behaviour::WrongAnswer);
+    let port = server.addr.port().to_string();
+    let (code, v, stderr) = run_json(&[
+        "127.0.0.1",
+        &port,
+        "-n",
+        "20000000",
+        "--max-errors",
+        "30",
+        "-q",
+    ]);
+    assert_eq!(code, Some(1), "{v}");
+    assert!(
+        stderr.starts_with(&format!("app-bench: "))
+            && stderr.contains(" errors in a row from 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--max-errors 30): wrong-answer: content"),
+        "{stderr}"
+    );
+    let errors = v["errors"]["total"].as_u64().expect("errors");
+    assert!((30..300).contains(&errors), "{v}");
+    assert_eq!(v["latency"], Value::Null);
+}
+
+/// Every number in a JSON text has at most 3 decimals.
+fn assert_rounded(text: &str) {
+    let mut chars = text.char_indices().peekable();
+    let mut in_string = false;
+    let mut escaped = false;
+    while let Some((i, c)) = chars.next() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        } else if c == '.' {
+            let decimals = text[i + 1..]
+                .chars()
+                .take_while(|d| d.is_ascii_digit())
+                .count();
+            assert!(decimals <= 3, "{decimals} decimals at {i}: {text}");
+        }
+    }
+}
+
+#[test]
+fn json_figures_are_rounded_and_the_help_explains_the_rate() {
+    let server = TestServer::start(Behaviour::Demo);
+    let port = server.addr.port().to_string();
+    let out = bench_bin()
+        .args(["127.0.0.1", &port, "-c", "2", "-n", "500", "-q", "--json"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_rounded(&text);
+    let v: Value = serde_json::from_str(&text).expect("json");
+    assert!(
+        v["latency"]["mean_us"].as_f64().is_some_and(|m| m > 0.0),
+        "{v}"
+    );
+    assert!(v["elapsed_s"].as_f64().is_some_and(|m| m > 0.0), "{v}");
+
+    let help = bench_bin().arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for words in [
+        "--rate <R>",
+        "INTENDED send time",
+        "coordinated omission",
+        "--max-errors <N>",
+        "--server-pid <PID>",
+        "--answer <ANSWER>",
+    ] {
+        assert!(help.contains(words), "{words}: {help}");
+    }
+}
+
+#[test]
+fn fixed_rate_answer_echo_and_json_values_from_the_command_line() {
+    let echo = TestServer::start(Behaviour::EchoMessages);
+    let port = echo.addr.port().to_string();
+    let (code, v, stderr) = run_json(&[
+        "127.0.0.1",
+        &port,
+        "--binary",
+        "--answer",
+        "echo",
+        "-s",
+        "100000",
+        "-n",
+        "40",
+        "-P",
+        "2",
+        "-q",
+    ]);
+    assert_eq!(code, Some(0), "{v} {stderr}");
+    assert_eq!(v["expect"], "echo");
+    assert_eq!(v["ok"], 40);
+    // The demo's answer is not what an echoing server gives.
+    let (code, v, _) = run_json(&["127.0.0.1", &port, "-n", "10", "-q"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["errors"]["wrong-answer"], 10);
+
+    let demo = TestServer::start(Behaviour::Demo);
+    let port = demo.addr.port().to_string();
+    let (code, v, stderr) = run_json(&[
+        "127.0.0.1",
+        &port,
+        "--value-json",
+        "[1, \"a\", null]",
+        "--rate",
+        "400",
+        "-d",
+        "500ms",
+        "-c",
+        "2",
+        "-q",
+    ]);
+    assert_eq!(code, Some(0), "{v} {stderr}");
+    assert_eq!(v["rate"], 400.0);
+    let done = v["ok"].as_u64().expect("ok") + v["abandoned"].as_u64().expect("abandoned");
+    assert!((170..=202).contains(&done), "{v}");
+}
+
+#[test]
+fn server_cpu_per_request_from_proc() {
+    let dir = temp_dir("cpu");
+    let port_file = dir.join("port");
+    let child = Command::new(env!("CARGO_BIN_EXE_echo-baseline"))
+        .args(["127.0.0.1", "0", "--port-file"])
+        .arg(&port_file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn echo-baseline");
+    let server = Spawned { child, dir };
+    let port = wait_port(&port_file);
+    let pid = server.child.id().to_string();
+    let (code, v, stderr) = run_json(&[
+        "127.0.0.1",
+        &port,
+        "--echo",
+        "-c",
+        "4",
+        "-d",
+        "700ms",
+        "--server-pid",
+        &pid,
+        "-q",
+    ]);
+    assert_eq!(code, Some(0), "{v} {stderr}");
+    assert_eq!(v["server_cpu"]["pid"].to_string(), pid);
+    let cpu = v["server_cpu"]["cpu_s"].as_f64().expect("cpu_s");
+    assert!((0.0..=1.5).contains(&cpu), "{v}");
+    let per = v["server_cpu"]["us_per_request"]
+        .as_f64()
+        .expect("per request");
+    let ok = v["ok"].as_f64().expect("ok");
+    assert!((per - cpu * 1e6 / ok).abs() < 0.01 + per * 0.001, "{v}");
+
+    let out = bench_bin()
+        .args([
+            "127.0.0.1",
+            &port,
+            "--echo",
+            "-n",
+            "10",
+            "--server-pid",
+            "4294967295",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read /proc/4294967295/stat"),
+        "{stderr}"
+    );
+    assert!(stderr.starts_with("app-bench: "), "{stderr}");
 }
 
 #[test]
@@ -173,8 +423,13 @@ fn echo_baseline_with_progress_lines_and_text_summary() {
     for field in [
         "target:",
         "throughput:",
+        " MB/s, received ",
         "latency ms:",
         "p99.9",
+        "latency distribution (ms):",
+        "    99.990%",
+        "   100.000%",
+        "latency histogram (ms, log scale):",
         "errors:      none",
     ] {
         assert!(text.contains(field), "{field}: {text}");
