@@ -880,7 +880,7 @@ impl Client {
                     stream.write(template.get(o.off..).unwrap_or_default())
                 }
                 _ => {
-                    let mut slices = Vec::with_capacity(2 * MAX_WRITE_REQUESTS);
+                    let mut slices = Vec::with_capacity(2 * self.out.len().min(MAX_WRITE_REQUESTS));
                     for o in self.out.iter().take(MAX_WRITE_REQUESTS) {
                         if o.off < stamp_len {
                             slices.push(IoSlice::new(

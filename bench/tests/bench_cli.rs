@@ -199,8 +199,7 @@ fn max_errors_gives_up_after_that_many_in_a_row() {
     ]);
     assert_eq!(code, Some(1), "{v}");
     assert!(
-        stderr.starts_with(&format!("app-bench: "))
-            && stderr.contains(" errors in a row from 127.0.0.1:"),
+        stderr.starts_with("app-bench: ") && stderr.contains(" errors in a row from 127.0.0.1:"),
         "{stderr}"
     );
     assert!(
@@ -214,10 +213,9 @@ fn max_errors_gives_up_after_that_many_in_a_row() {
 
 /// Every number in a JSON text has at most 3 decimals.
 fn assert_rounded(text: &str) {
-    let mut chars = text.char_indices().peekable();
     let mut in_string = false;
     let mut escaped = false;
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in text.char_indices() {
         if in_string {
             match (escaped, c) {
                 (true, _) => escaped = false,
