@@ -69,6 +69,10 @@ const TICK: Duration = Duration::from_millis(50);
 const WATCH: Duration = Duration::from_millis(100);
 /// Most requests handed to one vectored write.
 const MAX_WRITE_REQUESTS: usize = 64;
+/// Smallest [`Config::rate`]: one request every 1,000 s.
+pub const MIN_RATE: f64 = 0.001;
+/// Largest [`Config::rate`].
+pub const MAX_RATE: f64 = 1e9;
 /// Default of [`Config::give_up_after`].
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(5);
 
@@ -157,12 +161,12 @@ impl Config {
             return Err("the time to give up after must be positive".into());
         }
         if self.max_errors == Some(0) {
-            return Err("--max-errors must be at least 1".into());
+            return Err("the number of errors in a row to give up after must be at least 1".into());
         }
         if let Some(rate) = self.rate {
-            if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
+            if !(MIN_RATE..=MAX_RATE).contains(&rate) {
                 return Err(format!(
-                    "the rate must be a positive number of requests/s, not {rate}"
+                    "the rate must be from {MIN_RATE} to {MAX_RATE} requests/s, not {rate}"
                 ));
             }
         }
@@ -470,11 +474,15 @@ impl Watch {
         } else if errors > self.errors
             && now.saturating_duration_since(self.since) >= config.give_up_after
         {
-            control.give_up(format!(
-                "no answer from {} in {} s",
-                config.addr,
+            // The first error may come long after the last answer (a timeout): say how
+            // long it really was then.
+            let waited = now.saturating_duration_since(self.since);
+            let secs = if waited < config.give_up_after + Duration::from_secs(1) {
                 round3(config.give_up_after.as_secs_f64())
-            ));
+            } else {
+                waited.as_secs_f64().round()
+            };
+            control.give_up(format!("no answer from {} in {secs} s", config.addr));
         }
     }
 }

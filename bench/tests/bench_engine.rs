@@ -263,6 +263,19 @@ fn invalid_configurations_are_refused() {
     c.connections = 1;
     c.limit = Limit::Requests(0);
     assert!(c.validate().is_err());
+    c.limit = Limit::Requests(1);
+    assert!(c.validate().is_ok());
+    for rate in [0.0, 1e-9, -5.0, f64::NAN, f64::INFINITY, 2e9] {
+        c.rate = Some(rate);
+        assert!(c.validate().is_err(), "{rate}");
+    }
+    c.rate = Some(0.001);
+    assert!(c.validate().is_ok());
+    c.max_errors = Some(0);
+    assert!(c.validate().is_err());
+    c.max_errors = Some(1);
+    c.give_up_after = Duration::ZERO;
+    assert!(c.validate().is_err());
 }
 
 #[test]

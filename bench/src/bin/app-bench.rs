@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::Value;
 use sockmsg_app::cli::{fail, resolve, usage_error, EXIT_FAILURE};
-use sockmsg_bench::engine::{run, Config, Control, Limit, Progress};
+use sockmsg_bench::engine::{run, Config, Control, Limit, Progress, MAX_RATE, MIN_RATE};
 use sockmsg_bench::parse_duration;
 use sockmsg_bench::report::Mode;
 use sockmsg_bench::workload::{Expect, Kind, Workload};
@@ -124,8 +124,10 @@ enum AnswerArg {
 
 fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e9 => Ok(r),
-        _ => Err(format!("{s:?} is not a positive number of requests/s")),
+        Ok(r) if (MIN_RATE..=MAX_RATE).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a number of requests/s from {MIN_RATE} to {MAX_RATE}"
+        )),
     }
 }
 
