@@ -467,3 +467,33 @@ fn one_shot_against_the_python_guide_server() {
         assert_eq!(v["mode"], "one-shot");
     }
 }
+
+#[test]
+fn echo_baseline_failures_are_one_line_and_exit_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    for (args, start) in [
+        (
+            vec!["nothing.invalid", "0"],
+            "echo-baseline: cannot resolve \"nothing.invalid\": ".to_owned(),
+        ),
+        (
+            vec!["127.0.0.1", port.as_str()],
+            format!("echo-baseline: cannot listen on 127.0.0.1:{port}: "),
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_echo-baseline"))
+            .args(&args)
+            .output()
+            .expect("run echo-baseline");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with(&start), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_echo-baseline"))
+        .args(["--workers", "0"])
+        .output()
+        .expect("run echo-baseline");
+    assert_eq!(out.status.code(), Some(2));
+}
