@@ -1,7 +1,7 @@
 //! # sockmsg-app
 //!
 //! The programs users run, and the pieces they share with tests, the mio transport and the
-//! load generator:
+//! load generator (`sockmsg-bench`):
 //!
 //! * [`demo`]: the guide's demo application ([`demo::DemoService`], a
 //!   [`sockmsg_protocol::Service`]), the request builders `app-client` uses, and the lines
@@ -37,7 +37,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod inspect;

@@ -1,6 +1,11 @@
 //! A sockmsg server on the mio transport whose service answers every request with the
-//! request itself, for benchmarking the transport alone (`app-bench --echo` checks that
-//! the bytes come back unchanged, which they do for canonically encoded requests).
+//! request itself, for benchmarking the transport alone. It speaks the protocol: measure it
+//! with framed requests whose answer must be the request itself,
+//! `app-bench 127.0.0.1 PORT --answer echo` (add `--binary`, `-s SIZE`, `-P N` as for any
+//! sockmsg server). `app-bench --echo` is for the unframed `echo-baseline` server: its raw
+//! bytes are not messages (their first two bytes, read as a header length, ask for a
+//! header that never comes, or for none), so this server closes or waits and nothing is
+//! answered.
 //!
 //! ```text
 //! mio_echo_server [--port P] [--workers W] [--reuseport]

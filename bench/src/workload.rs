@@ -1,12 +1,16 @@
 //! What `app-bench` sends, and how it recognises a right answer.
 //!
 //! A [`Workload`] holds the bytes of one request, ready to be written, and the answer it
-//! must get back. For the two framed kinds the answer is computed here from the demo
-//! application of PROTOCOL.md ([`demo_answer`]), independently of any server, so a server
-//! that answers wrongly is caught; for [`Kind::Echo`] the answer is the request itself.
+//! must get back. For the two framed kinds the answer is, by default, the one the demo
+//! service itself gives ([`DemoService::respond`], the code `app-server` runs), computed
+//! once when the workload is built (a workload has one distinct request), so the expected
+//! answers are the server's by construction; with [`Expect::Echo`] the answer must be the
+//! request itself (a server whose service echoes messages, such as transport-mio's
+//! `mio_echo_server` example). For [`Kind::Echo`] (no framing) the answer is the request's
+//! bytes.
 //!
 //! ```
-//! use sockmsg_app::bench::workload::{Kind, Workload};
+//! use sockmsg_bench::workload::{Kind, Workload};
 //! use sockmsg_protocol::Message;
 //!
 //! // The default: the guide's 146-byte search for "morpheus".
@@ -16,6 +20,11 @@
 //! assert!(w.check(&answer).is_ok());
 //! let wrong = Message::json(&serde_json::json!({"result": "No match"}))?;
 //! assert!(w.check(&wrong).is_err());
+//!
+//! // Any JSON search value: the answer is whatever the demo service says, Python-style.
+//! let w = Workload::json_search(&serde_json::json!(true))?;
+//! let answer = Message::json(&serde_json::json!({"result": "No match for \"True\"."}))?;
+//! assert!(w.check(&answer).is_ok());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -23,7 +32,8 @@ use std::fmt;
 
 use serde::Serialize;
 use serde_json::Value;
-use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
+use sockmsg_app::demo::DemoService;
+use sockmsg_protocol::header::CLIENT_BINARY_TYPE;
 use sockmsg_protocol::{encode, Error, Message};
 
 /// The search value of the default request (the guide's example).
@@ -32,9 +42,6 @@ pub const DEFAULT_VALUE: &str = "morpheus";
 /// Size on the wire of the default request: the guide's search for "morpheus", and the
 /// default size of the other kinds, so that every kind moves the same bytes per request.
 pub const DEFAULT_REQUEST_LEN: usize = 146;
-
-/// The prefix of the demo server's binary answer.
-pub const BINARY_ANSWER_PREFIX: &[u8] = b"First 10 bytes of request: ";
 
 /// The kind of request a run sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -67,6 +74,28 @@ impl fmt::Display for Kind {
     }
 }
 
+/// What a framed answer must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// The demo service's answer (`app-server`, the guide's `app-server.py`).
+    #[default]
+    Demo,
+    /// The request itself, content type and content (a server whose service returns each
+    /// request, such as transport-mio's `mio_echo_server` example).
+    Echo,
+}
+
+impl Expect {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expect::Demo => "demo",
+            Expect::Echo => "echo",
+        }
+    }
+}
+
 /// Why a workload cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkloadError {
@@ -81,6 +110,11 @@ pub enum WorkloadError {
     ValueNotApplicable,
     /// The protocol refused to encode the request.
     Encode(Error),
+    /// The demo service could not answer the request.
+    Answer(Error),
+    /// An expected answer was asked of unframed echo requests, whose answer is always
+    /// their own bytes.
+    ExpectNotApplicable,
 }
 
 impl fmt::Display for WorkloadError {
@@ -94,6 +128,10 @@ impl fmt::Display for WorkloadError {
                 f.write_str("a search value applies only to JSON requests without --size")
             }
             WorkloadError::Encode(e) => write!(f, "cannot encode the request: {e}"),
+            WorkloadError::Answer(e) => write!(f, "the demo service cannot answer it: {e}"),
+            WorkloadError::ExpectNotApplicable => {
+                f.write_str("unframed echo requests are always answered with themselves")
+            }
         }
     }
 }
@@ -119,14 +157,9 @@ impl fmt::Display for Mismatch {
 impl std::error::Error for Mismatch {}
 
 #[derive(Serialize)]
-struct Search<'a> {
+struct Search<'a, V: Serialize + ?Sized> {
     action: &'a str,
-    value: &'a str,
-}
-
-#[derive(Serialize)]
-struct Answer<'a> {
-    result: &'a str,
+    value: &'a V,
 }
 
 /// What a framed answer must be.
@@ -143,6 +176,9 @@ struct Expected {
 #[derive(Debug, Clone)]
 pub struct Workload {
     kind: Kind,
+    expect: Expect,
+    /// The framed request (for [`Workload::with_expect`]); `None` for [`Kind::Echo`].
+    message: Option<Message>,
     request: Vec<u8>,
     expected: Option<Expected>,
 }
@@ -175,12 +211,12 @@ impl Workload {
                         filler_str(k)
                     }
                 };
-                Workload::framed(Kind::Json, json_message(&value)?)
+                Workload::framed(Kind::Json, json_message(value.as_str())?, Expect::Demo)
             }
             Kind::Binary => {
                 let size = size.unwrap_or(DEFAULT_REQUEST_LEN);
                 let k = fit(size, |k| Ok(encode(&binary_message(k))?.len()))?;
-                Workload::framed(Kind::Binary, binary_message(k))
+                Workload::framed(Kind::Binary, binary_message(k), Expect::Demo)
             }
             Kind::Echo => {
                 let size = size.unwrap_or(DEFAULT_REQUEST_LEN);
@@ -189,6 +225,8 @@ impl Workload {
                 }
                 Ok(Workload {
                     kind,
+                    expect: Expect::Echo,
+                    message: None,
                     request: filler_bytes(size),
                     expected: None,
                 })
@@ -196,8 +234,30 @@ impl Workload {
         }
     }
 
-    fn framed(kind: Kind, request: Message) -> Result<Workload, WorkloadError> {
-        let answer = demo_answer(&request)?;
+    /// A JSON search for any JSON `value` (`null`, `true`, `[1, "a"]`, a number...), whose
+    /// answer the demo service formats as Python would.
+    pub fn json_search(value: &Value) -> Result<Workload, WorkloadError> {
+        Workload::framed(Kind::Json, json_message(value)?, Expect::Demo)
+    }
+
+    /// The same request, expecting `expect` as its answer. [`Kind::Echo`] requests accept
+    /// only [`Expect::Echo`].
+    pub fn with_expect(self, expect: Expect) -> Result<Workload, WorkloadError> {
+        match self.message {
+            Some(request) => Workload::framed(self.kind, request, expect),
+            None if expect == Expect::Echo => Ok(self),
+            None => Err(WorkloadError::ExpectNotApplicable),
+        }
+    }
+
+    fn framed(kind: Kind, request: Message, expect: Expect) -> Result<Workload, WorkloadError> {
+        let answer = match expect {
+            // The server's own code: the expected answer is the server's by construction.
+            Expect::Demo => DemoService::new()
+                .respond(&request)
+                .map_err(WorkloadError::Answer)?,
+            Expect::Echo => request.clone(),
+        };
         let value = if answer.is_json() {
             serde_json::from_slice(answer.content()).ok()
         } else {
@@ -205,18 +265,35 @@ impl Workload {
         };
         Ok(Workload {
             kind,
+            expect,
             request: encode(&request)?,
             expected: Some(Expected {
                 content_type: answer.content_type().to_owned(),
                 content: answer.content().to_vec(),
                 value,
             }),
+            message: Some(request),
         })
     }
 
     /// The kind of request.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// What a framed answer must be.
+    pub fn expect(&self) -> Expect {
+        self.expect
+    }
+
+    /// How many leading bytes of each request carry its sequence number: up to 8 for
+    /// [`Kind::Echo`], 0 for framed requests (see [`Workload::write_request`]).
+    pub fn stamp_len(&self) -> usize {
+        if self.kind == Kind::Echo {
+            self.request.len().min(8)
+        } else {
+            0
+        }
     }
 
     /// The size of one request on the wire, in bytes.
@@ -278,54 +355,7 @@ impl Workload {
     }
 }
 
-/// The answer of PROTOCOL.md's demo application to `request`, as `app-server` and the
-/// guide's `app-server.py` give it:
-///
-/// * JSON `{"action": "search", "value": V}`: `{"result": ANSWER}` from the table, else
-///   `No match for "V".` (a non-string V is written as its JSON text);
-/// * JSON with another action A: `{"result": "Error: invalid action \"A\"."}`;
-/// * anything else: binary `First 10 bytes of request: ` and those bytes.
-///
-/// ```
-/// use sockmsg_app::bench::workload::demo_answer;
-/// use sockmsg_protocol::Message;
-/// let request = Message::json(&serde_json::json!({"action": "search", "value": "ring"}))?;
-/// let answer = demo_answer(&request)?;
-/// assert_eq!(
-///     answer.content(),
-///     r#"{"result": "In the caves beneath the Misty Mountains. 💍"}"#.as_bytes()
-/// );
-/// # Ok::<(), sockmsg_protocol::Error>(())
-/// ```
-pub fn demo_answer(request: &Message) -> Result<Message, Error> {
-    if !request.is_json() {
-        let content = request.content();
-        let mut out = BINARY_ANSWER_PREFIX.to_vec();
-        out.extend_from_slice(content.get(..10).unwrap_or(content));
-        return Ok(Message::binary(SERVER_BINARY_TYPE, out));
-    }
-    let body: Value = request.json_content()?;
-    let text = |v: Option<&Value>| match v {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => "null".to_owned(),
-    };
-    let result = match body.get("action") {
-        Some(Value::String(a)) if a == "search" => {
-            let value = text(body.get("value"));
-            match value.as_str() {
-                "morpheus" => "Follow the white rabbit. \u{1f430}".to_owned(),
-                "ring" => "In the caves beneath the Misty Mountains. \u{1f48d}".to_owned(),
-                "\u{1f436}" => "\u{1f43e} Playing ball! \u{1f3d0}".to_owned(),
-                _ => format!("No match for \"{value}\"."),
-            }
-        }
-        other => format!("Error: invalid action \"{}\".", text(other)),
-    };
-    Message::json(&Answer { result: &result })
-}
-
-fn json_message(value: &str) -> Result<Message, Error> {
+fn json_message<V: Serialize + ?Sized>(value: &V) -> Result<Message, Error> {
     Message::json(&Search {
         action: "search",
         value,
@@ -371,6 +401,7 @@ fn fit(size: usize, len: impl Fn(usize) -> Result<usize, Error>) -> Result<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sockmsg_protocol::header::SERVER_BINARY_TYPE;
     use sockmsg_protocol::{Decoder, Event};
 
     fn decode_one(bytes: &[u8]) -> Message {
@@ -390,29 +421,63 @@ mod tests {
         );
     }
 
+    fn answer(json: &str) -> Message {
+        Message::from_parts("text/json".into(), "utf-8".into(), json.as_bytes().to_vec())
+    }
+
     #[test]
-    fn demo_answers_follow_the_table() {
-        let ask = |v: Value| {
-            let answer = demo_answer(&Message::json(&v).unwrap()).unwrap();
-            String::from_utf8(answer.content().to_vec()).unwrap()
-        };
+    fn expected_answers_are_the_demo_services_python_style() {
+        // The values a second implementation of the demo got wrong (JSON spelling instead
+        // of Python's).
+        for (value, text) in [
+            (serde_json::json!(null), r#"No match for \"None\"."#),
+            (serde_json::json!(true), r#"No match for \"True\"."#),
+            (serde_json::json!([1, "a"]), r#"No match for \"[1, 'a']\"."#),
+            (serde_json::json!("🐶"), "🐾 Playing ball! 🏐"),
+        ] {
+            let w = Workload::json_search(&value).unwrap();
+            let right = answer(&format!(r#"{{"result": "{text}"}}"#));
+            assert!(w.check(&right).is_ok(), "{value}: {:?}", w.check(&right));
+        }
+        for (value, json_spelling) in [
+            (serde_json::json!(null), r#"No match for \"null\"."#),
+            (serde_json::json!(true), r#"No match for \"true\"."#),
+            (
+                serde_json::json!([1, "a"]),
+                r#"No match for \"[1,\"a\"]\"."#,
+            ),
+        ] {
+            let w = Workload::json_search(&value).unwrap();
+            let wrong = answer(&format!(r#"{{"result": "{json_spelling}"}}"#));
+            assert!(w.check(&wrong).is_err(), "{value}");
+        }
+        let bin = Workload::new(Kind::Binary, None, Some(146)).unwrap();
+        let request = decode_one(bin.request());
+        let expected = DemoService::new().respond(&request).unwrap();
+        assert!(expected
+            .content()
+            .starts_with(b"First 10 bytes of request: "));
+        assert!(bin.check(&expected).is_ok());
+    }
+
+    #[test]
+    fn expect_echo_wants_the_request_back() {
+        for kind in [Kind::Json, Kind::Binary] {
+            let w = Workload::new(kind, None, Some(300))
+                .unwrap()
+                .with_expect(Expect::Echo)
+                .unwrap();
+            assert_eq!(w.expect(), Expect::Echo);
+            let request = decode_one(w.request());
+            assert!(w.check(&request).is_ok(), "{kind}");
+            let demo = DemoService::new().respond(&request).unwrap();
+            assert!(w.check(&demo).is_err(), "{kind}");
+        }
+        let raw = Workload::new(Kind::Echo, None, None).unwrap();
+        assert!(raw.clone().with_expect(Expect::Echo).is_ok());
         assert_eq!(
-            ask(serde_json::json!({"action": "search", "value": "🐶"})),
-            r#"{"result": "🐾 Playing ball! 🏐"}"#
-        );
-        assert_eq!(
-            ask(serde_json::json!({"action": "search", "value": "neo"})),
-            r#"{"result": "No match for \"neo\"."}"#
-        );
-        assert_eq!(
-            ask(serde_json::json!({"action": "fly", "value": "neo"})),
-            r#"{"result": "Error: invalid action \"fly\"."}"#
-        );
-        let bin = demo_answer(&Message::binary(CLIENT_BINARY_TYPE, "binary☺".as_bytes())).unwrap();
-        assert_eq!(bin.content_type(), SERVER_BINARY_TYPE);
-        assert_eq!(
-            bin.content(),
-            "First 10 bytes of request: binary☺".as_bytes()
+            raw.with_expect(Expect::Demo).unwrap_err(),
+            WorkloadError::ExpectNotApplicable
         );
     }
 
@@ -426,7 +491,9 @@ mod tests {
                 if kind != Kind::Echo {
                     // The request is a valid message whose answer the workload accepts.
                     let request = decode_one(w.request());
-                    assert!(w.check(&demo_answer(&request).unwrap()).is_ok());
+                    assert!(w
+                        .check(&DemoService::new().respond(&request).unwrap())
+                        .is_ok());
                 }
             }
         }

@@ -1,22 +1,24 @@
+//! # sockmsg-bench
+//!
 //! The load generator behind `app-bench`, and the echo baseline server behind
-//! `echo-baseline`.
+//! `echo-baseline`: the tools that measure sockmsg servers, kept apart from the programs
+//! users run (`sockmsg-app`).
 //!
 //! * [`workload`]: the request a run sends (JSON search, binary, or raw echo bytes) and the
-//!   answer it must get back, computed from PROTOCOL.md's demo table;
-//! * [`engine`]: client connections on mio (keep-alive with pipelining, or one-shot),
-//!   checking every answer;
-//! * [`report`]: requests/s, errors by kind, latency percentiles (hdrhistogram), as text or
-//!   JSON;
+//!   answer it must get back, computed by the demo service itself (or the request itself);
+//! * [`engine`]: client connections on mio (keep-alive with pipelining, or one-shot; closed
+//!   loop or fixed rate), checking every answer, giving up when nothing succeeds;
+//! * [`report`]: requests/s, bytes/s, errors by kind, latency percentiles and histogram
+//!   (hdrhistogram), the server's CPU per request, as text or JSON;
+//! * [`cpu`]: a local process's CPU time, from `/proc`;
 //! * [`echo`]: the unframed echo server every sockmsg server is compared with.
 //!
 //! ## Example: a short run against the echo baseline
 //!
 //! ```
-//! use std::time::Duration;
-//! use sockmsg_app::bench::echo::EchoServer;
-//! use sockmsg_app::bench::engine::{run, Config, Control, Limit};
-//! use sockmsg_app::bench::report::Mode;
-//! use sockmsg_app::bench::workload::{Kind, Workload};
+//! use sockmsg_bench::echo::EchoServer;
+//! use sockmsg_bench::engine::{run, Config, Control, Limit};
+//! use sockmsg_bench::workload::{Kind, Workload};
 //!
 //! let server = EchoServer::bind("127.0.0.1:0".parse()?)?;
 //! let addr = server.local_addr()?;
@@ -24,24 +26,26 @@
 //! let thread = std::thread::spawn(move || server.run());
 //!
 //! let config = Config {
-//!     addr,
 //!     connections: 2,
 //!     limit: Limit::Requests(200),
-//!     mode: Mode::KeepAlive,
 //!     pipeline: 4,
-//!     threads: 1,
-//!     timeout: Duration::from_secs(5),
-//!     workload: Workload::new(Kind::Echo, None, None)?,
+//!     ..Config::new(addr, Workload::new(Kind::Echo, None, None)?)
 //! };
 //! let report = run(&config, &Control::new(), |_| {})?;
 //! assert_eq!(report.ok, 200);
 //! assert_eq!(report.errors.total(), 0);
+//! assert_eq!(report.sent_bytes, 200 * 146);
+//! assert_eq!(report.received_bytes, 200 * 146);
 //!
 //! stop.stop()?;
 //! thread.join().expect("server thread")?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cpu;
 pub mod echo;
 pub mod engine;
 pub mod report;
@@ -54,7 +58,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use sockmsg_app::bench::parse_duration;
+/// use sockmsg_bench::parse_duration;
 /// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
 /// assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
 /// assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sockmsg_app::bench::workload::demo_answer;
+use sockmsg_app::demo::DemoService;
 use sockmsg_protocol::{Connection, Event, Message};
 
 /// How a test server behaves.
@@ -29,6 +29,12 @@ pub enum Behaviour {
     CloseEarly,
     /// Answers with bytes that are not a message.
     Garbage,
+    /// The demo application, taking this long over each request (one at a time per
+    /// connection).
+    Slow(Duration),
+    /// Answers every request with the request itself (as transport-mio's
+    /// `mio_echo_server` example).
+    EchoMessages,
 }
 
 /// A server on a loopback port; stopped when dropped.
@@ -106,9 +112,22 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
             };
             match behaviour {
                 Behaviour::Demo | Behaviour::OneShot => {
-                    let answer = demo_answer(&request).map_err(io::Error::other)?;
+                    let answer = DemoService::new()
+                        .respond(&request)
+                        .map_err(io::Error::other)?;
                     conn.send(answer).map_err(io::Error::other)?;
                 }
+                Behaviour::Slow(pause) => {
+                    std::thread::sleep(pause);
+                    let answer = DemoService::new()
+                        .respond(&request)
+                        .map_err(io::Error::other)?;
+                    conn.send(answer).map_err(io::Error::other)?;
+                    while conn.wants_write() {
+                        conn.write_to(&mut stream)?;
+                    }
+                }
+                Behaviour::EchoMessages => conn.send(request).map_err(io::Error::other)?,
                 Behaviour::WrongAnswer => {
                     let answer = Message::json(&serde_json::json!({"result": "wrong"}))
                         .map_err(io::Error::other)?;

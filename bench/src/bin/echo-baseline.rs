@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sockmsg_app::bench::echo::EchoServer;
-use sockmsg_app::cli::resolve;
+use sockmsg_app::cli::{resolve, EXIT_FAILURE};
+use sockmsg_bench::echo::EchoServer;
 
 /// Minimal echo server with no framing: every byte read is written back. mio, one thread
 /// (or `--workers` event loops sharing the listener). The baseline for `app-bench --echo`;
-/// runs until killed.
+/// runs until killed. Exit status: 1 if it cannot resolve, listen or run, 2 on a usage
+/// error.
 #[derive(Debug, Parser)]
 #[command(name = "echo-baseline", version)]
 struct Args {
@@ -34,8 +35,9 @@ fn main() -> ExitCode {
     match serve(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // `e` is "what failed: why", naming the address or path.
             eprintln!("echo-baseline: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

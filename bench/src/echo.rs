@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::io::{Read, Write};
-//! use sockmsg_app::bench::echo::EchoServer;
+//! use sockmsg_bench::echo::EchoServer;
 //!
 //! let server = EchoServer::bind("127.0.0.1:0".parse()?)?;
 //! let addr = server.local_addr()?;
