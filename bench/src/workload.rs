@@ -266,7 +266,7 @@ impl Workload {
         Ok(Workload {
             kind,
             expect,
-            request: encode(&request)?,
+            request: encode(&request).map_err(Error::from)?,
             expected: Some(Expected {
                 content_type: answer.content_type().to_owned(),
                 content: answer.content().to_vec(),
@@ -356,14 +356,14 @@ impl Workload {
 }
 
 fn json_message<V: Serialize + ?Sized>(value: &V) -> Result<Message, Error> {
-    Message::json(&Search {
+    Ok(Message::json(&Search {
         action: "search",
         value,
-    })
+    })?)
 }
 
 fn json_request(value: &str) -> Result<Vec<u8>, Error> {
-    encode(&json_message(value)?)
+    Ok(encode(&json_message(value)?)?)
 }
 
 fn binary_message(len: usize) -> Message {

@@ -9,7 +9,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sockmsg_protocol::{encode, Decoder, Event, Limits, Message};
+use std::time::Instant;
+
+use sockmsg_protocol::{encode, Connection, Decoder, Event, Limits, Message, Role, MAX_HEADER_LEN};
 
 struct Counting;
 
@@ -123,9 +125,65 @@ fn a_whole_message_costs_its_content_and_no_more() {
     assert!(peak <= 1024 * 1024 + 4096, "peak {peak}");
 }
 
+/// A 65,535-byte header whose extra key holds `[0,0,...]`, and nothing after it (issue 12):
+/// extra values are kept as the JSON text received, so the connection holds about the
+/// bytes received, where a parsed `serde_json::Value` held 17 times as much.
+fn a_full_header_of_extras_costs_its_bytes() {
+    let head = "{\"byteorder\": \"big\", \"content-type\": \"x\", \"content-encoding\": \"binary\", \"content-length\": 100, \"x\": [0";
+    let mut header = head.to_owned();
+    while header.len() + 4 <= MAX_HEADER_LEN {
+        header.push_str(",0");
+    }
+    header.push_str("]}");
+    while header.len() < MAX_HEADER_LEN {
+        header.insert(header.len() - 1, ' ');
+    }
+    assert_eq!(header.len(), MAX_HEADER_LEN);
+    let mut wire = (MAX_HEADER_LEN as u16).to_be_bytes().to_vec();
+    wire.extend_from_slice(header.as_bytes());
+
+    let start = LIVE.load(Ordering::Relaxed);
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Server, Limits::default());
+    let mut rest = &wire[..];
+    while !rest.is_empty() {
+        let buf = conn.read_buf();
+        let n = buf.len().min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        conn.commit(n, now).unwrap();
+        rest = &rest[n..];
+        assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    }
+    assert!(conn.message_in_progress());
+    let held = LIVE.load(Ordering::Relaxed) - start;
+    assert!(
+        held <= wire.len() + SMALL_CONSTANT,
+        "holds {held} bytes for {} received",
+        wire.len()
+    );
+    // With the read buffer given back, what remains is the header itself.
+    conn.release_buffers();
+    let held = LIVE.load(Ordering::Relaxed) - start;
+    assert!(
+        held <= wire.len() + 1024,
+        "holds {held} bytes for {} received once buffers are released",
+        wire.len()
+    );
+    // The value is still there, parsed only when asked.
+    std::hint::black_box(&conn);
+    drop(conn);
+    let parsed = sockmsg_protocol::parse_header(header.as_bytes(), &Limits::default()).unwrap();
+    let value = parsed.extra_value("x").expect("an array");
+    assert_eq!(
+        value.as_array().map(Vec::len),
+        Some(header.matches(",0").count() + 1)
+    );
+}
+
 #[test]
 fn decoder_memory_follows_bytes_received() {
     announced_16_mib_followed_by_nothing_allocates_almost_nothing();
     allocation_tracks_bytes_received_not_bytes_announced();
     a_whole_message_costs_its_content_and_no_more();
+    a_full_header_of_extras_costs_its_bytes();
 }

@@ -142,13 +142,13 @@ pub enum ClientError {
     /// A socket error after connecting.
     Io(io::Error),
     /// The server's bytes broke the protocol.
-    Protocol(sockmsg_protocol::Error),
+    Protocol(sockmsg_protocol::PeerError),
     /// The server does not speak this protocol: its first bytes cannot start a message,
     /// and look like this (an HTTP reply, a TLS record...). See
     /// [`sockmsg_protocol::sniff`](mod@sockmsg_protocol::sniff).
     Foreign(Foreign),
     /// A request could not be encoded.
-    Encode(sockmsg_protocol::Error),
+    Encode(sockmsg_protocol::LocalError),
     /// The server closed the connection before answering every request.
     Closed {
         /// Responses received.
@@ -190,7 +190,8 @@ impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClientError::Connect(e) | ClientError::Io(e) => Some(e),
-            ClientError::Protocol(e) | ClientError::Encode(e) => Some(e),
+            ClientError::Protocol(e) => Some(e),
+            ClientError::Encode(e) => Some(e),
             _ => None,
         }
     }
@@ -488,7 +489,7 @@ impl ClientConn {
     /// bytes cannot start a message.
     fn explain(&self, e: ClientError) -> ClientError {
         let by_peer = match &e {
-            ClientError::Protocol(p) => p.is_peer_error(),
+            ClientError::Protocol(_) => true,
             ClientError::Closed { .. } | ClientError::TimedOut { .. } | ClientError::Io(_) => true,
             _ => false,
         };
@@ -552,7 +553,10 @@ impl ClientConn {
         loop {
             while self.proto.in_flight() < depth && !self.proto.is_closed() {
                 match self.to_send.next() {
-                    Some(request) => self.proto.send(request).map_err(ClientError::Encode)?,
+                    Some(request) => self
+                        .proto
+                        .send(request, Instant::now())
+                        .map_err(ClientError::Encode)?,
                     None => {
                         if cfg.half_close {
                             self.proto.close();
@@ -562,7 +566,7 @@ impl ClientConn {
                 }
             }
             while self.proto.wants_write() {
-                match self.proto.write_to(&mut self.stream) {
+                match self.proto.write_to(&mut self.stream, Instant::now()) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -161,7 +161,7 @@ impl Conn {
     /// Writes pending output until it is all sent or the socket would block.
     fn flush(&mut self, now: Instant) -> Result<(), CloseReason> {
         while self.proto.wants_write() {
-            match self.proto.write_to(&mut self.stream) {
+            match self.proto.write_to(&mut self.stream, now) {
                 Ok(_) => {
                     self.write_progress = now;
                     self.last_activity = now;
@@ -193,7 +193,7 @@ impl Conn {
                 .content_remaining()
                 .is_some_and(|r| r >= DIRECT_READ_MIN);
         let result = if direct {
-            self.proto.read_from(&mut self.stream)
+            self.proto.read_from(&mut self.stream, now)
         } else {
             self.stream.read(scratch)
         };
@@ -246,7 +246,7 @@ impl Conn {
             if !self.can_process(cap) {
                 if !input.is_empty() {
                     if let Err(e) = self.proto.receive(input) {
-                        self.protocol_error(&e);
+                        self.protocol_error(&e.into());
                         break;
                     }
                     *input = &[];
@@ -273,7 +273,7 @@ impl Conn {
                     break;
                 }
                 Err(e) => {
-                    self.protocol_error(&e);
+                    self.protocol_error(&e.into());
                     break;
                 }
             }
@@ -337,7 +337,7 @@ impl Conn {
         if !self.proto.wants_write() {
             self.write_progress = now;
         }
-        if let Err(e) = self.proto.send(response) {
+        if let Err(e) = self.proto.send(response, now) {
             error!(kind = e.kind(), error = %e, "cannot encode the response: closing the connection");
             self.set_finish(CloseReason::Service);
             return;

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{encode, Error, Foreign, Limits, Message};
+use sockmsg_protocol::{encode, Error, Foreign, Limits, Message, PeerError};
 use sockmsg_transport_std::{Client, ClientConfig, Deadline, Op, TransportError};
 
 /// Longest any fake server lives: every test stops by itself.
@@ -290,10 +290,10 @@ fn an_answer_beyond_the_clients_content_limit_fails_before_its_content_arrives()
     assert!(
         matches!(
             e.protocol_error(),
-            Some(Error::ContentTooLong {
+            Some(Error::Peer(PeerError::ContentTooLong {
                 size: 4096,
                 max: 1024
-            })
+            }))
         ),
         "{e:?}"
     );

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use sockmsg_protocol::{encode, Error, Limits, Message};
+use sockmsg_protocol::{encode, Error, Limits, Message, PeerError};
 use sockmsg_transport_std::{Client, ClientConfig, TransportError};
 
 struct Counting;
@@ -113,7 +113,10 @@ fn hostile_answers_cost_what_was_sent_not_what_was_announced() {
             )
             .expect_err("too long");
         assert!(
-            matches!(e.protocol_error(), Some(Error::ContentTooLong { .. })),
+            matches!(
+                e.protocol_error(),
+                Some(Error::Peer(PeerError::ContentTooLong { .. }))
+            ),
             "{e:?}"
         );
     });

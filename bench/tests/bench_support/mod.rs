@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sockmsg_app::demo::DemoService;
 use sockmsg_protocol::{Connection, Event, Message};
@@ -95,7 +95,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match conn.read_from(&mut stream) {
+        match conn.read_from(&mut stream, Instant::now()) {
             Ok(_) => {}
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
@@ -115,23 +115,28 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
                     let answer = DemoService::new()
                         .respond(&request)
                         .map_err(io::Error::other)?;
-                    conn.send(answer).map_err(io::Error::other)?;
+                    conn.send(answer, Instant::now())
+                        .map_err(io::Error::other)?;
                 }
                 Behaviour::Slow(pause) => {
                     std::thread::sleep(pause);
                     let answer = DemoService::new()
                         .respond(&request)
                         .map_err(io::Error::other)?;
-                    conn.send(answer).map_err(io::Error::other)?;
+                    conn.send(answer, Instant::now())
+                        .map_err(io::Error::other)?;
                     while conn.wants_write() {
-                        conn.write_to(&mut stream)?;
+                        conn.write_to(&mut stream, Instant::now())?;
                     }
                 }
-                Behaviour::EchoMessages => conn.send(request).map_err(io::Error::other)?,
+                Behaviour::EchoMessages => conn
+                    .send(request, Instant::now())
+                    .map_err(io::Error::other)?,
                 Behaviour::WrongAnswer => {
                     let answer = Message::json(&serde_json::json!({"result": "wrong"}))
                         .map_err(io::Error::other)?;
-                    conn.send(answer).map_err(io::Error::other)?;
+                    conn.send(answer, Instant::now())
+                        .map_err(io::Error::other)?;
                 }
                 Behaviour::Silent => {}
                 Behaviour::CloseEarly => return Ok(()),
@@ -145,7 +150,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
             }
         }
         while conn.wants_write() {
-            conn.write_to(&mut stream)?;
+            conn.write_to(&mut stream, Instant::now())?;
         }
         if behaviour == Behaviour::OneShot && conn.in_flight() == 0 && conn.decoder().position() > 0
         {
