@@ -1068,6 +1068,18 @@ fn send_refuses_content_over_the_limit_and_queues_nothing() {
         conn.pending_len(),
         Message::binary("x/y", vec![0; 10]).encoded_len().unwrap()
     );
+    // A client's limits bound what it accepts, not what it asks.
+    let mut client = Connection::new(
+        Role::Client,
+        Limits {
+            max_content_len: 10,
+            ..Limits::default()
+        },
+    );
+    assert_eq!(
+        client.send(Message::binary("x/y", vec![0; 11]), now),
+        Ok(())
+    );
 }
 
 #[test]

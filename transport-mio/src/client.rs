@@ -488,11 +488,13 @@ impl ClientConn {
     /// protocol, a close, the timeout) is better told as what the server sent, if its first
     /// bytes cannot start a message.
     fn explain(&self, e: ClientError) -> ClientError {
-        let by_peer = match &e {
-            ClientError::Protocol(_) => true,
-            ClientError::Closed { .. } | ClientError::TimedOut { .. } | ClientError::Io(_) => true,
-            _ => false,
-        };
+        let by_peer = matches!(
+            &e,
+            ClientError::Protocol(_)
+                | ClientError::Closed { .. }
+                | ClientError::TimedOut { .. }
+                | ClientError::Io(_)
+        );
         if !by_peer || !self.responses.is_empty() {
             return e;
         }
