@@ -39,10 +39,14 @@
 
 pub mod bench;
 pub mod cli;
-pub mod demo;
 pub mod inspect;
-pub mod pyfmt;
 pub mod serve;
+
+/// The guide's demo application, now the `sockmsg-demo` crate (re-exported while other
+/// crates move to it).
+pub use sockmsg_demo as demo;
+/// Python's formatting of JSON values and bytes (`sockmsg_demo::pyfmt`).
+pub use sockmsg_demo::pyfmt;
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default: `info`, so the
 /// guide-like lines `accepted connection from ...`, `received request ...`, `sending ...`,

@@ -1,10 +1,15 @@
-//! The guide's demo application: what `app-server` answers and what `app-client` asks.
+//! # sockmsg-demo
 //!
-//! Exactly PROTOCOL.md's "demo application", with the guide's Python behaviour where the
-//! document is silent:
+//! The guide's demo application: what `app-server` answers and what `app-client` asks, as
+//! a [`Service`] that runs unchanged on every sockmsg transport, plus [`pyfmt`], Python's
+//! formatting of JSON values, so answers match the guide's Python server character for
+//! character.
+//!
+//! The project's protocol document's "demo application", with the guide's Python
+//! behaviour where the document is silent:
 //!
 //! * a `text/json` request is decoded; its `action` and `value` are read as Python's
-//!   `dict.get()` does, and formatted as Python's f-string does ([`crate::pyfmt`]): a JSON
+//!   `dict.get()` does, and formatted as Python's f-string does ([`pyfmt`]): a JSON
 //!   `{"action": "search", "value": 5}` gets `No match for "5".`, `{"action": null}` gets
 //!   `Error: invalid action "None".`;
 //! * any other content-type gets the binary answer with the first 10 bytes of the content.
@@ -16,8 +21,44 @@
 //!   keys: `Error: invalid action "None".` (Python: `AttributeError`, no answer);
 //! * a list or object as `value` of a search is formatted and not found (Python:
 //!   `TypeError: unhashable type`, no answer);
+//! * an integer of more than 4,300 digits is printed in full (Python 3.11 and later:
+//!   `ValueError`, no answer);
 //! * an empty request (`{}`, or empty binary content) is answered like any other (the
 //!   guide's server never answers a falsy request and keeps the connection open).
+//!
+//! Where the guide's server fails, this one fails too (a service error, which closes the
+//! connection): an answer holding a lone surrogate (`"\ud800"` as `value`), which UTF-8
+//! cannot encode, and, a limit of this service, an answer larger than the message limit
+//! ([`DemoService::with_limits`]).
+//!
+//! Every operation on the request is linear in its size (up to a sort of each object's
+//! keys) and the memory it takes beyond the request and its answer is at most about the
+//! request's size: see [`pyfmt`].
+//!
+//! ```
+//! use sockmsg_demo::{request, result_line, DemoService};
+//! use sockmsg_protocol::{Message, Service};
+//!
+//! let service = DemoService::new();
+//! let answer = service.call(request("search", "morpheus"))?;
+//! assert_eq!(result_line(&answer)?, "got result: Follow the white rabbit. 🐰");
+//!
+//! // Any JSON value, printed as the guide's Python server prints it.
+//! let big = Message::from_parts(
+//!     "text/json".into(),
+//!     "utf-8".into(),
+//!     br#"{"action": "search", "value": [123456789012345678901234567890, 1e15, -0.0]}"#.to_vec(),
+//! );
+//! assert_eq!(
+//!     result_line(&service.call(big)?)?,
+//!     r#"got result: No match for "[123456789012345678901234567890, 1000000000000000.0, -0.0]"."#
+//! );
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod pyfmt;
 
 use serde::{Deserialize, Serialize};
 use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
@@ -56,7 +97,7 @@ pub fn lookup(value: &str) -> Option<&'static str> {
 /// The `"result"` text the demo application gives a decoded JSON request.
 ///
 /// ```
-/// use sockmsg_app::demo::json_result;
+/// use sockmsg_demo::json_result;
 /// let request = serde_json::from_str(r#"{"action": "search", "value": "ring"}"#)?;
 /// assert_eq!(json_result(&request), "In the caves beneath the Misty Mountains. 💍");
 /// let request = serde_json::from_str(r#"{"action": "search", "value": "neo"}"#)?;
@@ -136,7 +177,7 @@ struct JsonResponse<'a> {
 /// (`binary/custom-client-binary-type`) whose content is `ACTION + VALUE` in UTF-8.
 ///
 /// ```
-/// use sockmsg_app::demo::request;
+/// use sockmsg_demo::request;
 /// let m = request("search", "morpheus");
 /// assert_eq!(m.content(), br#"{"action": "search", "value": "morpheus"}"#);
 /// let m = request("binary", "☺");
@@ -169,7 +210,7 @@ pub fn binary_request(action: &str, value: &str) -> Message {
 /// The demo application as a [`Service`]: runs unchanged on every transport.
 ///
 /// ```
-/// use sockmsg_app::demo::{request, DemoService};
+/// use sockmsg_demo::{request, DemoService};
 /// use sockmsg_protocol::Service;
 /// let answer = DemoService::new().call(request("search", "🐶"))?;
 /// assert_eq!(answer.content(), r#"{"result": "🐾 Playing ball! 🏐"}"#.as_bytes());
@@ -248,7 +289,7 @@ impl Service for DemoService {
 /// `got response: b'...'` for anything else (Python's `repr` of the bytes).
 ///
 /// ```
-/// use sockmsg_app::demo::{result_line, DemoService, request};
+/// use sockmsg_demo::{result_line, DemoService, request};
 /// let service = DemoService::new();
 /// let answer = service.respond(&request("binary", "☺"))?;
 /// assert_eq!(result_line(&answer)?, r"got response: b'First 10 bytes of request: binary\xe2\x98\xba'");

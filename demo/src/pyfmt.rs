@@ -8,7 +8,7 @@
 //! key's first position with its last value (as `json.loads` builds a dict).
 //!
 //! ```
-//! use sockmsg_app::pyfmt::{py_str, PyValue};
+//! use sockmsg_demo::pyfmt::{py_str, PyValue};
 //! let v: PyValue = serde_json::from_str(r#"{"b": [1, 2.5, null, true], "a": "it's"}"#)?;
 //! assert_eq!(py_str(&v), r#"{'b': [1, 2.5, None, True], 'a': "it's"}"#);
 //! assert_eq!(py_str(&PyValue::Str("ring".into())), "ring");
@@ -246,7 +246,7 @@ fn is_printable(c: char) -> bool {
 ///
 /// ```
 /// assert_eq!(
-///     sockmsg_app::pyfmt::bytes_repr("binary☺".as_bytes()),
+///     sockmsg_demo::pyfmt::bytes_repr("binary☺".as_bytes()),
 ///     r"b'binary\xe2\x98\xba'"
 /// );
 /// ```
