@@ -58,14 +58,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod peer_text;
 pub mod pyfmt;
 
-use serde::{Deserialize, Serialize};
-use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
-use sockmsg_protocol::{ByteOrder, Message, Service, ServiceError};
-use tracing::info;
+use std::fmt;
 
-use crate::pyfmt::{bytes_repr, py_repr, py_str_opt, str_repr, PyValue};
+use serde::Serialize;
+use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
+use sockmsg_protocol::{ByteOrder, Limits, Message, Service, ServiceError};
+use tracing::debug;
+
+use crate::peer_text::peer_text;
+use crate::pyfmt::{bytes_repr, write_str_opt, FormatError, Full, Preview, PyJson, Sink, Value};
 
 /// The guide's search table (`request_search` in `libserver.py`).
 pub const SEARCH_TABLE: [(&str, &str); 3] = [
@@ -94,61 +98,108 @@ pub fn lookup(value: &str) -> Option<&'static str> {
         .map(|(_, answer)| *answer)
 }
 
-/// The `"result"` text the demo application gives a decoded JSON request.
+/// Why the demo application gives no answer (the connection is then closed).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DemoError {
+    /// The request's JSON content cannot be decoded (an encoding other than UTF-8, invalid
+    /// JSON: the decoder normally rejects these before, see
+    /// [`sockmsg_protocol::Limits::check_json_content`]).
+    Protocol(sockmsg_protocol::Error),
+    /// The request's JSON content cannot be indexed (see [`pyfmt::PyJson::parse`]).
+    Json(pyfmt::ParseError),
+    /// The answer would be longer than the message limit, in bytes of content: it is not
+    /// built past it.
+    AnswerTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The answer would hold a lone surrogate (`"value": "\ud800"`), which UTF-8 cannot
+    /// encode: the guide's server fails on such a request too.
+    LoneSurrogate,
+}
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DemoError::Protocol(e) => write!(f, "cannot decode the request: {e}"),
+            DemoError::Json(e) => write!(f, "cannot decode the request: {e}"),
+            DemoError::AnswerTooLarge { limit } => {
+                write!(f, "answer would exceed {limit} bytes (the message limit)")
+            }
+            DemoError::LoneSurrogate => write!(f, "cannot answer: {}", FormatError::LoneSurrogate),
+        }
+    }
+}
+
+impl std::error::Error for DemoError {}
+
+impl From<sockmsg_protocol::Error> for DemoError {
+    fn from(e: sockmsg_protocol::Error) -> DemoError {
+        DemoError::Protocol(e)
+    }
+}
+
+impl From<pyfmt::ParseError> for DemoError {
+    fn from(e: pyfmt::ParseError) -> DemoError {
+        DemoError::Json(e)
+    }
+}
+
+/// Writes the `"result"` text the demo application gives the decoded request `doc`.
+fn write_result(doc: &PyJson<'_>, sink: &mut dyn Sink) -> Result<(), FormatError> {
+    let root = doc.root();
+    let action = root.get("action");
+    if action.is_some_and(|a| a.str_eq("search")) {
+        let value = root.get("value");
+        match value.and_then(search) {
+            Some(answer) => sink.put(answer)?,
+            None => {
+                sink.put("No match for \"")?;
+                write_str_opt(value, sink)?;
+                sink.put("\".")?;
+            }
+        }
+    } else {
+        sink.put("Error: invalid action \"")?;
+        write_str_opt(action, sink)?;
+        sink.put("\".")?;
+    }
+    Ok(())
+}
+
+/// The search table's answer for a string `value`.
+fn search(value: Value<'_, '_>) -> Option<&'static str> {
+    SEARCH_TABLE
+        .iter()
+        .find(|(key, _)| value.str_eq(key))
+        .map(|(_, answer)| *answer)
+}
+
+/// The `"result"` text the demo application gives a JSON request (its content, as text).
 ///
 /// ```
 /// use sockmsg_demo::json_result;
-/// let request = serde_json::from_str(r#"{"action": "search", "value": "ring"}"#)?;
-/// assert_eq!(json_result(&request), "In the caves beneath the Misty Mountains. 💍");
-/// let request = serde_json::from_str(r#"{"action": "search", "value": "neo"}"#)?;
-/// assert_eq!(json_result(&request), r#"No match for "neo"."#);
-/// let request = serde_json::from_str(r#"{"action": "find", "value": "neo"}"#)?;
-/// assert_eq!(json_result(&request), r#"Error: invalid action "find"."#);
-/// # Ok::<(), serde_json::Error>(())
+/// assert_eq!(
+///     json_result(r#"{"action": "search", "value": "ring"}"#)?,
+///     "In the caves beneath the Misty Mountains. 💍"
+/// );
+/// assert_eq!(json_result(r#"{"action": "search", "value": "neo"}"#)?, r#"No match for "neo"."#);
+/// assert_eq!(json_result(r#"{"action": "find", "value": "neo"}"#)?, r#"Error: invalid action "find"."#);
+/// assert_eq!(
+///     json_result(r#"{"action": "search", "value": 123456789012345678901234567890}"#)?,
+///     r#"No match for "123456789012345678901234567890"."#
+/// );
+/// # Ok::<(), sockmsg_demo::DemoError>(())
 /// ```
-pub fn json_result(request: &PyValue) -> String {
-    let action = request.get("action");
-    if action.and_then(PyValue::as_str) == Some("search") {
-        let value = request.get("value");
-        match value.and_then(PyValue::as_str).and_then(lookup) {
-            Some(answer) => answer.to_owned(),
-            None => format!("No match for \"{}\".", py_str_opt(value)),
-        }
-    } else {
-        format!("Error: invalid action \"{}\".", py_str_opt(action))
-    }
-}
-
-/// The guide's request as most clients send it: an object whose only keys are `action` and
-/// `value`, each a string without escapes or `null`, each at most once. Anything else fails
-/// to deserialize here and takes the general path ([`PyValue`]), which gives the same
-/// answer for these and Python's for the rest.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlainRequest<'a> {
-    #[serde(borrow, default)]
-    action: Option<&'a str>,
-    #[serde(borrow, default)]
-    value: Option<&'a str>,
-}
-
-/// [`json_result`] for a [`PlainRequest`], without building a [`PyValue`]; `None` when
-/// `request` is not one (the caller then takes the general path).
-fn plain_result(request: &Message) -> Option<String> {
-    // serde would also take `["search", "ring"]` for the struct: objects only. (Other
-    // ASCII whitespace than JSON's, such as a form feed, fails in json_content anyway.)
-    if request.content().trim_ascii_start().first() != Some(&b'{') {
-        return None;
-    }
-    let plain: PlainRequest = request.json_content().ok()?;
-    // `None` and a missing key print alike in Python: `None`.
-    Some(match (plain.action, plain.value) {
-        (Some("search"), value) => match value.and_then(lookup) {
-            Some(answer) => answer.to_owned(),
-            None => format!("No match for \"{}\".", value.unwrap_or("None")),
-        },
-        (action, _) => format!("Error: invalid action \"{}\".", action.unwrap_or("None")),
-    })
+pub fn json_result(content: &str) -> Result<String, DemoError> {
+    let doc = PyJson::parse(content, Limits::default().max_depth)?;
+    let mut out = String::new();
+    write_result(&doc, &mut out).map_err(|e| match e {
+        FormatError::LoneSurrogate => DemoError::LoneSurrogate,
+        // A String is never full.
+        FormatError::Full => DemoError::AnswerTooLarge { limit: u64::MAX },
+    })?;
+    Ok(out)
 }
 
 /// The content of the binary answer to a request with `content`:
@@ -165,11 +216,6 @@ pub fn binary_result(content: &[u8]) -> Vec<u8> {
 struct JsonRequest<'a> {
     action: &'a str,
     value: &'a str,
-}
-
-#[derive(Serialize)]
-struct JsonResponse<'a> {
-    result: &'a str,
 }
 
 /// The guide's `create_request`: `search` gives a `text/json` request
@@ -207,6 +253,105 @@ pub fn binary_request(action: &str, value: &str) -> Message {
     Message::binary(CLIENT_BINARY_TYPE, content)
 }
 
+/// The JSON answer `{"result": "..."}` as Python's `json.dumps(ensure_ascii=False)` writes
+/// it, built straight from the formatter's output and never past `limit` bytes.
+struct AnswerSink {
+    out: Vec<u8>,
+    limit: usize,
+}
+
+/// `{"result": "` and `"}`.
+const ANSWER_OPEN: &[u8] = b"{\"result\": \"";
+const ANSWER_CLOSE: &[u8] = b"\"}";
+
+impl AnswerSink {
+    fn new(limit: u64) -> AnswerSink {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(256.min(limit));
+        out.extend_from_slice(ANSWER_OPEN);
+        AnswerSink { out, limit }
+    }
+
+    /// Appends `bytes` if the answer, closed, still fits; grows by doubling, never past
+    /// the limit.
+    fn push(&mut self, bytes: &[u8]) -> Result<(), Full> {
+        self.push_leaving(bytes, ANSWER_CLOSE.len())
+    }
+
+    /// Appends `bytes` if `room` bytes still fit after them.
+    fn push_leaving(&mut self, bytes: &[u8], room: usize) -> Result<(), Full> {
+        let need = self.out.len() + bytes.len();
+        if need + room > self.limit {
+            return Err(Full);
+        }
+        if need > self.out.capacity() {
+            let want = need
+                .max(self.out.capacity().saturating_mul(2))
+                .min(self.limit);
+            self.out.reserve_exact(want - self.out.len());
+        }
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<u8>, Full> {
+        self.push_leaving(ANSWER_CLOSE, 0)?;
+        Ok(self.out)
+    }
+}
+
+impl Sink for AnswerSink {
+    /// JSON string escapes as Python writes them: `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`,
+    /// `\u00XX` for other control characters; everything else raw.
+    fn put(&mut self, s: &str) -> Result<(), Full> {
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let esc: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0x00..=0x1f => b"",
+                _ => continue,
+            };
+            self.push(bytes.get(start..i).unwrap_or_default())?;
+            if esc.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let hex = |n: u8| HEX.get(usize::from(n)).copied().unwrap_or(b'0');
+                self.push(&[b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b & 0xf)])?;
+            } else {
+                self.push(esc)?;
+            }
+            start = i + 1;
+        }
+        self.push(bytes.get(start..).unwrap_or_default())
+    }
+}
+
+/// `repr()` of the result text, for the log: always quoted with `'`, since every result
+/// holds a `"` or no quote at all (Python's rule picks `"` only for text holding `'` and no
+/// `"`).
+struct ReprSink<'s>(&'s mut dyn Sink);
+
+impl Sink for ReprSink<'_> {
+    fn put(&mut self, s: &str) -> Result<(), Full> {
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            if c.is_ascii() && c != '\'' && c != '\\' && !c.is_ascii_control() {
+                continue;
+            }
+            self.0.put(s.get(start..i).unwrap_or_default())?;
+            pyfmt::write_repr_char(u32::from(c), '\'', self.0)?;
+            start = i + c.len_utf8();
+        }
+        self.0.put(s.get(start..).unwrap_or_default())
+    }
+}
+
 /// The demo application as a [`Service`]: runs unchanged on every transport.
 ///
 /// ```
@@ -216,9 +361,14 @@ pub fn binary_request(action: &str, value: &str) -> Message {
 /// assert_eq!(answer.content(), r#"{"result": "🐾 Playing ball! 🏐"}"#.as_bytes());
 /// # Ok::<(), sockmsg_protocol::ServiceError>(())
 /// ```
+///
+/// Each request's line (`received request {...}`, `sending {...}`, as the guide's server
+/// prints them) is logged at the `debug` level, target `sockmsg_demo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DemoService {
     byteorder: ByteOrder,
+    max_answer: u64,
+    max_depth: usize,
 }
 
 impl Default for DemoService {
@@ -228,59 +378,113 @@ impl Default for DemoService {
 }
 
 impl DemoService {
-    /// The service, writing this machine's byte order in response headers (as the guide).
+    /// The service, writing this machine's byte order in response headers (as the guide),
+    /// within the default [`Limits`].
     pub fn new() -> DemoService {
+        let limits = Limits::default();
         DemoService {
             byteorder: ByteOrder::NATIVE,
+            max_answer: limits.max_content_len,
+            max_depth: limits.max_depth,
         }
     }
 
     /// The service, writing `byteorder` in response headers.
     pub fn with_byteorder(byteorder: ByteOrder) -> DemoService {
-        DemoService { byteorder }
+        DemoService {
+            byteorder,
+            ..DemoService::new()
+        }
     }
 
-    /// The response to `request`, without logging. Fails only if JSON content cannot be
-    /// decoded (an encoding other than UTF-8, invalid JSON: the decoder normally rejects
-    /// these before, see [`sockmsg_protocol::Limits::check_json_content`]).
-    pub fn respond(&self, request: &Message) -> Result<Message, sockmsg_protocol::Error> {
-        let response = if request.is_json() {
-            let result = match plain_result(request) {
-                Some(result) => result,
-                None => json_result(&request.json_content()?),
-            };
-            Message::json(&JsonResponse { result: &result })?
-        } else {
-            Message::binary(SERVER_BINARY_TYPE, binary_result(request.content()))
+    /// The same service within `limits` (those of the server it runs in): an answer
+    /// longer than `max_content_len` is not built ([`DemoError::AnswerTooLarge`]), JSON
+    /// requests nest at most `max_depth` deep.
+    ///
+    /// ```
+    /// use sockmsg_demo::{json_request, DemoError, DemoService};
+    /// use sockmsg_protocol::Limits;
+    /// let small = DemoService::new().with_limits(&Limits { max_content_len: 50, ..Limits::default() });
+    /// assert!(small.respond(&json_request("search", "morpheus")).is_ok());
+    /// assert_eq!(
+    ///     small.respond(&json_request("search", "a longer value than that")).err(),
+    ///     Some(DemoError::AnswerTooLarge { limit: 50 })
+    /// );
+    /// ```
+    pub fn with_limits(self, limits: &Limits) -> DemoService {
+        DemoService {
+            max_answer: limits.max_content_len,
+            max_depth: limits.max_depth,
+            ..self
+        }
+    }
+
+    /// The response to `request`, without logging.
+    pub fn respond(&self, request: &Message) -> Result<Message, DemoError> {
+        self.answer(request, false)
+    }
+
+    fn answer(&self, request: &Message, log: bool) -> Result<Message, DemoError> {
+        if !request.is_json() {
+            let content = binary_result(request.content());
+            if log {
+                debug!(
+                    "received {} request ({} bytes)",
+                    peer_text(request.content_type()),
+                    request.content().len()
+                );
+                debug!("sending {}", bytes_repr(&content));
+            }
+            return Ok(Message::binary(SERVER_BINARY_TYPE, content).with_byteorder(self.byteorder));
+        }
+        let limits = Limits {
+            max_depth: self.max_depth,
+            ..Limits::default()
         };
-        Ok(response.with_byteorder(self.byteorder))
+        request.validate_json(&limits)?;
+        let text = std::str::from_utf8(request.content()).map_err(|e| {
+            sockmsg_protocol::Error::InvalidUtf8 {
+                phase: sockmsg_protocol::Phase::Content,
+                offset: e.valid_up_to(),
+            }
+        })?;
+        let doc = PyJson::parse(text, self.max_depth)?;
+        if log {
+            let mut preview = Preview::new(LOG_PREVIEW);
+            let _ = doc.root().write_repr(&mut preview);
+            debug!("received request {}", preview.finish());
+        }
+        let mut sink = AnswerSink::new(self.max_answer);
+        let too_large = DemoError::AnswerTooLarge {
+            limit: self.max_answer,
+        };
+        match write_result(&doc, &mut sink) {
+            Ok(()) => {}
+            Err(FormatError::Full) => return Err(too_large),
+            Err(FormatError::LoneSurrogate) => return Err(DemoError::LoneSurrogate),
+        }
+        let content = sink.finish().map_err(|Full| too_large)?;
+        if log {
+            let mut preview = Preview::new(LOG_PREVIEW);
+            let _ = preview
+                .put("{'result': '")
+                .and_then(|()| write_result(&doc, &mut ReprSink(&mut preview)).map_err(|_| Full))
+                .and_then(|()| preview.put("'}"));
+            debug!("sending {}", preview.finish());
+        }
+        Ok(Message::from_parts(
+            sockmsg_protocol::header::TEXT_JSON.into(),
+            sockmsg_protocol::header::UTF_8.into(),
+            content,
+        )
+        .with_byteorder(self.byteorder))
     }
 }
 
 impl Service for DemoService {
     fn call(&self, request: Message) -> Result<Message, ServiceError> {
-        if !tracing::enabled!(tracing::Level::INFO) {
-            // Nothing to log: `respond`, whose common JSON request takes the short path.
-            return Ok(self.respond(&request)?);
-        }
-        // The request is logged as Python's repr of the dict: the general path.
-        let response = if request.is_json() {
-            let decoded: PyValue = request.json_content()?;
-            info!("received request {}", preview(&py_repr(&decoded)));
-            let result = json_result(&decoded);
-            info!("sending {{'result': {}}}", preview(&str_repr(&result)));
-            Message::json(&JsonResponse { result: &result })?.with_byteorder(self.byteorder)
-        } else {
-            info!(
-                "received {} request ({} bytes)",
-                request.content_type(),
-                request.content().len()
-            );
-            let content = binary_result(request.content());
-            info!("sending {}", preview(&bytes_repr(&content)));
-            Message::binary(SERVER_BINARY_TYPE, content).with_byteorder(self.byteorder)
-        };
-        Ok(response)
+        let log = tracing::enabled!(tracing::Level::DEBUG);
+        Ok(self.answer(&request, log)?)
     }
 }
 
@@ -296,15 +500,29 @@ impl Service for DemoService {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn result_line(response: &Message) -> Result<String, ResponseError> {
-    if response.is_json() {
-        let decoded: PyValue = response.json_content().map_err(ResponseError::Protocol)?;
-        if !matches!(decoded, PyValue::Dict(_)) {
-            return Err(ResponseError::NotAnObject(py_repr(&decoded)));
-        }
-        Ok(format!("got result: {}", py_str_opt(decoded.get("result"))))
-    } else {
-        Ok(format!("got response: {}", bytes_repr(response.content())))
+    if !response.is_json() {
+        return Ok(format!("got response: {}", bytes_repr(response.content())));
     }
+    let limits = Limits::default();
+    response
+        .validate_json(&limits)
+        .map_err(ResponseError::Protocol)?;
+    let text = std::str::from_utf8(response.content()).map_err(|e| {
+        ResponseError::Protocol(sockmsg_protocol::Error::InvalidUtf8 {
+            phase: sockmsg_protocol::Phase::Content,
+            offset: e.valid_up_to(),
+        })
+    })?;
+    let doc = PyJson::parse(text, limits.max_depth).map_err(ResponseError::Json)?;
+    let root = doc.root();
+    if !root.is_object() {
+        let mut preview = Preview::new(LOG_PREVIEW);
+        let _ = root.write_repr(&mut preview);
+        return Err(ResponseError::NotAnObject(preview.finish()));
+    }
+    let mut line = String::from("got result: ");
+    write_str_opt(root.get("result"), &mut line).map_err(|_| ResponseError::LoneSurrogate)?;
+    Ok(line)
 }
 
 /// Why a response cannot be shown.
@@ -312,16 +530,29 @@ pub fn result_line(response: &Message) -> Result<String, ResponseError> {
 pub enum ResponseError {
     /// Its JSON content cannot be decoded.
     Protocol(sockmsg_protocol::Error),
+    /// Its JSON content cannot be indexed.
+    Json(pyfmt::ParseError),
     /// Its JSON content is not an object (its Python repr, shortened).
     NotAnObject(String),
+    /// Its result holds a lone surrogate, which cannot be printed as UTF-8 (Python's client
+    /// fails on it too).
+    LoneSurrogate,
 }
 
 impl std::fmt::Display for ResponseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ResponseError::Protocol(e) => write!(f, "cannot decode the response: {e}"),
+            ResponseError::Json(e) => write!(f, "cannot decode the response: {e}"),
             ResponseError::NotAnObject(v) => {
-                write!(f, "the response is not a JSON object: {}", preview(v))
+                write!(f, "the response is not a JSON object: {v}")
+            }
+            ResponseError::LoneSurrogate => {
+                write!(
+                    f,
+                    "cannot print the response: {}",
+                    FormatError::LoneSurrogate
+                )
             }
         }
     }
@@ -329,22 +560,13 @@ impl std::fmt::Display for ResponseError {
 
 impl std::error::Error for ResponseError {}
 
-/// `text` cut to [`LOG_PREVIEW`] characters.
-fn preview(text: &str) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(LOG_PREVIEW) {
-        Some((cut, _)) => format!("{}...", &text[..cut]).into(),
-        None => text.into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use sockmsg_protocol::encode;
 
     fn answer_of(json: &str) -> String {
-        let decoded: PyValue = serde_json::from_str(json).expect("test JSON");
-        json_result(&decoded)
+        json_result(json).expect("answerable")
     }
 
     #[test]
@@ -392,61 +614,108 @@ mod tests {
         );
     }
 
-    /// The short path answers the common request, declines the rest, and never differs
-    /// from the general path where it answers.
+    fn json_message(json: &str) -> Message {
+        Message::from_parts("text/json".into(), "utf-8".into(), json.as_bytes().to_vec())
+    }
+
+    /// The answer is the result as Python's `json.dumps` writes `{"result": result}`,
+    /// escapes included; another encoding is never guessed at.
     #[test]
-    fn plain_requests_take_the_short_path_with_the_same_answers() {
-        let taken = [
+    fn answers_are_python_json() {
+        for json in [
             r#"{"action": "search", "value": "morpheus"}"#,
-            r#"{"value": "🐶", "action": "search"}"#,
-            r#"{"action": "search", "value": "Morpheus"}"#,
-            r#"{"action": "search"}"#,
-            r#"{"action": "search", "value": null}"#,
-            r#"{"action": null, "value": "ring"}"#,
-            r#"{"action": "find", "value": "ring"}"#,
-            r#"{"value": "ring"}"#,
-            r#"{}"#,
             r#" { "action" : "search" , "value" : "ring" } "#,
-        ];
-        let declined = [
-            r#"{"action": "search", "value": 5}"#,
-            r#"{"action": "search", "value": "a\"b"}"#,
-            r#"{"action": "se\u0061rch", "value": "ring"}"#,
+            r#"{"action": "search", "value": "a\"b\\c\n\u0001\u007f"}"#,
+            r#"{"action": "se\u0061rch", "value": ["x\"y", "it's", 1e15]}"#,
             r#"{"action": "find", "action": "search", "value": "ring"}"#,
-            r#"{"action": "search", "value": "ring", "extra": 1}"#,
-            r#"{"action": true}"#,
-            r#"["search"]"#,
-            r#" ["search", "ring"]"#,
-            r#""search""#,
+            r#"{"action": "search", "value": "ring", "value": 12345678901234567890123}"#,
+            r#"["search", "ring"]"#,
             r#"null"#,
-        ];
-        for (json, short) in taken
-            .iter()
-            .map(|j| (j, true))
-            .chain(declined.iter().map(|j| (j, false)))
-        {
-            let m =
-                Message::from_parts("text/json".into(), "utf-8".into(), json.as_bytes().to_vec());
+        ] {
             let general = answer_of(json);
-            match plain_result(&m) {
-                Some(answer) => {
-                    assert!(short, "{json} should have been declined");
-                    assert_eq!(answer, general, "{json}");
-                }
-                None => assert!(!short, "{json} should take the short path"),
-            }
-            let responded = DemoService::new().respond(&m).expect("answerable");
-            let want = Message::json(&JsonResponse { result: &general }).expect("json");
+            let responded = DemoService::new()
+                .respond(&json_message(json))
+                .expect("answerable");
+            let want = Message::json(&serde_json::json!({ "result": general })).expect("json");
             assert_eq!(responded.content(), want.content(), "{json}");
+            assert!(responded.is_json());
         }
-        // Another encoding is never guessed at, on either path.
+        assert_eq!(
+            answer_of(r#"{"action": "search", "value": "ring", "value": 12345678901234567890123}"#),
+            r#"No match for "12345678901234567890123"."#
+        );
         let m = Message::from_parts(
             "text/json".into(),
             "latin-1".into(),
             br#"{"action": "search"}"#.to_vec(),
         );
-        assert_eq!(plain_result(&m), None);
-        assert!(DemoService::new().respond(&m).is_err());
+        assert!(matches!(
+            DemoService::new().respond(&m),
+            Err(DemoError::Protocol(
+                sockmsg_protocol::Error::UnsupportedEncoding { .. }
+            ))
+        ));
+        assert!(matches!(
+            DemoService::new().respond(&json_message("{\"action\": ")),
+            Err(DemoError::Protocol(_))
+        ));
+    }
+
+    /// An answer longer than the message limit is refused as soon as the limit is passed:
+    /// 1e15 prints as 18 characters.
+    #[test]
+    fn answers_stop_at_the_message_limit() {
+        let limits = Limits {
+            max_content_len: 1000,
+            ..Limits::default()
+        };
+        let service = DemoService::new().with_limits(&limits);
+        let values = vec!["1e15"; 300].join(",");
+        let request = json_message(&format!(r#"{{"action": "search", "value": [{values}]}}"#));
+        assert!(request.content().len() < 2000);
+        assert_eq!(
+            service.respond(&request),
+            Err(DemoError::AnswerTooLarge { limit: 1000 })
+        );
+        assert_eq!(
+            service.respond(&request).map_err(|e| e.to_string()),
+            Err("answer would exceed 1000 bytes (the message limit)".to_owned())
+        );
+        // Exactly at the limit is fine; one byte over is not.
+        let fits = DemoService::new()
+            .respond(&json_request("search", "x"))
+            .expect("answer");
+        let n = fits.content().len() as u64;
+        let exact = Limits {
+            max_content_len: n,
+            ..Limits::default()
+        };
+        assert!(service
+            .with_limits(&exact)
+            .respond(&json_request("search", "x"))
+            .is_ok());
+        let under = Limits {
+            max_content_len: n - 1,
+            ..Limits::default()
+        };
+        assert_eq!(
+            service
+                .with_limits(&under)
+                .respond(&json_request("search", "x")),
+            Err(DemoError::AnswerTooLarge { limit: n - 1 })
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_cannot_be_answered_but_can_be_shown() {
+        assert_eq!(
+            DemoService::new().respond(&json_message(r#"{"action": "search", "value": "\ud800"}"#)),
+            Err(DemoError::LoneSurrogate)
+        );
+        assert_eq!(
+            answer_of(r#"{"action": "search", "value": ["\ud800"]}"#),
+            r#"No match for "['\ud800']"."#
+        );
     }
 
     #[test]
@@ -502,6 +771,12 @@ mod tests {
             result_line(&list),
             Err(ResponseError::NotAnObject("[1]".into()))
         );
+        let big = Message::from_parts(
+            "text/json".into(),
+            "utf-8".into(),
+            br#"{"result": 123456789012345678901234567890, "result": [-0.0, 1.0]}"#.to_vec(),
+        );
+        assert_eq!(result_line(&big)?, "got result: [-0.0, 1.0]");
         Ok(())
     }
 

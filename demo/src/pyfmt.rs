@@ -1,196 +1,915 @@
-//! Python's view of a JSON value, so the demo application formats values as the guide's
-//! Python does (`f"{value}"`, `repr(...)`).
+//! Python's `str()` and `repr()` of a JSON value, straight from the JSON text.
 //!
-//! The guide's server reads `action` and `value` with `dict.get()` and puts them in an
-//! f-string: a string appears as itself, anything else as Python's `str()` of the decoded
-//! value (`None`, `True`, `5`, `1.5`, `[1, 'a']`, `{'k': None}`). [`PyValue`] keeps what
-//! that needs and `serde_json::Value` loses: the order of object keys, and a repeated
-//! key's first position with its last value (as `json.loads` builds a dict).
+//! The guide's server decodes a request with `json.loads`, reads `action` and `value` with
+//! `dict.get()` and puts them in an f-string: a string appears as itself, anything else as
+//! Python's `repr()` of the decoded value (`None`, `True`, `5`, `1.5`, `[1, 'a']`,
+//! `{'k': None}`). This module prints exactly that, for any JSON text:
+//!
+//! * integers of any size exactly as written (`123456789012345678901234567890`; `-0` is
+//!   `0`), other numbers as Python's `float` and its `repr()` (`1e15` is
+//!   `1000000000000000.0`, `1e400` is `inf`);
+//! * object keys in the order Python's `dict` keeps them: a repeated key keeps the position
+//!   of its first occurrence and takes the value of its last, as `json.loads` builds it;
+//! * strings with Python's quotes and escapes, lone surrogates (`"\ud800"`) included.
 //!
 //! ```
-//! use sockmsg_demo::pyfmt::{py_str, PyValue};
-//! let v: PyValue = serde_json::from_str(r#"{"b": [1, 2.5, null, true], "a": "it's"}"#)?;
-//! assert_eq!(py_str(&v), r#"{'b': [1, 2.5, None, True], 'a': "it's"}"#);
-//! assert_eq!(py_str(&PyValue::Str("ring".into())), "ring");
-//! # Ok::<(), serde_json::Error>(())
+//! use sockmsg_demo::pyfmt::PyJson;
+//! let doc = PyJson::parse(r#"{"b": [1, 2.5, null, true], "a": "it's", "b": 1e15}"#, 32)?;
+//! assert_eq!(doc.root().py_repr(), r#"{'b': 1000000000000000.0, 'a': "it's"}"#);
+//! assert_eq!(doc.root().get("a").map(|v| v.py_str()), Some(Ok("it's".to_owned())));
+//! # Ok::<(), sockmsg_demo::pyfmt::ParseError>(())
 //! ```
 //!
-//! Known differences from CPython, all at the edges: integers beyond the 64-bit range
-//! arrive as floats (serde_json's limit), and the test for "printable" characters in
-//! `repr` of strings knows the control, format, separator and private-use ranges but not
-//! every unassigned code point (which CPython escapes and this prints raw).
+//! ## Cost
+//!
+//! Nothing is built from the text but a short list of the object members Python's `dict`
+//! drops or moves (repeated keys). [`PyJson::parse`] reads the text once, and sorts each
+//! object's keys in place to find repeats (`O(n log n)` in the worst case, no hashing a
+//! peer could aim at); its working memory is 4 bytes per member of the objects open at a
+//! time, and what it keeps is 4 bytes per dropped member and 8 per repeated key (all less
+//! than the text's own size, since a member takes at least 5 bytes of text). Printing
+//! reads the text once more, writes into a [`Sink`] of the caller's choice and stops as soon
+//! as the sink is full ([`Preview`] for log lines, a capped buffer for answers), so an
+//! answer is never built past its limit.
+//!
+//! Known difference from CPython, at the edges: the test for "printable" characters in
+//! `repr` of strings knows the control, format, separator, surrogate and private-use ranges
+//! but not every unassigned code point (which CPython escapes and this prints raw).
 
+use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-
-/// A decoded JSON value as Python's `json.loads` would build it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PyValue {
-    /// `null` (Python `None`).
-    None,
-    /// `true` / `false`.
-    Bool(bool),
-    /// An integer.
-    Int(i128),
-    /// A float.
-    Float(f64),
-    /// A string.
-    Str(String),
-    /// An array (Python `list`).
-    List(Vec<PyValue>),
-    /// An object (Python `dict`), keys in insertion order.
-    Dict(Vec<(String, PyValue)>),
-}
-
-impl PyValue {
-    /// Python's `dict.get(key)`: the value for `key` if this is an object holding it.
-    pub fn get(&self, key: &str) -> Option<&PyValue> {
-        match self {
-            PyValue::Dict(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-
-    /// The string, if this is one.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            PyValue::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for PyValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PyValue, D::Error> {
-        deserializer.deserialize_any(PyValueVisitor)
-    }
-}
-
-struct PyValueVisitor;
-
-impl<'de> Visitor<'de> for PyValueVisitor {
-    type Value = PyValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<PyValue, E> {
-        Ok(PyValue::None)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<PyValue, E> {
-        Ok(PyValue::None)
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<PyValue, E> {
-        Ok(PyValue::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<PyValue, E> {
-        Ok(PyValue::Int(v.into()))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<PyValue, E> {
-        Ok(PyValue::Int(v.into()))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<PyValue, E> {
-        Ok(PyValue::Float(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<PyValue, E> {
-        Ok(PyValue::Str(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<PyValue, E> {
-        Ok(PyValue::Str(v))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PyValue, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(PyValue::List(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PyValue, A::Error> {
-        let mut entries: Vec<(String, PyValue)> = Vec::new();
-        while let Some((key, value)) = map.next_entry::<String, PyValue>()? {
-            // json.loads: a repeated key keeps its first position and takes the last value.
-            match entries.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => entries.push((key, value)),
-            }
-        }
-        Ok(PyValue::Dict(entries))
-    }
-}
-
-/// Python's `str(value)`, which an f-string uses: a string as itself, anything else as
-/// [`py_repr`].
-pub fn py_str(value: &PyValue) -> String {
-    match value {
-        PyValue::Str(s) => s.clone(),
-        other => py_repr(other),
-    }
-}
-
-/// Python's `repr(value)` of the decoded value.
-pub fn py_repr(value: &PyValue) -> String {
-    let mut out = String::new();
-    write_repr(&mut out, value);
-    out
-}
-
-/// The same as `str(v)` for a missing key: `dict.get()` gives `None`.
-pub fn py_str_opt(value: Option<&PyValue>) -> String {
-    value.map_or_else(|| "None".to_owned(), py_str)
-}
-
-fn write_repr(out: &mut String, value: &PyValue) {
-    match value {
-        PyValue::None => out.push_str("None"),
-        PyValue::Bool(true) => out.push_str("True"),
-        PyValue::Bool(false) => out.push_str("False"),
-        PyValue::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        PyValue::Float(x) => out.push_str(&float_repr(*x)),
-        PyValue::Str(s) => out.push_str(&str_repr(s)),
-        PyValue::List(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_repr(out, item);
-            }
-            out.push(']');
-        }
-        PyValue::Dict(entries) => {
-            out.push('{');
-            for (i, (k, v)) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(&str_repr(k));
-                out.push_str(": ");
-                write_repr(out, v);
-            }
-            out.push('}');
-        }
-    }
-}
 
 /// Python's `repr(float)` (the protocol's, which its JSON encoder also uses).
 pub use sockmsg_protocol::json::py_float_repr as float_repr;
 
-/// Python's `repr(str)`: single quotes unless the text holds `'` and no `"`; backslash
-/// escapes for the quote, `\`, `\t`, `\n`, `\r`, other control characters and characters
-/// Python does not consider printable.
+/// Why a text is not one JSON value [`PyJson`] can index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not well-formed JSON; the byte offset where that shows.
+    Invalid {
+        /// Byte offset in the text.
+        offset: usize,
+    },
+    /// Arrays and objects nested deeper than allowed.
+    TooDeep {
+        /// The nesting allowed.
+        max: usize,
+    },
+    /// Longer than this index can address (4 GiB).
+    TooLong {
+        /// The text's length in bytes.
+        len: usize,
+    },
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Invalid { offset } => write!(f, "invalid JSON at byte offset {offset}"),
+            ParseError::TooDeep { max } => {
+                write!(f, "JSON nested deeper than {max} arrays and objects")
+            }
+            ParseError::TooLong { len } => {
+                write!(f, "JSON text of {len} bytes: more than 4 GiB")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Why printing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatError {
+    /// The [`Sink`] is full.
+    Full,
+    /// `str()` of a string holding a lone surrogate (`"\ud800"`): Python's `str` holds it,
+    /// UTF-8 text cannot (Python fails when it encodes such text; so does this).
+    LoneSurrogate,
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::Full => f.write_str("the output is full"),
+            FormatError::LoneSurrogate => f.write_str(
+                "the text holds a lone surrogate (a \\ud800-\\udfff escape), which UTF-8 cannot encode",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+/// The sink is full: printing stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+impl From<Full> for FormatError {
+    fn from(_: Full) -> FormatError {
+        FormatError::Full
+    }
+}
+
+/// Where printed text goes.
+pub trait Sink {
+    /// Appends `s`, or refuses it: then nothing more is printed.
+    fn put(&mut self, s: &str) -> Result<(), Full>;
+}
+
+/// No limit.
+impl Sink for String {
+    fn put(&mut self, s: &str) -> Result<(), Full> {
+        self.push_str(s);
+        Ok(())
+    }
+}
+
+/// The first characters of a text, for a log line: takes up to a number of characters and
+/// then reports [`Full`]; [`Preview::finish`] marks a cut with `...`.
+///
+/// ```
+/// use sockmsg_demo::pyfmt::{Preview, Sink};
+/// let mut p = Preview::new(5);
+/// assert!(p.put("abc").is_ok());
+/// assert!(p.put("defgh").is_err());
+/// assert_eq!(p.finish(), "abcde...");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Preview {
+    out: String,
+    left: usize,
+    cut: bool,
+}
+
+impl Preview {
+    /// A preview of at most `max_chars` characters.
+    pub fn new(max_chars: usize) -> Preview {
+        Preview {
+            out: String::new(),
+            left: max_chars,
+            cut: false,
+        }
+    }
+
+    /// The text taken, followed by `...` if some was refused.
+    pub fn finish(mut self) -> String {
+        if self.cut {
+            self.out.push_str("...");
+        }
+        self.out
+    }
+}
+
+impl Sink for Preview {
+    fn put(&mut self, s: &str) -> Result<(), Full> {
+        if self.cut {
+            return Err(Full);
+        }
+        match s.char_indices().nth(self.left) {
+            None => {
+                self.left -= s.chars().count();
+                self.out.push_str(s);
+                Ok(())
+            }
+            Some((cut, _)) => {
+                self.out.push_str(s.get(..cut).unwrap_or_default());
+                self.left = 0;
+                self.cut = true;
+                Err(Full)
+            }
+        }
+    }
+}
+
+/// A JSON text, checked, with what Python's `dict` makes of its repeated keys.
+#[derive(Debug, Clone)]
+pub struct PyJson<'a> {
+    text: &'a str,
+    /// Offsets (of the opening quote of the key) of the members a `dict` drops: every
+    /// occurrence of a repeated key but the first. Sorted.
+    dropped: Vec<u32>,
+    /// (first occurrence, last occurrence) of each repeated key: the first's position
+    /// shows the last's value. Sorted.
+    moved: Vec<(u32, u32)>,
+}
+
+/// One value of a [`PyJson`].
+#[derive(Debug, Clone, Copy)]
+pub struct Value<'j, 'a> {
+    doc: &'j PyJson<'a>,
+    at: usize,
+}
+
+impl<'a> PyJson<'a> {
+    /// Checks that `text` is one JSON value (RFC 8259, as serde_json and Python's `json`
+    /// read it, surrogate escapes allowed as Python allows them) nested at most `max_depth`
+    /// arrays and objects deep, and finds its repeated keys.
+    ///
+    /// ```
+    /// use sockmsg_demo::pyfmt::{ParseError, PyJson};
+    /// assert!(PyJson::parse("[1, 2]", 1).is_ok());
+    /// assert_eq!(PyJson::parse("[[1]]", 1).err(), Some(ParseError::TooDeep { max: 1 }));
+    /// assert_eq!(PyJson::parse("[1,]", 32).err(), Some(ParseError::Invalid { offset: 3 }));
+    /// ```
+    pub fn parse(text: &'a str, max_depth: usize) -> Result<PyJson<'a>, ParseError> {
+        if u32::try_from(text.len()).is_err() {
+            return Err(ParseError::TooLong { len: text.len() });
+        }
+        let mut doc = PyJson {
+            text,
+            dropped: Vec::new(),
+            moved: Vec::new(),
+        };
+        doc.index(max_depth)?;
+        doc.dropped.sort_unstable();
+        doc.moved.sort_unstable();
+        Ok(doc)
+    }
+
+    /// The top-level value.
+    pub fn root(&self) -> Value<'_, 'a> {
+        Value {
+            doc: self,
+            at: ws(self.bytes(), 0),
+        }
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    /// The one pass over the text: checks it and fills `dropped` and `moved`.
+    fn index(&mut self, max_depth: usize) -> Result<(), ParseError> {
+        let b = self.bytes();
+        let invalid = |offset| ParseError::Invalid { offset };
+        // Open containers: `None` for an array, `Some(first key)` (index in `keys`) for an
+        // object.
+        let mut stack: Vec<Option<usize>> = Vec::new();
+        // Key offsets of the members of the objects open.
+        let mut keys: Vec<u32> = Vec::new();
+        let mut i = ws(b, 0);
+        loop {
+            // A value starts at `i`.
+            match b.get(i) {
+                Some(&c @ (b'{' | b'[')) => {
+                    if stack.len() >= max_depth {
+                        return Err(ParseError::TooDeep { max: max_depth });
+                    }
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    i = ws(b, i + 1);
+                    if b.get(i) == Some(&close) {
+                        i += 1;
+                    } else if c == b'{' {
+                        stack.push(Some(keys.len()));
+                        i = member(b, i, &mut keys).ok_or_else(|| invalid(i))?;
+                        continue;
+                    } else {
+                        stack.push(None);
+                        continue;
+                    }
+                }
+                Some(b'"') => i = check_string(b, i).ok_or_else(|| invalid(i))?,
+                Some(b'-' | b'0'..=b'9') => i = check_number(b, i).ok_or_else(|| invalid(i))?,
+                Some(b't') if b.get(i..i + 4) == Some(b"true") => i += 4,
+                Some(b'f') if b.get(i..i + 5) == Some(b"false") => i += 5,
+                Some(b'n') if b.get(i..i + 4) == Some(b"null") => i += 4,
+                _ => return Err(invalid(i)),
+            }
+            // A value ended at `i`: close containers, or find the next value.
+            loop {
+                i = ws(b, i);
+                let Some(&top) = stack.last() else {
+                    return if i == b.len() {
+                        Ok(())
+                    } else {
+                        Err(invalid(i))
+                    };
+                };
+                match (b.get(i), top) {
+                    (Some(b','), None) => {
+                        i = ws(b, i + 1);
+                        break;
+                    }
+                    (Some(b','), Some(_)) => {
+                        let at = ws(b, i + 1);
+                        i = member(b, at, &mut keys).ok_or_else(|| invalid(at))?;
+                        break;
+                    }
+                    (Some(b']'), None) => {
+                        stack.pop();
+                        i += 1;
+                    }
+                    (Some(b'}'), Some(first)) => {
+                        self.close_object(keys.get_mut(first..).unwrap_or_default());
+                        keys.truncate(first);
+                        stack.pop();
+                        i += 1;
+                    }
+                    _ => return Err(invalid(i)),
+                }
+            }
+        }
+    }
+
+    /// Records the repeated keys among the keys of one object (in text order).
+    fn close_object(&mut self, keys: &mut [u32]) {
+        if keys.len() < 2 {
+            return;
+        }
+        let b = self.bytes();
+        // By key, then by position: each run of equal keys is in text order.
+        keys.sort_unstable_by(|&x, &y| cmp_keys(b, x, y).then(x.cmp(&y)));
+        for run in keys.chunk_by(|&x, &y| cmp_keys(b, x, y) == Ordering::Equal) {
+            if let [first, rest @ .., last] = run {
+                self.moved.push((*first, *last));
+                self.dropped.extend(rest);
+                self.dropped.push(*last);
+            }
+        }
+    }
+
+    fn is_dropped(&self, key: usize) -> bool {
+        u32::try_from(key).is_ok_and(|k| self.dropped.binary_search(&k).is_ok())
+    }
+
+    /// The member whose value shows at the first occurrence `key` of a repeated key.
+    fn moved_to(&self, key: usize) -> Option<usize> {
+        let k = u32::try_from(key).ok()?;
+        let at = self
+            .moved
+            .binary_search_by_key(&k, |&(first, _)| first)
+            .ok()?;
+        self.moved.get(at).map(|&(_, last)| last as usize)
+    }
+}
+
+impl<'j, 'a> Value<'j, 'a> {
+    fn first(&self) -> Option<u8> {
+        self.doc.bytes().get(self.at).copied()
+    }
+
+    /// `true` for an object (a Python `dict`).
+    pub fn is_object(&self) -> bool {
+        self.first() == Some(b'{')
+    }
+
+    /// `true` for a string.
+    pub fn is_str(&self) -> bool {
+        self.first() == Some(b'"')
+    }
+
+    /// `true` if this is a string equal to `s` (escapes decoded).
+    pub fn str_eq(&self, s: &str) -> bool {
+        self.is_str() && Chars::new(self.doc.bytes(), self.at).eq(s.chars().map(u32::from))
+    }
+
+    /// Python's `dict.get(key)`: the value of the last member named `key` if this is an
+    /// object holding one (`None` for anything else, where Python would fail).
+    pub fn get(&self, key: &str) -> Option<Value<'j, 'a>> {
+        if !self.is_object() {
+            return None;
+        }
+        let b = self.doc.bytes();
+        let mut found = None;
+        let mut i = ws(b, self.at + 1);
+        while b.get(i) == Some(&b'"') {
+            let value = value_start(b, i);
+            if Chars::new(b, i).eq(key.chars().map(u32::from)) {
+                found = Some(value);
+            }
+            i = ws(b, skip_value(b, value));
+            if b.get(i) != Some(&b',') {
+                break;
+            }
+            i = ws(b, i + 1);
+        }
+        found.map(|at| Value { doc: self.doc, at })
+    }
+
+    /// Writes Python's `repr()` of the value to `sink`.
+    pub fn write_repr(&self, sink: &mut dyn Sink) -> Result<(), Full> {
+        self.doc.repr(self.at, sink).map(|_| ())
+    }
+
+    /// Writes Python's `str()` of the value to `sink` (what an f-string shows): a string as
+    /// itself, anything else as its `repr()`.
+    pub fn write_str(&self, sink: &mut dyn Sink) -> Result<(), FormatError> {
+        if self.is_str() {
+            write_plain(self.doc.bytes(), self.at, sink)
+        } else {
+            Ok(self.write_repr(sink)?)
+        }
+    }
+
+    /// Python's `repr()` of the value.
+    pub fn py_repr(&self) -> String {
+        let mut out = String::new();
+        // A String is never full.
+        let _ = self.write_repr(&mut out);
+        out
+    }
+
+    /// Python's `str()` of the value.
+    pub fn py_str(&self) -> Result<String, FormatError> {
+        let mut out = String::new();
+        self.write_str(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// `str()` of an optional value: `dict.get()` of a missing key gives `None`.
+pub fn write_str_opt(value: Option<Value<'_, '_>>, sink: &mut dyn Sink) -> Result<(), FormatError> {
+    match value {
+        Some(v) => v.write_str(sink),
+        None => Ok(sink.put("None")?),
+    }
+}
+
+impl PyJson<'_> {
+    /// Writes `repr()` of the value at `i`; returns where it ends. The text was checked by
+    /// `index`, so this only follows its structure (and stops at the end of the text
+    /// should it ever not).
+    fn repr(&self, i: usize, sink: &mut dyn Sink) -> Result<usize, Full> {
+        let b = self.bytes();
+        match b.get(i) {
+            Some(b'{') => self.repr_object(i, sink),
+            Some(b'[') => {
+                sink.put("[")?;
+                let mut j = ws(b, i + 1);
+                if b.get(j) != Some(&b']') {
+                    loop {
+                        j = ws(b, self.repr(j, sink)?);
+                        if b.get(j) != Some(&b',') {
+                            break;
+                        }
+                        sink.put(", ")?;
+                        j = ws(b, j + 1);
+                    }
+                }
+                sink.put("]")?;
+                Ok(j + 1)
+            }
+            Some(b'"') => write_str_repr(b, i, sink),
+            Some(b't') => sink.put("True").map(|()| i + 4),
+            Some(b'f') => sink.put("False").map(|()| i + 5),
+            Some(b'n') => sink.put("None").map(|()| i + 4),
+            Some(_) => {
+                let end = scalar_end(b, i);
+                let number = self.text.get(i..end).unwrap_or_default();
+                write_number(number, sink)?;
+                Ok(end)
+            }
+            None => Ok(b.len()),
+        }
+    }
+
+    fn repr_object(&self, i: usize, sink: &mut dyn Sink) -> Result<usize, Full> {
+        let b = self.bytes();
+        sink.put("{")?;
+        // Where the values shown early (moved to a first occurrence) end, by the member
+        // they belong to: that member is skipped without reading its value again.
+        let mut shown: HashMap<usize, usize> = HashMap::new();
+        let mut first = true;
+        let mut j = ws(b, i + 1);
+        while b.get(j) == Some(&b'"') {
+            let key = j;
+            let value = value_start(b, key);
+            let end = if self.is_dropped(key) {
+                match shown.remove(&key) {
+                    Some(end) => end,
+                    None => skip_value(b, value),
+                }
+            } else {
+                if !first {
+                    sink.put(", ")?;
+                }
+                first = false;
+                write_str_repr(b, key, sink)?;
+                sink.put(": ")?;
+                match self.moved_to(key) {
+                    Some(last) => {
+                        let end = self.repr(value_start(b, last), sink)?;
+                        shown.insert(last, end);
+                        skip_value(b, value)
+                    }
+                    None => self.repr(value, sink)?,
+                }
+            };
+            j = ws(b, end);
+            if b.get(j) != Some(&b',') {
+                break;
+            }
+            j = ws(b, j + 1);
+        }
+        sink.put("}")?;
+        Ok(j + 1)
+    }
+}
+
+/// Skips JSON whitespace from `i`.
+fn ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Checks `"key"`, `:` at `i`, records the key's offset; returns where the value starts.
+fn member(b: &[u8], i: usize, keys: &mut Vec<u32>) -> Option<usize> {
+    let after = check_string(b, i)?;
+    let colon = ws(b, after);
+    if b.get(colon) != Some(&b':') {
+        return None;
+    }
+    keys.push(u32::try_from(i).ok()?);
+    Some(ws(b, colon + 1))
+}
+
+/// Where the value of the member whose key starts at `key` starts (checked text).
+fn value_start(b: &[u8], key: usize) -> usize {
+    let colon = ws(b, skip_string(b, key));
+    ws(b, colon + 1)
+}
+
+/// `true` for `"`, `\\` and control characters: the bytes a JSON string cannot hold raw.
+fn ends_plain_run(c: u8) -> bool {
+    c == b'"' || c == b'\\' || c < 0x20
+}
+
+/// Checks the string whose opening quote is at `i`; returns the index after its closing
+/// quote.
+fn check_string(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut i = i + 1;
+    loop {
+        i += b.get(i..)?.iter().position(|&c| ends_plain_run(c))?;
+        match b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => match b.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                b'u' => {
+                    if !b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    i += 6;
+                }
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+/// Skips the (checked) string whose opening quote is at `i`.
+fn skip_string(b: &[u8], i: usize) -> usize {
+    let mut i = i + 1;
+    loop {
+        match b
+            .get(i..)
+            .and_then(|r| r.iter().position(|&c| c == b'"' || c == b'\\'))
+        {
+            Some(k) if b.get(i + k) == Some(&b'\\') => i += k + 2,
+            Some(k) => return i + k + 1,
+            None => return b.len(),
+        }
+    }
+}
+
+/// Checks a number starting at `i` (RFC 8259 grammar); returns the index after it.
+fn check_number(b: &[u8], mut i: usize) -> Option<usize> {
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    let digits = |mut i: usize| -> Option<usize> {
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i > start).then_some(i)
+    };
+    match b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits(i)?,
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        i = digits(i + 1)?;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        i = digits(i)?;
+    }
+    Some(i)
+}
+
+/// The end of the number or literal at `i` (checked text).
+fn scalar_end(b: &[u8], i: usize) -> usize {
+    let rest = b.get(i..).unwrap_or_default();
+    i + rest
+        .iter()
+        .position(|&c| matches!(c, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r'))
+        .unwrap_or(rest.len())
+}
+
+/// Skips the (checked) value at `i`; returns the index after it.
+fn skip_value(b: &[u8], i: usize) -> usize {
+    match b.get(i) {
+        Some(b'"') => skip_string(b, i),
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                let rest = b.get(j..).unwrap_or_default();
+                let Some(k) = rest
+                    .iter()
+                    .position(|&c| matches!(c, b'"' | b'{' | b'[' | b'}' | b']'))
+                else {
+                    return b.len();
+                };
+                j += k;
+                match b.get(j) {
+                    Some(b'"') => j = skip_string(b, j),
+                    Some(b'{' | b'[') => {
+                        depth += 1;
+                        j += 1;
+                    }
+                    _ => {
+                        depth = depth.saturating_sub(1);
+                        j += 1;
+                        if depth == 0 {
+                            return j;
+                        }
+                    }
+                }
+            }
+        }
+        Some(_) => scalar_end(b, i),
+        None => b.len(),
+    }
+}
+
+/// The decoded characters of the (checked) string whose opening quote is at `i`, as code
+/// points, lone surrogates included (as Python's `json` decodes them).
+struct Chars<'b> {
+    b: &'b [u8],
+    i: usize,
+}
+
+impl<'b> Chars<'b> {
+    fn new(b: &'b [u8], quote: usize) -> Chars<'b> {
+        Chars { b, i: quote + 1 }
+    }
+
+    /// Where the iteration is (after the closing quote once done).
+    fn pos(&self) -> usize {
+        self.i
+    }
+}
+
+fn hex4(b: &[u8], i: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(b.get(i..i + 4)?).ok()?;
+    u32::from_str_radix(digits, 16).ok()
+}
+
+impl Iterator for Chars<'_> {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        let b = self.b;
+        let c = *b.get(self.i)?;
+        match c {
+            b'"' => {
+                self.i += 1;
+                self.b = &[];
+                None
+            }
+            b'\\' => {
+                let e = *b.get(self.i + 1)?;
+                self.i += 2;
+                Some(match e {
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => 0x0a,
+                    b'r' => 0x0d,
+                    b't' => 0x09,
+                    b'u' => {
+                        let hi = hex4(b, self.i)?;
+                        self.i += 4;
+                        if (0xd800..0xdc00).contains(&hi)
+                            && b.get(self.i..self.i + 2) == Some(b"\\u")
+                        {
+                            if let Some(lo) =
+                                hex4(b, self.i + 2).filter(|lo| (0xdc00..0xe000).contains(lo))
+                            {
+                                self.i += 6;
+                                return Some(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00));
+                            }
+                        }
+                        hi
+                    }
+                    other => u32::from(other),
+                })
+            }
+            c if c < 0x80 => {
+                self.i += 1;
+                Some(u32::from(c))
+            }
+            _ => {
+                // Checked UTF-8: the text came from a `str`.
+                let rest = b.get(self.i..self.i + 4.min(b.len() - self.i))?;
+                let valid = match std::str::from_utf8(rest) {
+                    Ok(s) => s,
+                    Err(e) => std::str::from_utf8(rest.get(..e.valid_up_to())?).ok()?,
+                };
+                let ch = valid.chars().next()?;
+                self.i += ch.len_utf8();
+                Some(u32::from(ch))
+            }
+        }
+    }
+}
+
+/// Orders keys (opening quotes at `x`, `y`) by their decoded text: equal exactly when
+/// Python's `dict` sees one key.
+fn cmp_keys(b: &[u8], x: u32, y: u32) -> Ordering {
+    let (x, y) = (x as usize, y as usize);
+    let raw = |i: usize| {
+        let end = skip_string(b, i);
+        b.get(i + 1..end.saturating_sub(1)).unwrap_or_default()
+    };
+    let (rx, ry) = (raw(x), raw(y));
+    if !rx.contains(&b'\\') && !ry.contains(&b'\\') {
+        // UTF-8 orders as code points do.
+        return rx.cmp(ry);
+    }
+    Chars::new(b, x).cmp(Chars::new(b, y))
+}
+
+/// Writes a number as Python prints what `json.loads` makes of it: an integer (any size)
+/// as written, `-0` as `0`; anything with a fraction or exponent as `repr(float(text))`.
+fn write_number(text: &str, sink: &mut dyn Sink) -> Result<(), Full> {
+    if !text.contains(['.', 'e', 'E']) {
+        return sink.put(if text == "-0" { "0" } else { text });
+    }
+    if float_text_is_repr(text) {
+        return sink.put(text);
+    }
+    let x: f64 = text.parse().unwrap_or(f64::NAN);
+    sink.put(&float_repr(x))
+}
+
+/// `true` if Python's `repr(float(text))` is `text` itself: positional, at most 15
+/// significant digits (so the shortest round-trip form has exactly these digits), no
+/// trailing zero in the fraction but `.0`, magnitude at least 1e-4 (or zero).
+fn float_text_is_repr(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let Some((int, frac)) = unsigned.split_once('.') else {
+        return false;
+    };
+    if frac.is_empty() || !frac.bytes().all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    if frac.len() > 1 && frac.ends_with('0') {
+        return false;
+    }
+    let significant = if int == "0" {
+        let zeros = frac.len() - frac.trim_start_matches('0').len();
+        if frac == "0" {
+            return true;
+        }
+        if zeros > 3 {
+            return false; // below 1e-4: Python writes an exponent
+        }
+        frac.len() - zeros
+    } else {
+        int.len() + frac.len()
+    };
+    significant <= 15
+}
+
+/// Python's choice of quote for `repr()` of a string: `"` if it holds `'` and no `"`.
+fn repr_quote(b: &[u8], i: usize) -> char {
+    let (mut single, mut double) = (false, false);
+    for c in Chars::new(b, i) {
+        single |= c == u32::from('\'');
+        double |= c == u32::from('"');
+    }
+    if single && !double {
+        '"'
+    } else {
+        '\''
+    }
+}
+
+/// Writes `repr()` of the (checked) string at `i`; returns where it ends.
+fn write_str_repr(b: &[u8], i: usize, sink: &mut dyn Sink) -> Result<usize, Full> {
+    let quote = repr_quote(b, i);
+    let mut q = [0u8; 4];
+    let q = &*quote.encode_utf8(&mut q);
+    sink.put(q)?;
+    let mut chars = Chars::new(b, i);
+    let mut run_start = chars.pos();
+    loop {
+        // Plain printable ASCII (not the quote, not a backslash) goes out as a slice.
+        let plain = b
+            .get(chars.pos()..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&c| !(0x20..0x7f).contains(&c) || c == b'\\' || c == b'"' || c == b'\'')
+            .unwrap_or(0);
+        chars.i += plain;
+        if chars.pos() > run_start {
+            put_bytes(b, run_start, chars.pos(), sink)?;
+        }
+        let Some(c) = chars.next() else { break };
+        write_repr_char(c, quote, sink)?;
+        run_start = chars.pos();
+    }
+    sink.put(q)?;
+    Ok(chars.pos())
+}
+
+/// Writes `b[from..to]`, known to be text.
+fn put_bytes(b: &[u8], from: usize, to: usize, sink: &mut dyn Sink) -> Result<(), Full> {
+    sink.put(
+        b.get(from..to)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .unwrap_or_default(),
+    )
+}
+
+/// One character of `repr()` of a string quoted with `quote`.
+pub(crate) fn write_repr_char(c: u32, quote: char, sink: &mut dyn Sink) -> Result<(), Full> {
+    let mut buf = String::new();
+    match char::from_u32(c) {
+        Some('\\') => return sink.put("\\\\"),
+        Some('\t') => return sink.put("\\t"),
+        Some('\n') => return sink.put("\\n"),
+        Some('\r') => return sink.put("\\r"),
+        Some(ch) if ch == quote => {
+            buf.push('\\');
+            buf.push(ch);
+        }
+        Some(ch) if is_printable(ch) => {
+            let mut tmp = [0u8; 4];
+            return sink.put(ch.encode_utf8(&mut tmp));
+        }
+        // Non-printable, or a lone surrogate.
+        _ => {
+            let _ = if c <= 0xff {
+                write!(buf, "\\x{c:02x}")
+            } else if c <= 0xffff {
+                write!(buf, "\\u{c:04x}")
+            } else {
+                write!(buf, "\\U{c:08x}")
+            };
+        }
+    }
+    sink.put(&buf)
+}
+
+/// Writes the decoded text of the (checked) string at `i` (Python's `str()` of it).
+fn write_plain(b: &[u8], i: usize, sink: &mut dyn Sink) -> Result<(), FormatError> {
+    let mut chars = Chars::new(b, i);
+    loop {
+        let plain = b
+            .get(chars.pos()..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&c| c == b'\\' || c == b'"')
+            .unwrap_or(0);
+        if plain > 0 {
+            put_bytes(b, chars.pos(), chars.pos() + plain, sink)?;
+            chars.i += plain;
+        }
+        let Some(c) = chars.next() else {
+            return Ok(());
+        };
+        let ch = char::from_u32(c).ok_or(FormatError::LoneSurrogate)?;
+        let mut tmp = [0u8; 4];
+        sink.put(ch.encode_utf8(&mut tmp))?;
+    }
+}
+
+/// Python's `repr(str)` of a Rust string: single quotes unless the text holds `'` and no
+/// `"`; backslash escapes for the quote, `\`, `\t`, `\n`, `\r`, other control characters
+/// and characters Python does not consider printable.
+///
+/// ```
+/// assert_eq!(sockmsg_demo::pyfmt::str_repr("it's \"x\"\n"), r#"'it\'s "x"\n'"#);
+/// ```
 pub fn str_repr(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
@@ -200,27 +919,8 @@ pub fn str_repr(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if is_printable(c) => out.push(c),
-            c => {
-                let n = u32::from(c);
-                let _ = if n <= 0xff {
-                    write!(out, "\\x{n:02x}")
-                } else if n <= 0xffff {
-                    write!(out, "\\u{n:04x}")
-                } else {
-                    write!(out, "\\U{n:08x}")
-                };
-            }
-        }
+        // A String is never full.
+        let _ = write_repr_char(u32::from(c), quote, &mut out);
     }
     out.push(quote);
     out
@@ -229,7 +929,7 @@ pub fn str_repr(s: &str) -> String {
 /// An approximation of CPython's `str.isprintable()` for one character: false for
 /// control (Cc), format (Cf), line/paragraph separators, spaces other than U+0020 (Zs),
 /// private use (Co) and the noncharacters U+FFFE/U+FFFF.
-fn is_printable(c: char) -> bool {
+pub(crate) fn is_printable(c: char) -> bool {
     if c.is_control() {
         return false;
     }
@@ -283,52 +983,96 @@ pub fn bytes_repr(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn parse(json: &str) -> PyValue {
-        serde_json::from_str(json).expect("test JSON")
+    fn repr(json: &str) -> String {
+        PyJson::parse(json, 32).expect("test JSON").root().py_repr()
+    }
+
+    fn str_of(json: &str) -> String {
+        PyJson::parse(json, 32)
+            .expect("test JSON")
+            .root()
+            .py_str()
+            .expect("printable")
     }
 
     #[test]
     fn scalars_format_as_python() {
-        assert_eq!(py_str(&parse("null")), "None");
-        assert_eq!(py_str(&parse("true")), "True");
-        assert_eq!(py_str(&parse("false")), "False");
-        assert_eq!(py_str(&parse("-5")), "-5");
+        assert_eq!(str_of("null"), "None");
+        assert_eq!(str_of("true"), "True");
+        assert_eq!(str_of("false"), "False");
+        assert_eq!(str_of("-5"), "-5");
+        assert_eq!(str_of("-0"), "0");
+        assert_eq!(str_of("18446744073709551615"), "18446744073709551615");
         assert_eq!(
-            py_str(&parse("18446744073709551615")),
-            "18446744073709551615"
+            str_of("-123456789012345678901234567890"),
+            "-123456789012345678901234567890"
         );
-        assert_eq!(py_str(&parse("\"a'b\"")), "a'b");
+        assert_eq!(str_of("\"a'b\""), "a'b");
+        assert_eq!(str_of(r#""a\u0027\n\ud83d\ude00""#), "a'\n😀");
+        assert_eq!(
+            PyJson::parse(r#""\ud800""#, 32).map(|d| d.root().py_str()),
+            Ok(Err(FormatError::LoneSurrogate))
+        );
     }
 
     #[test]
     fn floats_format_as_python_repr() {
-        for (x, want) in [
-            (0.1, "0.1"),
-            (-2.5, "-2.5"),
-            (100.0, "100.0"),
-            (1e15, "1000000000000000.0"),
-            (1e16, "1e+16"),
-            (1.2345e20, "1.2345e+20"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (-0.0, "-0.0"),
-            (1.7976931348623157e308, "1.7976931348623157e+308"),
-            (5e-324, "5e-324"),
-            (123456789.125, "123456789.125"),
+        for (text, want) in [
+            ("0.1", "0.1"),
+            ("-2.5", "-2.5"),
+            ("100.0", "100.0"),
+            ("1e15", "1000000000000000.0"),
+            ("1e16", "1e+16"),
+            ("1.2345e20", "1.2345e+20"),
+            ("0.0001", "0.0001"),
+            ("0.00001", "1e-05"),
+            ("-0.0", "-0.0"),
+            ("0.0", "0.0"),
+            ("0.000", "0.0"),
+            ("1.50", "1.5"),
+            ("1.7976931348623157e308", "1.7976931348623157e+308"),
+            ("5e-324", "5e-324"),
+            ("123456789.125", "123456789.125"),
+            ("1e400", "inf"),
+            ("-1e400", "-inf"),
+            ("0.1000000000000000055511151231257827", "0.1"),
+            ("123456789012345.6", "123456789012345.6"),
+            ("1234567890123456.7", "1234567890123456.8"),
+            ("2E3", "2000.0"),
         ] {
-            assert_eq!(float_repr(x), want, "{x:e}");
+            assert_eq!(repr(text), want, "{text}");
         }
-        assert_eq!(py_str(&parse("1.0")), "1.0");
-        assert_eq!(py_str(&parse("2e3")), "2000.0");
     }
 
     #[test]
     fn containers_keep_order_and_python_quotes() {
-        let v = parse(r#"{"z": 1, "a": [true, null, "x\"y"], "z": 2, "q": {}}"#);
-        assert_eq!(py_str(&v), r#"{'z': 2, 'a': [True, None, 'x"y'], 'q': {}}"#);
-        assert_eq!(py_str(&parse("[]")), "[]");
-        assert_eq!(py_str(&parse(r#"["it's"]"#)), r#"["it's"]"#);
-        assert_eq!(py_str(&parse(r#"["it's \"x\""]"#)), r#"['it\'s "x"']"#);
+        assert_eq!(
+            repr(r#"{"z": 1, "a": [true, null, "x\"y"], "z": 2, "q": {}}"#),
+            r#"{'z': 2, 'a': [True, None, 'x"y'], 'q': {}}"#
+        );
+        assert_eq!(repr("[]"), "[]");
+        assert_eq!(repr(" [ 1 , [ ] , { } ] "), "[1, [], {}]");
+        assert_eq!(repr(r#"["it's"]"#), r#"["it's"]"#);
+        assert_eq!(repr(r#"["it's \"x\""]"#), r#"['it\'s "x"']"#);
+    }
+
+    /// json.loads: a repeated key keeps its first position and takes its last value, at
+    /// every level, whatever the escapes that spell it.
+    #[test]
+    fn repeated_keys_as_python_dict() {
+        assert_eq!(
+            repr(r#"{"a": 1, "b": 2, "a": 3, "c": 4, "a": 5}"#),
+            "{'a': 5, 'b': 2, 'c': 4}"
+        );
+        assert_eq!(
+            repr(r#"{"a": {"x": 1, "x": [2]}, "\u0061": {"y": 1, "y": {"z": 0, "z": 9}}}"#),
+            "{'a': {'y': {'z': 9}}}"
+        );
+        assert_eq!(repr(r#"{"é": 1, "\u00e9": 2}"#), "{'é': 2}");
+        let doc =
+            PyJson::parse(r#"{"action": "x", "value": 1, "action": "search"}"#, 32).expect("JSON");
+        assert!(doc.root().get("action").is_some_and(|a| a.str_eq("search")));
+        assert!(doc.root().get("nothing").is_none());
     }
 
     #[test]
@@ -338,6 +1082,42 @@ mod tests {
         assert_eq!(str_repr("🐶 é"), "'🐶 é'");
         assert_eq!(str_repr("\u{a0}\u{2028}\u{feff}"), r"'\xa0\u2028\ufeff'");
         assert_eq!(str_repr("\u{e0001}"), r"'\U000e0001'");
+        assert_eq!(repr(r#""\ud800x\udc00""#), r"'\ud800x\udc00'");
+        assert_eq!(repr(r#""\u001b[31m""#), r"'\x1b[31m'");
+    }
+
+    #[test]
+    fn invalid_json_is_refused_where_it_fails() {
+        for (text, offset) in [
+            ("", 0),
+            ("[1,]", 3),
+            ("{\"a\" 1}", 1),
+            ("{1: 2}", 1),
+            ("01", 1),
+            ("1.", 0),
+            ("\"\\x\"", 0),
+            ("[1] [2]", 4),
+            ("\"a\u{1}\"", 0),
+            ("nul", 0),
+        ] {
+            assert_eq!(
+                PyJson::parse(text, 32).err(),
+                Some(ParseError::Invalid { offset }),
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            PyJson::parse("[[[]]]", 2).err(),
+            Some(ParseError::TooDeep { max: 2 })
+        );
+    }
+
+    #[test]
+    fn previews_stop_early() {
+        let doc = PyJson::parse(r#"[123456, "abcdef", [1, 2, 3]]"#, 32).expect("JSON");
+        let mut p = Preview::new(10);
+        assert_eq!(doc.root().write_repr(&mut p), Err(Full));
+        assert_eq!(p.finish(), "[123456, '...");
     }
 
     #[test]
@@ -346,14 +1126,5 @@ mod tests {
         assert_eq!(bytes_repr(b"it's"), "b\"it's\"");
         assert_eq!(bytes_repr(b"'\""), r#"b'\'"'"#);
         assert_eq!(bytes_repr(b"\x00\x7f\xff\\"), r"b'\x00\x7f\xff\\'");
-    }
-
-    #[test]
-    fn get_is_dict_get() {
-        let v = parse(r#"{"action": "search"}"#);
-        assert_eq!(v.get("action").and_then(PyValue::as_str), Some("search"));
-        assert_eq!(v.get("value"), None);
-        assert_eq!(parse("[1]").get("action"), None);
-        assert_eq!(py_str_opt(None), "None");
     }
 }
