@@ -60,6 +60,7 @@
 
 pub mod peer_text;
 pub mod pyfmt;
+pub mod shapes;
 
 use std::fmt;
 
@@ -147,10 +148,8 @@ impl From<pyfmt::ParseError> for DemoError {
 
 /// Writes the `"result"` text the demo application gives the decoded request `doc`.
 fn write_result(doc: &PyJson<'_>, sink: &mut dyn Sink) -> Result<(), FormatError> {
-    let root = doc.root();
-    let action = root.get("action");
+    let [action, value] = doc.root().get_all(["action", "value"]);
     if action.is_some_and(|a| a.str_eq("search")) {
-        let value = root.get("value");
         match value.and_then(search) {
             Some(answer) => sink.put(answer)?,
             None => {
@@ -165,6 +164,30 @@ fn write_result(doc: &PyJson<'_>, sink: &mut dyn Sink) -> Result<(), FormatError
         sink.put("\".")?;
     }
     Ok(())
+}
+
+/// The JSON content of `message`, checked and indexed: UTF-8 under one of the labels
+/// Python reads as UTF-8 (`utf-8`, `utf8`, `utf_8`, `u8`, `utf`, any case, as the protocol
+/// decoder accepts them), valid JSON nested within `limits`. On invalid JSON the protocol's
+/// own check gives its precise error.
+fn json_doc<'m>(message: &'m Message, limits: &Limits) -> Result<PyJson<'m>, DemoError> {
+    let label = message.header().content_encoding.trim();
+    if !["utf-8", "utf8", "utf_8", "u8", "utf"]
+        .iter()
+        .any(|known| label.eq_ignore_ascii_case(known))
+    {
+        message.validate_json(limits)?;
+    }
+    let text = std::str::from_utf8(message.content()).map_err(|e| {
+        sockmsg_protocol::Error::InvalidUtf8 {
+            phase: sockmsg_protocol::Phase::Content,
+            offset: e.valid_up_to(),
+        }
+    })?;
+    PyJson::parse(text, limits.max_depth).map_err(|e| match message.validate_json(limits) {
+        Err(precise) => DemoError::Protocol(precise),
+        Ok(()) => DemoError::Json(e),
+    })
 }
 
 /// The search table's answer for a string `value`.
@@ -272,8 +295,8 @@ impl AnswerSink {
         AnswerSink { out, limit }
     }
 
-    /// Appends `bytes` if the answer, closed, still fits; grows by doubling, never past
-    /// the limit.
+    /// Appends `bytes` if the answer, closed, still fits; grows by half, never past the
+    /// limit.
     fn push(&mut self, bytes: &[u8]) -> Result<(), Full> {
         self.push_leaving(bytes, ANSWER_CLOSE.len())
     }
@@ -285,9 +308,9 @@ impl AnswerSink {
             return Err(Full);
         }
         if need > self.out.capacity() {
-            let want = need
-                .max(self.out.capacity().saturating_mul(2))
-                .min(self.limit);
+            // By half the capacity (not double): the answer's slack stays within half its size.
+            let cap = self.out.capacity();
+            let want = need.max(cap.saturating_add(cap / 2)).min(self.limit);
             self.out.reserve_exact(want - self.out.len());
         }
         self.out.extend_from_slice(bytes);
@@ -304,9 +327,19 @@ impl Sink for AnswerSink {
     /// JSON string escapes as Python writes them: `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`,
     /// `\u00XX` for other control characters; everything else raw.
     fn put(&mut self, s: &str) -> Result<(), Full> {
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut bytes = s.as_bytes();
+        loop {
+            let Some(n) = bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            else {
+                return self.push(bytes);
+            };
+            let (plain, rest) = bytes.split_at(n);
+            self.push(plain)?;
+            let Some((&b, rest)) = rest.split_first() else {
+                return Ok(());
+            };
             let esc: &[u8] = match b {
                 b'"' => b"\\\"",
                 b'\\' => b"\\\\",
@@ -315,10 +348,8 @@ impl Sink for AnswerSink {
                 b'\t' => b"\\t",
                 0x08 => b"\\b",
                 0x0c => b"\\f",
-                0x00..=0x1f => b"",
-                _ => continue,
+                _ => b"",
             };
-            self.push(bytes.get(start..i).unwrap_or_default())?;
             if esc.is_empty() {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 let hex = |n: u8| HEX.get(usize::from(n)).copied().unwrap_or(b'0');
@@ -326,9 +357,8 @@ impl Sink for AnswerSink {
             } else {
                 self.push(esc)?;
             }
-            start = i + 1;
+            bytes = rest;
         }
-        self.push(bytes.get(start..).unwrap_or_default())
     }
 }
 
@@ -441,14 +471,7 @@ impl DemoService {
             max_depth: self.max_depth,
             ..Limits::default()
         };
-        request.validate_json(&limits)?;
-        let text = std::str::from_utf8(request.content()).map_err(|e| {
-            sockmsg_protocol::Error::InvalidUtf8 {
-                phase: sockmsg_protocol::Phase::Content,
-                offset: e.valid_up_to(),
-            }
-        })?;
-        let doc = PyJson::parse(text, self.max_depth)?;
+        let doc = json_doc(request, &limits)?;
         if log {
             let mut preview = Preview::new(LOG_PREVIEW);
             let _ = doc.root().write_repr(&mut preview);
@@ -503,17 +526,11 @@ pub fn result_line(response: &Message) -> Result<String, ResponseError> {
     if !response.is_json() {
         return Ok(format!("got response: {}", bytes_repr(response.content())));
     }
-    let limits = Limits::default();
-    response
-        .validate_json(&limits)
-        .map_err(ResponseError::Protocol)?;
-    let text = std::str::from_utf8(response.content()).map_err(|e| {
-        ResponseError::Protocol(sockmsg_protocol::Error::InvalidUtf8 {
-            phase: sockmsg_protocol::Phase::Content,
-            offset: e.valid_up_to(),
-        })
+    let doc = json_doc(response, &Limits::default()).map_err(|e| match e {
+        DemoError::Json(e) => ResponseError::Json(e),
+        DemoError::Protocol(e) => ResponseError::Protocol(e),
+        other => ResponseError::NotAnObject(other.to_string()),
     })?;
-    let doc = PyJson::parse(text, limits.max_depth).map_err(ResponseError::Json)?;
     let root = doc.root();
     if !root.is_object() {
         let mut preview = Preview::new(LOG_PREVIEW);

@@ -326,7 +326,15 @@ impl<'a> PyJson<'a> {
         let b = self.bytes();
         // By key, then by position: each run of equal keys is in text order.
         keys.sort_unstable_by(|&x, &y| cmp_keys(b, x, y).then(x.cmp(&y)));
-        for run in keys.chunk_by(|&x, &y| cmp_keys(b, x, y) == Ordering::Equal) {
+        let same = |x: &u32, y: &u32| cmp_keys(b, *x, *y) == Ordering::Equal;
+        let (mut drop, mut moves) = (0, 0);
+        for run in keys.chunk_by(same).filter(|run| run.len() > 1) {
+            drop += run.len() - 1;
+            moves += 1;
+        }
+        grow(&mut self.dropped, drop);
+        grow(&mut self.moved, moves);
+        for run in keys.chunk_by(same) {
             if let [first, rest @ .., last] = run {
                 self.moved.push((*first, *last));
                 self.dropped.extend(rest);
@@ -373,16 +381,27 @@ impl<'j, 'a> Value<'j, 'a> {
     /// Python's `dict.get(key)`: the value of the last member named `key` if this is an
     /// object holding one (`None` for anything else, where Python would fail).
     pub fn get(&self, key: &str) -> Option<Value<'j, 'a>> {
+        let [found] = self.get_all([key]);
+        found
+    }
+
+    /// [`Value::get`] of several keys, in one pass over the object.
+    pub fn get_all<const N: usize>(&self, keys: [&str; N]) -> [Option<Value<'j, 'a>>; N] {
+        let mut found = [None; N];
         if !self.is_object() {
-            return None;
+            return found;
         }
         let b = self.doc.bytes();
-        let mut found = None;
         let mut i = ws(b, self.at + 1);
         while b.get(i) == Some(&b'"') {
             let value = value_start(b, i);
-            if Chars::new(b, i).eq(key.chars().map(u32::from)) {
-                found = Some(value);
+            for (key, slot) in keys.iter().zip(found.iter_mut()) {
+                if Chars::new(b, i).eq(key.chars().map(u32::from)) {
+                    *slot = Some(Value {
+                        doc: self.doc,
+                        at: value,
+                    });
+                }
             }
             i = ws(b, skip_value(b, value));
             if b.get(i) != Some(&b',') {
@@ -390,7 +409,7 @@ impl<'j, 'a> Value<'j, 'a> {
             }
             i = ws(b, i + 1);
         }
-        found.map(|at| Value { doc: self.doc, at })
+        found
     }
 
     /// Writes Python's `repr()` of the value to `sink`.
@@ -513,6 +532,14 @@ impl PyJson<'_> {
     }
 }
 
+/// Makes room for `additional` more items, growing by half (not double) the capacity at
+/// least: what the index keeps stays within 1.5 times what it needs.
+pub(crate) fn grow<T>(v: &mut Vec<T>, additional: usize) {
+    if v.capacity() - v.len() < additional {
+        v.reserve_exact(additional.max(v.capacity() / 2).max(16));
+    }
+}
+
 /// Skips JSON whitespace from `i`.
 fn ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
@@ -528,6 +555,7 @@ fn member(b: &[u8], i: usize, keys: &mut Vec<u32>) -> Option<usize> {
     if b.get(colon) != Some(&b':') {
         return None;
     }
+    grow(keys, 1);
     keys.push(u32::try_from(i).ok()?);
     Some(ws(b, colon + 1))
 }
@@ -742,19 +770,27 @@ impl Iterator for Chars<'_> {
 }
 
 /// Orders keys (opening quotes at `x`, `y`) by their decoded text: equal exactly when
-/// Python's `dict` sees one key.
+/// Python's `dict` sees one key. Raw bytes are compared as long as neither key shows an
+/// escape (UTF-8 orders as code points do); the decoded characters from there.
 fn cmp_keys(b: &[u8], x: u32, y: u32) -> Ordering {
     let (x, y) = (x as usize, y as usize);
-    let raw = |i: usize| {
-        let end = skip_string(b, i);
-        b.get(i + 1..end.saturating_sub(1)).unwrap_or_default()
-    };
-    let (rx, ry) = (raw(x), raw(y));
-    if !rx.contains(&b'\\') && !ry.contains(&b'\\') {
-        // UTF-8 orders as code points do.
-        return rx.cmp(ry);
+    let (mut i, mut j) = (x + 1, y + 1);
+    loop {
+        let c = b.get(i).copied().unwrap_or(b'"');
+        let d = b.get(j).copied().unwrap_or(b'"');
+        if c == b'\\' || d == b'\\' {
+            return Chars::new(b, x).cmp(Chars::new(b, y));
+        }
+        match (c == b'"', d == b'"') {
+            (true, true) => return Ordering::Equal,
+            (true, false) => return Ordering::Less,
+            (false, true) => return Ordering::Greater,
+            (false, false) if c != d => return c.cmp(&d),
+            _ => {}
+        }
+        i += 1;
+        j += 1;
     }
-    Chars::new(b, x).cmp(Chars::new(b, y))
 }
 
 /// Writes a number as Python prints what `json.loads` makes of it: an integer (any size)
@@ -763,40 +799,149 @@ fn write_number(text: &str, sink: &mut dyn Sink) -> Result<(), Full> {
     if !text.contains(['.', 'e', 'E']) {
         return sink.put(if text == "-0" { "0" } else { text });
     }
-    if float_text_is_repr(text) {
-        return sink.put(text);
+    let mut buf = Buf::default();
+    if short_float_repr(text, &mut buf) {
+        return sink.put(buf.as_str());
     }
     let x: f64 = text.parse().unwrap_or(f64::NAN);
     sink.put(&float_repr(x))
 }
 
-/// `true` if Python's `repr(float(text))` is `text` itself: positional, at most 15
-/// significant digits (so the shortest round-trip form has exactly these digits), no
-/// trailing zero in the fraction but `.0`, magnitude at least 1e-4 (or zero).
-fn float_text_is_repr(text: &str) -> bool {
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    let Some((int, frac)) = unsigned.split_once('.') else {
+/// A small text buffer on the stack (what does not fit is dropped; callers stay far
+/// below its size).
+struct Buf {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for Buf {
+    fn default() -> Buf {
+        Buf {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Buf {
+    fn push(&mut self, c: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = c;
+            self.len += 1;
+        }
+    }
+
+    fn extend(&mut self, s: &[u8]) {
+        s.iter().for_each(|&c| self.push(c));
+    }
+
+    fn as_str(&self) -> &str {
+        self.bytes
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Python's `repr(float(text))` of a JSON number with a fraction or an exponent, without
+/// going through binary: when it has at most 15 significant digits and lies within the
+/// normal range (1e-307 to 1e308), those digits are the shortest that round-trip (two
+/// decimals of 15 digits never make the same double), so only Python's layout remains:
+/// positional for decimal exponents -4 to 15, else `d.ddde+XX`. `false` when the number
+/// is outside that case (the caller then converts).
+fn short_float_repr(text: &str, out: &mut Buf) -> bool {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match unsigned.find(['e', 'E']) {
+        Some(at) => (
+            unsigned.get(..at).unwrap_or_default(),
+            unsigned.get(at + 1..).unwrap_or_default(),
+        ),
+        None => (unsigned, "0"),
+    };
+    let Ok(exp) = exp.strip_prefix('+').unwrap_or(exp).parse::<i32>() else {
+        return false; // beyond i32: far outside the normal range
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // Significant digits: without leading and trailing zeros.
+    let all = || int.bytes().chain(frac.bytes());
+    let lead = all().take_while(|&c| c == b'0').count();
+    let total = int.len() + frac.len();
+    let trail = all().rev().take_while(|&c| c == b'0').count();
+    if lead == total {
+        out.extend(if negative { b"-0.0" } else { b"0.0" });
+        return true;
+    }
+    let digits = total - lead - trail;
+    if digits > 15 {
+        return false;
+    }
+    // Decimal exponent of the first significant digit.
+    let Some(e) = i32::try_from(int.len())
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|n| n.checked_sub(i32::try_from(lead).ok()?))
+        .and_then(|n| n.checked_add(exp))
+    else {
         return false;
     };
-    if frac.is_empty() || !frac.bytes().all(|c| c.is_ascii_digit()) {
+    if !(-307..=307).contains(&e) {
         return false;
     }
-    if frac.len() > 1 && frac.ends_with('0') {
-        return false;
+    let mut d = [0u8; 15];
+    for (slot, c) in d.iter_mut().zip(all().skip(lead).take(digits)) {
+        *slot = c;
     }
-    let significant = if int == "0" {
-        let zeros = frac.len() - frac.trim_start_matches('0').len();
-        if frac == "0" {
-            return true;
+    let d = d.get(..digits).unwrap_or_default();
+    if negative {
+        out.push(b'-');
+    }
+    if (-4..16).contains(&e) {
+        if e >= 0 {
+            let int_len = e as usize + 1;
+            for k in 0..int_len {
+                out.push(d.get(k).copied().unwrap_or(b'0'));
+            }
+            out.push(b'.');
+            match d.get(int_len..) {
+                Some(rest) if !rest.is_empty() => out.extend(rest),
+                _ => out.push(b'0'),
+            }
+        } else {
+            out.extend(b"0.");
+            for _ in 0..(-e - 1) {
+                out.push(b'0');
+            }
+            out.extend(d);
         }
-        if zeros > 3 {
-            return false; // below 1e-4: Python writes an exponent
-        }
-        frac.len() - zeros
     } else {
-        int.len() + frac.len()
-    };
-    significant <= 15
+        out.extend(d.get(..1).unwrap_or_default());
+        if let Some(rest) = d.get(1..).filter(|r| !r.is_empty()) {
+            out.push(b'.');
+            out.extend(rest);
+        }
+        out.push(b'e');
+        out.push(if e < 0 { b'-' } else { b'+' });
+        let a = e.unsigned_abs();
+        if a < 10 {
+            out.push(b'0');
+        }
+        let mut tmp = Buf::default();
+        let mut a = a;
+        loop {
+            tmp.push(b'0' + (a % 10) as u8);
+            a /= 10;
+            if a == 0 {
+                break;
+            }
+        }
+        for k in (0..tmp.len).rev() {
+            out.push(tmp.bytes.get(k).copied().unwrap_or(b'0'));
+        }
+    }
+    true
 }
 
 /// Python's choice of quote for `repr()` of a string: `"` if it holds `'` and no `"`.
@@ -815,6 +960,17 @@ fn repr_quote(b: &[u8], i: usize) -> char {
 
 /// Writes `repr()` of the (checked) string at `i`; returns where it ends.
 fn write_str_repr(b: &[u8], i: usize, sink: &mut dyn Sink) -> Result<usize, Full> {
+    // Printable ASCII without quotes or escapes (most keys and strings): as it is, in `'`.
+    let content = b.get(i + 1..).unwrap_or_default();
+    let plain = content
+        .iter()
+        .position(|&c| !(0x20..0x7f).contains(&c) || c == b'\\' || c == b'"' || c == b'\'');
+    if let Some(n) = plain.filter(|&n| content.get(n) == Some(&b'"')) {
+        sink.put("'")?;
+        put_bytes(b, i + 1, i + 1 + n, sink)?;
+        sink.put("'")?;
+        return Ok(i + n + 2);
+    }
     let quote = repr_quote(b, i);
     let mut q = [0u8; 4];
     let q = &*quote.encode_utf8(&mut q);
@@ -1039,8 +1195,68 @@ mod tests {
             ("123456789012345.6", "123456789012345.6"),
             ("1234567890123456.7", "1234567890123456.8"),
             ("2E3", "2000.0"),
+            ("-1.5E-7", "-1.5e-07"),
+            ("12.5e-1", "1.25"),
+            ("0.00012e4", "1.2"),
+            ("1e-4", "0.0001"),
+            ("123e-7", "1.23e-05"),
+            ("100e13", "1000000000000000.0"),
+            ("10e15", "1e+16"),
+            ("-0e5", "-0.0"),
+            ("1e307", "1e+307"),
+            ("1e308", "1e+308"),
+            ("1e-308", "1e-308"),
+            ("2.5e-320", "2.5e-320"),
+            ("1e99999999999", "inf"),
+            ("1e-99999999999", "0.0"),
+            ("123456789012345e-20", "1.23456789012345e-06"),
         ] {
             assert_eq!(repr(text), want, "{text}");
+        }
+        // The short path agrees with converting, on every number it takes.
+        for text in [
+            "1.5",
+            "0.1",
+            "1e15",
+            "9.99999999999999e307",
+            "1.00000000000001e-307",
+            "-7.25e3",
+        ] {
+            let mut buf = Buf::default();
+            assert!(short_float_repr(text, &mut buf), "{text}");
+            assert_eq!(
+                buf.as_str(),
+                float_repr(text.parse().unwrap_or(f64::NAN)),
+                "{text}"
+            );
+        }
+        // And on many others: mantissas of 1 to 17 digits, exponents across the range.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..20_000 {
+            let digits: String = (0..1 + next(17))
+                .map(|_| char::from(b'0' + next(10) as u8))
+                .collect();
+            let int = digits.trim_start_matches('0');
+            let int = if int.is_empty() { "0" } else { int };
+            let split = next(int.len() as u64 + 1) as usize;
+            let (a, b) = int.split_at(split);
+            let a = if a.is_empty() { "0" } else { a };
+            let exp = next(640) as i64 - 320;
+            let text = format!(
+                "{}{a}.{}e{exp}",
+                if next(2) == 0 { "-" } else { "" },
+                if b.is_empty() { "0" } else { b }
+            );
+            let want = float_repr(text.parse().unwrap_or(f64::NAN));
+            let mut out = String::new();
+            let _ = write_number(&text, &mut out);
+            assert_eq!(out, want, "{text}");
         }
     }
 
