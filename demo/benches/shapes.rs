@@ -4,7 +4,8 @@
 //! at 16 MiB). A shape whose answer would pass the 16 MiB message limit measures the time
 //! to refuse it.
 //!
-//! `cargo bench -p sockmsg-demo --bench shapes`
+//! `cargo bench -p sockmsg-demo --bench shapes` (`-- guide` for the guide's own requests
+//! only)
 
 use std::time::Duration;
 
@@ -15,6 +16,17 @@ use sockmsg_demo::DemoService;
 fn shapes(c: &mut Criterion) {
     let service = DemoService::new();
     let mut group = c.benchmark_group("respond");
+    // The guide's own requests, for scale: what every request of a load test costs.
+    for (name, m) in [
+        ("guide-search", sockmsg_demo::request("search", "morpheus")),
+        ("guide-miss", sockmsg_demo::request("search", "neo")),
+        ("guide-binary", sockmsg_demo::request("binary", "☺")),
+    ] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new(name, "1"), &m, |b, m| {
+            b.iter(|| service.respond(m))
+        });
+    }
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
