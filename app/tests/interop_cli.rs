@@ -412,3 +412,37 @@ fn ctrl_c_stops_app_client_cleanly() {
     assert!(stderr.contains("app-client: interrupted"), "{stderr}");
     fake.join().expect("fake server");
 }
+
+/// A request whose answer would pass the message limit (5 MiB of `1e15`, which print as
+/// 18 characters each: a 20 MiB answer) is not answered: the connection is closed and the
+/// server logs one line saying why; it goes on serving.
+#[test]
+fn app_server_refuses_an_answer_past_the_message_limit() {
+    use sockmsg_demo::shapes::{request, Shape};
+    use sockmsg_transport_std::{Client, ClientConfig};
+    for transport in TRANSPORTS {
+        let (server, port) = start_app_server(&["--transport", transport]);
+        let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let config = ClientConfig {
+            read_timeout: Some(LIMIT),
+            write_timeout: Some(LIMIT),
+            ..ClientConfig::default()
+        };
+        let mut client = Client::connect(addr, &config).expect("connect");
+        let refused = client.request(request(Shape::ManyNumbers, 5 * 1024 * 1024));
+        assert!(refused.is_err(), "[{transport}] answered: {refused:?}");
+        let mut client = Client::connect(addr, &config).expect("connect again");
+        let answer = client
+            .request(sockmsg_demo::request("search", "ring"))
+            .expect("still serving");
+        assert!(answer.is_json());
+        server.signal("TERM");
+        let (status, _, log) = server.finish(LIMIT);
+        assert!(status.success(), "{status}\n{log}");
+        let why: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("answer would exceed 16777216 bytes"))
+            .collect();
+        assert_eq!(why.len(), 1, "[{transport}]\n{log}");
+    }
+}
