@@ -59,7 +59,7 @@ fn peak_during<T>(f: impl FnOnce() -> T) -> (usize, T) {
     (PEAK.load(Ordering::Relaxed) - start, out)
 }
 
-const LEN: usize = 2 * 1024 * 1024;
+const LEN: usize = 1024 * 1024;
 
 #[test]
 fn peak_memory_per_request_is_bounded_by_its_size() {
@@ -98,12 +98,12 @@ fn peak_memory_per_request_is_bounded_by_its_size() {
 /// 16 MiB of `1e15` would print as 64 MiB: the answer stops at the message limit, and
 /// nothing larger than the limit is ever allocated for it.
 fn answers_past_the_limit_are_never_built() {
-    let limit = 1024 * 1024;
+    let limit = 512 * 1024;
     let service = DemoService::new().with_limits(&Limits {
         max_content_len: limit,
         ..Limits::default()
     });
-    let req = request(Shape::ManyNumbers, 2 * 1024 * 1024);
+    let req = request(Shape::ManyNumbers, 1024 * 1024);
     let bytes = req.content().len();
     let (peak, answer) = peak_during(|| service.respond(&req));
     assert_eq!(answer, Err(DemoError::AnswerTooLarge { limit }));
