@@ -1008,32 +1008,39 @@ fn put_bytes(b: &[u8], from: usize, to: usize, sink: &mut dyn Sink) -> Result<()
 
 /// One character of `repr()` of a string quoted with `quote`.
 pub(crate) fn write_repr_char(c: u32, quote: char, sink: &mut dyn Sink) -> Result<(), Full> {
-    let mut buf = String::new();
+    let mut tmp = [0u8; 4];
     match char::from_u32(c) {
-        Some('\\') => return sink.put("\\\\"),
-        Some('\t') => return sink.put("\\t"),
-        Some('\n') => return sink.put("\\n"),
-        Some('\r') => return sink.put("\\r"),
+        Some('\\') => sink.put("\\\\"),
+        Some('\t') => sink.put("\\t"),
+        Some('\n') => sink.put("\\n"),
+        Some('\r') => sink.put("\\r"),
         Some(ch) if ch == quote => {
-            buf.push('\\');
-            buf.push(ch);
+            sink.put("\\")?;
+            sink.put(ch.encode_utf8(&mut tmp))
         }
-        Some(ch) if is_printable(ch) => {
-            let mut tmp = [0u8; 4];
-            return sink.put(ch.encode_utf8(&mut tmp));
-        }
-        // Non-printable, or a lone surrogate.
+        Some(ch) if is_printable(ch) => sink.put(ch.encode_utf8(&mut tmp)),
+        // Non-printable, or a lone surrogate: \xNN, \uNNNN or \UNNNNNNNN.
         _ => {
-            let _ = if c <= 0xff {
-                write!(buf, "\\x{c:02x}")
+            let (prefix, digits) = if c <= 0xff {
+                ("\\x", 2)
             } else if c <= 0xffff {
-                write!(buf, "\\u{c:04x}")
+                ("\\u", 4)
             } else {
-                write!(buf, "\\U{c:08x}")
+                ("\\U", 8)
             };
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut buf = Buf::default();
+            buf.extend(prefix.as_bytes());
+            for k in (0..digits).rev() {
+                buf.push(
+                    HEX.get(((c >> (4 * k)) & 0xf) as usize)
+                        .copied()
+                        .unwrap_or(b'0'),
+                );
+            }
+            sink.put(buf.as_str())
         }
     }
-    sink.put(&buf)
 }
 
 /// Writes the decoded text of the (checked) string at `i` (Python's `str()` of it).
