@@ -61,6 +61,7 @@
 pub mod peer_text;
 pub mod pyfmt;
 pub mod shapes;
+mod unprintable;
 
 use std::fmt;
 

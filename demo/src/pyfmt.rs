@@ -32,9 +32,9 @@
 //! as the sink is full ([`Preview`] for log lines, a capped buffer for answers), so an
 //! answer is never built past its limit.
 //!
-//! Known difference from CPython, at the edges: the test for "printable" characters in
-//! `repr` of strings knows the control, format, separator, surrogate and private-use ranges
-//! but not every unassigned code point (which CPython escapes and this prints raw).
+//! Which characters `repr()` escapes follows the Unicode database of Python 3.11 (Unicode
+//! 14.0, `demo/scripts/gen-unprintable.py`): a character assigned in a later Unicode version
+//! is escaped here as it is by Python 3.11, and printed raw by a later Python.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -1089,19 +1089,25 @@ pub fn str_repr(s: &str) -> String {
     out
 }
 
-/// An approximation of CPython's `str.isprintable()` for one character: false for
-/// control (Cc), format (Cf), line/paragraph separators, spaces other than U+0020 (Zs),
-/// private use (Co) and the noncharacters U+FFFE/U+FFFF.
+/// CPython's `str.isprintable()` for one character: false for control, format,
+/// separator, surrogate, private-use and unassigned characters and spaces other than
+/// U+0020 (the table of the Python that generated [`crate::unprintable`]).
 pub(crate) fn is_printable(c: char) -> bool {
-    if c.is_control() {
-        return false;
+    let c = u32::from(c);
+    if (0x20..0x7f).contains(&c) {
+        return true;
     }
-    !matches!(u32::from(c),
-        0xA0 | 0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x8E2 | 0x1680 | 0x180E
-        | 0x2000..=0x200F | 0x2028..=0x202F | 0x205F..=0x2064 | 0x2066..=0x206F | 0x3000
-        | 0xE000..=0xF8FF | 0xFEFF | 0xFFF9..=0xFFFB | 0xFFFE | 0xFFFF | 0x110BD | 0x110CD
-        | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001
-        | 0xE0020..=0xE007F | 0xF0000..=0x10FFFF)
+    crate::unprintable::UNPRINTABLE
+        .binary_search_by(|&(from, to)| {
+            if to < c {
+                Ordering::Less
+            } else if from > c {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            }
+        })
+        .is_err()
 }
 
 /// Python's `repr(bytes)`: `b'...'` (or `b"..."` if the bytes hold `'` and no `"`),
@@ -1305,6 +1311,11 @@ mod tests {
         assert_eq!(str_repr("🐶 é"), "'🐶 é'");
         assert_eq!(str_repr("\u{a0}\u{2028}\u{feff}"), r"'\xa0\u2028\ufeff'");
         assert_eq!(str_repr("\u{e0001}"), r"'\U000e0001'");
+        // Unassigned (in Python 3.11's Unicode 14.0) is unprintable; assigned CJK is not.
+        assert_eq!(
+            str_repr("\u{378}\u{103ff}\u{4e00}"),
+            "'\\u0378\\U000103ff\u{4e00}'"
+        );
         assert_eq!(repr(r#""\ud800x\udc00""#), r"'\ud800x\udc00'");
         assert_eq!(repr(r#""\u001b[31m""#), r"'\x1b[31m'");
     }

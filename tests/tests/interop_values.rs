@@ -29,6 +29,7 @@ const CASES: &[&str] = &[
     r#"{"action": {"k": {"k": 1, "j": 2, "k": [3]}, "z": {}, "k": {"j": 4, "k": 5, "j": 6}}}"#,
     r#"{"action": ["\u0000\u001f\u007f\u0085\u00a0\u00ad\u2028\ufeff\ud83d\ude00\ud800x\udfff", "\\", "\t\n\r\b\f", "é", "😀", "\u001b[31m"]}"#,
     r#"{"action": [[[[[]]]], {"": {"": {"": [{}]}}}], "value": 1}"#,
+    r#"{"action": ["\ud800\udfff \u0378 \u1f99 \ue000 \u3000 \u061c \ud83e\udef0 \ud83e\udefa \u0600 \ud80d\udc30"]}"#,
     r#"{"action": 1.0}"#,
     r#"{"action": "find", "action": "search", "value": "ring"}"#,
     r#"{"action": "search", "value": "x", "value": "ring"}"#,
