@@ -145,7 +145,7 @@ fn a_malformed_message_stops_the_listing_with_its_offset() {
                 assert_eq!(*offset, good + 2 + header.len() as u64);
                 assert_eq!((*message, *messages), (5, 4));
             }
-            InspectError::Io(e) => panic!("io error {e}"),
+            InspectError::Read(e) | InspectError::Write(e) => panic!("io error {e}"),
         }
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains("#4 at offset 431"));
