@@ -1,5 +1,6 @@
 //! The conformance corpus (`tests/vectors/`): every vector decoded whole, one byte at a time
-//! and split at every position, through each of the decoder's doors, must give one verdict,
+//! and split at every position, through each way in (a `Decoder` over slices, a
+//! `Connection`'s `read_from` and `read_buf`/`commit`), must give one verdict,
 //! and that verdict must be the one `tests/vectors/expected.txt` gives.
 //!
 //! `SOCKMSG_BLESS=1 cargo test -p sockmsg-tests --test vectors` rewrites the verdicts in
