@@ -49,8 +49,8 @@ fn case_request(case: &sockmsg_tests::DemoCase) -> Message {
 #[test]
 fn protocol_md_examples_are_the_ones_tested() {
     let path = protocol_md_path();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let found = protocol_examples(&text);
     assert_eq!(found.len(), PROTOCOL_EXAMPLES.len(), "{}", path.display());
     for (doc, ours) in found.iter().zip(PROTOCOL_EXAMPLES) {
