@@ -98,7 +98,7 @@ mod imp {
             match arg.as_str() {
                 "--connections" => connections = it.next().ok_or("--connections N")?.parse()?,
                 "--workers" => workers = it.next().ok_or("--workers W")?.parse()?,
-                other => return Err(format!("unknown argument {other:?}").into()),
+                other => return Err(format!("unknown argument '{other}'").into()),
             }
         }
         measure(connections, workers)
