@@ -21,7 +21,8 @@
 
 use serde::{Deserialize, Serialize};
 use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
-use sockmsg_protocol::{ByteOrder, Message, Service, ServiceError};
+use sockmsg_protocol::{ByteOrder, Message};
+use sockmsg_server::{Service, ServiceError};
 use tracing::info;
 
 use crate::pyfmt::{bytes_repr, py_repr, py_str_opt, str_repr, PyValue};
@@ -170,10 +171,10 @@ pub fn binary_request(action: &str, value: &str) -> Message {
 ///
 /// ```
 /// use sockmsg_app::demo::{request, DemoService};
-/// use sockmsg_protocol::Service;
+/// use sockmsg_server::Service;
 /// let answer = DemoService::new().call(request("search", "🐶"))?;
 /// assert_eq!(answer.content(), r#"{"result": "🐾 Playing ball! 🏐"}"#.as_bytes());
-/// # Ok::<(), sockmsg_protocol::ServiceError>(())
+/// # Ok::<(), sockmsg_server::ServiceError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DemoService {
@@ -419,7 +420,7 @@ mod tests {
 
     /// PROTOCOL.md's worked examples, byte for byte.
     #[test]
-    fn protocol_md_examples() -> Result<(), sockmsg_protocol::ServiceError> {
+    fn protocol_md_examples() -> Result<(), sockmsg_server::ServiceError> {
         let service = DemoService::with_byteorder(ByteOrder::Little);
         let req = request("search", "morpheus").with_byteorder(ByteOrder::Little);
         assert_eq!(

@@ -4,7 +4,7 @@
 //! load generator:
 //!
 //! * [`demo`]: the guide's demo application ([`demo::DemoService`], a
-//!   [`sockmsg_protocol::Service`]), the request builders `app-client` uses, and the lines
+//!   [`sockmsg_server::Service`]), the request builders `app-client` uses, and the lines
 //!   it prints;
 //! * [`pyfmt`]: Python's formatting of decoded JSON values and bytes, so answers and
 //!   output match the guide's Python peers character for character;

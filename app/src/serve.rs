@@ -10,7 +10,8 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use sockmsg_protocol::{Limits, Service};
+use sockmsg_protocol::Limits;
+use sockmsg_server::Service;
 
 /// The transports a server can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]

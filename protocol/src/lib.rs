@@ -14,7 +14,6 @@
 //!   Python (`json.dumps(..., ensure_ascii=False)`), including for JSON content.
 //! * [`Connection`]: one side of a connection, both directions, pipelining included.
 //! * [`Limits`]: what a peer may make us accept, checked before anything is allocated.
-//! * [`Service`]: the application interface every transport runs.
 //!
 //! ## Example: a client and a server, wired together in memory
 //!
@@ -78,7 +77,6 @@ pub mod fuzzing;
 pub mod header;
 pub mod json;
 pub mod message;
-pub mod service;
 
 pub use connection::{Connection, Role};
 pub use decoder::{Decoder, Event};
@@ -86,7 +84,6 @@ pub use encoder::Encoder;
 pub use error::{Error, JsonKind, Phase};
 pub use header::{parse_header, ByteOrder, Header};
 pub use message::{encode, encode_into, Message};
-pub use service::{Service, ServiceError};
 
 /// The largest JSON header the 2-byte protoheader can announce.
 pub const MAX_HEADER_LEN: usize = u16::MAX as usize;

@@ -375,7 +375,8 @@ mod live {
 
     use sockmsg_app::demo::{json_request, request, DemoService};
     use sockmsg_app::serve::{spawn, RunningServer, ServerSettings, Transport};
-    use sockmsg_protocol::{Message, Service};
+    use sockmsg_protocol::Message;
+    use sockmsg_server::Service;
     use sockmsg_transport_std::{Client, ClientConfig};
 
     /// The servers' own timeouts: far longer than anything this test waits, so a close

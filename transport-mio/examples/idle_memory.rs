@@ -38,7 +38,8 @@ mod imp {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use sockmsg_protocol::{encode, Decoder, Event, Limits, Message, Service, ServiceError};
+    use sockmsg_protocol::{encode, Decoder, Event, Limits, Message};
+    use sockmsg_server::{Service, ServiceError};
     use sockmsg_transport_mio::{Server, ServerConfig, Stats};
 
     /// The system allocator, counting the bytes currently allocated.

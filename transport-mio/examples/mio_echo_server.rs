@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use sockmsg_protocol::{Message, Service, ServiceError};
+use sockmsg_protocol::Message;
+use sockmsg_server::{Service, ServiceError};
 use sockmsg_transport_mio::{ListenerMode, Server, ServerConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -3,7 +3,7 @@
 //! The non-blocking transport of sockmsg: many connections per thread on [mio], one event
 //! loop per core, and a policy against peers that are slow, silent or malicious. The
 //! protocol itself is the sans-IO [`sockmsg_protocol::Connection`]; this crate only moves
-//! bytes and decides when to give up on a peer. Any [`sockmsg_protocol::Service`] runs here
+//! bytes and decides when to give up on a peer. Any [`sockmsg_server::Service`] runs here
 //! unchanged.
 //!
 //! ## The server
@@ -59,7 +59,8 @@
 //! ```
 //! use std::net::TcpStream;
 //! use std::sync::Arc;
-//! use sockmsg_protocol::{Connection, Event, Message, Service, ServiceError};
+//! use sockmsg_protocol::{Connection, Event, Message};
+//! use sockmsg_server::{Service, ServiceError};
 //! use sockmsg_transport_mio::{Server, ServerConfig};
 //!
 //! let server = Server::bind("127.0.0.1:0", ServerConfig::default().with_workers(1))?;

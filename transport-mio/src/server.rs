@@ -10,7 +10,7 @@ use std::thread;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
-use sockmsg_protocol::Service;
+use sockmsg_server::Service;
 use tracing::{info, warn};
 
 use crate::config::{ListenerMode, ServerConfig};

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use sockmsg_protocol::decoder::DEFAULT_READ_BUF;
-use sockmsg_protocol::{Connection, Event, Message, Role, Service};
+use sockmsg_protocol::{Connection, Event, Message, Role};
+use sockmsg_server::Service;
 use tracing::{debug, error, info, trace, warn};
 
 use crate::config::ServerConfig;

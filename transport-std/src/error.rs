@@ -114,7 +114,7 @@ pub enum TransportError {
         /// Who sent the request.
         addr: SocketAddr,
         /// The service's error.
-        source: sockmsg_protocol::ServiceError,
+        source: sockmsg_server::ServiceError,
     },
     /// Any other I/O error (including `WriteZero` from a writer that accepts nothing).
     Io {

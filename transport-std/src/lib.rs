@@ -11,7 +11,7 @@
 //! * [`Server`]: binds with `SO_REUSEADDR` (port 0 allowed), one thread per connection up
 //!   to [`ServerConfig::max_connections`], read, write and idle timeouts, and a graceful
 //!   shutdown triggered from any thread through a [`ShutdownHandle`] (for instance from a
-//!   Ctrl-C handler). It runs any [`sockmsg_protocol::Service`], the application interface
+//!   Ctrl-C handler). It runs any [`sockmsg_server::Service`], the application interface
 //!   every transport of sockmsg shares.
 //! * [`UdpEndpoint`]: one message per datagram.
 //! * [`TransportError`]: refused, reset, timed out, closed, protocol errors, each naming
@@ -21,7 +21,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use sockmsg_protocol::{Message, Service, ServiceError};
+//! use sockmsg_protocol::Message;
+//! use sockmsg_server::{Service, ServiceError};
 //! use sockmsg_transport_std::{Client, ClientConfig, Server, ServerConfig};
 //!
 //! // The application: answers every request with its content in upper case.

@@ -11,7 +11,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use sockmsg_protocol::{Connection, Limits, Role, Service, ServiceError};
+use sockmsg_protocol::{Connection, Limits, Role};
+use sockmsg_server::{Service, ServiceError};
 use tracing::{debug, info, info_span, warn};
 
 use crate::error::TransportError;

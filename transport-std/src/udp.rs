@@ -4,7 +4,8 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{encode, Decoder, Event, Limits, Message, Service};
+use sockmsg_protocol::{encode, Decoder, Event, Limits, Message};
+use sockmsg_server::Service;
 
 use crate::error::{Op, TransportError};
 

@@ -8,7 +8,8 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{encode, Message, Service, ServiceError};
+use sockmsg_protocol::{encode, Message};
+use sockmsg_server::{Service, ServiceError};
 use sockmsg_transport_std::{
     Client, ClientConfig, Op, Server, ServerConfig, ShutdownHandle, TransportError, WhenFull,
 };

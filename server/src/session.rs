@@ -1,0 +1,431 @@
+//! One connection's server policy, with no socket: the machine a transport drives.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sockmsg_protocol::{Connection, Event, Message, Role};
+
+use crate::close::CloseReason;
+use crate::config::ServerConfig;
+use crate::service::{call_service, Service};
+
+/// Where a [`Session`] stands: the state of one server connection.
+#[derive(Debug)]
+pub enum SessionState {
+    /// Taking requests: the socket should be read.
+    Open,
+    /// The answers queued reached [`ServerConfig::output_cap`]: no request is taken (and
+    /// the socket is not read) until they drain.
+    Backpressured,
+    /// No more requests: the answers owed are being sent, then the connection closes for
+    /// the reason held.
+    Draining(CloseReason),
+    /// Done: the transport closes the socket and logs the reason
+    /// ([`CloseReason::log`]).
+    Closed(CloseReason),
+}
+
+/// One server connection without its socket: the protocol [`Connection`] plus the server's
+/// policy. It takes the bytes a transport reads, calls the [`Service`] for each request
+/// (panics caught), queues the answers under the output cap, applies
+/// [`ServerConfig::close_after_answer`], keeps the header, idle and write deadlines and the
+/// shutdown grace, and tells the transport what to do next:
+///
+/// * bytes in: [`Session::read_buf`] + [`Session::commit`] (or [`Session::read_from`]), and
+///   [`Session::receive_eof`], while [`Session::wants_read`];
+/// * bytes out: [`Session::pending`] + [`Session::consume`] (or [`Session::write_to`]),
+///   while [`Session::wants_write`];
+/// * time: sleep until [`Session::poll_timeout`], then [`Session::handle_timeout`];
+/// * end: once [`Session::close_reason`] is `Some`, close the socket and log the reason.
+///
+/// Every method that can move the machine takes `now`; it never reads a clock.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use sockmsg_protocol::{encode, Message};
+/// use sockmsg_server::{CloseReason, ServerConfig, Service, ServiceError, Session};
+///
+/// let shout: Arc<dyn Service> = Arc::new(|m: Message| -> Result<Message, ServiceError> {
+///     Ok(Message::binary("text/plain", m.content().to_ascii_uppercase()))
+/// });
+/// let config = Arc::new(ServerConfig::default().with_close_after_answer(true));
+/// let now = Instant::now();
+/// let mut session = Session::new(shout, config, now);
+///
+/// // "The socket": the request arrives in one read.
+/// let request = encode(&Message::binary("text/plain", b"hi".to_vec()))?;
+/// let buf = session.read_buf();
+/// buf[..request.len()].copy_from_slice(&request);
+/// session.commit(request.len(), now);
+///
+/// // The answer is queued; with close_after_answer nothing more is read.
+/// assert!(session.wants_write() && !session.wants_read());
+/// let mut wire = Vec::new();
+/// while session.wants_write() {
+///     session.write_to(&mut wire, now)?;
+/// }
+/// assert!(wire.ends_with(b"HI"));
+/// assert!(matches!(session.close_reason(), Some(CloseReason::Answered)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Session {
+    conn: Connection,
+    service: Arc<dyn Service>,
+    config: Arc<ServerConfig>,
+    state: SessionState,
+    /// An answer waiting for the queue to drain below the cap.
+    parked: Option<Box<Message>>,
+    /// When the first byte of the message in progress arrived (header deadline).
+    started: Option<Instant>,
+    /// Last time bytes moved either way (idle timeout).
+    last_activity: Instant,
+    /// Last time output made progress, or became pending (write deadline).
+    write_progress: Instant,
+    /// Set by [`Session::begin_shutdown`]: when the grace period ends.
+    grace_until: Option<Instant>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("state", &self.state)
+            .field("pending", &self.conn.pending_len())
+            .field("parked", &self.parked.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A new connection accepted at `now`, answered by `service` under `config` (which
+    /// transports share between sessions, normalized: [`ServerConfig::normalized`]).
+    pub fn new(service: Arc<dyn Service>, config: Arc<ServerConfig>, now: Instant) -> Session {
+        Session {
+            conn: Connection::new(Role::Server, config.limits.clone()),
+            service,
+            config,
+            state: SessionState::Open,
+            parked: None,
+            started: None,
+            last_activity: now,
+            write_progress: now,
+            grace_until: None,
+        }
+    }
+
+    /// Where the session stands.
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// Why the connection is over, once it is: close the socket.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        match &self.state {
+            SessionState::Closed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// `true` once the connection is over ([`Session::close_reason`] is `Some`).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, SessionState::Closed(_))
+    }
+
+    /// `true` while the socket should be read: requests are taken, and the peer's stream
+    /// has not ended or failed.
+    pub fn wants_read(&self) -> bool {
+        matches!(self.state, SessionState::Open) && self.conn.wants_read()
+    }
+
+    /// `true` while answers wait to be sent.
+    pub fn wants_write(&self) -> bool {
+        !self.is_closed() && self.conn.wants_write()
+    }
+
+    /// The protocol machine, to inspect (bytes pending, requests in flight...).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A slice to read into; say how much arrived with [`Session::commit`].
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        self.conn.read_buf()
+    }
+
+    /// Records that `n` bytes were read into [`Session::read_buf`] at `now`, and answers
+    /// every request they complete (within the output cap).
+    pub fn commit(&mut self, n: usize, now: Instant) {
+        if let Err(e) = self.conn.commit(n) {
+            // A transport bug (more committed than lent), not the peer's doing.
+            self.abort(CloseReason::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                e,
+            )));
+            return;
+        }
+        if n > 0 {
+            self.last_activity = now;
+        }
+        self.process(now);
+    }
+
+    /// Records the end of the peer's stream (a read returned 0). Requests received before
+    /// it are answered; ending in the middle of a message is a protocol error.
+    pub fn receive_eof(&mut self, now: Instant) {
+        self.conn.receive_eof();
+        self.process(now);
+    }
+
+    /// Reads once from `reader` into the session: `Ok(0)` is the end of the stream, which
+    /// is recorded ([`Session::receive_eof`]). Errors, `WouldBlock` included, are returned
+    /// untouched for the transport to handle.
+    pub fn read_from<R: io::Read + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        now: Instant,
+    ) -> io::Result<usize> {
+        let n = reader.read(self.conn.read_buf())?;
+        if n == 0 {
+            self.receive_eof(now);
+        } else {
+            self.commit(n, now);
+        }
+        Ok(n)
+    }
+
+    /// The next contiguous run of bytes to send.
+    pub fn pending(&self) -> &[u8] {
+        self.conn.pending()
+    }
+
+    /// Records that `n` bytes of [`Session::pending`] were sent at `now`; answers held back
+    /// by the output cap move on.
+    pub fn consume(&mut self, n: usize, now: Instant) {
+        self.conn.consume(n);
+        self.wrote(n, now);
+    }
+
+    /// Writes pending bytes once to `writer` (vectored), and records what was sent.
+    pub fn write_to<W: io::Write + ?Sized>(
+        &mut self,
+        writer: &mut W,
+        now: Instant,
+    ) -> io::Result<usize> {
+        let n = self.conn.write_to(writer)?;
+        self.wrote(n, now);
+        Ok(n)
+    }
+
+    fn wrote(&mut self, n: usize, now: Instant) {
+        if n > 0 {
+            self.write_progress = now;
+            self.last_activity = now;
+            self.process(now);
+        }
+    }
+
+    /// The instant the session must next be looked at ([`Session::handle_timeout`]), if
+    /// any: the nearest of the header, idle and write deadlines and the shutdown grace
+    /// that apply now.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline().map(|(at, _)| at)
+    }
+
+    /// Closes the connection if a deadline passed by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some((at, reason)) = self.deadline() {
+            if at <= now {
+                self.abort(reason);
+            }
+        }
+    }
+
+    /// The server is stopping: take no more requests (a request not yet complete is
+    /// dropped), send the answers owed within [`ServerConfig::shutdown_grace`], then
+    /// close. A connection with nothing owed closes at once.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        if self.grace_until.is_some() || self.is_closed() {
+            return;
+        }
+        self.grace_until = Some(now + self.config.shutdown_grace);
+        if !matches!(self.state, SessionState::Draining(_)) {
+            self.state = SessionState::Draining(CloseReason::Shutdown);
+        }
+        self.process(now);
+    }
+
+    /// Ends the connection at once for `reason` (a socket error, say), dropping what is
+    /// pending. After a shutdown began, the reason stays [`CloseReason::Shutdown`]: the
+    /// socket error was the server's own doing.
+    pub fn abort(&mut self, reason: CloseReason) {
+        if self.is_closed() {
+            return;
+        }
+        let reason = match std::mem::replace(&mut self.state, SessionState::Open) {
+            SessionState::Draining(CloseReason::Shutdown) => CloseReason::Shutdown,
+            _ if self.grace_until.is_some() => CloseReason::Shutdown,
+            _ => reason,
+        };
+        self.parked = None;
+        self.state = SessionState::Closed(reason);
+        self.conn.release_buffers();
+    }
+
+    /// The nearest deadline that applies now, with what it closes the connection for.
+    fn deadline(&self) -> Option<(Instant, CloseReason)> {
+        let cfg = &*self.config;
+        let mut best: Option<(Instant, CloseReason)> = None;
+        let mut consider = |at: Option<Instant>, why: CloseReason| {
+            if let Some(at) = at {
+                if best.as_ref().map_or(true, |(b, _)| at < *b) {
+                    best = Some((at, why));
+                }
+            }
+        };
+        match self.state {
+            SessionState::Closed(_) => return None,
+            SessionState::Open if !self.conn.wants_write() => match self.started {
+                Some(started) => consider(
+                    cfg.header_deadline.map(|d| started + d),
+                    CloseReason::HeaderDeadline(cfg.header_deadline.unwrap_or_default()),
+                ),
+                None => consider(
+                    cfg.idle_timeout.map(|d| self.last_activity + d),
+                    CloseReason::Idle(cfg.idle_timeout.unwrap_or_default()),
+                ),
+            },
+            SessionState::Open => {
+                if let Some(started) = self.started {
+                    consider(
+                        cfg.header_deadline.map(|d| started + d),
+                        CloseReason::HeaderDeadline(cfg.header_deadline.unwrap_or_default()),
+                    );
+                }
+            }
+            SessionState::Backpressured | SessionState::Draining(_) => {}
+        }
+        if self.conn.wants_write() || self.parked.is_some() {
+            consider(
+                cfg.write_deadline.map(|d| self.write_progress + d),
+                CloseReason::WriteDeadline(cfg.write_deadline.unwrap_or_default()),
+            );
+        }
+        consider(self.grace_until, CloseReason::Shutdown);
+        best
+    }
+
+    /// `true` if `answer` may be queued now: the queue is empty, or stays within the cap.
+    fn fits(&self, answer: &Message) -> bool {
+        let pending = self.conn.pending_len();
+        pending == 0 || pending.saturating_add(answer.content().len()) <= self.config.output_cap
+    }
+
+    /// Takes requests and answers them until input, room under the cap or the
+    /// connection's life runs out; then moves the clocks and closes a drained connection.
+    fn process(&mut self, now: Instant) {
+        let mut completed = false;
+        loop {
+            if self.is_closed() {
+                return;
+            }
+            if let Some(answer) = self.parked.take() {
+                if !self.fits(&answer) {
+                    self.parked = Some(answer);
+                    if matches!(self.state, SessionState::Open) {
+                        self.state = SessionState::Backpressured;
+                    }
+                    break;
+                }
+                self.queue(*answer, now);
+                continue;
+            }
+            if matches!(self.state, SessionState::Draining(_)) {
+                break;
+            }
+            if self.conn.pending_len() >= self.config.output_cap {
+                self.state = SessionState::Backpressured;
+                break;
+            }
+            if matches!(self.state, SessionState::Backpressured) {
+                self.state = SessionState::Open;
+                // The header clock restarts: the pause was ours, not the peer's.
+                if self.conn.decoder().message_in_progress() {
+                    self.started = Some(now);
+                }
+            }
+            match self.conn.next_event() {
+                Ok(Event::Message(request)) => {
+                    completed = true;
+                    match call_service(&*self.service, request) {
+                        Ok(answer) => self.answer(answer, now),
+                        Err(e) => self.drain(e.into()),
+                    }
+                }
+                Ok(Event::NeedData) => break,
+                Ok(Event::End) => self.drain(CloseReason::PeerClosed),
+                Err(e) => self.drain(CloseReason::Protocol(e)),
+            }
+        }
+        let taking = matches!(self.state, SessionState::Open);
+        if taking && self.conn.decoder().message_in_progress() {
+            if completed || self.started.is_none() {
+                self.started = Some(now);
+            }
+        } else if !matches!(self.state, SessionState::Backpressured) {
+            self.started = None;
+        }
+        if let SessionState::Draining(_) = self.state {
+            if !self.conn.wants_write() && self.parked.is_none() {
+                if let SessionState::Draining(reason) =
+                    std::mem::replace(&mut self.state, SessionState::Open)
+                {
+                    self.state = SessionState::Closed(reason);
+                }
+            }
+        }
+        if !self.conn.wants_write() && !self.conn.decoder().message_in_progress() {
+            // Idle (or done): give back what the decoder and encoder hold.
+            self.conn.release_buffers();
+        }
+    }
+
+    /// Queues the service's `answer`, or parks it until the queue drains below the cap.
+    fn answer(&mut self, answer: Message, now: Instant) {
+        let limit = self.config.limits.max_content_len;
+        let len = answer.content().len();
+        if u64::try_from(len).map_or(true, |l| l > limit) {
+            self.drain(CloseReason::AnswerTooLarge { len, limit });
+            return;
+        }
+        if self.fits(&answer) {
+            self.queue(answer, now);
+        } else {
+            self.parked = Some(Box::new(answer));
+        }
+        if self.config.close_after_answer {
+            self.drain(CloseReason::Answered);
+        }
+    }
+
+    fn queue(&mut self, answer: Message, now: Instant) {
+        if !self.conn.wants_write() {
+            self.write_progress = now;
+        }
+        if let Err(e) = self.conn.send(answer) {
+            self.parked = None;
+            self.drain(CloseReason::BadAnswer(e));
+        }
+    }
+
+    /// No more requests: close for `reason` once the answers owed are sent.
+    fn drain(&mut self, reason: CloseReason) {
+        if matches!(self.state, SessionState::Open | SessionState::Backpressured) {
+            self.state = SessionState::Draining(reason);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
