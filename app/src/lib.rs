@@ -20,11 +20,11 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use sockmsg_app::demo::{request, result_line, DemoService};
-//! use sockmsg_app::serve::{spawn, ServerSettings, Transport};
+//! use sockmsg_app::serve::{spawn, ServerConfig, Transport};
 //! use sockmsg_transport_std::{Client, ClientConfig};
 //!
 //! for &transport in Transport::ALL {
-//!     let server = spawn(transport, "127.0.0.1:0".parse()?, &ServerSettings::default(),
+//!     let server = spawn(transport, "127.0.0.1:0".parse()?, &ServerConfig::default(),
 //!                        Arc::new(DemoService::new()))?;
 //!     let mut client = Client::connect(server.addr(), &ClientConfig::default())?;
 //!     let answer = client.request(request("search", "morpheus"))?;

@@ -85,6 +85,8 @@ pub struct Session {
     write_progress: Instant,
     /// Set by [`Session::begin_shutdown`]: when the grace period ends.
     grace_until: Option<Instant>,
+    /// Requests handed to the service.
+    requests: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -111,6 +113,7 @@ impl Session {
             last_activity: now,
             write_progress: now,
             grace_until: None,
+            requests: 0,
         }
     }
 
@@ -141,6 +144,16 @@ impl Session {
     /// `true` while answers wait to be sent.
     pub fn wants_write(&self) -> bool {
         !self.is_closed() && self.conn.wants_write()
+    }
+
+    /// Requests handed to the service so far.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// The configuration it runs under.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
     }
 
     /// The protocol machine, to inspect (bytes pending, requests in flight...).
@@ -315,10 +328,15 @@ impl Session {
         best
     }
 
-    /// `true` if `answer` may be queued now: the queue is empty, or stays within the cap.
+    /// `true` if `answer` may be queued now: the queue is empty, or stays within the cap
+    /// (counting the largest framing an answer can have).
     fn fits(&self, answer: &Message) -> bool {
         let pending = self.conn.pending_len();
-        pending == 0 || pending.saturating_add(answer.content().len()) <= self.config.output_cap
+        let size = answer
+            .content()
+            .len()
+            .saturating_add(2 + sockmsg_protocol::MAX_HEADER_LEN);
+        pending == 0 || pending.saturating_add(size) <= self.config.output_cap
     }
 
     /// Takes requests and answers them until input, room under the cap or the
@@ -357,6 +375,7 @@ impl Session {
             match self.conn.next_event() {
                 Ok(Event::Message(request)) => {
                     completed = true;
+                    self.requests += 1;
                     match call_service(&*self.service, request) {
                         Ok(answer) => self.answer(answer, now),
                         Err(e) => self.drain(e.into()),

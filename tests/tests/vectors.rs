@@ -374,7 +374,7 @@ mod live {
     use std::time::{Duration, Instant};
 
     use sockmsg_app::demo::{json_request, request, DemoService};
-    use sockmsg_app::serve::{spawn, RunningServer, ServerSettings, Transport};
+    use sockmsg_app::serve::{spawn, RunningServer, ServerConfig, Transport};
     use sockmsg_protocol::Message;
     use sockmsg_server::Service;
     use sockmsg_transport_std::{Client, ClientConfig};
@@ -423,12 +423,12 @@ mod live {
     /// A server on `transport` with the demo service, timeouts far beyond the test's
     /// waits, and (mio) two event loops.
     fn start(transport: Transport) -> RunningServer {
-        let settings = ServerSettings {
+        let settings = ServerConfig {
             idle_timeout: Some(SERVER_TIMEOUT),
-            read_timeout: Some(SERVER_TIMEOUT),
-            write_timeout: Some(SERVER_TIMEOUT),
-            event_loops: Some(2),
-            ..ServerSettings::default()
+            header_deadline: Some(SERVER_TIMEOUT),
+            write_deadline: Some(SERVER_TIMEOUT),
+            workers: 2,
+            ..ServerConfig::default()
         };
         let service: Arc<dyn Service> = Arc::new(DemoService::new());
         spawn(
@@ -650,13 +650,11 @@ mod live {
         );
     }
 
+    /// On every transport (a new one is covered by adding it to `Transport::ALL`).
     #[test]
-    fn invalid_vectors_through_the_std_server() {
-        conformance_against(Transport::Std);
-    }
-
-    #[test]
-    fn invalid_vectors_through_the_mio_server() {
-        conformance_against(Transport::Mio);
+    fn invalid_vectors_through_every_server() {
+        for &transport in Transport::ALL {
+            conformance_against(transport);
+        }
     }
 }

@@ -100,12 +100,12 @@
 mod client;
 mod config;
 mod server;
-mod slab;
 mod stats;
 mod timer;
 mod worker;
 
 pub use client::{multi_request, ClientConfig, ClientError, ConnectionOutcome, MultiClient};
-pub use config::{ListenerMode, ServerConfig};
-pub use server::{Server, ShutdownHandle};
+pub use config::{ListenerMode, MioOptions};
+pub use server::Server;
+pub use sockmsg_server::{ServerConfig, ShutdownHandle};
 pub use stats::{Stats, StatsSnapshot};

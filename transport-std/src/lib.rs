@@ -69,5 +69,6 @@ pub mod udp;
 pub use client::{Client, ClientConfig};
 pub use error::{Op, TransportError};
 pub use framed::Framed;
-pub use server::{Server, ServerConfig, ShutdownHandle, WhenFull};
+pub use server::Server;
+pub use sockmsg_server::{ServerConfig, ShutdownHandle, WhenFull};
 pub use udp::{decode_datagram, UdpEndpoint, MAX_DATAGRAM};

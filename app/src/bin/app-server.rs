@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::Parser;
 use sockmsg_app::cli::{resolve, secs_or_zero, Order};
 use sockmsg_app::demo::DemoService;
-use sockmsg_app::serve::{serve, ServerSettings, Stopper, Transport};
+use sockmsg_app::serve::{serve, ServerConfig as ServerSettings, Stopper, Transport};
 use sockmsg_protocol::ByteOrder;
 
 /// The guide's demo server (search table, binary answer), speaking the sockets guide's
@@ -86,9 +86,11 @@ fn run(args: Args) -> Result<(), String> {
     let settings = ServerSettings {
         max_connections: args.max_connections,
         idle_timeout: limit(args.idle_timeout),
-        read_timeout: limit(args.read_timeout),
-        write_timeout: limit(args.write_timeout),
-        event_loops: args.workers.map(usize::from),
+        header_deadline: limit(args.read_timeout),
+        write_deadline: limit(args.write_timeout),
+        workers: args
+            .workers
+            .map_or(ServerSettings::default().workers, usize::from),
         ..ServerSettings::default()
     };
     let service = match args.byteorder {
