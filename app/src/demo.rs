@@ -257,7 +257,9 @@ impl Service for DemoService {
 /// ```
 pub fn result_line(response: &Message) -> Result<String, ResponseError> {
     if response.is_json() {
-        let decoded: PyValue = response.json_content().map_err(ResponseError::Protocol)?;
+        let decoded: PyValue = response
+            .json_content()
+            .map_err(|e| ResponseError::Protocol(e.into()))?;
         if !matches!(decoded, PyValue::Dict(_)) {
             return Err(ResponseError::NotAnObject(py_repr(&decoded)));
         }

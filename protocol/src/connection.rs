@@ -1,12 +1,14 @@
-//! One side of a connection: both directions in one state machine.
+//! One side of a connection: both directions, the deadlines and the backpressure in one
+//! state machine.
 
-use std::io;
+use std::io::{self, IoSlice};
+use std::time::Instant;
 
 use crate::decoder::{Decoder, Event};
 use crate::encoder::Encoder;
-use crate::error::Error;
+use crate::error::{LocalError, PeerError};
+use crate::limits::{Deadlines, Limits, Timeout};
 use crate::message::Message;
-use crate::Limits;
 
 /// Which side of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,16 +19,41 @@ pub enum Role {
     Server,
 }
 
-/// One side of a connection: a [`Decoder`] for what arrives, an [`Encoder`] for what
-/// leaves, and the bookkeeping that ties them together (requests in flight, closing).
+/// One side of a connection: what arrives, what leaves, the requests in flight, the
+/// deadlines and the output cap, with no I/O and no clock.
+///
+/// There is **one way in** and **one way out**:
+///
+/// * in: [`Connection::read_buf`] lends a slice to receive into and [`Connection::commit`]
+///   says how much arrived ([`Connection::read_from`] does both with any `io::Read`; `Ok(0)`
+///   records the end of stream, as [`Connection::receive_eof`] does); then
+///   [`Connection::next_event`] hands out messages.
+/// * out: [`Connection::send`] queues a message; [`Connection::pending_slices`] and
+///   [`Connection::consume`] hand out the bytes and take note of what was sent
+///   ([`Connection::write_to`] does both with any `io::Write`).
+///
+/// The machine says what it wants: a transport waits for readability while
+/// [`Connection::wants_read`], for writability while [`Connection::wants_write`], shuts its
+/// write side down when [`Connection::wants_shutdown`], and sleeps no later than
+/// [`Connection::poll_timeout`], then calls [`Connection::handle_timeout`]. Every method that
+/// moves bytes takes `now`; the machine never reads a clock.
 ///
 /// Pipelining is natural: a client may queue its next request before the previous answer
 /// arrives; answers come back in order, and [`Connection::in_flight`] counts those owed.
 ///
-/// Driving it from a transport is two loops, as with rustls: while [`Connection::wants_read`],
-/// read into [`Connection::read_buf`] and [`Connection::commit`], then take events with
-/// [`Connection::next_event`]; while [`Connection::wants_write`], write
-/// [`Connection::pending`] and [`Connection::consume`] what was sent.
+/// ```
+/// use std::time::{Duration, Instant};
+/// use sockmsg_protocol::{Connection, Deadlines, Limits, Role, Timeout};
+///
+/// let start = Instant::now();
+/// let deadlines = Deadlines { idle: Some(Duration::from_secs(60)), ..Deadlines::default() };
+/// let mut conn = Connection::new(Role::Server, Limits::default()).with_deadlines(deadlines, start);
+/// assert!(conn.wants_read() && !conn.wants_write());
+/// assert_eq!(conn.poll_timeout(), Some(start + Duration::from_secs(60)));
+/// assert_eq!(conn.handle_timeout(start + Duration::from_secs(59)), None);
+/// assert_eq!(conn.handle_timeout(start + Duration::from_secs(60)), Some(Timeout::Idle));
+/// assert!(!conn.wants_read() && conn.poll_timeout().is_none());
+/// ```
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
@@ -35,10 +62,23 @@ pub struct Connection {
     closed: bool,
     sent: u64,
     received: u64,
+    deadlines: Deadlines,
+    /// Reading is held back while this many bytes or more are pending.
+    output_cap: usize,
+    timed_out: Option<Timeout>,
+    /// The latest instant passed in.
+    now: Option<Instant>,
+    /// Last time bytes moved either way (or the deadlines were set).
+    last_activity: Option<Instant>,
+    /// Last time output made progress, or became pending.
+    write_progress: Option<Instant>,
+    /// When the header clock of the message in progress started.
+    message_started: Option<Instant>,
 }
 
 impl Connection {
-    /// A connection in `role` with `limits` on what it accepts.
+    /// A connection in `role` with `limits` on what it accepts (and sends), no deadlines and
+    /// no output cap.
     pub fn new(role: Role, limits: Limits) -> Connection {
         Connection {
             role,
@@ -47,6 +87,13 @@ impl Connection {
             closed: false,
             sent: 0,
             received: 0,
+            deadlines: Deadlines::default(),
+            output_cap: usize::MAX,
+            timed_out: None,
+            now: None,
+            last_activity: None,
+            write_progress: None,
+            message_started: None,
         }
     }
 
@@ -60,24 +107,260 @@ impl Connection {
         Connection::new(Role::Server, Limits::default())
     }
 
+    /// The same connection with `deadlines` (see [`Deadlines`]); the idle clock starts at
+    /// `now`.
+    pub fn with_deadlines(mut self, deadlines: Deadlines, now: Instant) -> Connection {
+        self.deadlines = deadlines;
+        self.tick(now);
+        self.last_activity = Some(now);
+        self.write_progress = Some(now);
+        self
+    }
+
+    /// The same connection with an output cap: while [`Connection::pending_len`] is at
+    /// least `bytes`, the machine takes no more input ([`Connection::wants_read`] is `false`
+    /// and [`Connection::next_event`] answers [`Event::NeedData`] without decoding what is
+    /// buffered), and the header deadline of a message in progress does not run, since it
+    /// is this side that is not reading. Once output drains below the cap, buffered
+    /// messages come out of [`Connection::next_event`] again and the header clock restarts.
+    pub fn with_output_cap(mut self, bytes: usize) -> Connection {
+        self.output_cap = bytes;
+        self
+    }
+
+    /// The same connection with a read buffer of `size` bytes (at least 64; default
+    /// 16 KiB): the most [`Connection::read_buf`] lends at a time outside large content,
+    /// and the content size from which content is received in place.
+    pub fn with_read_buf_size(mut self, size: usize) -> Connection {
+        self.decoder = self.decoder.with_read_buf_size(size);
+        self
+    }
+
     /// This side's role.
     pub fn role(&self) -> Role {
         self.role
     }
 
-    /// Queues a message (a request for a client, a response for a server). After
-    /// [`Connection::close`] this is [`Error::SendAfterClose`].
-    pub fn send(&mut self, message: Message) -> Result<(), Error> {
-        if self.closed {
-            return Err(Error::SendAfterClose);
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        self.decoder.limits()
+    }
+
+    /// The deadlines in force.
+    pub fn deadlines(&self) -> &Deadlines {
+        &self.deadlines
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.now.map_or(true, |t| now > t) {
+            self.now = Some(now);
         }
-        self.encoder.queue(message)?;
-        self.sent += 1;
+    }
+
+    fn at_cap(&self) -> bool {
+        self.encoder.pending_len() >= self.output_cap
+    }
+
+    // ---- one way in ----
+
+    /// Lends a writable slice to receive into; say how many bytes were written with
+    /// [`Connection::commit`]. While a large content is arriving (at least the read-buffer
+    /// size still to come) the slice is the message's own content buffer, so those bytes
+    /// are never copied again.
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        self.decoder.read_buf()
+    }
+
+    /// Records that `n` bytes arrived at `now` at the start of the slice last lent by
+    /// [`Connection::read_buf`]. More than that slice held is
+    /// [`LocalError::CommitTooLarge`]; bytes after the end of stream,
+    /// [`LocalError::ReceiveAfterEof`].
+    pub fn commit(&mut self, n: usize, now: Instant) -> Result<(), LocalError> {
+        self.decoder.commit(n)?;
+        if n > 0 {
+            self.note_input(now);
+        }
         Ok(())
     }
 
-    /// No more messages will be sent. Once [`Connection::pending_len`] is zero the transport
-    /// should shut down its write side ([`Connection::wants_shutdown`]).
+    fn note_input(&mut self, now: Instant) {
+        self.tick(now);
+        self.last_activity = Some(now);
+        if self.message_started.is_none() {
+            self.message_started = Some(now);
+        }
+    }
+
+    /// Reads once from `reader` into [`Connection::read_buf`] and commits what arrived.
+    /// `Ok(0)` is the end of stream, recorded as by [`Connection::receive_eof`]. Errors
+    /// (`WouldBlock` and `Interrupted` included) are returned untouched.
+    pub fn read_from<R: io::Read + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        now: Instant,
+    ) -> io::Result<usize> {
+        let n = self.decoder.read_from(reader)?;
+        if n > 0 {
+            self.note_input(now);
+        }
+        Ok(n)
+    }
+
+    /// Records the end of the incoming stream: later events are [`Event::End`] if it came
+    /// between two messages, [`PeerError::UnexpectedEof`] otherwise.
+    pub fn receive_eof(&mut self) {
+        self.decoder.receive_eof();
+    }
+
+    /// The next event from what was received: a message, [`Event::NeedData`] when
+    /// everything received is consumed (or while output is at the cap), or [`Event::End`]
+    /// after a clean end of stream. A peer error is reported again on every later call.
+    pub fn next_event(&mut self) -> Result<Event, PeerError> {
+        if self.at_cap() || self.timed_out.is_some() {
+            return Ok(Event::NeedData);
+        }
+        let event = self.decoder.next_event();
+        self.after_event(&event);
+        event
+    }
+
+    fn after_event(&mut self, event: &Result<Event, PeerError>) {
+        if !self.decoder.message_in_progress() || event.is_err() {
+            self.message_started = None;
+        } else if let Ok(Event::Message(_)) = event {
+            // The next message is already under way: its clock starts now.
+            self.message_started = self.now;
+        }
+        if let Ok(Event::Message(_)) = event {
+            self.received += 1;
+        }
+    }
+
+    /// Decodes from `input` directly, as [`Decoder::decode`] does. Kept for transports
+    /// that read into a shared buffer; it bypasses the deadlines' bookkeeping.
+    #[doc(hidden)]
+    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Event, PeerError> {
+        let event = self.decoder.decode(input);
+        if let Ok(Event::Message(_)) = event {
+            self.received += 1;
+        }
+        event
+    }
+
+    /// Copies received bytes in, as [`Decoder::receive`] does. Kept for transports that
+    /// read into a shared buffer; it bypasses the deadlines' bookkeeping.
+    #[doc(hidden)]
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), LocalError> {
+        self.decoder.receive(data)
+    }
+
+    // ---- one way out ----
+
+    /// Queues a message (a request for a client, a response for a server) at `now`.
+    /// Refused, with nothing queued: after [`Connection::close`] or a deadline
+    /// ([`LocalError::SendAfterClose`]); content longer than
+    /// [`Limits::max_content_len`] ([`LocalError::ContentOverLimit`]: a peer with these
+    /// limits would refuse it); a header the format cannot carry.
+    pub fn send(&mut self, message: Message, now: Instant) -> Result<(), LocalError> {
+        if self.closed || self.timed_out.is_some() {
+            return Err(LocalError::SendAfterClose);
+        }
+        let size = message.content().len() as u64;
+        let max = self.decoder.limits().max_content_len;
+        if size > max {
+            return Err(LocalError::ContentOverLimit { size, max });
+        }
+        let was_empty = !self.encoder.wants_write();
+        self.encoder.queue(message)?;
+        self.sent += 1;
+        self.tick(now);
+        if was_empty {
+            self.write_progress = Some(now);
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with the pending bytes, in order, for a vectored write; returns how many
+    /// slices it filled.
+    pub fn pending_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        self.encoder.pending_slices(out)
+    }
+
+    /// The next contiguous run of bytes to send.
+    #[doc(hidden)]
+    pub fn pending(&self) -> &[u8] {
+        self.encoder.pending()
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn pending_len(&self) -> usize {
+        self.encoder.pending_len()
+    }
+
+    /// Records that the first `n` pending bytes were sent at `now` (more than pending is
+    /// clamped).
+    pub fn consume(&mut self, n: usize, now: Instant) {
+        let before = self.encoder.pending_len();
+        self.encoder.consume(n);
+        self.after_output(before, now);
+    }
+
+    fn after_output(&mut self, before: usize, now: Instant) {
+        let after = self.encoder.pending_len();
+        if after == before {
+            return;
+        }
+        self.tick(now);
+        self.write_progress = Some(now);
+        self.last_activity = Some(now);
+        if before >= self.output_cap && after < self.output_cap && self.message_started.is_some() {
+            // The pause was ours, not the peer's: the header clock starts again.
+            self.message_started = Some(now);
+        }
+    }
+
+    /// Writes pending bytes to `writer` once (vectored when there are several slices) and
+    /// consumes what it accepted. Errors, `WouldBlock` and `Interrupted` included, are the
+    /// caller's; a writer that accepts nothing while bytes are pending gives `WriteZero`.
+    pub fn write_to<W: io::Write + ?Sized>(
+        &mut self,
+        writer: &mut W,
+        now: Instant,
+    ) -> io::Result<usize> {
+        let before = self.encoder.pending_len();
+        let n = self.encoder.write_to(writer)?;
+        self.after_output(before, now);
+        Ok(n)
+    }
+
+    // ---- what the machine wants ----
+
+    /// `true` while reading can produce anything: no end of stream, no peer error, no
+    /// deadline passed, not closed for reading (a server after [`Connection::close`]; a
+    /// client after it once no answer is owed), and output below the cap.
+    pub fn wants_read(&self) -> bool {
+        self.reading() && !self.at_cap()
+    }
+
+    /// Reading is possible, the output cap aside.
+    fn reading(&self) -> bool {
+        self.timed_out.is_none()
+            && !self.decoder.is_eof()
+            && self.decoder.error().is_none()
+            && !self.closed_for_reading()
+    }
+
+    fn closed_for_reading(&self) -> bool {
+        self.closed && (self.role == Role::Server || self.in_flight() == 0)
+    }
+
+    /// `true` while bytes are waiting to be sent (and no deadline passed).
+    pub fn wants_write(&self) -> bool {
+        self.timed_out.is_none() && self.encoder.wants_write()
+    }
+
+    /// No more messages will be sent. Once everything queued is sent,
+    /// [`Connection::wants_shutdown`] says so.
     pub fn close(&mut self) {
         self.closed = true;
     }
@@ -89,17 +372,61 @@ impl Connection {
 
     /// `true` when closed and everything queued was sent: time to shut down the write side.
     pub fn wants_shutdown(&self) -> bool {
-        self.closed && !self.encoder.wants_write()
+        self.closed && self.timed_out.is_none() && !self.encoder.wants_write()
     }
 
-    /// `true` while reading can produce anything: no end of stream and no failure yet.
-    pub fn wants_read(&self) -> bool {
-        !self.decoder.is_eof() && self.decoder.error().is_none()
+    /// The earliest deadline running now, and which one it is.
+    fn deadline(&self) -> Option<(Instant, Timeout)> {
+        if self.timed_out.is_some() {
+            return None;
+        }
+        let mut best: Option<(Instant, Timeout)> = None;
+        let mut consider = |start: Option<Instant>, limit: Option<std::time::Duration>, t| {
+            if let (Some(start), Some(limit)) = (start, limit) {
+                let at = start + limit;
+                if best.map_or(true, |(b, _)| at < b) {
+                    best = Some((at, t));
+                }
+            }
+        };
+        let pending = self.encoder.wants_write();
+        let in_progress = self.decoder.message_in_progress();
+        if pending {
+            consider(self.write_progress, self.deadlines.write, Timeout::Write);
+        }
+        if in_progress && self.reading() && !self.at_cap() {
+            consider(self.message_started, self.deadlines.header, Timeout::Header);
+        }
+        if !pending && !in_progress {
+            consider(self.last_activity, self.deadlines.idle, Timeout::Idle);
+        }
+        best
     }
 
-    /// `true` while bytes are waiting to be sent.
-    pub fn wants_write(&self) -> bool {
-        self.encoder.wants_write()
+    /// When the transport must call [`Connection::handle_timeout`] at the latest: the
+    /// earliest running deadline, or `None` when none runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline().map(|(at, _)| at)
+    }
+
+    /// Checks the deadlines at `now`. `Some(t)`: deadline `t` passed (at or before `now`);
+    /// the connection is finished: it wants no more reading or writing, and the transport
+    /// closes it. `None`: nothing passed (calling early is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Timeout> {
+        self.tick(now);
+        match self.deadline() {
+            Some((at, t)) if at <= now => {
+                self.timed_out = Some(t);
+                self.message_started = None;
+                Some(t)
+            }
+            _ => None,
+        }
+    }
+
+    /// The deadline that finished this connection, if one did.
+    pub fn timed_out(&self) -> Option<Timeout> {
+        self.timed_out
     }
 
     /// Messages owed by the other side: for a client, requests sent and not yet answered;
@@ -111,90 +438,33 @@ impl Connection {
         }
     }
 
-    /// The next event from what was received (see [`Decoder::next_event`]).
-    pub fn next_event(&mut self) -> Result<Event, Error> {
-        self.count(|d| d.next_event())
+    /// `true` if part of a message has arrived but not all of it (bytes received and not
+    /// yet decoded included).
+    pub fn message_in_progress(&self) -> bool {
+        self.decoder.message_in_progress()
     }
 
-    /// Decodes from `input` directly (see [`Decoder::decode`]).
-    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Event, Error> {
-        self.count(|d| d.decode(input))
+    /// Bytes this connection holds allocated for input and output: what the peer costs in
+    /// memory right now.
+    pub fn allocated(&self) -> usize {
+        self.decoder.allocated() + self.encoder.allocated()
     }
 
-    fn count(
-        &mut self,
-        f: impl FnOnce(&mut Decoder) -> Result<Event, Error>,
-    ) -> Result<Event, Error> {
-        let event = f(&mut self.decoder)?;
-        if let Event::Message(_) = event {
-            self.received += 1;
-        }
-        Ok(event)
-    }
-
-    /// Copies received bytes in (see [`Decoder::receive`]).
-    pub fn receive(&mut self, data: &[u8]) -> Result<(), Error> {
-        self.decoder.receive(data)
-    }
-
-    /// A slice to receive into (see [`Decoder::read_buf`]).
-    pub fn read_buf(&mut self) -> &mut [u8] {
-        self.decoder.read_buf()
-    }
-
-    /// Records bytes written into [`Connection::read_buf`] (see [`Decoder::commit`]).
-    pub fn commit(&mut self, n: usize) -> Result<(), Error> {
-        self.decoder.commit(n)
-    }
-
-    /// Reads once from `reader` (see [`Decoder::read_from`]).
-    pub fn read_from<R: io::Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
-        self.decoder.read_from(reader)
-    }
-
-    /// Records the end of the incoming stream.
-    pub fn receive_eof(&mut self) {
-        self.decoder.receive_eof();
-    }
-
-    /// The next contiguous run of bytes to send.
-    pub fn pending(&self) -> &[u8] {
-        self.encoder.pending()
-    }
-
-    /// Bytes waiting to be sent.
-    pub fn pending_len(&self) -> usize {
-        self.encoder.pending_len()
-    }
-
-    /// Records that `n` pending bytes were sent.
-    pub fn consume(&mut self, n: usize) {
-        self.encoder.consume(n);
-    }
-
-    /// Writes pending bytes once (see [`Encoder::write_to`]).
-    pub fn write_to<W: io::Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<usize> {
-        self.encoder.write_to(writer)
+    /// Frees the buffers that hold nothing, so an idle connection holds no buffer.
+    pub fn release_buffers(&mut self) {
+        self.decoder.release_buffers();
+        self.encoder.release_buffers();
     }
 
     /// The receive side.
+    #[doc(hidden)]
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
     }
 
-    /// The receive side, mutably.
-    pub fn decoder_mut(&mut self) -> &mut Decoder {
-        &mut self.decoder
-    }
-
     /// The send side.
+    #[doc(hidden)]
     pub fn encoder(&self) -> &Encoder {
         &self.encoder
-    }
-
-    /// Frees buffers that hold nothing (see [`Decoder::release_buffers`]).
-    pub fn release_buffers(&mut self) {
-        self.decoder.release_buffers();
-        self.encoder.release_buffers();
     }
 }

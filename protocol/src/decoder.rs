@@ -3,7 +3,7 @@
 use std::io;
 use std::mem;
 
-use crate::error::{Error, Phase};
+use crate::error::{LocalError, PeerError, Phase};
 use crate::header::{parse_header, Header};
 use crate::message::{check_json_content, Message};
 use crate::Limits;
@@ -48,7 +48,7 @@ enum State {
     /// Clean end of stream.
     End,
     /// A peer error; reported again on every call.
-    Failed(Error),
+    Failed(PeerError),
 }
 
 /// Which buffer [`Decoder::read_buf`] lent out, and how large it was.
@@ -72,7 +72,7 @@ enum Lent {
 ///   slice is the content buffer itself, so those bytes are never copied again.
 ///
 /// End of stream is explicit ([`Decoder::receive_eof`]): clean between messages
-/// ([`Event::End`]), [`Error::UnexpectedEof`] inside one. The verdict on a stream never
+/// ([`Event::End`]), [`PeerError::UnexpectedEof`] inside one. The verdict on a stream never
 /// depends on how it was split, and after a peer error the decoder stays failed.
 ///
 /// ```
@@ -159,7 +159,7 @@ impl Decoder {
     /// message; call again (with the rest of `input`) until [`Event::NeedData`], which means
     /// all of `input` was consumed.
     #[inline]
-    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Event, Error> {
+    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Event, PeerError> {
         if self.absorb_content(input) {
             return Ok(Event::NeedData);
         }
@@ -195,12 +195,9 @@ impl Decoder {
         true
     }
 
-    fn decode_general(&mut self, input: &mut &[u8]) -> Result<Event, Error> {
+    fn decode_general(&mut self, input: &mut &[u8]) -> Result<Event, PeerError> {
         if let State::Failed(e) = &self.state {
             return Err(e.clone());
-        }
-        if self.eof && !input.is_empty() {
-            return Err(Error::ReceiveAfterEof);
         }
         if self.rpos < self.rend {
             let rbuf = mem::take(&mut self.rbuf);
@@ -229,18 +226,15 @@ impl Decoder {
 
     /// The next event from bytes already received through [`Decoder::receive`] or
     /// [`Decoder::commit`].
-    pub fn next_event(&mut self) -> Result<Event, Error> {
+    pub fn next_event(&mut self) -> Result<Event, PeerError> {
         self.decode(&mut &[][..])
     }
 
     /// Copies `data` into the decoder's buffer; take the messages out with
     /// [`Decoder::next_event`].
-    pub fn receive(&mut self, data: &[u8]) -> Result<(), Error> {
-        if let State::Failed(e) = &self.state {
-            return Err(e.clone());
-        }
+    pub fn receive(&mut self, data: &[u8]) -> Result<(), LocalError> {
         if self.eof && !data.is_empty() {
-            return Err(Error::ReceiveAfterEof);
+            return Err(LocalError::ReceiveAfterEof);
         }
         self.compact_staging();
         let end = self.rend + data.len();
@@ -285,11 +279,12 @@ impl Decoder {
 
     /// Records that `n` bytes were written at the start of the slice last returned by
     /// [`Decoder::read_buf`]. Committing more than that slice held is
-    /// [`Error::CommitTooLarge`] (a local error).
-    pub fn commit(&mut self, n: usize) -> Result<(), Error> {
+    /// [`LocalError::CommitTooLarge`]; committing after end of stream is [`LocalError::ReceiveAfterEof`].
+    pub fn commit(&mut self, n: usize) -> Result<(), LocalError> {
         let lent = mem::replace(&mut self.lent, Lent::None);
         match lent {
             _ if n == 0 => Ok(()),
+            _ if self.eof => Err(LocalError::ReceiveAfterEof),
             Lent::Staging(avail) if n <= avail => {
                 self.rend += n;
                 Ok(())
@@ -299,11 +294,13 @@ impl Decoder {
                 self.position += n as u64;
                 Ok(())
             }
-            Lent::Staging(available) | Lent::Content(available) => Err(Error::CommitTooLarge {
-                committed: n,
-                available,
-            }),
-            Lent::None => Err(Error::CommitTooLarge {
+            Lent::Staging(available) | Lent::Content(available) => {
+                Err(LocalError::CommitTooLarge {
+                    committed: n,
+                    available,
+                })
+            }
+            Lent::None => Err(LocalError::CommitTooLarge {
                 committed: n,
                 available: 0,
             }),
@@ -334,7 +331,7 @@ impl Decoder {
     }
 
     /// Records the end of the stream. Later events are [`Event::End`] if it came between two
-    /// messages, [`Error::UnexpectedEof`] otherwise.
+    /// messages, [`PeerError::UnexpectedEof`] otherwise.
     pub fn receive_eof(&mut self) {
         self.eof = true;
     }
@@ -345,7 +342,7 @@ impl Decoder {
     }
 
     /// The peer error the decoder failed with, if it did.
-    pub fn error(&self) -> Option<&Error> {
+    pub fn error(&self) -> Option<&PeerError> {
         match &self.state {
             State::Failed(e) => Some(e),
             _ => None,
@@ -425,14 +422,12 @@ impl Decoder {
         }
     }
 
-    fn fail(&mut self, e: Error) -> Error {
-        if e.is_peer_error() {
-            self.state = State::Failed(e.clone());
-        }
+    fn fail(&mut self, e: PeerError) -> PeerError {
+        self.state = State::Failed(e.clone());
         e
     }
 
-    fn at_eof(&mut self) -> Result<Event, Error> {
+    fn at_eof(&mut self) -> Result<Event, PeerError> {
         let (phase, missing) = match self.state {
             State::Protoheader if self.ph_have == 0 => {
                 self.state = State::End;
@@ -444,7 +439,7 @@ impl Decoder {
             State::Content { len, .. } => (Phase::Content, len - self.filled),
             State::Failed(ref e) => return Err(e.clone()),
         };
-        Err(self.fail(Error::UnexpectedEof { phase, missing }))
+        Err(self.fail(PeerError::UnexpectedEof { phase, missing }))
     }
 
     fn compact_staging(&mut self) {
@@ -489,7 +484,7 @@ impl Decoder {
 
     /// Runs the state machine over `src`, consuming from its front. Returns a message as soon
     /// as one is complete (leaving the rest of `src`), or `None` once `src` is exhausted.
-    fn step(&mut self, src: &mut &[u8]) -> Result<Option<Message>, Error> {
+    fn step(&mut self, src: &mut &[u8]) -> Result<Option<Message>, PeerError> {
         loop {
             // Matched in place: the state (which holds a parsed header) is moved only when
             // a message completes, not on every call.
@@ -521,7 +516,7 @@ impl Decoder {
                     self.position += 2;
                     let len = usize::from(len);
                     if len > self.limits.max_header_len {
-                        return Err(Error::HeaderTooLong {
+                        return Err(PeerError::HeaderTooLong {
                             size: len,
                             max: self.limits.max_header_len,
                         });
@@ -556,7 +551,7 @@ impl Decoder {
                     };
                     let header = parsed?;
                     let Ok(len) = usize::try_from(header.content_length) else {
-                        return Err(Error::ContentTooLong {
+                        return Err(PeerError::ContentTooLong {
                             size: header.content_length,
                             max: self.limits.max_content_len,
                         });
@@ -595,10 +590,10 @@ impl Decoder {
     }
 
     /// The content is complete: hand out the message and start the next one.
-    fn complete(&mut self) -> Result<Message, Error> {
+    fn complete(&mut self) -> Result<Message, PeerError> {
         let State::Content { header, .. } = mem::replace(&mut self.state, State::Protoheader)
         else {
-            return Err(Error::UnexpectedEof {
+            return Err(PeerError::UnexpectedEof {
                 phase: Phase::Content,
                 missing: 0,
             });

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use crate::error::Error;
+use crate::error::LocalError;
 use crate::message::{encode_framing, Message};
 
 /// Content up to this size is copied next to its header (one segment, one `send` for small
@@ -49,7 +49,7 @@ impl Encoder {
     }
 
     /// Encodes `message` at the end of the queue. On error nothing is queued.
-    pub fn queue(&mut self, message: Message) -> Result<(), Error> {
+    pub fn queue(&mut self, message: Message) -> Result<(), LocalError> {
         let inline = message.content().len() <= INLINE_CONTENT;
         let fresh = match self.segments.back() {
             Some(tail) => tail.len() >= SEGMENT_TARGET,

@@ -1,4 +1,5 @@
-//! The one error type of the crate.
+//! Errors, split by who caused them: [`PeerError`] (the remote) and [`LocalError`]
+//! (this program), as h11 does; [`Error`] holds either.
 
 use std::fmt;
 
@@ -72,16 +73,12 @@ impl fmt::Display for JsonKind {
     }
 }
 
-/// Everything that can go wrong, in one type.
-///
-/// Variants up to [`Error::UnexpectedEof`] are caused by the **peer** (the bytes it sent break
-/// the protocol): [`Error::is_peer_error`] is `true` for them, and the decoder that reported
-/// one stays failed and reports it again on every later call. The remaining variants are
-/// caused by the **local program** (misuse, or a value it asked to encode that the protocol
-/// cannot carry) and leave the machine as it was.
+/// What the **peer** did wrong: its bytes break the protocol (or its JSON content does not
+/// have the shape the program asked for). Every decoder error is one of these; the machine
+/// that reported one stays failed and reports it again on every later call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Error {
+pub enum PeerError {
     /// The protoheader announced a JSON header longer than the configured maximum.
     HeaderTooLong {
         /// The announced length.
@@ -167,61 +164,26 @@ pub enum Error {
         /// serde's description.
         reason: String,
     },
-
-    // ---- local errors: misuse by this program, not the peer's fault ----
-    /// A message was queued after [`crate::Connection::close`].
-    SendAfterClose,
-    /// Data was fed after the end of the stream was reported.
-    ReceiveAfterEof,
-    /// The message to encode has a JSON header longer than 65,535 bytes.
-    EncodeHeaderTooLong {
-        /// The encoded header length.
-        size: usize,
-    },
-    /// A value to encode as JSON could not be serialized.
-    Serialize {
-        /// serde's description.
-        reason: String,
-    },
-    /// [`crate::Decoder::commit`] was called with more bytes than the last read buffer held.
-    CommitTooLarge {
-        /// Bytes committed.
-        committed: usize,
-        /// Bytes available in the buffer.
-        available: usize,
-    },
 }
 
-impl Error {
-    /// `true` if the peer caused this error (its bytes broke the protocol); `false` if the
-    /// local program did (misuse, or a value that cannot be encoded).
-    pub fn is_peer_error(&self) -> bool {
-        !matches!(
-            self,
-            Error::SendAfterClose
-                | Error::ReceiveAfterEof
-                | Error::EncodeHeaderTooLong { .. }
-                | Error::Serialize { .. }
-                | Error::CommitTooLarge { .. }
-        )
-    }
-
-    /// The phase in which a peer error was found, where it has one.
-    pub fn phase(&self) -> Option<Phase> {
+impl PeerError {
+    /// The phase of the message in which the error was found.
+    pub fn phase(&self) -> Phase {
         match self {
-            Error::HeaderTooLong { .. } => Some(Phase::Protoheader),
-            Error::InvalidUtf8 { phase, .. }
-            | Error::InvalidJson { phase, .. }
-            | Error::NestingTooDeep { phase, .. }
-            | Error::UnexpectedEof { phase, .. } => Some(*phase),
-            Error::HeaderNotObject { .. }
-            | Error::MissingKey { .. }
-            | Error::WrongType { .. }
-            | Error::InvalidByteorder { .. }
-            | Error::NegativeContentLength { .. }
-            | Error::ContentTooLong { .. } => Some(Phase::Header),
-            Error::UnsupportedEncoding { .. } | Error::ContentShape { .. } => Some(Phase::Content),
-            _ => None,
+            PeerError::HeaderTooLong { .. } => Phase::Protoheader,
+            PeerError::InvalidUtf8 { phase, .. }
+            | PeerError::InvalidJson { phase, .. }
+            | PeerError::NestingTooDeep { phase, .. }
+            | PeerError::UnexpectedEof { phase, .. } => *phase,
+            PeerError::HeaderNotObject { .. }
+            | PeerError::MissingKey { .. }
+            | PeerError::WrongType { .. }
+            | PeerError::InvalidByteorder { .. }
+            | PeerError::NegativeContentLength { .. }
+            | PeerError::ContentTooLong { .. } => Phase::Header,
+            PeerError::UnsupportedEncoding { .. } | PeerError::ContentShape { .. } => {
+                Phase::Content
+            }
         }
     }
 
@@ -229,29 +191,24 @@ impl Error {
     /// metrics and conformance files.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::HeaderTooLong { .. } => "header-too-long",
-            Error::InvalidUtf8 { .. } => "invalid-utf8",
-            Error::InvalidJson { .. } => "invalid-json",
-            Error::NestingTooDeep { .. } => "nesting-too-deep",
-            Error::HeaderNotObject { .. } => "header-not-object",
-            Error::MissingKey { .. } => "missing-key",
-            Error::WrongType { .. } => "wrong-type",
-            Error::InvalidByteorder { .. } => "invalid-byteorder",
-            Error::NegativeContentLength { .. } => "negative-content-length",
-            Error::ContentTooLong { .. } => "content-too-long",
-            Error::UnsupportedEncoding { .. } => "unsupported-encoding",
-            Error::UnexpectedEof { .. } => "unexpected-eof",
-            Error::ContentShape { .. } => "content-shape",
-            Error::SendAfterClose => "send-after-close",
-            Error::ReceiveAfterEof => "receive-after-eof",
-            Error::EncodeHeaderTooLong { .. } => "encode-header-too-long",
-            Error::Serialize { .. } => "serialize",
-            Error::CommitTooLarge { .. } => "commit-too-large",
+            PeerError::HeaderTooLong { .. } => "header-too-long",
+            PeerError::InvalidUtf8 { .. } => "invalid-utf8",
+            PeerError::InvalidJson { .. } => "invalid-json",
+            PeerError::NestingTooDeep { .. } => "nesting-too-deep",
+            PeerError::HeaderNotObject { .. } => "header-not-object",
+            PeerError::MissingKey { .. } => "missing-key",
+            PeerError::WrongType { .. } => "wrong-type",
+            PeerError::InvalidByteorder { .. } => "invalid-byteorder",
+            PeerError::NegativeContentLength { .. } => "negative-content-length",
+            PeerError::ContentTooLong { .. } => "content-too-long",
+            PeerError::UnsupportedEncoding { .. } => "unsupported-encoding",
+            PeerError::UnexpectedEof { .. } => "unexpected-eof",
+            PeerError::ContentShape { .. } => "content-shape",
         }
     }
 
-    pub(crate) fn invalid_json(phase: Phase, e: &serde_json::Error) -> Error {
-        Error::InvalidJson {
+    pub(crate) fn invalid_json(phase: Phase, e: &serde_json::Error) -> PeerError {
+        PeerError::InvalidJson {
             phase,
             line: e.line(),
             column: e.column(),
@@ -260,17 +217,17 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for PeerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::HeaderTooLong { size, max } => write!(
+            PeerError::HeaderTooLong { size, max } => write!(
                 f,
                 "protoheader: JSON header length {size} exceeds the maximum {max}"
             ),
-            Error::InvalidUtf8 { phase, offset } => {
+            PeerError::InvalidUtf8 { phase, offset } => {
                 write!(f, "{phase}: invalid UTF-8 at byte offset {offset}")
             }
-            Error::InvalidJson {
+            PeerError::InvalidJson {
                 phase,
                 line,
                 column,
@@ -279,53 +236,119 @@ impl fmt::Display for Error {
                 f,
                 "{phase}: invalid JSON at line {line} column {column}: {reason}"
             ),
-            Error::NestingTooDeep { phase, max } => {
+            PeerError::NestingTooDeep { phase, max } => {
                 write!(f, "{phase}: JSON nested deeper than {max} levels")
             }
-            Error::HeaderNotObject { found } => {
+            PeerError::HeaderNotObject { found } => {
                 write!(f, "JSON header: expected an object, found {found}")
             }
-            Error::MissingKey { key } => write!(f, "JSON header: missing required key {key:?}"),
-            Error::WrongType {
+            PeerError::MissingKey { key } => {
+                write!(f, "JSON header: missing required key {key:?}")
+            }
+            PeerError::WrongType {
                 key,
                 expected,
                 found,
             } => write!(f, "JSON header: {key:?} must be {expected}, found {found}"),
-            Error::InvalidByteorder { value } => write!(
+            PeerError::InvalidByteorder { value } => write!(
                 f,
                 "JSON header: \"byteorder\" must be \"little\" or \"big\", found {value:?}"
             ),
-            Error::NegativeContentLength { size } => {
+            PeerError::NegativeContentLength { size } => {
                 write!(f, "JSON header: \"content-length\" is negative ({size})")
             }
-            Error::ContentTooLong { size, max } => write!(
+            PeerError::ContentTooLong { size, max } => write!(
                 f,
                 "JSON header: \"content-length\" {size} exceeds the maximum {max}"
             ),
-            Error::UnsupportedEncoding { encoding } => write!(
+            PeerError::UnsupportedEncoding { encoding } => write!(
                 f,
                 "content: unsupported content-encoding {encoding:?} for text/json"
             ),
-            Error::UnexpectedEof { phase, missing } => write!(
+            PeerError::UnexpectedEof { phase, missing } => write!(
                 f,
                 "unexpected end of stream in the {phase}: {missing} more byte(s) expected"
             ),
-            Error::ContentShape { reason } => {
+            PeerError::ContentShape { reason } => {
                 write!(
                     f,
                     "content: JSON does not have the expected shape: {reason}"
                 )
             }
-            Error::SendAfterClose => f.write_str("cannot send: the connection was closed"),
-            Error::ReceiveAfterEof => {
+        }
+    }
+}
+
+impl std::error::Error for PeerError {}
+
+/// What the **local** program did wrong: misuse of the machine, or a message it asked to
+/// send that the protocol (or its limits) cannot carry. The machine is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// A message was queued after [`crate::Connection::close`] (or after a deadline passed).
+    SendAfterClose,
+    /// Data was fed after the end of the stream was reported.
+    ReceiveAfterEof,
+    /// The message to encode has a JSON header longer than 65,535 bytes.
+    EncodeHeaderTooLong {
+        /// The encoded header length.
+        size: usize,
+    },
+    /// The message to send has more content than [`crate::Limits::max_content_len`]: a peer
+    /// with the same limits would refuse it, so it is never built.
+    ContentOverLimit {
+        /// The content length of the message.
+        size: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// A value to encode as JSON could not be serialized.
+    Serialize {
+        /// serde's description.
+        reason: String,
+    },
+    /// [`crate::Connection::commit`] was called with more bytes than the last read buffer
+    /// held.
+    CommitTooLarge {
+        /// Bytes committed.
+        committed: usize,
+        /// Bytes available in the buffer.
+        available: usize,
+    },
+}
+
+impl LocalError {
+    /// A short stable name for the variant (`"send-after-close"`, …), for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LocalError::SendAfterClose => "send-after-close",
+            LocalError::ReceiveAfterEof => "receive-after-eof",
+            LocalError::EncodeHeaderTooLong { .. } => "encode-header-too-long",
+            LocalError::ContentOverLimit { .. } => "content-over-limit",
+            LocalError::Serialize { .. } => "serialize",
+            LocalError::CommitTooLarge { .. } => "commit-too-large",
+        }
+    }
+}
+
+impl fmt::Display for LocalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocalError::SendAfterClose => f.write_str("cannot send: the connection was closed"),
+            LocalError::ReceiveAfterEof => {
                 f.write_str("cannot receive: end of stream was already reported")
             }
-            Error::EncodeHeaderTooLong { size } => write!(
+            LocalError::EncodeHeaderTooLong { size } => write!(
                 f,
                 "cannot encode: JSON header of {size} bytes exceeds 65535 bytes"
             ),
-            Error::Serialize { reason } => write!(f, "cannot encode: {reason}"),
-            Error::CommitTooLarge {
+            LocalError::ContentOverLimit { size, max } => write!(
+                f,
+                "cannot send: content of {size} bytes exceeds the maximum {max}"
+            ),
+            LocalError::Serialize { reason } => write!(f, "cannot encode: {reason}"),
+            LocalError::CommitTooLarge {
                 committed,
                 available,
             } => write!(
@@ -336,4 +359,79 @@ impl fmt::Display for Error {
     }
 }
 
+impl std::error::Error for LocalError {}
+
+/// Either kind of error, for callers that handle both the same way (`?` converts from
+/// [`PeerError`] and [`LocalError`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The peer broke the protocol.
+    Peer(PeerError),
+    /// The local program misused the machine.
+    Local(LocalError),
+}
+
+impl Error {
+    /// `true` if the peer caused this error.
+    pub fn is_peer_error(&self) -> bool {
+        matches!(self, Error::Peer(_))
+    }
+
+    /// The peer error, if it is one.
+    pub fn peer(&self) -> Option<&PeerError> {
+        match self {
+            Error::Peer(e) => Some(e),
+            Error::Local(_) => None,
+        }
+    }
+
+    /// The phase in which a peer error was found (`None` for local errors).
+    pub fn phase(&self) -> Option<Phase> {
+        self.peer().map(PeerError::phase)
+    }
+
+    /// A short stable name for the variant (see [`PeerError::kind`], [`LocalError::kind`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Peer(e) => e.kind(),
+            Error::Local(e) => e.kind(),
+        }
+    }
+}
+
+impl From<PeerError> for Error {
+    fn from(e: PeerError) -> Error {
+        Error::Peer(e)
+    }
+}
+
+impl From<LocalError> for Error {
+    fn from(e: LocalError) -> Error {
+        Error::Local(e)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Peer(e) => e.fmt(f),
+            Error::Local(e) => e.fmt(f),
+        }
+    }
+}
+
 impl std::error::Error for Error {}
+
+/// An [`Error`] equals the peer error it holds.
+impl PartialEq<PeerError> for Error {
+    fn eq(&self, other: &PeerError) -> bool {
+        matches!(self, Error::Peer(e) if e == other)
+    }
+}
+
+/// An [`Error`] equals the local error it holds.
+impl PartialEq<LocalError> for Error {
+    fn eq(&self, other: &LocalError) -> bool {
+        matches!(self, Error::Local(e) if e == other)
+    }
+}

@@ -16,9 +16,11 @@
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::{Map, Number, Value};
 
+use std::time::Instant;
+
 use crate::connection::{Connection, Role};
 use crate::decoder::{Decoder, Event};
-use crate::error::{Error, JsonKind, Phase};
+use crate::error::{Error, JsonKind, LocalError, PeerError, Phase};
 use crate::header::{encode_header, parse_header, ByteOrder, Header, TEXT_JSON};
 use crate::message::{encode, Message};
 use crate::Limits;
@@ -61,8 +63,7 @@ pub fn json_header(data: &[u8]) {
                 check_reencode(header, &limits);
             }
             Err(e) => {
-                assert!(e.is_peer_error(), "local error {e:?} from parse_header");
-                assert_eq!(e.phase(), Some(Phase::Header), "{e:?}");
+                assert_eq!(e.phase(), Phase::Header, "{e:?}");
             }
         }
     }
@@ -85,7 +86,7 @@ fn check_reencode(header: &Header, limits: &Limits) {
     ) {
         Ok(()) => {}
         // The canonical form adds spaces: a header near 65,535 bytes may not fit again.
-        Err(Error::EncodeHeaderTooLong { size }) => {
+        Err(LocalError::EncodeHeaderTooLong { size }) => {
             assert!(size > crate::MAX_HEADER_LEN);
             return;
         }
@@ -120,7 +121,8 @@ mod model {
 
     /// What the model expects: an error, or the four keys and the extra keys (unordered:
     /// `Value`'s map does not keep order; the position rule is tested by unit tests).
-    pub(super) type Verdict = Result<(ByteOrder, String, String, u64, Map<String, Value>), Error>;
+    pub(super) type Verdict =
+        Result<(ByteOrder, String, String, u64, Map<String, Value>), PeerError>;
 
     fn depth_exceeds(bytes: &[u8], max: usize) -> bool {
         // Brackets outside strings; a backslash in a string skips the next byte.
@@ -145,8 +147,8 @@ mod model {
         false
     }
 
-    fn wrong(key: &'static str, expected: &'static str, v: &Value) -> Error {
-        Error::WrongType {
+    fn wrong(key: &'static str, expected: &'static str, v: &Value) -> PeerError {
+        PeerError::WrongType {
             key,
             expected,
             found: JsonKind::of(v),
@@ -154,21 +156,21 @@ mod model {
     }
 
     pub(super) fn header(data: &[u8], limits: &Limits) -> Verdict {
-        let text = std::str::from_utf8(data).map_err(|e| Error::InvalidUtf8 {
+        let text = std::str::from_utf8(data).map_err(|e| PeerError::InvalidUtf8 {
             phase: Phase::Header,
             offset: e.valid_up_to(),
         })?;
         let max_depth = limits.max_depth.min(127);
         if depth_exceeds(data, max_depth) {
-            return Err(Error::NestingTooDeep {
+            return Err(PeerError::NestingTooDeep {
                 phase: Phase::Header,
                 max: max_depth,
             });
         }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| crate::error::Error::invalid_json(Phase::Header, &e))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| PeerError::invalid_json(Phase::Header, &e))?;
         let Value::Object(mut map) = value else {
-            return Err(Error::HeaderNotObject {
+            return Err(PeerError::HeaderNotObject {
                 found: JsonKind::of(&value),
             });
         };
@@ -180,7 +182,7 @@ mod model {
             "content-encoding",
         ] {
             if !map.contains_key(key) {
-                return Err(Error::MissingKey { key });
+                return Err(PeerError::MissingKey { key });
             }
         }
         let bo = map.remove("byteorder").unwrap_or_default();
@@ -190,7 +192,7 @@ mod model {
         let byteorder = match &bo {
             Value::String(s) if s == "little" => ByteOrder::Little,
             Value::String(s) if s == "big" => ByteOrder::Big,
-            Value::String(s) => return Err(Error::InvalidByteorder { value: s.clone() }),
+            Value::String(s) => return Err(PeerError::InvalidByteorder { value: s.clone() }),
             v => return Err(wrong("byteorder", "a string", v)),
         };
         const NN: &str = "a non-negative integer";
@@ -199,19 +201,19 @@ mod model {
                 if let Some(u) = n.as_u64() {
                     u
                 } else if let Some(i) = n.as_i64() {
-                    return Err(Error::NegativeContentLength { size: i });
+                    return Err(PeerError::NegativeContentLength { size: i });
                 } else {
                     // An integer literal beyond 64 bits (or a float of that size) is a
                     // length out of range; any other non-integer is a wrong type.
                     let f = n.as_f64().unwrap_or(f64::NAN);
                     if f.fract() == 0.0 && f >= 9.2e18 {
-                        return Err(Error::ContentTooLong {
+                        return Err(PeerError::ContentTooLong {
                             size: u64::MAX,
                             max: limits.max_content_len,
                         });
                     }
                     if f.fract() == 0.0 && f <= -9.2e18 {
-                        return Err(Error::NegativeContentLength { size: i64::MIN });
+                        return Err(PeerError::NegativeContentLength { size: i64::MIN });
                     }
                     return Err(wrong("content-length", NN, &cl));
                 }
@@ -225,7 +227,7 @@ mod model {
             return Err(wrong("content-encoding", "a string", &ce));
         };
         if length > limits.max_content_len {
-            return Err(Error::ContentTooLong {
+            return Err(PeerError::ContentTooLong {
                 size: length,
                 max: limits.max_content_len,
             });
@@ -233,7 +235,7 @@ mod model {
         Ok((byteorder, ct, ce, length, map))
     }
 
-    pub(super) fn compare(data: &[u8], got: &Result<Header, Error>, want: &Verdict) {
+    pub(super) fn compare(data: &[u8], got: &Result<Header, PeerError>, want: &Verdict) {
         match (got, want) {
             (Ok(h), Ok((bo, ct, ce, cl, extra))) => {
                 assert_eq!(h.byteorder, *bo, "byteorder");
@@ -245,13 +247,13 @@ mod model {
                     assert_eq!(extra.get(k), Some(v), "extra key {k:?}");
                 }
             }
-            (Err(Error::InvalidJson { phase: p1, .. }), Err(Error::InvalidJson { phase: p2, .. })) => {
+            (Err(PeerError::InvalidJson { phase: p1, .. }), Err(PeerError::InvalidJson { phase: p2, .. })) => {
                 assert_eq!(p1, p2);
             }
             // A top-level non-object is refused for what it is before its insides are
             // judged: serde's `IgnoredAny` accepts lone surrogates in strings (as Python
             // does), `Value` does not.
-            (Err(Error::HeaderNotObject { .. }), Err(Error::InvalidJson { .. }))
+            (Err(PeerError::HeaderNotObject { .. }), Err(PeerError::InvalidJson { .. }))
                 if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') => {}
             (Err(g), Err(w)) => assert_eq!(g, w, "different errors for {:?}", show(data)),
             (g, w) => panic!(
@@ -317,7 +319,7 @@ fn run_decoder(
     let fail = |dec: &Decoder, messages: Vec<Message>, e: Error| {
         assert!(e.is_peer_error(), "local error {e:?} while decoding");
         assert!(e.phase().is_some(), "peer error without a phase: {e:?}");
-        assert_eq!(dec.error(), Some(&e), "decoder did not record its failure");
+        assert_eq!(dec.error(), e.peer(), "decoder did not record its failure");
         Outcome {
             messages,
             end: Err(e),
@@ -482,7 +484,7 @@ pub fn decode_stream(data: &[u8]) {
 fn check_message_reencodes(m: &Message, limits: &Limits) {
     let wire = match encode(m) {
         Ok(w) => w,
-        Err(Error::EncodeHeaderTooLong { .. }) => return,
+        Err(LocalError::EncodeHeaderTooLong { .. }) => return,
         Err(e) => panic!("re-encoding a decoded message: {e:?}"),
     };
     let out = run_decoder(&wire, limits, &[], &[Door::Decode], 16 * 1024, true);
@@ -625,7 +627,7 @@ fn depth_of(v: &Value) -> usize {
 
 /// The error a decoder with `limits` must report for `m`'s encoding, if any: the header's
 /// depth is judged first (the header object is level 1), then, for `text/json`, the content.
-fn expected_refusal(m: &Message, limits: &Limits) -> Option<Error> {
+fn expected_refusal(m: &Message, limits: &Limits) -> Option<PeerError> {
     let header_depth = 1 + m
         .header()
         .extra
@@ -635,13 +637,13 @@ fn expected_refusal(m: &Message, limits: &Limits) -> Option<Error> {
         .unwrap_or(0);
     let max = limits.max_depth.min(127);
     if header_depth > max {
-        return Some(Error::NestingTooDeep {
+        return Some(PeerError::NestingTooDeep {
             phase: Phase::Header,
             max,
         });
     }
     if m.content().len() as u64 > limits.max_content_len {
-        return Some(Error::ContentTooLong {
+        return Some(PeerError::ContentTooLong {
             size: m.content().len() as u64,
             max: limits.max_content_len,
         });
@@ -664,7 +666,7 @@ pub fn roundtrip(data: &[u8]) {
     let limits = Limits::default();
     let wire = match encode(&msg) {
         Ok(w) => w,
-        Err(Error::EncodeHeaderTooLong { size }) => {
+        Err(LocalError::EncodeHeaderTooLong { size }) => {
             assert!(size > crate::MAX_HEADER_LEN);
             return;
         }
@@ -681,7 +683,7 @@ pub fn roundtrip(data: &[u8]) {
     let out = run_decoder(&wire, &limits, &[split, wire.len()], &[door], 64, true);
     match expected_refusal(&msg, &limits) {
         Some(e) => {
-            assert_eq!(out.end, Err(e), "refusal of {msg:?}");
+            assert_eq!(out.end, Err(e.into()), "refusal of {msg:?}");
             assert!(out.messages.is_empty());
         }
         None => {
@@ -819,7 +821,7 @@ impl Pair {
         let (tx, _, dir) = self.split(side);
         let before = tx.pending_len();
         let closed = tx.is_closed();
-        match tx.send(msg.clone()) {
+        match tx.send(msg.clone(), Instant::now()) {
             Ok(()) => {
                 assert!(!closed, "send after close accepted");
                 let len = tx.pending_len() - before;
@@ -832,11 +834,11 @@ impl Pair {
                 dir.expected.push_back(msg);
                 self.sent[side as usize] += 1;
             }
-            Err(Error::SendAfterClose) => {
+            Err(LocalError::SendAfterClose) => {
                 assert!(closed, "SendAfterClose on an open connection");
                 assert_eq!(tx.pending_len(), before);
             }
-            Err(Error::EncodeHeaderTooLong { .. }) => assert_eq!(tx.pending_len(), before),
+            Err(LocalError::EncodeHeaderTooLong { .. }) => assert_eq!(tx.pending_len(), before),
             Err(e) => panic!("send: {e:?}"),
         }
     }
@@ -854,14 +856,14 @@ impl Pair {
                 let buf = rx.read_buf();
                 let k = buf.len().min(chunk_len);
                 buf[..k].copy_from_slice(&tx.pending()[..k]);
-                rx.commit(k).map(|()| k)
+                rx.commit(k, Instant::now()).map(|()| k)
             } else {
                 let chunk = tx.pending()[..chunk_len].to_vec();
                 rx.receive(&chunk).map(|()| chunk_len)
             };
             match moved {
                 Ok(k) => {
-                    tx.consume(k);
+                    tx.consume(k, Instant::now());
                     dir.delivered += k;
                     budget -= k;
                 }
@@ -905,13 +907,12 @@ impl Pair {
                     break;
                 }
                 Err(e) => {
-                    assert!(e.is_peer_error(), "local error from next_event: {e:?}");
                     if !dir.tainted {
                         assert!(
                             dir.eof && !dir.at_boundary(),
                             "error between honest peers: {e:?}"
                         );
-                        assert!(matches!(e, Error::UnexpectedEof { .. }), "{e:?}");
+                        assert!(matches!(e, PeerError::UnexpectedEof { .. }), "{e:?}");
                         assert_eq!(dir.received, dir.complete());
                     }
                     dir.failed = true;
@@ -964,7 +965,7 @@ impl Pair {
                 dir.eof = true;
                 assert!(!rx.wants_read());
                 if !dir.failed {
-                    assert_eq!(rx.receive(b"x"), Err(Error::ReceiveAfterEof));
+                    assert_eq!(rx.receive(b"x"), Err(LocalError::ReceiveAfterEof));
                 }
             }
             Op::Garbage(from, bytes) => {

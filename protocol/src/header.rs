@@ -7,7 +7,7 @@ use std::fmt;
 use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::error::{Error, JsonKind, Phase};
+use crate::error::{JsonKind, LocalError, PeerError, Phase};
 use crate::json::{check_depth, check_utf8, to_writer_py, write_py_str};
 use crate::Limits;
 
@@ -127,7 +127,7 @@ const CONTENT_LENGTH: &str = "content-length";
 /// headers real peers send (four string/integer keys, no escapes) without building a JSON
 /// tree; anything else, valid or not, goes to serde_json, which gives the authoritative
 /// answer and the line and column of any syntax error.
-pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
+pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, PeerError> {
     // The fast paths take flat headers only (depth 1): under a depth limit of 0 the slow
     // path must judge, or the verdict would depend on the path (found by fuzz/json_header).
     let flat_ok = limits.max_depth >= 1;
@@ -143,7 +143,7 @@ pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
         }
     };
     if header.content_length > limits.max_content_len {
-        return Err(Error::ContentTooLong {
+        return Err(PeerError::ContentTooLong {
             size: header.content_length,
             max: limits.max_content_len,
         });
@@ -152,16 +152,16 @@ pub fn parse_header(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
 }
 
 /// The general parser: any valid JSON, with the typed errors.
-fn parse_slow(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
+fn parse_slow(bytes: &[u8], limits: &Limits) -> Result<Header, PeerError> {
     check_depth(bytes, limits.max_depth.min(127), Phase::Header)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let raw = de
         .deserialize_any(RawVisitor)
         .and_then(|raw| de.end().map(|()| raw))
-        .map_err(|e| Error::invalid_json(Phase::Header, &e))?;
+        .map_err(|e| PeerError::invalid_json(Phase::Header, &e))?;
     let pairs = match raw {
         Raw::Object(pairs) => pairs,
-        Raw::Other(found) => return Err(Error::HeaderNotObject { found }),
+        Raw::Other(found) => return Err(PeerError::HeaderNotObject { found }),
     };
 
     let mut byteorder = None;
@@ -190,19 +190,19 @@ fn parse_slow(bytes: &[u8], limits: &Limits) -> Result<Header, Error> {
         }
     }
     // The guide checks presence in this order before it looks at any value.
-    let byteorder = byteorder.ok_or(Error::MissingKey { key: BYTEORDER })?;
-    let content_length = content_length.ok_or(Error::MissingKey {
+    let byteorder = byteorder.ok_or(PeerError::MissingKey { key: BYTEORDER })?;
+    let content_length = content_length.ok_or(PeerError::MissingKey {
         key: CONTENT_LENGTH,
     })?;
-    let content_type = content_type.ok_or(Error::MissingKey { key: CONTENT_TYPE })?;
-    let content_encoding = content_encoding.ok_or(Error::MissingKey {
+    let content_type = content_type.ok_or(PeerError::MissingKey { key: CONTENT_TYPE })?;
+    let content_encoding = content_encoding.ok_or(PeerError::MissingKey {
         key: CONTENT_ENCODING,
     })?;
 
     let byteorder = match byteorder {
         Value::String(s) if s == "little" => ByteOrder::Little,
         Value::String(s) if s == "big" => ByteOrder::Big,
-        Value::String(s) => return Err(Error::InvalidByteorder { value: s }),
+        Value::String(s) => return Err(PeerError::InvalidByteorder { value: s }),
         other => return Err(wrong_type(BYTEORDER, "a string", &other)),
     };
     let content_length = content_length_of(&content_length, limits.max_content_len)?;
@@ -230,8 +230,8 @@ fn intern_owned(s: String) -> Cow<'static, str> {
     }
 }
 
-fn wrong_type(key: &'static str, expected: &'static str, found: &Value) -> Error {
-    Error::WrongType {
+fn wrong_type(key: &'static str, expected: &'static str, found: &Value) -> PeerError {
+    PeerError::WrongType {
         key,
         expected,
         found: JsonKind::of(found),
@@ -241,7 +241,7 @@ fn wrong_type(key: &'static str, expected: &'static str, found: &Value) -> Error
 /// `content-length` must be a non-negative integer. An integer literal too large for 64
 /// bits reaches us as a float with no fraction; it is reported as too large (or negative),
 /// not as a wrong type.
-fn content_length_of(v: &Value, max: u64) -> Result<u64, Error> {
+fn content_length_of(v: &Value, max: u64) -> Result<u64, PeerError> {
     const EXPECTED: &str = "a non-negative integer";
     let Value::Number(n) = v else {
         return Err(wrong_type(CONTENT_LENGTH, EXPECTED, v));
@@ -250,15 +250,15 @@ fn content_length_of(v: &Value, max: u64) -> Result<u64, Error> {
         return Ok(u);
     }
     if let Some(i) = n.as_i64() {
-        return Err(Error::NegativeContentLength { size: i });
+        return Err(PeerError::NegativeContentLength { size: i });
     }
     match n.as_f64() {
-        Some(f) if f.fract() == 0.0 && f >= 9.2e18 => Err(Error::ContentTooLong {
+        Some(f) if f.fract() == 0.0 && f >= 9.2e18 => Err(PeerError::ContentTooLong {
             size: u64::MAX,
             max,
         }),
         Some(f) if f.fract() == 0.0 && f <= -9.2e18 => {
-            Err(Error::NegativeContentLength { size: i64::MIN })
+            Err(PeerError::NegativeContentLength { size: i64::MIN })
         }
         _ => Err(wrong_type(CONTENT_LENGTH, EXPECTED, v)),
     }
@@ -471,7 +471,7 @@ pub fn encode_header(
     content_encoding: &str,
     content_length: usize,
     extra: &[(String, Value)],
-) -> Result<(), Error> {
+) -> Result<(), LocalError> {
     let start = out.len();
     out.extend_from_slice(b"\0\0{\"byteorder\": \"");
     out.extend_from_slice(byteorder.as_str().as_bytes());
@@ -501,7 +501,7 @@ pub fn encode_header(
         }
         Err(_) => {
             out.truncate(start);
-            Err(Error::EncodeHeaderTooLong { size: len })
+            Err(LocalError::EncodeHeaderTooLong { size: len })
         }
     }
 }
@@ -510,7 +510,7 @@ pub fn encode_header(
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> Result<Header, Error> {
+    fn parse(s: &str) -> Result<Header, PeerError> {
         parse_header(s.as_bytes(), &Limits::default())
     }
 
@@ -564,29 +564,29 @@ mod tests {
         };
         assert_eq!(
             ok("byteorder", ""),
-            Err(Error::MissingKey { key: "byteorder" })
+            Err(PeerError::MissingKey { key: "byteorder" })
         );
         assert_eq!(
             ok("content-type", ""),
-            Err(Error::MissingKey {
+            Err(PeerError::MissingKey {
                 key: "content-type"
             })
         );
         assert_eq!(
             ok("content-encoding", ""),
-            Err(Error::MissingKey {
+            Err(PeerError::MissingKey {
                 key: "content-encoding"
             })
         );
         assert_eq!(
             ok("content-length", ""),
-            Err(Error::MissingKey {
+            Err(PeerError::MissingKey {
                 key: "content-length"
             })
         );
         assert_eq!(
             ok("content-length", "\"41\""),
-            Err(Error::WrongType {
+            Err(PeerError::WrongType {
                 key: "content-length",
                 expected: "a non-negative integer",
                 found: JsonKind::String
@@ -594,7 +594,7 @@ mod tests {
         );
         assert_eq!(
             ok("content-length", "1.5"),
-            Err(Error::WrongType {
+            Err(PeerError::WrongType {
                 key: "content-length",
                 expected: "a non-negative integer",
                 found: JsonKind::Float
@@ -602,25 +602,25 @@ mod tests {
         );
         assert_eq!(
             ok("content-length", "-1"),
-            Err(Error::NegativeContentLength { size: -1 })
+            Err(PeerError::NegativeContentLength { size: -1 })
         );
         assert_eq!(
             ok("content-length", "18446744073709551616"),
-            Err(Error::ContentTooLong {
+            Err(PeerError::ContentTooLong {
                 size: u64::MAX,
                 max: 16 * 1024 * 1024
             })
         );
         assert_eq!(
             ok("content-length", "16777217"),
-            Err(Error::ContentTooLong {
+            Err(PeerError::ContentTooLong {
                 size: 16777217,
                 max: 16 * 1024 * 1024
             })
         );
         assert_eq!(
             ok("content-type", "null"),
-            Err(Error::WrongType {
+            Err(PeerError::WrongType {
                 key: "content-type",
                 expected: "a string",
                 found: JsonKind::Null
@@ -628,25 +628,25 @@ mod tests {
         );
         assert_eq!(
             ok("byteorder", "\"middle\""),
-            Err(Error::InvalidByteorder {
+            Err(PeerError::InvalidByteorder {
                 value: "middle".into()
             })
         );
         assert_eq!(
             parse("[1, 2]"),
-            Err(Error::HeaderNotObject {
+            Err(PeerError::HeaderNotObject {
                 found: JsonKind::Array
             })
         );
         assert_eq!(
             parse("\"s\""),
-            Err(Error::HeaderNotObject {
+            Err(PeerError::HeaderNotObject {
                 found: JsonKind::String
             })
         );
         assert!(matches!(
             parse(""),
-            Err(Error::InvalidJson {
+            Err(PeerError::InvalidJson {
                 phase: Phase::Header,
                 line: 1,
                 column: 0,
@@ -655,7 +655,7 @@ mod tests {
         ));
         assert!(matches!(
             parse("{\n  \"a\" 1}"),
-            Err(Error::InvalidJson {
+            Err(PeerError::InvalidJson {
                 phase: Phase::Header,
                 line: 2,
                 column: 7,
@@ -664,7 +664,7 @@ mod tests {
         ));
         assert_eq!(
             parse_header(b"{\"a\xff\": 1}", &Limits::default()),
-            Err(Error::InvalidUtf8 {
+            Err(PeerError::InvalidUtf8 {
                 phase: Phase::Header,
                 offset: 3
             })
@@ -696,7 +696,7 @@ mod tests {
         let big = "x".repeat(70_000);
         assert_eq!(
             encode_header(&mut out, ByteOrder::Big, &big, BINARY, 0, &[]),
-            Err(Error::EncodeHeaderTooLong { size: 70_091 })
+            Err(LocalError::EncodeHeaderTooLong { size: 70_091 })
         );
         assert_eq!(out, vec![7]);
     }

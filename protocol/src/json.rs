@@ -10,7 +10,7 @@ use std::io;
 use serde::Serialize;
 use serde_json::ser::Formatter;
 
-use crate::error::{Error, Phase};
+use crate::error::{LocalError, PeerError, Phase};
 
 /// A [`serde_json`] formatter that writes what Python's `json.dumps(ensure_ascii=False)`
 /// writes for the same value.
@@ -139,15 +139,17 @@ fn repr_from_sci(sci: &str) -> String {
 
 /// Serializes `value` as Python's `json.dumps(value, ensure_ascii=False)` would, appending
 /// the UTF-8 bytes to `out`.
-pub fn to_writer_py<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), Error> {
+pub fn to_writer_py<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), LocalError> {
     let mut ser = serde_json::Serializer::with_formatter(out, PyFormatter);
-    value.serialize(&mut ser).map_err(|e| Error::Serialize {
-        reason: e.to_string(),
-    })
+    value
+        .serialize(&mut ser)
+        .map_err(|e| LocalError::Serialize {
+            reason: e.to_string(),
+        })
 }
 
 /// Serializes `value` as Python's `json.dumps(value, ensure_ascii=False).encode("utf-8")`.
-pub fn to_vec_py<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+pub fn to_vec_py<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, LocalError> {
     let mut out = Vec::with_capacity(64);
     to_writer_py(&mut out, value)?;
     Ok(out)
@@ -186,7 +188,7 @@ pub(crate) fn write_py_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Checks that `bytes` is UTF-8, naming the phase and offset of the first bad byte if not.
-pub(crate) fn check_utf8(bytes: &[u8], phase: Phase) -> Result<(), Error> {
+pub(crate) fn check_utf8(bytes: &[u8], phase: Phase) -> Result<(), PeerError> {
     // `is_ascii` works a word at a time; short ASCII input (every real header) is far
     // cheaper to clear this way than through the general validator.
     if bytes.is_ascii() {
@@ -194,7 +196,7 @@ pub(crate) fn check_utf8(bytes: &[u8], phase: Phase) -> Result<(), Error> {
     }
     std::str::from_utf8(bytes)
         .map(|_| ())
-        .map_err(|e| Error::InvalidUtf8 {
+        .map_err(|e| PeerError::InvalidUtf8 {
             phase,
             offset: e.valid_up_to(),
         })
@@ -203,7 +205,7 @@ pub(crate) fn check_utf8(bytes: &[u8], phase: Phase) -> Result<(), Error> {
 /// Checks, in one pass and without parsing, that the arrays and objects in `bytes` nest no
 /// deeper than `max` (strings, with their escapes, are skipped). Run before any parser so a
 /// hostile document cannot make a recursive parser go deep.
-pub(crate) fn check_depth(bytes: &[u8], max: usize, phase: Phase) -> Result<(), Error> {
+pub(crate) fn check_depth(bytes: &[u8], max: usize, phase: Phase) -> Result<(), PeerError> {
     let mut depth = 0usize;
     let mut in_str = false;
     let mut escaped = false;
@@ -223,7 +225,7 @@ pub(crate) fn check_depth(bytes: &[u8], max: usize, phase: Phase) -> Result<(), 
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
-                    return Err(Error::NestingTooDeep { phase, max });
+                    return Err(PeerError::NestingTooDeep { phase, max });
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -481,7 +483,7 @@ mod tests {
         assert!(check_depth(b"[[[]]]", 3, Phase::Content).is_ok());
         assert_eq!(
             check_depth(b"[[[[]]]]", 3, Phase::Content),
-            Err(Error::NestingTooDeep {
+            Err(PeerError::NestingTooDeep {
                 phase: Phase::Content,
                 max: 3
             })

@@ -2,55 +2,65 @@
 //!
 //! A **sans-IO** implementation of the message protocol of the Python sockets guide: a
 //! 2-byte big-endian length, a UTF-8 JSON header, then `content-length` bytes of content.
-//! It never touches a socket, a clock or a thread: bytes go in, messages come out, and
-//! outgoing messages become bytes that your transport sends when it can. The same machine
-//! serves the blocking transport, the event-loop transport, a fuzzer and a test that feeds
-//! one byte at a time.
+//! It never touches a socket, a clock or a thread: bytes go in, messages come out, outgoing
+//! messages become bytes that your transport sends when it can, and the deadlines are
+//! decided from the instants you pass in. The same machine serves the blocking transport,
+//! the event-loop transport, a fuzzer and a test that feeds one byte at a time.
 //!
-//! * [`Decoder`]: the three phases of a message (protoheader, JSON header, content) are its
-//!   states. Any split of the stream, several messages in one read, and any hostile input are
-//!   handled, with a typed [`Error`] and never a panic; cost is linear in the bytes.
-//! * [`Encoder`]: queues messages and hands out the bytes, byte-identical to the guide's
-//!   Python (`json.dumps(..., ensure_ascii=False)`), including for JSON content.
-//! * [`Connection`]: one side of a connection, both directions, pipelining included.
-//! * [`Limits`]: what a peer may make us accept, checked before anything is allocated.
+//! * [`Connection`]: one side of a connection. **One way in**: [`Connection::read_buf`] +
+//!   [`Connection::commit`] (or [`Connection::read_from`]), then [`Connection::next_event`].
+//!   **One way out**: [`Connection::send`], then [`Connection::pending_slices`] +
+//!   [`Connection::consume`] (or [`Connection::write_to`]). **Its wishes**:
+//!   [`Connection::wants_read`], [`Connection::wants_write`], [`Connection::wants_shutdown`],
+//!   and the timers: [`Connection::poll_timeout`] / [`Connection::handle_timeout`].
+//! * [`Message`] and [`Header`]: what travels; byte-identical to the guide's Python
+//!   (`json.dumps(..., ensure_ascii=False)`), JSON content included.
+//! * [`Limits`] (what a peer may make us accept) and [`Deadlines`] (how long it may take),
+//!   in [`limits`].
+//! * Errors split by who caused them: [`PeerError`] (the remote broke the protocol) and
+//!   [`LocalError`] (this program misused the machine), with [`Error`] holding either.
 //!
 //! ## Example: a client and a server, wired together in memory
 //!
 //! ```
+//! use std::time::Instant;
 //! use sockmsg_protocol::{Connection, Event, Message};
 //! use serde::Deserialize;
 //!
 //! #[derive(Deserialize)]
 //! struct Answer<'a> { result: &'a str }
 //!
+//! let now = Instant::now();
 //! let mut client = Connection::client();
 //! let mut server = Connection::server();
 //!
 //! // The client pipelines two requests.
 //! for value in ["morpheus", "ring"] {
-//!     client.send(Message::json(&serde_json::json!({"action": "search", "value": value}))?)?;
+//!     client.send(Message::json(&serde_json::json!({"action": "search", "value": value}))?, now)?;
 //! }
 //!
 //! // "The network": move bytes across in awkward 5-byte pieces.
-//! fn pump(from: &mut Connection, to: &mut Connection) -> Result<(), sockmsg_protocol::Error> {
+//! fn pump(from: &mut Connection, to: &mut Connection, now: Instant) -> Result<(), sockmsg_protocol::Error> {
 //!     while from.wants_write() {
-//!         let chunk = &from.pending()[..from.pending().len().min(5)];
-//!         to.receive(chunk)?;
-//!         let n = chunk.len();
-//!         from.consume(n);
+//!         let mut out = Vec::new();
+//!         from.write_to(&mut out, now).map_err(|_| sockmsg_protocol::LocalError::SendAfterClose)?;
+//!         for piece in out.chunks(5) {
+//!             let buf = to.read_buf();
+//!             buf[..piece.len()].copy_from_slice(piece);
+//!             to.commit(piece.len(), now)?;
+//!         }
 //!     }
 //!     Ok(())
 //! }
 //!
-//! pump(&mut client, &mut server)?;
+//! pump(&mut client, &mut server, now)?;
 //! while let Event::Message(request) = server.next_event()? {
 //!     let value = request.json_content::<serde_json::Value>()?["value"].as_str().unwrap_or("").to_owned();
-//!     server.send(Message::json(&serde_json::json!({"result": format!("found {value}")}))?)?;
+//!     server.send(Message::json(&serde_json::json!({"result": format!("found {value}")}))?, now)?;
 //! }
 //! assert_eq!(server.in_flight(), 0);
 //!
-//! pump(&mut server, &mut client)?;
+//! pump(&mut server, &mut client, now)?;
 //! assert_eq!(client.in_flight(), 2);
 //! let mut answers = Vec::new();
 //! while let Event::Message(response) = client.next_event()? {
@@ -76,46 +86,16 @@ pub mod error;
 pub mod fuzzing;
 pub mod header;
 pub mod json;
+pub mod limits;
 pub mod message;
 
 pub use connection::{Connection, Role};
 pub use decoder::{Decoder, Event};
 pub use encoder::Encoder;
-pub use error::{Error, JsonKind, Phase};
+pub use error::{Error, JsonKind, LocalError, PeerError, Phase};
 pub use header::{parse_header, ByteOrder, Header};
+pub use limits::{Deadlines, Limits, Timeout, MAX_HEADER_LEN};
 pub use message::{encode, encode_into, Message};
-
-/// The largest JSON header the 2-byte protoheader can announce.
-pub const MAX_HEADER_LEN: usize = u16::MAX as usize;
-
-/// What a peer may make us accept. Every limit is checked before anything is allocated for
-/// the input it limits, and the verdict never depends on how the input was split.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Longest JSON header accepted, in bytes. Default and format maximum: 65,535.
-    pub max_header_len: usize,
-    /// Largest `content-length` accepted, in bytes. Default: 16 MiB.
-    pub max_content_len: u64,
-    /// Deepest nesting of arrays and objects accepted in the header and in JSON content
-    /// (the top-level object counts as 1). Default: 32; values above 127 act as 127, the
-    /// JSON parser's own ceiling.
-    pub max_depth: usize,
-    /// Check every `text/json` content as it completes (supported encoding, UTF-8, nesting,
-    /// well-formed JSON), so that a malformed request is a protocol error of the stream, as
-    /// it is for the guide's server. Default: `true`.
-    pub check_json_content: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_header_len: MAX_HEADER_LEN,
-            max_content_len: 16 * 1024 * 1024,
-            max_depth: 32,
-            check_json_content: true,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests;

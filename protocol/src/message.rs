@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, Phase};
+use crate::error::{LocalError, PeerError, Phase};
 use crate::header::{self, ByteOrder, Header, BINARY, TEXT_JSON, UTF_8};
 use crate::json::{check_depth, check_utf8, is_utf8_label, is_valid_json, to_vec_py};
 use crate::Limits;
@@ -41,7 +41,7 @@ impl Message {
     /// assert_eq!(m.content(), br#"{"result": "ok"}"#);
     /// # Ok::<(), sockmsg_protocol::Error>(())
     /// ```
-    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Message, Error> {
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Message, LocalError> {
         Ok(Message::from_parts(
             Cow::Borrowed(TEXT_JSON),
             Cow::Borrowed(UTF_8),
@@ -136,6 +136,21 @@ impl Message {
         &self.content
     }
 
+    /// The number of bytes this message takes on the wire (protoheader, JSON header and
+    /// content), as [`encode`] would write it.
+    ///
+    /// ```
+    /// use sockmsg_protocol::{encode, Message};
+    /// let m = Message::binary("x/y", b"hi".to_vec());
+    /// assert_eq!(m.encoded_len()?, encode(&m)?.len());
+    /// # Ok::<(), sockmsg_protocol::Error>(())
+    /// ```
+    pub fn encoded_len(&self) -> Result<usize, LocalError> {
+        let mut framing = Vec::with_capacity(128);
+        encode_framing(self, &mut framing)?;
+        Ok(framing.len() + self.content.len())
+    }
+
     /// Takes the content bytes.
     pub fn into_content(self) -> Vec<u8> {
         self.content
@@ -148,7 +163,7 @@ impl Message {
 
     /// Deserializes JSON content into any `T`, honouring `content-encoding`: UTF-8 (under any
     /// of the labels Python accepts for it) is decoded; any other encoding is
-    /// [`Error::UnsupportedEncoding`], never a guess. Nesting is limited as by
+    /// [`PeerError::UnsupportedEncoding`], never a guess. Nesting is limited as by
     /// [`Limits::default`].
     ///
     /// ```
@@ -159,7 +174,7 @@ impl Message {
     /// assert_eq!((r.action, r.value), ("search", "ring"));
     /// # Ok::<(), sockmsg_protocol::Error>(())
     /// ```
-    pub fn json_content<'de, T: Deserialize<'de>>(&'de self) -> Result<T, Error> {
+    pub fn json_content<'de, T: Deserialize<'de>>(&'de self) -> Result<T, PeerError> {
         self.json_content_with(&Limits::default())
     }
 
@@ -167,12 +182,12 @@ impl Message {
     pub fn json_content_with<'de, T: Deserialize<'de>>(
         &'de self,
         limits: &Limits,
-    ) -> Result<T, Error> {
+    ) -> Result<T, PeerError> {
         let shape = |e: serde_json::Error| match e.classify() {
-            serde_json::error::Category::Data => Error::ContentShape {
+            serde_json::error::Category::Data => PeerError::ContentShape {
                 reason: e.to_string(),
             },
-            _ => Error::invalid_json(Phase::Content, &e),
+            _ => PeerError::invalid_json(Phase::Content, &e),
         };
         if self
             .checked_depth
@@ -190,7 +205,7 @@ impl Message {
     /// Checks that JSON content is decodable (supported encoding, UTF-8, nesting within
     /// limits, well-formed JSON) without building anything. The decoder runs this on every
     /// `text/json` message when [`Limits::check_json_content`] is set.
-    pub fn validate_json(&self, limits: &Limits) -> Result<(), Error> {
+    pub fn validate_json(&self, limits: &Limits) -> Result<(), PeerError> {
         check_json_content(&self.header, &self.content, limits)
     }
 }
@@ -200,24 +215,24 @@ fn validate_json_text<'a>(
     header: &Header,
     content: &'a [u8],
     limits: &Limits,
-) -> Result<&'a str, Error> {
+) -> Result<&'a str, PeerError> {
     check_encoding(header)?;
     check_depth(content, limits.max_depth.min(127), Phase::Content)?;
     content_text(content)
 }
 
-fn content_text(content: &[u8]) -> Result<&str, Error> {
-    std::str::from_utf8(content).map_err(|e| Error::InvalidUtf8 {
+fn content_text(content: &[u8]) -> Result<&str, PeerError> {
+    std::str::from_utf8(content).map_err(|e| PeerError::InvalidUtf8 {
         phase: Phase::Content,
         offset: e.valid_up_to(),
     })
 }
 
-fn check_encoding(header: &Header) -> Result<(), Error> {
+fn check_encoding(header: &Header) -> Result<(), PeerError> {
     if is_utf8_label(&header.content_encoding) {
         Ok(())
     } else {
-        Err(Error::UnsupportedEncoding {
+        Err(PeerError::UnsupportedEncoding {
             encoding: header.content_encoding.to_string(),
         })
     }
@@ -227,7 +242,7 @@ pub(crate) fn check_json_content(
     header: &Header,
     content: &[u8],
     limits: &Limits,
-) -> Result<(), Error> {
+) -> Result<(), PeerError> {
     check_encoding(header)?;
     check_utf8(content, Phase::Content)?;
     if is_valid_json(content, limits.max_depth) {
@@ -237,19 +252,19 @@ pub(crate) fn check_json_content(
     check_depth(content, limits.max_depth.min(127), Phase::Content)?;
     serde_json::from_str::<serde::de::IgnoredAny>(content_text(content)?)
         .map(|_| ())
-        .map_err(|e| Error::invalid_json(Phase::Content, &e))
+        .map_err(|e| PeerError::invalid_json(Phase::Content, &e))
 }
 
 /// Appends the complete wire form of `message` (protoheader, JSON header, content) to `out`.
 /// On error `out` is left as it was.
-pub fn encode_into(message: &Message, out: &mut Vec<u8>) -> Result<(), Error> {
+pub fn encode_into(message: &Message, out: &mut Vec<u8>) -> Result<(), LocalError> {
     encode_framing(message, out)?;
     out.extend_from_slice(&message.content);
     Ok(())
 }
 
 /// Appends protoheader and JSON header (no content) of `message` to `out`.
-pub(crate) fn encode_framing(message: &Message, out: &mut Vec<u8>) -> Result<(), Error> {
+pub(crate) fn encode_framing(message: &Message, out: &mut Vec<u8>) -> Result<(), LocalError> {
     let h = &message.header;
     header::encode_header(
         out,
@@ -262,7 +277,7 @@ pub(crate) fn encode_framing(message: &Message, out: &mut Vec<u8>) -> Result<(),
 }
 
 /// The complete wire form of `message` as a new vector.
-pub fn encode(message: &Message) -> Result<Vec<u8>, Error> {
+pub fn encode(message: &Message) -> Result<Vec<u8>, LocalError> {
     let mut out = Vec::with_capacity(message.content.len() + 128);
     encode_into(message, &mut out)?;
     Ok(out)

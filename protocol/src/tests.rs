@@ -1,6 +1,8 @@
 //! Unit tests of the protocol core: the PROTOCOL.md examples byte for byte, every split of
 //! every example, the limits at their edges, memory bounds, and property tests.
 
+use std::time::{Duration, Instant};
+
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -52,7 +54,7 @@ fn examples() -> Vec<(&'static [u8], Message)> {
 
 /// Decodes `wire` fed in the given pieces, then ends the stream. Returns every message and
 /// the final verdict (`Ok(())` for a clean end, or the first error).
-fn decode_pieces(pieces: &[&[u8]]) -> (Vec<Message>, Result<(), Error>) {
+fn decode_pieces(pieces: &[&[u8]]) -> (Vec<Message>, Result<(), PeerError>) {
     let mut dec = Decoder::new(Limits::default());
     let mut out = Vec::new();
     for piece in pieces {
@@ -79,13 +81,12 @@ fn decode_pieces(pieces: &[&[u8]]) -> (Vec<Message>, Result<(), Error>) {
 }
 
 /// The same through the copying door (`receive` + `next_event`).
-fn receive_pieces(pieces: &[&[u8]], limits: &Limits) -> (Vec<Message>, Result<(), Error>) {
+fn receive_pieces(pieces: &[&[u8]], limits: &Limits) -> (Vec<Message>, Result<(), PeerError>) {
     let mut dec = Decoder::new(limits.clone());
     let mut out = Vec::new();
     for piece in pieces {
-        if let Err(e) = dec.receive(piece) {
-            return (out, Err(e));
-        }
+        dec.receive(piece)
+            .expect("receive before the end of stream");
         loop {
             match dec.next_event() {
                 Ok(Event::Message(m)) => out.push(m),
@@ -109,7 +110,7 @@ fn read_buf_chunks(
     wire: &[u8],
     chunk: usize,
     limits: &Limits,
-) -> (Vec<Message>, Result<(), Error>) {
+) -> (Vec<Message>, Result<(), PeerError>) {
     let mut dec = Decoder::new(limits.clone()).with_read_buf_size(64);
     let mut out = Vec::new();
     let mut rest = wire;
@@ -228,17 +229,17 @@ fn every_strict_prefix_needs_more_data_and_eof_there_names_the_phase() {
             assert!(dec.message_in_progress());
             dec.receive_eof();
             let want = if cut < 2 {
-                Error::UnexpectedEof {
+                PeerError::UnexpectedEof {
                     phase: Phase::Protoheader,
                     missing: 2 - cut,
                 }
             } else if cut < 2 + header_len {
-                Error::UnexpectedEof {
+                PeerError::UnexpectedEof {
                     phase: Phase::Header,
                     missing: 2 + header_len - cut,
                 }
             } else {
-                Error::UnexpectedEof {
+                PeerError::UnexpectedEof {
                     phase: Phase::Content,
                     missing: wire.len() - cut,
                 }
@@ -270,7 +271,7 @@ fn binary_header(len: u64) -> String {
 
 /// Runs `wire` whole, byte by byte, and split at a few positions with `limits`; all must
 /// give the same verdict, which is returned.
-fn verdict(wire: &[u8], limits: &Limits) -> Result<usize, Error> {
+fn verdict(wire: &[u8], limits: &Limits) -> Result<usize, PeerError> {
     let whole = receive_pieces(&[wire], limits);
     let bytes: Vec<&[u8]> = wire.chunks(1).collect();
     let bytewise = receive_pieces(&bytes, limits);
@@ -305,7 +306,7 @@ fn header_length_limit_at_its_edges() {
         } else {
             assert_eq!(
                 got,
-                Err(Error::HeaderTooLong {
+                Err(PeerError::HeaderTooLong {
                     size: 201,
                     max: 200
                 })
@@ -316,7 +317,7 @@ fn header_length_limit_at_its_edges() {
     let mut dec = Decoder::new(limits);
     assert_eq!(
         dec.decode(&mut &[0u8, 201][..]),
-        Err(Error::HeaderTooLong {
+        Err(PeerError::HeaderTooLong {
             size: 201,
             max: 200
         })
@@ -336,7 +337,7 @@ fn content_length_limit_at_its_edges() {
         if ok {
             assert_eq!(got, Ok(1));
         } else {
-            assert_eq!(got, Err(Error::ContentTooLong { size: max + 1, max }));
+            assert_eq!(got, Err(PeerError::ContentTooLong { size: max + 1, max }));
         }
     }
 }
@@ -366,14 +367,14 @@ fn nesting_limit_at_its_edges_in_header_and_content() {
         } else {
             assert_eq!(
                 got,
-                Err(Error::NestingTooDeep {
+                Err(PeerError::NestingTooDeep {
                     phase: Phase::Header,
                     max: 5
                 })
             );
             assert_eq!(
                 got_content,
-                Err(Error::NestingTooDeep {
+                Err(PeerError::NestingTooDeep {
                     phase: Phase::Content,
                     max: 5
                 })
@@ -393,20 +394,20 @@ fn json_content_errors_are_typed() {
     };
     assert_eq!(
         verdict(&json_frame("utf-16", b"{}"), &limits),
-        Err(Error::UnsupportedEncoding {
+        Err(PeerError::UnsupportedEncoding {
             encoding: "utf-16".into()
         })
     );
     assert_eq!(
         verdict(&json_frame("utf-8", b"{\"a\": \"\xff\"}"), &limits),
-        Err(Error::InvalidUtf8 {
+        Err(PeerError::InvalidUtf8 {
             phase: Phase::Content,
             offset: 7
         })
     );
     assert!(matches!(
         verdict(&json_frame("utf-8", b"{\"a\": }"), &limits),
-        Err(Error::InvalidJson {
+        Err(PeerError::InvalidJson {
             phase: Phase::Content,
             line: 1,
             column: 7,
@@ -475,11 +476,11 @@ fn json_content_into_user_types() {
         }
     );
     let wrong: Result<Vec<u8>, _> = msgs[0].json_content();
-    assert!(matches!(wrong, Err(Error::ContentShape { .. })));
+    assert!(matches!(wrong, Err(PeerError::ContentShape { .. })));
     let bin = Message::from_parts("text/json".into(), "latin-1".into(), b"{}".to_vec());
     assert_eq!(
         bin.json_content::<serde_json::Value>(),
-        Err(Error::UnsupportedEncoding {
+        Err(PeerError::UnsupportedEncoding {
             encoding: "latin-1".into()
         })
     );
@@ -575,19 +576,19 @@ fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
     let n = dec.read_buf().len();
     assert_eq!(
         dec.commit(n + 1),
-        Err(Error::CommitTooLarge {
+        Err(LocalError::CommitTooLarge {
             committed: n + 1,
             available: n
         })
     );
-    assert!(!Error::CommitTooLarge {
+    assert!(!Error::from(LocalError::CommitTooLarge {
         committed: 1,
         available: 0
-    }
+    })
     .is_peer_error());
     assert_eq!(
         dec.commit(1),
-        Err(Error::CommitTooLarge {
+        Err(LocalError::CommitTooLarge {
             committed: 1,
             available: 0
         })
@@ -595,14 +596,14 @@ fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
     dec.receive(SEARCH_MORPHEUS).unwrap();
     assert!(matches!(dec.next_event(), Ok(Event::Message(_))));
     dec.receive_eof();
-    assert_eq!(dec.receive(b"x"), Err(Error::ReceiveAfterEof));
+    assert_eq!(dec.receive(b"x"), Err(LocalError::ReceiveAfterEof));
     assert_eq!(dec.next_event(), Ok(Event::End));
 
     let mut conn = Connection::client();
     conn.close();
     assert_eq!(
-        conn.send(Message::binary("x", vec![])),
-        Err(Error::SendAfterClose)
+        conn.send(Message::binary("x", vec![]), Instant::now()),
+        Err(LocalError::SendAfterClose)
     );
     assert!(conn.wants_shutdown());
 }
@@ -611,12 +612,12 @@ fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
 fn peer_errors_are_sticky() {
     let mut dec = Decoder::default();
     let bad = frame("[]", b"");
-    let want = Err(Error::HeaderNotObject {
+    let want = Err(PeerError::HeaderNotObject {
         found: JsonKind::Array,
     });
     assert_eq!(dec.decode(&mut &bad[..]), want);
     assert_eq!(dec.decode(&mut &SEARCH_MORPHEUS[..]), want);
-    assert_eq!(dec.receive(SEARCH_MORPHEUS), want.map(|_| ()));
+    assert_eq!(dec.next_event(), want);
     assert!(dec.error().is_some());
 }
 
@@ -632,7 +633,7 @@ fn stream_positions_locate_messages_and_errors() {
         let start = dec.message_start();
         match dec.decode(&mut input) {
             Ok(Event::Message(_)) => starts.push(start),
-            Err(Error::MissingKey { key: "byteorder" }) => break,
+            Err(PeerError::MissingKey { key: "byteorder" }) => break,
             other => panic!("{other:?}"),
         }
     }
@@ -727,15 +728,15 @@ fn connections_count_requests_in_flight_both_ways() {
     let mut server = Connection::server();
     for i in 0..3 {
         client
-            .send(Message::json(&json!({"i": i})).unwrap())
+            .send(Message::json(&json!({"i": i})).unwrap(), Instant::now())
             .unwrap();
     }
     assert_eq!(client.in_flight(), 3);
     let mut wire = Vec::new();
     while client.wants_write() {
-        client.write_to(&mut wire).unwrap();
+        client.write_to(&mut wire, Instant::now()).unwrap();
     }
-    server.receive(&wire).unwrap();
+    server.read_from(&mut &wire[..], Instant::now()).unwrap();
     let mut got = Vec::new();
     while let Ok(Event::Message(m)) = server.next_event() {
         got.push(
@@ -747,7 +748,7 @@ fn connections_count_requests_in_flight_both_ways() {
     assert_eq!(got, [0, 1, 2]);
     assert_eq!(server.in_flight(), 3);
     server
-        .send(Message::json(&json!({"ok": true})).unwrap())
+        .send(Message::json(&json!({"ok": true})).unwrap(), Instant::now())
         .unwrap();
     assert_eq!(server.in_flight(), 2);
 }
@@ -861,4 +862,241 @@ proptest! {
         let ones: Vec<&[u8]> = wire.chunks(1).collect();
         prop_assert_eq!(decode_pieces(&ones), whole);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Deadlines, output cap and send limits of the connection machine.
+
+/// Feeds `bytes` through the one way in at `now`.
+fn feed(conn: &mut Connection, bytes: &[u8], now: Instant) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let buf = conn.read_buf();
+        let n = buf.len().min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        conn.commit(n, now).unwrap();
+        rest = &rest[n..];
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn timed_server(t0: Instant) -> Connection {
+    Connection::server().with_deadlines(
+        Deadlines {
+            header: Some(secs(10)),
+            idle: Some(secs(60)),
+            write: Some(secs(30)),
+        },
+        t0,
+    )
+}
+
+#[test]
+fn without_deadlines_no_timer_runs() {
+    let t0 = Instant::now();
+    let mut conn = Connection::server();
+    assert_eq!(conn.poll_timeout(), None);
+    feed(&mut conn, &SEARCH_MORPHEUS[..5], t0);
+    conn.send(Message::binary("x/y", vec![1]), t0).unwrap();
+    assert_eq!(conn.poll_timeout(), None);
+    assert_eq!(conn.handle_timeout(t0 + secs(1_000_000)), None);
+    assert!(conn.wants_read() && conn.wants_write());
+}
+
+#[test]
+fn idle_deadline_fires_at_its_instant_and_activity_moves_it() {
+    let t0 = Instant::now();
+    let mut conn = timed_server(t0);
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(60)));
+    // A whole message at t0+5 is activity: the idle clock restarts from there.
+    feed(&mut conn, SEARCH_MORPHEUS, t0 + secs(5));
+    assert!(matches!(conn.next_event(), Ok(Event::Message(_))));
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(65)));
+    assert_eq!(conn.handle_timeout(t0 + secs(60)), None);
+    assert_eq!(
+        conn.handle_timeout(t0 + secs(65) - Duration::from_nanos(1)),
+        None
+    );
+    assert!(conn.wants_read());
+    assert_eq!(conn.handle_timeout(t0 + secs(65)), Some(Timeout::Idle));
+    assert_eq!(conn.timed_out(), Some(Timeout::Idle));
+    // Finished: nothing wanted, no timer, nothing accepted.
+    assert!(!conn.wants_read() && !conn.wants_write() && !conn.wants_shutdown());
+    assert_eq!(conn.poll_timeout(), None);
+    assert_eq!(conn.handle_timeout(t0 + secs(1000)), None);
+    assert_eq!(
+        conn.send(Message::binary("x/y", vec![]), t0 + secs(66)),
+        Err(LocalError::SendAfterClose)
+    );
+}
+
+#[test]
+fn header_deadline_runs_from_the_first_byte_until_the_message_is_complete() {
+    let t0 = Instant::now();
+    let mut conn = timed_server(t0);
+    feed(&mut conn, &SEARCH_MORPHEUS[..1], t0 + secs(2));
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert!(conn.message_in_progress());
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(12)));
+    // More bytes of the same message do not move it.
+    feed(&mut conn, &SEARCH_MORPHEUS[1..50], t0 + secs(9));
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(12)));
+    assert_eq!(conn.handle_timeout(t0 + secs(11)), None);
+    assert_eq!(conn.handle_timeout(t0 + secs(12)), Some(Timeout::Header));
+    assert!(!conn.wants_read());
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+
+    // Completed in time: the clock stops, idle takes over from the last byte.
+    let mut conn = timed_server(t0);
+    feed(&mut conn, &SEARCH_MORPHEUS[..50], t0 + secs(2));
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    feed(&mut conn, &SEARCH_MORPHEUS[50..], t0 + secs(11));
+    assert!(matches!(conn.next_event(), Ok(Event::Message(_))));
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(71)));
+}
+
+#[test]
+fn a_pipelined_message_starts_its_own_header_clock() {
+    let t0 = Instant::now();
+    let mut conn = timed_server(t0);
+    let mut wire = SEARCH_MORPHEUS.to_vec();
+    wire.extend_from_slice(&SEARCH_DOG_BIG[..10]);
+    feed(&mut conn, &SEARCH_MORPHEUS[..3], t0);
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    feed(&mut conn, &wire[3..], t0 + secs(8));
+    assert!(matches!(conn.next_event(), Ok(Event::Message(_))));
+    // The second message began with the bytes that arrived at t0+8.
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(18)));
+}
+
+#[test]
+fn write_deadline_runs_while_output_is_pending_from_the_last_progress() {
+    let t0 = Instant::now();
+    let mut conn = timed_server(t0);
+    feed(&mut conn, SEARCH_MORPHEUS, t0);
+    assert!(matches!(conn.next_event(), Ok(Event::Message(_))));
+    conn.send(Message::binary("x/y", vec![7; 1000]), t0 + secs(1))
+        .unwrap();
+    assert!(conn.wants_write());
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(31)));
+    conn.consume(10, t0 + secs(20));
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(50)));
+    // A consume of nothing is no progress.
+    conn.consume(0, t0 + secs(40));
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(50)));
+    assert_eq!(conn.handle_timeout(t0 + secs(49)), None);
+    assert_eq!(conn.handle_timeout(t0 + secs(50)), Some(Timeout::Write));
+    assert!(!conn.wants_write() && !conn.wants_read());
+
+    // All sent: idle from the last progress.
+    let mut conn = timed_server(t0);
+    conn.send(Message::binary("x/y", vec![7; 10]), t0 + secs(1))
+        .unwrap();
+    let n = conn.pending_len();
+    conn.consume(n, t0 + secs(3));
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(63)));
+}
+
+#[test]
+fn the_earliest_deadline_wins() {
+    let t0 = Instant::now();
+    let mut conn = timed_server(t0);
+    conn.send(Message::binary("x/y", vec![1]), t0).unwrap();
+    feed(&mut conn, &SEARCH_MORPHEUS[..4], t0 + secs(25));
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    // write at t0+30, header at t0+35.
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(30)));
+    assert_eq!(conn.handle_timeout(t0 + secs(36)), Some(Timeout::Write));
+}
+
+#[test]
+fn the_output_cap_holds_reading_back_and_suspends_the_header_clock() {
+    let t0 = Instant::now();
+    let mut conn = timed_server(t0).with_output_cap(100);
+    // Two requests and part of a third arrive together.
+    let mut wire = SEARCH_MORPHEUS.to_vec();
+    wire.extend_from_slice(SEARCH_DOG_BIG);
+    wire.extend_from_slice(&SEARCH_MORPHEUS[..20]);
+    feed(&mut conn, &wire, t0);
+    assert!(matches!(conn.next_event(), Ok(Event::Message(_))));
+    conn.send(Message::binary("x/y", vec![0; 200]), t0 + secs(1))
+        .unwrap();
+    assert!(conn.pending_len() >= 100);
+    // At the cap: no reading, buffered requests stay buffered, only the write clock runs.
+    assert!(!conn.wants_read());
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert_eq!(conn.in_flight(), 0);
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(31)));
+    assert_eq!(conn.handle_timeout(t0 + secs(20)), None);
+    // Drained below the cap at t0+25: reading resumes, the buffered request comes out.
+    let n = conn.pending_len() - 50;
+    conn.consume(n, t0 + secs(25));
+    assert!(conn.wants_read());
+    assert!(matches!(conn.next_event(), Ok(Event::Message(_))));
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert!(conn.message_in_progress());
+    // The partial third request's header clock restarted when the pause ended.
+    let n = conn.pending_len();
+    conn.consume(n, t0 + secs(26));
+    assert_eq!(conn.poll_timeout(), Some(t0 + secs(35)));
+    assert_eq!(conn.handle_timeout(t0 + secs(34)), None);
+    assert_eq!(conn.handle_timeout(t0 + secs(35)), Some(Timeout::Header));
+}
+
+#[test]
+fn send_refuses_content_over_the_limit_and_queues_nothing() {
+    let limits = Limits {
+        max_content_len: 10,
+        ..Limits::default()
+    };
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Server, limits);
+    assert_eq!(
+        conn.send(Message::binary("x/y", vec![0; 11]), now),
+        Err(LocalError::ContentOverLimit { size: 11, max: 10 })
+    );
+    assert_eq!(conn.pending_len(), 0);
+    assert!(!conn.wants_write());
+    conn.send(Message::binary("x/y", vec![0; 10]), now).unwrap();
+    assert_eq!(
+        conn.pending_len(),
+        Message::binary("x/y", vec![0; 10]).encoded_len().unwrap()
+    );
+}
+
+#[test]
+fn close_and_end_of_stream_say_what_the_transport_should_wait_for() {
+    let now = Instant::now();
+    let mut server = Connection::server();
+    server.send(Message::binary("x/y", vec![1]), now).unwrap();
+    server.close();
+    assert!(!server.wants_read() && server.wants_write() && !server.wants_shutdown());
+    let n = server.pending_len();
+    server.consume(n, now);
+    assert!(server.wants_shutdown());
+
+    // A client that closed keeps reading while answers are owed.
+    let mut client = Connection::client();
+    client.send(Message::binary("x/y", vec![1]), now).unwrap();
+    client.close();
+    assert!(client.wants_read());
+    feed(&mut client, BINARY_RESPONSE, now);
+    assert!(matches!(client.next_event(), Ok(Event::Message(_))));
+    assert!(!client.wants_read());
+
+    let mut conn = Connection::server();
+    conn.read_from(&mut &b""[..], now).unwrap();
+    assert!(!conn.wants_read());
+    assert_eq!(conn.next_event(), Ok(Event::End));
+    assert_eq!(
+        conn.commit(1, now),
+        Err(LocalError::ReceiveAfterEof),
+        "bytes after the end of stream are misuse"
+    );
 }

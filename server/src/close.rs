@@ -23,7 +23,7 @@ pub enum CloseReason {
     /// Output was pending, and none of it accepted, for the write deadline.
     WriteDeadline(Duration),
     /// The peer broke the protocol (answers owed before were sent first).
-    Protocol(sockmsg_protocol::Error),
+    Protocol(sockmsg_protocol::PeerError),
     /// The service returned an error.
     Service(ServiceError),
     /// The service panicked.
@@ -32,12 +32,12 @@ pub enum CloseReason {
     /// sent.
     AnswerTooLarge {
         /// Its content length.
-        len: usize,
+        len: u64,
         /// The limit ([`sockmsg_protocol::Limits::max_content_len`]).
         limit: u64,
     },
     /// The service's answer could not be encoded (for instance a header over 65,535 bytes).
-    BadAnswer(sockmsg_protocol::Error),
+    BadAnswer(sockmsg_protocol::LocalError),
     /// A socket error (reset, broken pipe...).
     Io(io::Error),
     /// The server is shutting down.
@@ -162,11 +162,14 @@ mod tests {
             CloseReason::Idle(Duration::from_secs(1)),
             CloseReason::HeaderDeadline(Duration::from_secs(1)),
             CloseReason::WriteDeadline(Duration::from_secs(1)),
-            CloseReason::Protocol(sockmsg_protocol::Error::SendAfterClose),
+            CloseReason::Protocol(sockmsg_protocol::PeerError::UnexpectedEof {
+                phase: sockmsg_protocol::Phase::Header,
+                missing: 1,
+            }),
             CloseReason::Service("x".into()),
             CloseReason::ServicePanicked,
             CloseReason::AnswerTooLarge { len: 2, limit: 1 },
-            CloseReason::BadAnswer(sockmsg_protocol::Error::SendAfterClose),
+            CloseReason::BadAnswer(sockmsg_protocol::LocalError::SendAfterClose),
             CloseReason::Io(io::Error::from(io::ErrorKind::BrokenPipe)),
             CloseReason::Shutdown,
             CloseReason::Full,

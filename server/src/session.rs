@@ -1,10 +1,10 @@
 //! One connection's server policy, with no socket: the machine a transport drives.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sockmsg_protocol::{Connection, Event, Message, Role};
+use sockmsg_protocol::{Connection, Deadlines, Event, LocalError, Message, Role, Timeout};
 
 use crate::close::CloseReason;
 use crate::config::ServerConfig;
@@ -34,7 +34,7 @@ pub enum SessionState {
 ///
 /// * bytes in: [`Session::read_buf`] + [`Session::commit`] (or [`Session::read_from`]), and
 ///   [`Session::receive_eof`], while [`Session::wants_read`];
-/// * bytes out: [`Session::pending`] + [`Session::consume`] (or [`Session::write_to`]),
+/// * bytes out: [`Session::pending_slices`] + [`Session::consume`] (or [`Session::write_to`]),
 ///   while [`Session::wants_write`];
 /// * time: sleep until [`Session::poll_timeout`], then [`Session::handle_timeout`];
 /// * end: once [`Session::close_reason`] is `Some`, close the socket and log the reason.
@@ -75,14 +75,8 @@ pub struct Session {
     service: Arc<dyn Service>,
     config: Arc<ServerConfig>,
     state: SessionState,
-    /// An answer waiting for the queue to drain below the cap.
+    /// An answer waiting for the queue to drain enough to take it under the cap.
     parked: Option<Box<Message>>,
-    /// When the first byte of the message in progress arrived (header deadline).
-    started: Option<Instant>,
-    /// Last time bytes moved either way (idle timeout).
-    last_activity: Instant,
-    /// Last time output made progress, or became pending (write deadline).
-    write_progress: Instant,
     /// Set by [`Session::begin_shutdown`]: when the grace period ends.
     grace_until: Option<Instant>,
     /// Requests handed to the service.
@@ -101,17 +95,24 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// A new connection accepted at `now`, answered by `service` under `config` (which
-    /// transports share between sessions, normalized: [`ServerConfig::normalized`]).
+    /// transports share between sessions, normalized: [`ServerConfig::normalized`]). The
+    /// header, idle and write deadlines and the output cap are handed to the protocol
+    /// machine, which keeps them.
     pub fn new(service: Arc<dyn Service>, config: Arc<ServerConfig>, now: Instant) -> Session {
+        let deadlines = Deadlines {
+            header: config.header_deadline,
+            idle: config.idle_timeout,
+            write: config.write_deadline,
+        };
+        let conn = Connection::new(Role::Server, config.limits.clone())
+            .with_deadlines(deadlines, now)
+            .with_output_cap(config.output_cap);
         Session {
-            conn: Connection::new(Role::Server, config.limits.clone()),
+            conn,
             service,
             config,
             state: SessionState::Open,
             parked: None,
-            started: None,
-            last_activity: now,
-            write_progress: now,
             grace_until: None,
             requests: 0,
         }
@@ -135,8 +136,8 @@ impl Session {
         matches!(self.state, SessionState::Closed(_))
     }
 
-    /// `true` while the socket should be read: requests are taken, and the peer's stream
-    /// has not ended or failed.
+    /// `true` while the socket should be read: requests are taken, and the protocol
+    /// machine wants input (no end of stream, no error, output under the cap).
     pub fn wants_read(&self) -> bool {
         matches!(self.state, SessionState::Open) && self.conn.wants_read()
     }
@@ -169,16 +170,13 @@ impl Session {
     /// Records that `n` bytes were read into [`Session::read_buf`] at `now`, and answers
     /// every request they complete (within the output cap).
     pub fn commit(&mut self, n: usize, now: Instant) {
-        if let Err(e) = self.conn.commit(n) {
+        if let Err(e) = self.conn.commit(n, now) {
             // A transport bug (more committed than lent), not the peer's doing.
             self.abort(CloseReason::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 e,
             )));
             return;
-        }
-        if n > 0 {
-            self.last_activity = now;
         }
         self.process(now);
     }
@@ -207,16 +205,18 @@ impl Session {
         Ok(n)
     }
 
-    /// The next contiguous run of bytes to send.
-    pub fn pending(&self) -> &[u8] {
-        self.conn.pending()
+    /// Fills `out` with the runs of bytes to send, in order; returns how many it filled.
+    pub fn pending_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        self.conn.pending_slices(out)
     }
 
-    /// Records that `n` bytes of [`Session::pending`] were sent at `now`; answers held back
-    /// by the output cap move on.
+    /// Records that `n` bytes of [`Session::pending_slices`] were sent at `now`; answers
+    /// held back by the output cap move on.
     pub fn consume(&mut self, n: usize, now: Instant) {
-        self.conn.consume(n);
-        self.wrote(n, now);
+        self.conn.consume(n, now);
+        if n > 0 {
+            self.process(now);
+        }
     }
 
     /// Writes pending bytes once to `writer` (vectored), and records what was sent.
@@ -225,33 +225,46 @@ impl Session {
         writer: &mut W,
         now: Instant,
     ) -> io::Result<usize> {
-        let n = self.conn.write_to(writer)?;
-        self.wrote(n, now);
+        let n = self.conn.write_to(writer, now)?;
+        if n > 0 {
+            self.process(now);
+        }
         Ok(n)
     }
 
-    fn wrote(&mut self, n: usize, now: Instant) {
-        if n > 0 {
-            self.write_progress = now;
-            self.last_activity = now;
-            self.process(now);
-        }
-    }
-
     /// The instant the session must next be looked at ([`Session::handle_timeout`]), if
-    /// any: the nearest of the header, idle and write deadlines and the shutdown grace
-    /// that apply now.
+    /// any: the protocol machine's nearest deadline, or the end of the shutdown grace.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline().map(|(at, _)| at)
+        if self.is_closed() {
+            return None;
+        }
+        match (self.conn.poll_timeout(), self.grace_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Closes the connection if a deadline passed by `now`.
+    /// Closes the connection if a deadline passed by `now` (calling early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some((at, reason)) = self.deadline() {
-            if at <= now {
-                self.abort(reason);
-            }
+        if self.is_closed() {
+            return;
         }
+        if self.grace_until.is_some_and(|end| end <= now) {
+            self.abort(CloseReason::Shutdown);
+            return;
+        }
+        let cfg = &self.config;
+        let reason = match self.conn.handle_timeout(now) {
+            None => return,
+            Some(Timeout::Header) => {
+                CloseReason::HeaderDeadline(cfg.header_deadline.unwrap_or_default())
+            }
+            Some(Timeout::Idle) => CloseReason::Idle(cfg.idle_timeout.unwrap_or_default()),
+            Some(Timeout::Write) => {
+                CloseReason::WriteDeadline(cfg.write_deadline.unwrap_or_default())
+            }
+        };
+        self.abort(reason);
     }
 
     /// The server is stopping: take no more requests (a request not yet complete is
@@ -262,9 +275,7 @@ impl Session {
             return;
         }
         self.grace_until = Some(now + self.config.shutdown_grace);
-        if !matches!(self.state, SessionState::Draining(_)) {
-            self.state = SessionState::Draining(CloseReason::Shutdown);
-        }
+        self.drain(CloseReason::Shutdown);
         self.process(now);
     }
 
@@ -275,74 +286,38 @@ impl Session {
         if self.is_closed() {
             return;
         }
-        let reason = match std::mem::replace(&mut self.state, SessionState::Open) {
-            SessionState::Draining(CloseReason::Shutdown) => CloseReason::Shutdown,
-            _ if self.grace_until.is_some() => CloseReason::Shutdown,
-            _ => reason,
+        let reason = if self.grace_until.is_some() {
+            CloseReason::Shutdown
+        } else {
+            reason
         };
         self.parked = None;
         self.state = SessionState::Closed(reason);
         self.conn.release_buffers();
     }
 
-    /// The nearest deadline that applies now, with what it closes the connection for.
-    fn deadline(&self) -> Option<(Instant, CloseReason)> {
-        let cfg = &*self.config;
-        let mut best: Option<(Instant, CloseReason)> = None;
-        let mut consider = |at: Option<Instant>, why: CloseReason| {
-            if let Some(at) = at {
-                if best.as_ref().map_or(true, |(b, _)| at < *b) {
-                    best = Some((at, why));
-                }
-            }
-        };
-        match self.state {
-            SessionState::Closed(_) => return None,
-            SessionState::Open if !self.conn.wants_write() => match self.started {
-                Some(started) => consider(
-                    cfg.header_deadline.map(|d| started + d),
-                    CloseReason::HeaderDeadline(cfg.header_deadline.unwrap_or_default()),
-                ),
-                None => consider(
-                    cfg.idle_timeout.map(|d| self.last_activity + d),
-                    CloseReason::Idle(cfg.idle_timeout.unwrap_or_default()),
-                ),
-            },
-            SessionState::Open => {
-                if let Some(started) = self.started {
-                    consider(
-                        cfg.header_deadline.map(|d| started + d),
-                        CloseReason::HeaderDeadline(cfg.header_deadline.unwrap_or_default()),
-                    );
-                }
-            }
-            SessionState::Backpressured | SessionState::Draining(_) => {}
-        }
-        if self.conn.wants_write() || self.parked.is_some() {
-            consider(
-                cfg.write_deadline.map(|d| self.write_progress + d),
-                CloseReason::WriteDeadline(cfg.write_deadline.unwrap_or_default()),
-            );
-        }
-        consider(self.grace_until, CloseReason::Shutdown);
-        best
-    }
-
-    /// `true` if `answer` may be queued now: the queue is empty, or stays within the cap
-    /// (counting the largest framing an answer can have).
+    /// `true` if `answer` may be queued now: the queue is empty, or stays within the cap.
     fn fits(&self, answer: &Message) -> bool {
         let pending = self.conn.pending_len();
-        let size = answer
+        let cap = self.config.output_cap;
+        let most = answer
             .content()
             .len()
             .saturating_add(2 + sockmsg_protocol::MAX_HEADER_LEN);
-        pending == 0 || pending.saturating_add(size) <= self.config.output_cap
+        if pending == 0 || pending.saturating_add(most) <= cap {
+            return true;
+        }
+        // Near the cap: the exact size decides. An answer that cannot be encoded is
+        // queued, to be refused (and the connection closed) by the machine.
+        answer
+            .encoded_len()
+            .map_or(true, |size| pending.saturating_add(size) <= cap)
     }
 
     /// Takes requests and answers them until input, room under the cap or the
-    /// connection's life runs out; then moves the clocks and closes a drained connection.
+    /// connection's life runs out; then closes a drained connection, and frees the
+    /// buffers of an idle one.
     fn process(&mut self, now: Instant) {
-        let mut completed = false;
         loop {
             if self.is_closed() {
                 return;
@@ -362,19 +337,13 @@ impl Session {
                 break;
             }
             if self.conn.pending_len() >= self.config.output_cap {
+                // The machine holds its input too, and its header clock, until this drains.
                 self.state = SessionState::Backpressured;
                 break;
             }
-            if matches!(self.state, SessionState::Backpressured) {
-                self.state = SessionState::Open;
-                // The header clock restarts: the pause was ours, not the peer's.
-                if self.conn.decoder().message_in_progress() {
-                    self.started = Some(now);
-                }
-            }
+            self.state = SessionState::Open;
             match self.conn.next_event() {
                 Ok(Event::Message(request)) => {
-                    completed = true;
                     self.requests += 1;
                     match call_service(&*self.service, request) {
                         Ok(answer) => self.answer(answer, now),
@@ -386,14 +355,6 @@ impl Session {
                 Err(e) => self.drain(CloseReason::Protocol(e)),
             }
         }
-        let taking = matches!(self.state, SessionState::Open);
-        if taking && self.conn.decoder().message_in_progress() {
-            if completed || self.started.is_none() {
-                self.started = Some(now);
-            }
-        } else if !matches!(self.state, SessionState::Backpressured) {
-            self.started = None;
-        }
         if let SessionState::Draining(_) = self.state {
             if !self.conn.wants_write() && self.parked.is_none() {
                 if let SessionState::Draining(reason) =
@@ -403,20 +364,14 @@ impl Session {
                 }
             }
         }
-        if !self.conn.wants_write() && !self.conn.decoder().message_in_progress() {
+        if !self.conn.wants_write() && !self.conn.message_in_progress() {
             // Idle (or done): give back what the decoder and encoder hold.
             self.conn.release_buffers();
         }
     }
 
-    /// Queues the service's `answer`, or parks it until the queue drains below the cap.
+    /// Queues the service's `answer`, or parks it until the queue drains enough.
     fn answer(&mut self, answer: Message, now: Instant) {
-        let limit = self.config.limits.max_content_len;
-        let len = answer.content().len();
-        if u64::try_from(len).map_or(true, |l| l > limit) {
-            self.drain(CloseReason::AnswerTooLarge { len, limit });
-            return;
-        }
         if self.fits(&answer) {
             self.queue(answer, now);
         } else {
@@ -428,12 +383,17 @@ impl Session {
     }
 
     fn queue(&mut self, answer: Message, now: Instant) {
-        if !self.conn.wants_write() {
-            self.write_progress = now;
-        }
-        if let Err(e) = self.conn.send(answer) {
+        if let Err(e) = self.conn.send(answer, now) {
             self.parked = None;
-            self.drain(CloseReason::BadAnswer(e));
+            let reason = match e {
+                LocalError::ContentOverLimit { size, max } => CloseReason::AnswerTooLarge {
+                    len: size,
+                    limit: max,
+                },
+                e => CloseReason::BadAnswer(e),
+            };
+            // Whatever was owed before is still sent; this closes in its place.
+            self.state = SessionState::Draining(reason);
         }
     }
 

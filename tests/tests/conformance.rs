@@ -106,10 +106,9 @@ enum End {
 fn answers(stream: &mut TcpStream, want: usize) -> (Vec<Message>, End) {
     let mut conn = Connection::new(Role::Client, Default::default());
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         while got.len() < want {
-            match conn.decode(&mut &[][..]) {
+            match conn.next_event() {
                 Ok(Event::Message(m)) => got.push(m),
                 Ok(Event::NeedData) => break,
                 Ok(Event::End) => return (got, End::Closed),
@@ -119,13 +118,8 @@ fn answers(stream: &mut TcpStream, want: usize) -> (Vec<Message>, End) {
         if got.len() >= want {
             return (got, End::Open);
         }
-        match stream.read(&mut buf) {
-            Ok(0) => conn.receive_eof(),
-            Ok(n) => {
-                if let Err(e) = conn.receive(&buf[..n]) {
-                    panic!("receive: {e}");
-                }
-            }
+        match conn.read_from(stream, Instant::now()) {
+            Ok(_) => {} // 0: the end of stream, recorded
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return (got, End::Closed),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => panic!("no answer or close within {LIMIT:?}: {e}"),

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use sockmsg_protocol::fuzzing;
-use sockmsg_protocol::{parse_header, Decoder, Error, Event, Limits, Phase};
+use sockmsg_protocol::{parse_header, Decoder, Event, Limits, PeerError, Phase};
 
 type Target = fn(&[u8]);
 
@@ -111,7 +111,7 @@ fn position_counts_the_bytes_of_a_split_header() {
     dec.receive_eof();
     assert_eq!(
         dec.next_event(),
-        Err(Error::UnexpectedEof {
+        Err(PeerError::UnexpectedEof {
             phase: Phase::Header,
             missing: 0x67 - (wire.len() - 2),
         })
@@ -147,7 +147,7 @@ fn depth_limit_zero_refuses_every_header_whichever_path_parses_it() {
     ] {
         assert_eq!(
             parse_header(header, &limits),
-            Err(Error::NestingTooDeep {
+            Err(PeerError::NestingTooDeep {
                 phase: Phase::Header,
                 max: 0
             })

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use sockmsg_protocol::fuzzing::{decode_all_ways, Outcome};
-use sockmsg_protocol::{Decoder, Error, Event, JsonKind, Limits, Phase};
+use sockmsg_protocol::{Decoder, Error, Event, JsonKind, Limits, PeerError, Phase};
 
 /// Vectors longer than this are split at the first `BIG_SPLITS` positions only (every
 /// position of a 65 KiB vector would be 65,536 full decodes); they are still decoded whole
@@ -111,22 +111,22 @@ fn verdict(outcome: &Outcome) -> String {
     let e = match &outcome.end {
         Ok(Event::End) => return format!("ok {n}"),
         Ok(other) => panic!("stream ended with {other:?}"),
-        Err(e) => e,
+        Err(e) => e.peer().expect("a decoder reports peer errors"),
     };
-    let mut s = format!("err {} {}", e.kind(), phase_name(e.phase()));
+    let mut s = format!("err {} {}", e.kind(), phase_name(Some(e.phase())));
     let detail = match e {
-        Error::HeaderTooLong { size, max } => format!("size={size} max={max}"),
-        Error::InvalidUtf8 { offset, .. } => format!("offset={offset}"),
-        Error::InvalidJson { .. } => String::new(),
-        Error::NestingTooDeep { max, .. } => format!("max={max}"),
-        Error::HeaderNotObject { found } => format!("found={}", kind_name(*found)),
-        Error::MissingKey { key } => format!("key={key}"),
-        Error::WrongType { key, found, .. } => format!("key={key} found={}", kind_name(*found)),
-        Error::InvalidByteorder { value } => format!("value={value:?}"),
-        Error::NegativeContentLength { size } => format!("size={size}"),
-        Error::ContentTooLong { size, max } => format!("size={size} max={max}"),
-        Error::UnsupportedEncoding { encoding } => format!("encoding={encoding:?}"),
-        Error::UnexpectedEof { missing, .. } => format!("missing={missing}"),
+        PeerError::HeaderTooLong { size, max } => format!("size={size} max={max}"),
+        PeerError::InvalidUtf8 { offset, .. } => format!("offset={offset}"),
+        PeerError::InvalidJson { .. } => String::new(),
+        PeerError::NestingTooDeep { max, .. } => format!("max={max}"),
+        PeerError::HeaderNotObject { found } => format!("found={}", kind_name(*found)),
+        PeerError::MissingKey { key } => format!("key={key}"),
+        PeerError::WrongType { key, found, .. } => format!("key={key} found={}", kind_name(*found)),
+        PeerError::InvalidByteorder { value } => format!("value={value:?}"),
+        PeerError::NegativeContentLength { size } => format!("size={size}"),
+        PeerError::ContentTooLong { size, max } => format!("size={size} max={max}"),
+        PeerError::UnsupportedEncoding { encoding } => format!("encoding={encoding:?}"),
+        PeerError::UnexpectedEof { missing, .. } => format!("missing={missing}"),
         other => panic!("not a decoder verdict: {other:?}"),
     };
     if !detail.is_empty() {
@@ -342,7 +342,7 @@ fn violations_are_reported_before_the_end_of_stream() {
         let error = dec.error().expect("failed").clone();
         let hlen = usize::from(u16::from_be_bytes([bytes[start], bytes[start + 1]]));
         let header_end = start + 1 + hlen;
-        match error.phase() {
+        match Some(error.phase()) {
             Some(Phase::Protoheader) => assert_eq!(at, start + 1, "{name}: {error}"),
             Some(Phase::Header) => assert_eq!(at, header_end, "{name}: {error}"),
             Some(Phase::Content) => {
@@ -503,7 +503,7 @@ mod live {
             .iter()
             .map(|m| demo.respond(m).expect("demo answers"))
             .collect();
-        let truncated = matches!(error, Error::UnexpectedEof { .. });
+        let truncated = matches!(error, Error::Peer(PeerError::UnexpectedEof { .. }));
 
         let mut stream = TcpStream::connect(addr).map_err(|e| format!("{name}: connect: {e}"))?;
         let port = stream.local_addr().map_err(|e| e.to_string())?.port();

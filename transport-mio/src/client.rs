@@ -52,9 +52,9 @@ pub enum ClientError {
     /// A socket error after connecting.
     Io(io::Error),
     /// The server's bytes broke the protocol.
-    Protocol(sockmsg_protocol::Error),
+    Protocol(sockmsg_protocol::PeerError),
     /// A request could not be encoded.
-    Encode(sockmsg_protocol::Error),
+    Encode(sockmsg_protocol::LocalError),
     /// The server closed the connection before answering every request.
     Closed {
         /// Responses received.
@@ -93,7 +93,8 @@ impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClientError::Connect(e) | ClientError::Io(e) => Some(e),
-            ClientError::Protocol(e) | ClientError::Encode(e) => Some(e),
+            ClientError::Protocol(e) => Some(e),
+            ClientError::Encode(e) => Some(e),
             _ => None,
         }
     }
@@ -350,7 +351,10 @@ impl ClientConn {
         loop {
             while self.proto.in_flight() < depth && !self.proto.is_closed() {
                 match self.to_send.next() {
-                    Some(request) => self.proto.send(request).map_err(ClientError::Encode)?,
+                    Some(request) => self
+                        .proto
+                        .send(request, Instant::now())
+                        .map_err(ClientError::Encode)?,
                     None => {
                         if cfg.half_close {
                             self.proto.close();
@@ -360,7 +364,7 @@ impl ClientConn {
                 }
             }
             while self.proto.wants_write() {
-                match self.proto.write_to(&mut self.stream) {
+                match self.proto.write_to(&mut self.stream, Instant::now()) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

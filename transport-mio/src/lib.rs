@@ -59,6 +59,7 @@
 //! ```
 //! use std::net::TcpStream;
 //! use std::sync::Arc;
+//! use std::time::Instant;
 //! use sockmsg_protocol::{Connection, Event, Message};
 //! use sockmsg_server::{Service, ServiceError};
 //! use sockmsg_transport_mio::{Server, ServerConfig};
@@ -75,15 +76,15 @@
 //!
 //! let mut stream = TcpStream::connect(addr)?;
 //! let mut conn = Connection::client();
-//! conn.send(Message::binary("binary/custom-client-binary-type", b"hello".to_vec()))?;
+//! conn.send(Message::binary("binary/custom-client-binary-type", b"hello".to_vec()), Instant::now())?;
 //! while conn.wants_write() {
-//!     conn.write_to(&mut stream)?;
+//!     conn.write_to(&mut stream, Instant::now())?;
 //! }
 //! let response = loop {
 //!     match conn.next_event()? {
 //!         Event::Message(m) => break m,
 //!         Event::NeedData => {
-//!             conn.read_from(&mut stream)?;
+//!             conn.read_from(&mut stream, Instant::now())?;
 //!         }
 //!         Event::End => panic!("the server closed without answering"),
 //!     }

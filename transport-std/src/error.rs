@@ -91,7 +91,7 @@ pub enum TransportError {
         in_flight: u64,
     },
     /// The peer's bytes broke the protocol, or the stream ended inside a message
-    /// ([`sockmsg_protocol::Error::UnexpectedEof`]); or this program tried to send a message
+    /// ([`sockmsg_protocol::PeerError::UnexpectedEof`]); or this program tried to send a message
     /// the protocol cannot carry (see [`sockmsg_protocol::Error::is_peer_error`]).
     Protocol {
         /// The peer.
@@ -166,7 +166,9 @@ impl TransportError {
             TransportError::Timeout { .. } => io::ErrorKind::TimedOut,
             TransportError::Closed { .. } => io::ErrorKind::UnexpectedEof,
             TransportError::Protocol { source, .. } => match source {
-                sockmsg_protocol::Error::UnexpectedEof { .. } => io::ErrorKind::UnexpectedEof,
+                sockmsg_protocol::Error::Peer(sockmsg_protocol::PeerError::UnexpectedEof {
+                    ..
+                }) => io::ErrorKind::UnexpectedEof,
                 _ => io::ErrorKind::InvalidData,
             },
             TransportError::TrailingBytes { .. } => io::ErrorKind::InvalidData,

@@ -128,10 +128,10 @@ impl<S: Read + Write> Framed<S> {
     /// Queues `message` without writing it (to pipeline several, then [`Framed::flush`]).
     pub fn queue(&mut self, message: Message) -> Result<(), TransportError> {
         self.conn
-            .send(message)
+            .send(message, Instant::now())
             .map_err(|source| TransportError::Protocol {
                 addr: self.peer,
-                source,
+                source: source.into(),
             })
     }
 
@@ -161,7 +161,7 @@ impl<S: Read + Write> Framed<S> {
 
     /// The next message, reading as much as it takes; `None` if the peer closed cleanly
     /// between two messages. An end of stream inside a message is
-    /// [`TransportError::Protocol`] with [`sockmsg_protocol::Error::UnexpectedEof`].
+    /// [`TransportError::Protocol`] with [`sockmsg_protocol::PeerError::UnexpectedEof`].
     pub fn recv(&mut self) -> Result<Option<Message>, TransportError> {
         let mut since = Instant::now();
         loop {
@@ -187,7 +187,7 @@ impl<S: Read + Write> Framed<S> {
             Ok(Event::NeedData) => Ok(None),
             Err(source) => Err(TransportError::Protocol {
                 addr: self.peer,
-                source,
+                source: source.into(),
             }),
         }
     }
@@ -196,7 +196,7 @@ impl<S: Read + Write> Framed<S> {
     pub(crate) fn read_once(&mut self) -> Result<ReadStatus, TransportError> {
         loop {
             let start = Instant::now();
-            match self.conn.read_from(&mut self.stream) {
+            match self.conn.read_from(&mut self.stream, start) {
                 Ok(0) => return Ok(ReadStatus::Eof),
                 Ok(_) => return Ok(ReadStatus::Data),
                 Err(e) => match e.kind() {
@@ -215,7 +215,7 @@ impl<S: Read + Write> Framed<S> {
     fn write_once(&mut self) -> Result<Option<Duration>, TransportError> {
         loop {
             let start = Instant::now();
-            match self.conn.write_to(&mut self.stream) {
+            match self.conn.write_to(&mut self.stream, start) {
                 Ok(_) => return Ok(None),
                 Err(e) => match e.kind() {
                     io::ErrorKind::Interrupted => continue,

@@ -14,7 +14,7 @@ use crate::error::{Op, TransportError};
 pub const MAX_DATAGRAM: usize = 65_507;
 
 /// Decodes the one message `datagram` must hold. A datagram that ends inside the message is
-/// [`sockmsg_protocol::Error::UnexpectedEof`] (which says which part was cut short); bytes
+/// [`sockmsg_protocol::PeerError::UnexpectedEof`] (which says which part was cut short); bytes
 /// after the message are [`TransportError::TrailingBytes`]. `from` names the sender in
 /// errors.
 ///
@@ -36,7 +36,10 @@ pub fn decode_datagram(
     limits: &Limits,
     from: SocketAddr,
 ) -> Result<Message, TransportError> {
-    let protocol = |source| TransportError::Protocol { addr: from, source };
+    let protocol = |source: sockmsg_protocol::PeerError| TransportError::Protocol {
+        addr: from,
+        source: source.into(),
+    };
     let mut decoder = Decoder::new(limits.clone());
     let mut rest = datagram;
     match decoder.decode(&mut rest).map_err(protocol)? {
@@ -52,7 +55,7 @@ pub fn decode_datagram(
                 // Unreachable in practice: an empty datagram is an EOF in the protoheader.
                 Event::Message(message) => Ok(message),
                 Event::NeedData | Event::End => {
-                    Err(protocol(sockmsg_protocol::Error::UnexpectedEof {
+                    Err(protocol(sockmsg_protocol::PeerError::UnexpectedEof {
                         phase: sockmsg_protocol::Phase::Protoheader,
                         missing: 2,
                     }))
@@ -134,8 +137,10 @@ impl UdpEndpoint {
     /// Sends `message` as one datagram to `to`. A message longer than [`MAX_DATAGRAM`]
     /// bytes is an error of kind `InvalidInput`.
     pub fn send_to(&self, message: &Message, to: SocketAddr) -> Result<(), TransportError> {
-        let wire =
-            encode(message).map_err(|source| TransportError::Protocol { addr: to, source })?;
+        let wire = encode(message).map_err(|source| TransportError::Protocol {
+            addr: to,
+            source: source.into(),
+        })?;
         if wire.len() > MAX_DATAGRAM {
             return Err(TransportError::Io {
                 addr: to,

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{encode, Connection, Error, Message, Phase};
+use sockmsg_protocol::{encode, Connection, LocalError, Message, PeerError, Phase};
 use sockmsg_transport_std::{Framed, Op, TransportError};
 
 /// What the next call of a double does.
@@ -257,7 +257,7 @@ fn end_of_stream_at_every_offset_is_unexpected_eof() {
                 match result {
                     Err(TransportError::Protocol { addr, source }) => {
                         assert_eq!(addr, peer());
-                        assert_eq!(source, Error::UnexpectedEof { phase, missing }, "k={k}");
+                        assert_eq!(source, PeerError::UnexpectedEof { phase, missing }, "k={k}");
                     }
                     other => panic!("k={k} chunk={chunk}: expected UnexpectedEof, got {other:?}"),
                 }
@@ -282,7 +282,7 @@ fn end_of_stream_inside_the_second_message() {
     match framed.recv() {
         Err(TransportError::Protocol { source, .. }) => assert_eq!(
             source,
-            Error::UnexpectedEof {
+            PeerError::UnexpectedEof {
                 phase: Phase::Header,
                 missing: 55
             }
@@ -300,7 +300,7 @@ fn protocol_errors_name_the_peer() {
         Err(e @ TransportError::Protocol { .. }) => {
             assert_eq!(
                 e.protocol_error(),
-                Some(&Error::MissingKey { key: "byteorder" })
+                Some(&PeerError::MissingKey { key: "byteorder" }.into())
             );
             assert!(e.to_string().contains(PEER), "{e}");
         }
@@ -408,7 +408,7 @@ fn sending_after_close_is_a_local_protocol_error() {
     framed.connection_mut().close();
     match framed.send(morpheus()) {
         Err(TransportError::Protocol { source, .. }) => {
-            assert_eq!(source, Error::SendAfterClose);
+            assert_eq!(source, LocalError::SendAfterClose);
             assert!(!source.is_peer_error());
         }
         other => panic!("expected SendAfterClose, got {other:?}"),

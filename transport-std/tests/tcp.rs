@@ -271,7 +271,7 @@ fn server_cutting_a_response_short_is_unexpected_eof() {
     match client.request(req("hello")) {
         Err(TransportError::Protocol { source, .. }) => assert_eq!(
             source,
-            sockmsg_protocol::Error::UnexpectedEof {
+            sockmsg_protocol::PeerError::UnexpectedEof {
                 phase: sockmsg_protocol::Phase::Content,
                 missing: 5
             }

@@ -4,7 +4,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{encode, Error, Message, Phase};
+use sockmsg_protocol::{encode, Message, PeerError, Phase};
 use sockmsg_server::ServiceError;
 use sockmsg_transport_std::{TransportError, UdpEndpoint, MAX_DATAGRAM};
 
@@ -69,7 +69,11 @@ fn each_datagram_must_be_exactly_one_message() {
         raw_send(to, &wire[..cut]);
         match receiver.recv_from() {
             Err(TransportError::Protocol { source, .. }) => {
-                assert_eq!(source, Error::UnexpectedEof { phase, missing }, "cut {cut}")
+                assert_eq!(
+                    source,
+                    PeerError::UnexpectedEof { phase, missing },
+                    "cut {cut}"
+                )
             }
             other => panic!("cut {cut}: expected UnexpectedEof, got {other:?}"),
         }
@@ -79,10 +83,10 @@ fn each_datagram_must_be_exactly_one_message() {
     assert!(matches!(
         receiver.recv_from(),
         Err(TransportError::Protocol {
-            source: Error::UnexpectedEof {
+            source: sockmsg_protocol::Error::Peer(PeerError::UnexpectedEof {
                 phase: Phase::Protoheader,
                 missing: 2
-            },
+            }),
             ..
         })
     ));

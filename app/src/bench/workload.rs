@@ -205,7 +205,7 @@ impl Workload {
         };
         Ok(Workload {
             kind,
-            request: encode(&request)?,
+            request: encode(&request).map_err(Error::from)?,
             expected: Some(Expected {
                 content_type: answer.content_type().to_owned(),
                 content: answer.content().to_vec(),
@@ -322,18 +322,18 @@ pub fn demo_answer(request: &Message) -> Result<Message, Error> {
         }
         other => format!("Error: invalid action \"{}\".", text(other)),
     };
-    Message::json(&Answer { result: &result })
+    Ok(Message::json(&Answer { result: &result })?)
 }
 
 fn json_message(value: &str) -> Result<Message, Error> {
-    Message::json(&Search {
+    Ok(Message::json(&Search {
         action: "search",
         value,
-    })
+    })?)
 }
 
 fn json_request(value: &str) -> Result<Vec<u8>, Error> {
-    encode(&json_message(value)?)
+    Ok(encode(&json_message(value)?)?)
 }
 
 fn binary_message(len: usize) -> Message {

@@ -191,7 +191,7 @@ pub fn inspect<R: Read, W: Write>(
                 }
                 Err(e) => {
                     out.flush()?;
-                    return Err(malformed(e, &decoder, start, messages));
+                    return Err(malformed(e.into(), &decoder, start, messages));
                 }
             }
         }

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sockmsg_app::bench::workload::demo_answer;
 use sockmsg_protocol::{Connection, Event, Message};
@@ -89,7 +89,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match conn.read_from(&mut stream) {
+        match conn.read_from(&mut stream, Instant::now()) {
             Ok(_) => {}
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
@@ -107,12 +107,14 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
             match behaviour {
                 Behaviour::Demo | Behaviour::OneShot => {
                     let answer = demo_answer(&request).map_err(io::Error::other)?;
-                    conn.send(answer).map_err(io::Error::other)?;
+                    conn.send(answer, Instant::now())
+                        .map_err(io::Error::other)?;
                 }
                 Behaviour::WrongAnswer => {
                     let answer = Message::json(&serde_json::json!({"result": "wrong"}))
                         .map_err(io::Error::other)?;
-                    conn.send(answer).map_err(io::Error::other)?;
+                    conn.send(answer, Instant::now())
+                        .map_err(io::Error::other)?;
                 }
                 Behaviour::Silent => {}
                 Behaviour::CloseEarly => return Ok(()),
@@ -126,7 +128,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
             }
         }
         while conn.wants_write() {
-            conn.write_to(&mut stream)?;
+            conn.write_to(&mut stream, Instant::now())?;
         }
         if behaviour == Behaviour::OneShot && conn.in_flight() == 0 && conn.decoder().position() > 0
         {
