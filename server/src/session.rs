@@ -2,13 +2,22 @@
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{Connection, Deadlines, Event, LocalError, Message, Role, Timeout};
 
 use crate::close::CloseReason;
 use crate::config::ServerConfig;
 use crate::service::{call_service, Service};
+
+/// Bytes the session lends for one read outside large content: enough for a burst of
+/// pipelined requests; content of at least this size is received in place.
+const READ_BUF: usize = 4 * 1024;
+
+/// How long a connection keeps its buffers once idle. Freeing them at once would allocate
+/// (and zero) the read buffer again for every request of a keep-alive connection; an idle
+/// connection holds no buffer after this.
+const RELEASE_DELAY: Duration = Duration::from_millis(100);
 
 /// Where a [`Session`] stands: the state of one server connection.
 #[derive(Debug)]
@@ -81,6 +90,8 @@ pub struct Session {
     grace_until: Option<Instant>,
     /// Requests handed to the service.
     requests: u64,
+    /// When to free the buffers of a connection found idle ([`RELEASE_DELAY`]).
+    release_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Session {
@@ -106,7 +117,8 @@ impl Session {
         };
         let conn = Connection::new(Role::Server, config.limits.clone())
             .with_deadlines(deadlines, now)
-            .with_output_cap(config.output_cap);
+            .with_output_cap(config.output_cap)
+            .with_read_buf_size(READ_BUF);
         Session {
             conn,
             service,
@@ -115,6 +127,7 @@ impl Session {
             parked: None,
             grace_until: None,
             requests: 0,
+            release_at: None,
         }
     }
 
@@ -238,10 +251,10 @@ impl Session {
         if self.is_closed() {
             return None;
         }
-        match (self.conn.poll_timeout(), self.grace_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.conn.poll_timeout(), self.grace_until, self.release_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Closes the connection if a deadline passed by `now` (calling early is harmless).
@@ -252,6 +265,12 @@ impl Session {
         if self.grace_until.is_some_and(|end| end <= now) {
             self.abort(CloseReason::Shutdown);
             return;
+        }
+        if self.release_at.is_some_and(|at| at <= now) {
+            self.release_at = None;
+            if self.is_idle() {
+                self.conn.release_buffers();
+            }
         }
         let cfg = &self.config;
         let reason = match self.conn.handle_timeout(now) {
@@ -364,10 +383,16 @@ impl Session {
                 }
             }
         }
-        if !self.conn.wants_write() && !self.conn.message_in_progress() {
-            // Idle (or done): give back what the decoder and encoder hold.
-            self.conn.release_buffers();
+        if self.release_at.is_none() && self.is_idle() && self.conn.allocated() > 0 {
+            // Idle: what the decoder and encoder hold goes back soon, unless a request
+            // comes first (see `handle_timeout`).
+            self.release_at = Some(now + RELEASE_DELAY);
         }
+    }
+
+    /// Nothing in progress either way.
+    fn is_idle(&self) -> bool {
+        !self.conn.wants_write() && !self.conn.message_in_progress() && self.parked.is_none()
     }
 
     /// Queues the service's `answer`, or parks it until the queue drains enough.

@@ -278,3 +278,21 @@ fn shutdown_lets_owed_answers_flush_within_the_grace() {
     )));
     assert!(matches!(s.close_reason(), Some(CloseReason::Shutdown)));
 }
+
+#[test]
+fn an_idle_connection_gives_its_buffers_back_soon_after_its_last_request() {
+    let t0 = Instant::now();
+    let mut s = session(ServerConfig::default(), t0);
+    feed(&mut s, &request("a"), t0);
+    assert_eq!(drain(&mut s, t0), [b"a".to_vec()]);
+    let held = s.connection().allocated();
+    assert!(held >= 4096, "kept for the next request: {held}");
+    let at = s.poll_timeout().expect("a wake-up to free them");
+    assert!(at <= t0 + Duration::from_secs(1), "{:?}", at - t0);
+    s.handle_timeout(at);
+    let left = s.connection().allocated();
+    assert!(left < 256, "the buffers are freed: {left} bytes left");
+    assert!(!s.is_closed());
+    // Then only the idle timeout is left.
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+}

@@ -9,7 +9,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -156,45 +156,13 @@ fn wait_until(mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// Everything the servers of this binary log (INFO and above).
-fn log() -> Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let installed = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-            .with_writer(move || LogWriter(Arc::clone(&sink)))
-            .try_init();
-        assert!(installed.is_ok(), "a tracing subscriber was already set");
-        buf
-    })
-    .clone()
+fn log() {
+    let _ = sockmsg_tests::log::captured(tracing::Level::INFO);
 }
 
 /// The lines logged so far that mention `needle`.
 fn log_lines(needle: &str) -> Vec<String> {
-    let log = log();
-    let text = String::from_utf8_lossy(&log.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    text.lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_owned)
-        .collect()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    sockmsg_tests::log::lines_with(needle)
 }
 
 /// The `closing connection to ADDR (...)` line of the connection whose client end is
@@ -202,6 +170,16 @@ impl Write for LogWriter {
 fn close_line(client: SocketAddr) -> Option<String> {
     let mut lines = log_lines(&format!("closing connection to {client} "));
     lines.pop()
+}
+
+/// Asserts that the close of the connection whose client end is `client` is logged, with
+/// `reason` in its line.
+fn assert_close_logged(t: Transport, client: SocketAddr, reason: &str) {
+    assert!(
+        wait_until(|| close_line(client).is_some_and(|l| l.contains(reason))),
+        "{t}: no close line with {reason:?} for {client}: {:?}",
+        close_line(client)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -292,11 +270,7 @@ fn half_close_gets_every_answer_then_the_end() {
         let (got, end) = answers(&mut s, usize::MAX);
         assert_eq!(contents(&got), ["echo:a", "echo:b", "echo:c"], "{t}");
         assert_eq!(end, End::Closed, "{t}");
-        assert!(
-            wait_until(|| close_line(client).is_some_and(|l| l.contains("the client closed it"))),
-            "{t}: {:?}",
-            close_line(client)
-        );
+        assert_close_logged(t, client, "the client closed it");
     });
 }
 
@@ -334,11 +308,7 @@ fn close_after_answer_closes_each_connection_after_its_answer() {
             started.elapsed() < Duration::from_secs(2),
             "{t}: closed at once"
         );
-        assert!(
-            wait_until(|| close_line(client).is_some_and(|l| l.contains("answered"))),
-            "{t}: {:?}",
-            close_line(client)
-        );
+        assert_close_logged(t, client, "answered");
     });
 }
 
@@ -367,11 +337,7 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
             after >= idle - Duration::from_millis(50) && after < idle * 10,
             "{t}: closed {after:?} after the answer"
         );
-        assert!(
-            wait_until(|| close_line(client).is_some_and(|l| l.contains("idle for"))),
-            "{t}: {:?}",
-            close_line(client)
-        );
+        assert_close_logged(t, client, "idle for");
     });
 }
 
@@ -436,11 +402,7 @@ fn slowloris_peers_are_closed_at_the_header_deadline_while_good_clients_are_serv
         }
         for s in &slow {
             let client = s.local_addr().expect("local addr");
-            assert!(
-                wait_until(|| close_line(client).is_some_and(|l| l.contains("not complete"))),
-                "{t}: {:?}",
-                close_line(client)
-            );
+            assert_close_logged(t, client, "not complete");
         }
         assert!(good >= 3, "{t}: good requests {good}");
     });
@@ -539,11 +501,7 @@ fn an_answer_over_the_message_limit_is_not_sent() {
         let (got, end) = answers(&mut s, usize::MAX);
         assert_eq!(contents(&got), ["echo:fine"], "{t}");
         assert_eq!(end, End::Closed, "{t}");
-        assert!(
-            wait_until(|| close_line(client).is_some_and(|l| l.contains("over the message limit"))),
-            "{t}: {:?}",
-            close_line(client)
-        );
+        assert_close_logged(t, client, "over the message limit");
     });
 }
 
@@ -586,10 +544,7 @@ fn protocol_errors_and_service_failures_close_only_their_connection() {
             (vec!["echo:first".to_owned()], End::Closed),
             "{t}"
         );
-        assert!(
-            wait_until(|| close_line(bad_addr).is_some_and(|l| l.contains("protocol error"))),
-            "{t}"
-        );
+        assert_close_logged(t, bad_addr, "protocol error");
 
         for (poison, reason) in [
             ("fail", "the service failed"),
@@ -600,11 +555,7 @@ fn protocol_errors_and_service_failures_close_only_their_connection() {
             s.write_all(&wire(&[req(poison)])).expect("write");
             let (got, end) = answers(&mut s, usize::MAX);
             assert!(got.is_empty() && end == End::Closed, "{t}: {poison}");
-            assert!(
-                wait_until(|| close_line(addr).is_some_and(|l| l.contains(reason))),
-                "{t}: {poison}: {:?}",
-                close_line(addr)
-            );
+            assert_close_logged(t, addr, reason);
         }
         good.write_all(&wire(&[req("after")])).expect("write");
         assert_eq!(contents(&answers(&mut good, 1).0), ["echo:after"], "{t}");

@@ -369,7 +369,7 @@ mod live {
     use std::io::{self, Read, Write};
     use std::net::{Shutdown, SocketAddr, TcpStream};
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::{Arc, Mutex};
     use std::thread;
     use std::time::{Duration, Instant};
 
@@ -390,34 +390,7 @@ mod live {
 
     /// Everything the servers log at WARN and above, shared by the tests of this binary.
     fn log() -> Arc<Mutex<Vec<u8>>> {
-        static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-        LOG.get_or_init(|| {
-            let buf = Arc::new(Mutex::new(Vec::new()));
-            let sink = Arc::clone(&buf);
-            let installed = tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-                .with_writer(move || LogWriter(Arc::clone(&sink)))
-                .try_init();
-            assert!(installed.is_ok(), "a tracing subscriber was already set");
-            buf
-        })
-        .clone()
-    }
-
-    struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for LogWriter {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
+        sockmsg_tests::log::captured(tracing::Level::WARN)
     }
 
     /// A server on `transport` with the demo service, timeouts far beyond the test's

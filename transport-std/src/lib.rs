@@ -8,11 +8,15 @@
 //! * [`Client`]: connect (with a timeout) to a numeric IPv4 or IPv6 address, send, receive,
 //!   [`Client::request`], several requests on one connection, half-close
 //!   ([`Client::shutdown_write`]), a proper [`Client::close`].
-//! * [`Server`]: binds with `SO_REUSEADDR` (port 0 allowed), one thread per connection up
-//!   to [`ServerConfig::max_connections`], read, write and idle timeouts, and a graceful
-//!   shutdown triggered from any thread through a [`ShutdownHandle`] (for instance from a
-//!   Ctrl-C handler). It runs any [`sockmsg_server::Service`], the application interface
-//!   every transport of sockmsg shares.
+//! * [`Server`]: binds with `SO_REUSEADDR` (port 0 allowed) and runs one thread per
+//!   connection up to [`ServerConfig::max_connections`]. Each thread is a thin blocking loop
+//!   over a [`sockmsg_server::Session`], which holds every server decision (service calls,
+//!   output cap, deadlines, `close_after_answer`, shutdown): the same policy as every other
+//!   transport, from the same [`ServerConfig`]. An idle connection costs no CPU (its
+//!   thread sleeps in `read` until the session's next deadline, set as the socket's
+//!   timeout) and one file descriptor. A [`ShutdownHandle`] stops it from any thread: idle
+//!   threads are woken by `shutdown(2)` of their socket's read side. It runs any
+//!   [`sockmsg_server::Service`].
 //! * [`UdpEndpoint`]: one message per datagram.
 //! * [`TransportError`]: refused, reset, timed out, closed, protocol errors, each naming
 //!   the peer's address.
