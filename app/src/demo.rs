@@ -427,25 +427,40 @@ mod tests {
         let req = request("search", "morpheus").with_byteorder(ByteOrder::Little);
         assert_eq!(
             encode(&req)?,
-            &b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}"[..]
+            &include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/vectors/ok-search-request.bin"
+            ))[..]
         );
         assert_eq!(
             encode(&service.call(req)?)?,
-            &b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 43}{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}"[..]
+            &include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/vectors/ok-search-response.bin"
+            ))[..]
         );
         let dog = request("search", "🐶").with_byteorder(ByteOrder::Big);
         assert_eq!(
             encode(&dog)?,
-            &b"\x00d{\"byteorder\": \"big\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 37}{\"action\": \"search\", \"value\": \"\xf0\x9f\x90\xb6\"}"[..]
+            &include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/vectors/ok-dog-request.bin"
+            ))[..]
         );
         let bin = request("binary", "☺").with_byteorder(ByteOrder::Little);
         assert_eq!(
             encode(&bin)?,
-            &b"\x00~{\"byteorder\": \"little\", \"content-type\": \"binary/custom-client-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 9}binary\xe2\x98\xba"[..]
+            &include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/vectors/ok-binary-request.bin"
+            ))[..]
         );
         assert_eq!(
             encode(&service.respond(&bin)?)?,
-            &b"\x00\x7f{\"byteorder\": \"little\", \"content-type\": \"binary/custom-server-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 36}First 10 bytes of request: binary\xe2\x98\xba"[..]
+            &include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/vectors/ok-binary-response.bin"
+            ))[..]
         );
         Ok(())
     }

@@ -7,7 +7,10 @@ fn inspect_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_app-inspect"))
 }
 
-const SEARCH: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
+const SEARCH: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/vectors/ok-search-request.bin"
+));
 
 #[test]
 fn a_capture_file_is_listed() {

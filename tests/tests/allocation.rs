@@ -9,7 +9,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sockmsg_protocol::{encode, Decoder, Event, Limits, Message};
+use std::time::Instant;
+
+use sockmsg_protocol::{encode, Connection, Decoder, Event, Limits, Message, Role, MAX_HEADER_LEN};
 
 struct Counting;
 
@@ -68,12 +70,24 @@ fn framing(len: usize) -> Vec<u8> {
 
 const SMALL_CONSTANT: usize = 64 * 1024 + 1024;
 
+/// Feeds `bytes` through the connection's one way in (`read_buf` + `commit`).
+fn feed(conn: &mut Connection, mut bytes: &[u8]) {
+    let now = Instant::now();
+    while !bytes.is_empty() {
+        let buf = conn.read_buf();
+        let n = buf.len().min(bytes.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        conn.commit(n, now).unwrap();
+        bytes = &bytes[n..];
+    }
+}
+
 fn announced_16_mib_followed_by_nothing_allocates_almost_nothing() {
     let wire = framing(16 * 1024 * 1024);
-    // The copying door (receive) and the in-place door (decode), each on its own decoder.
+    // A connection's way in, and a decoder over the caller's slices, each on its own.
     let peak = peak_during(|| {
-        let mut dec = Decoder::new(Limits::default());
-        dec.receive(&wire).unwrap();
+        let mut dec = Connection::new(Role::Server, Limits::default());
+        feed(&mut dec, &wire);
         assert_eq!(dec.next_event(), Ok(Event::NeedData));
         let mut dec2 = Decoder::new(Limits::default());
         assert_eq!(dec2.decode(&mut &wire[..]), Ok(Event::NeedData));
@@ -89,12 +103,14 @@ fn announced_16_mib_followed_by_nothing_allocates_almost_nothing() {
 fn allocation_tracks_bytes_received_not_bytes_announced() {
     let wire = framing(16 * 1024 * 1024);
     let piece = vec![0x5au8; 32 * 1024];
-    let mut dec = Decoder::new(Limits::default());
-    assert_eq!(dec.decode(&mut &wire[..]), Ok(Event::NeedData));
+    let mut dec = Connection::new(Role::Server, Limits::default());
+    feed(&mut dec, &wire);
+    assert_eq!(dec.next_event(), Ok(Event::NeedData));
     let mut received = wire.len();
     for round in 0..40 {
         let peak = peak_during(|| {
-            assert_eq!(dec.decode(&mut &piece[..]), Ok(Event::NeedData));
+            feed(&mut dec, &piece);
+            assert_eq!(dec.next_event(), Ok(Event::NeedData));
         });
         received += piece.len();
         let held = dec.allocated();
@@ -123,9 +139,59 @@ fn a_whole_message_costs_its_content_and_no_more() {
     assert!(peak <= 1024 * 1024 + 4096, "peak {peak}");
 }
 
+/// A 65,535-byte header whose extra key holds `[0,0,...]`, and nothing after it (issue 12):
+/// extra values are kept as the JSON text received, so the connection holds about the
+/// bytes received, where a parsed `serde_json::Value` held 17 times as much.
+fn a_full_header_of_extras_costs_its_bytes() {
+    let head = "{\"byteorder\": \"big\", \"content-type\": \"x\", \"content-encoding\": \"binary\", \"content-length\": 100, \"x\": [0";
+    let mut header = head.to_owned();
+    while header.len() + 4 <= MAX_HEADER_LEN {
+        header.push_str(",0");
+    }
+    header.push_str("]}");
+    while header.len() < MAX_HEADER_LEN {
+        header.insert(header.len() - 1, ' ');
+    }
+    assert_eq!(header.len(), MAX_HEADER_LEN);
+    let mut wire = (MAX_HEADER_LEN as u16).to_be_bytes().to_vec();
+    wire.extend_from_slice(header.as_bytes());
+
+    let start = LIVE.load(Ordering::Relaxed);
+    let mut conn = Connection::new(Role::Server, Limits::default());
+    for piece in wire.chunks(16 * 1024) {
+        feed(&mut conn, piece);
+        assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    }
+    assert!(conn.message_in_progress());
+    let held = LIVE.load(Ordering::Relaxed) - start;
+    assert!(
+        held <= wire.len() + SMALL_CONSTANT,
+        "holds {held} bytes for {} received",
+        wire.len()
+    );
+    // With the read buffer given back, what remains is the header itself.
+    conn.release_buffers();
+    let held = LIVE.load(Ordering::Relaxed) - start;
+    assert!(
+        held <= wire.len() + 1024,
+        "holds {held} bytes for {} received once buffers are released",
+        wire.len()
+    );
+    // The value is still there, parsed only when asked.
+    std::hint::black_box(&conn);
+    drop(conn);
+    let parsed = sockmsg_protocol::parse_header(header.as_bytes(), &Limits::default()).unwrap();
+    let value = parsed.extra_value("x").expect("an array");
+    assert_eq!(
+        value.as_array().map(Vec::len),
+        Some(header.matches(",0").count() + 1)
+    );
+}
+
 #[test]
 fn decoder_memory_follows_bytes_received() {
     announced_16_mib_followed_by_nothing_allocates_almost_nothing();
     allocation_tracks_bytes_received_not_bytes_announced();
     a_whole_message_costs_its_content_and_no_more();
+    a_full_header_of_extras_costs_its_bytes();
 }

@@ -386,7 +386,10 @@ mod tests {
         let w = Workload::new(Kind::Json, None, None).unwrap();
         assert_eq!(
             w.request(),
-            &b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}"[..]
+            &include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/vectors/ok-search-request.bin"
+            ))[..]
         );
     }
 
