@@ -9,7 +9,8 @@ use sockmsg_protocol::Limits;
 pub enum WhenFull {
     /// Stop accepting until a connection closes: new connections wait in the kernel's
     /// backlog (and are refused by the kernel once the backlog is full). The default: a
-    /// client waits a little rather than failing.
+    /// client waits a little rather than failing. (The event-loop transport looks again
+    /// every [`crate::ACCEPT_BACKOFF`] while full.)
     #[default]
     Wait,
     /// Keep accepting, and close each connection beyond the maximum at once (the client
