@@ -296,3 +296,30 @@ fn an_idle_connection_gives_its_buffers_back_soon_after_its_last_request() {
     // Then only the idle timeout is left.
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
 }
+
+#[test]
+fn pending_slices_and_consume_send_the_same_bytes_as_write_to() {
+    let now = Instant::now();
+    let wire_in = [request("a"), request("2:b"), request("3:c")].concat();
+    let mut by_write = session(ServerConfig::default(), now);
+    feed(&mut by_write, &wire_in, now);
+    let mut expected = Vec::new();
+    while by_write.wants_write() {
+        by_write.write_to(&mut expected, now).expect("a Vec");
+    }
+
+    // As an async transport would: borrow the slices, send some, say how much.
+    let mut by_slices = session(ServerConfig::default(), now);
+    feed(&mut by_slices, &wire_in, now);
+    let mut sent = Vec::new();
+    while by_slices.wants_write() {
+        let mut slices = [std::io::IoSlice::new(&[]); 4];
+        let n = by_slices.pending_slices(&mut slices);
+        let first = slices[..n].first().map_or(&[][..], |s| &s[..]);
+        let take = first.len().min(7); // a short write
+        sent.extend_from_slice(&first[..take]);
+        by_slices.consume(take, now);
+    }
+    assert_eq!(sent, expected);
+    assert_eq!(answers(&sent).len(), 3);
+}
