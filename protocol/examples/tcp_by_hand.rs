@@ -3,7 +3,7 @@
 //! `cargo run -p sockmsg-protocol --example tcp_by_hand [ADDR [VALUE]]`
 use serde_json::{json, Value};
 use sockmsg_protocol::{Connection, Event, Message};
-use std::{net::TcpStream, time::Duration};
+use std::{net::TcpStream, time::Duration, time::Instant};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -13,15 +13,20 @@ fn search(addr: &str, value: &str) -> Res<Value> {
     let mut stream = TcpStream::connect(addr).map_err(|e| io("connect to", e))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut conn = Connection::client(); // the sans-IO state machine: bytes in and out
-    conn.send(Message::json(&json!({"action": "search", "value": value}))?)?;
+    let request = Message::json(&json!({"action": "search", "value": value}))?;
+    conn.send(request, Instant::now())?; // `now` drives the core's deadlines, if any
     while conn.wants_write() {
-        conn.write_to(&mut stream).map_err(|e| io("send to", e))?; // drops what was sent
+        conn.write_to(&mut stream, Instant::now())
+            .map_err(|e| io("send to", e))?;
     }
     loop {
         match conn.next_event()? {
             Event::Message(answer) => return Ok(answer.json_content()?),
             Event::End => return Err(format!("{addr} closed without answering").into()),
-            Event::NeedData => drop(conn.read_from(&mut stream).map_err(|e| io("read", e))?),
+            Event::NeedData => drop(
+                conn.read_from(&mut stream, Instant::now())
+                    .map_err(|e| io("read", e))?,
+            ),
         }
     }
 }
@@ -57,7 +62,7 @@ mod tests {
                 match conn.next_event()? {
                     Event::Message(m) => break m,
                     Event::End => return Err("client closed".into()),
-                    Event::NeedData => drop(conn.read_from(&mut stream)?),
+                    Event::NeedData => drop(conn.read_from(&mut stream, Instant::now())?),
                 }
             };
             let value: Value = request.json_content()?;
@@ -65,9 +70,9 @@ mod tests {
                 Some("morpheus") => "Follow the white rabbit. \u{1f430}".to_owned(),
                 other => format!("No match for \"{}\".", other.unwrap_or_default()),
             };
-            conn.send(Message::json(&json!({ "result": result }))?)?;
+            conn.send(Message::json(&json!({ "result": result }))?, Instant::now())?;
             while conn.wants_write() {
-                conn.write_to(&mut stream)?;
+                conn.write_to(&mut stream, Instant::now())?;
             }
             Ok(())
         });

@@ -10,6 +10,8 @@
 //! assert_eq!(protocol_examples(doc), vec![b"\x00g{\"a\": 1}".to_vec()]);
 //! ```
 
+pub mod log;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

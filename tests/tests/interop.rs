@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sockmsg_app::demo::{self, DemoService};
-use sockmsg_app::serve::{spawn, ServerSettings, Transport};
+use sockmsg_app::serve::{spawn, ServerConfig, Transport};
 use sockmsg_protocol::{encode, ByteOrder, Decoder, Event, Limits, Message};
 use sockmsg_tests::{
     protocol_examples, protocol_md_path, run_guide_client, GuideServer, TempDir, DEMO_CASES,
@@ -80,7 +80,7 @@ fn guide_client_against_the_demo_server_on_every_transport() {
         let server = spawn(
             transport,
             "127.0.0.1:0".parse().expect("addr"),
-            &ServerSettings::default(),
+            &ServerConfig::default(),
             Arc::new(service),
         )
         .expect("server starts");

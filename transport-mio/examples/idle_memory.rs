@@ -38,9 +38,8 @@ mod imp {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use sockmsg_protocol::{
-        encode, Connection, Event, Limits, Message, Role, Service, ServiceError,
-    };
+    use sockmsg_protocol::{encode, Connection, Event, Limits, Message, Role};
+    use sockmsg_server::{Service, ServiceError};
     use sockmsg_transport_mio::{Server, ServerConfig, Stats};
 
     /// The system allocator, counting the bytes currently allocated.

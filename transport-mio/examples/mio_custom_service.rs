@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use serde_json::{json, Value};
-use sockmsg_protocol::{Message, Service, ServiceError};
+use sockmsg_protocol::Message;
+use sockmsg_server::{Service, ServiceError};
 use sockmsg_transport_mio::{multi_request, Server, ServerConfig};
 
 /// The application. The transport calls it from its event-loop threads, so its state is

@@ -18,24 +18,26 @@
 
 use std::sync::Arc;
 
-use sockmsg_protocol::{Message, Service, ServiceError};
-use sockmsg_transport_mio::{ListenerMode, Server, ServerConfig};
+use sockmsg_protocol::Message;
+use sockmsg_server::{Service, ServiceError};
+use sockmsg_transport_mio::{ListenerMode, MioOptions, Server, ServerConfig};
 
 const USAGE: &str = "usage: mio_echo_server [--port P] [--workers W] [--reuseport]";
 
 fn main() {
     let mut config = ServerConfig::default();
+    let mut options = MioOptions::default();
     let mut port = 0u16;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = number(&arg, args.next()),
             "--workers" => config.workers = number(&arg, args.next()),
-            "--reuseport" => config.listener = ListenerMode::ReusePort,
+            "--reuseport" => options.listener = ListenerMode::ReusePort,
             other => usage(&format!("unknown argument '{other}'")),
         }
     }
-    let server = Server::bind(("127.0.0.1", port), config)
+    let server = Server::bind_with(("127.0.0.1", port), config, options)
         .unwrap_or_else(|e| fail(&format!("bind 127.0.0.1:{port}: {e}")));
     let addr = server.local_addr();
     println!("listening on {addr}");

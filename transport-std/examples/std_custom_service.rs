@@ -24,7 +24,8 @@ use std::thread;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sockmsg_protocol::{Message, Service, ServiceError};
+use sockmsg_protocol::Message;
+use sockmsg_server::{Service, ServiceError};
 use sockmsg_transport_std::{Client, ClientConfig, Server, ServerConfig, ShutdownHandle};
 
 /// The application: stateless, so nothing to share between connection threads.

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{Message, Service, ServiceError};
+use sockmsg_protocol::Message;
+use sockmsg_server::{Service, ServiceError};
 use sockmsg_transport_std::{Client, ClientConfig, Server, ServerConfig};
 
 /// The request handler: prints who it serves, sleeps, answers `hello`.

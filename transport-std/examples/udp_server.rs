@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockmsg_protocol::{Message, ServiceError};
+use sockmsg_protocol::Message;
+use sockmsg_server::ServiceError;
 use sockmsg_transport_std::UdpEndpoint;
 
 fn main() {
