@@ -2,10 +2,11 @@
 # Server benchmark: the echo baseline, app-server on each transport, and the Python
 # one-shot server written from PROTOCOL.md, all measured with the same app-bench.
 #
-#   scripts/bench-servers.sh [-r RUNS] [-d SECONDS] [-o DIR] [--no-build]
+#   scripts/bench-servers.sh [-r RUNS] [-d SECONDS] [-s LIST] [-o DIR] [--no-build]
 #
 #   -r RUNS      runs of each measurement (default 3; the table quotes medians)
 #   -d SECONDS   length of one run (default 5)
+#   -s LIST      scenarios to run, comma-separated: ka8, ka64, os8 (default all three)
 #   -o DIR       keep the raw app-bench JSON and the server logs there (default: a
 #                temporary directory, removed at exit)
 #   --no-build   use the release binaries already built
@@ -21,6 +22,11 @@
 # Runs are interleaved (round 1 of every server and scenario, then round 2, ...) so that
 # drift in the machine's load spreads over all servers alike.
 #
+# Every run also reads the server's CPU time (user + system, /proc/PID/stat, through
+# app-bench --server-pid) and reports it per request. One-shot requests/s on loopback are
+# capped by the client's TIME_WAIT ports (near 14 k connections/s here) whichever server
+# answers, so the one-shot comparison is made on CPU per request.
+#
 # Prints a markdown report on stdout (machine, commands, one table per scenario); progress
 # goes to stderr. Every server started is stopped at exit, whatever happens. Needs cargo
 # and python3.
@@ -28,15 +34,17 @@ set -euo pipefail
 
 RUNS=3
 SECS=5
+ONLY="ka8,ka64,os8"
 OUT=""
 BUILD=1
 while [ $# -gt 0 ]; do
     case "$1" in
         -r) RUNS="$2"; shift 2 ;;
         -d) SECS="$2"; shift 2 ;;
+        -s) ONLY="$2"; shift 2 ;;
         -o) OUT="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-servers: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -81,10 +89,10 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
 if [ "$BUILD" = 1 ]; then
     log "building release binaries"
-    cargo build --release -q -p sockmsg-app --bins >&2
+    cargo build --release -q -p sockmsg-app -p sockmsg-bench --bins >&2
 fi
 for b in app-bench echo-baseline app-server; do
-    [ -x "$BIN/$b" ] || { log "missing $BIN/$b (build with cargo build --release -p sockmsg-app)"; exit 2; }
+    [ -x "$BIN/$b" ] || { log "missing $BIN/$b (build with cargo build --release -p sockmsg-app -p sockmsg-bench)"; exit 2; }
 done
 
 # start NAME LOGFILE COMMAND...: starts a server on port 0, waits (10 s at most) for its
@@ -97,6 +105,7 @@ start() {
     "$@" >"$logf" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
+    PID=$pid
     for _ in $(seq 1 200); do
         if ! kill -0 "$pid" 2>/dev/null; then
             return 1
@@ -115,9 +124,10 @@ start() {
 
 # Servers: name, what the table calls it, kind of requests, whether it keeps connections.
 NAMES=()
-declare -A LABEL PORTS KIND KEEPALIVE CMD
-add_server() { # NAME LABEL KIND KEEPALIVE SHOWN_COMMAND
+declare -A LABEL PORTS KIND KEEPALIVE CMD SPID
+add_server() { # NAME LABEL KIND KEEPALIVE SHOWN_COMMAND (after start: PORT, PID)
     NAMES+=("$1"); LABEL[$1]="$2"; KIND[$1]="$3"; KEEPALIVE[$1]="$4"; CMD[$1]="$5"; PORTS[$1]="$PORT"
+    SPID[$1]="$PID"
 }
 
 if start echo "$OUT/echo.log" "$BIN/echo-baseline" 127.0.0.1 0; then
@@ -158,7 +168,11 @@ else
     log "the Python one-shot server did not start, skipped: $(head -c 300 "$OUT/python.log")"
 fi
 
-SCENARIOS=(ka8 ka64 os8)
+SCENARIOS=()
+for sc in ka8 ka64 os8; do
+    case ",$ONLY," in *",$sc,"*) SCENARIOS+=("$sc") ;; esac
+done
+[ ${#SCENARIOS[@]} -gt 0 ] || { echo "bench-servers: -s takes ka8, ka64 and/or os8" >&2; exit 2; }
 declare -A SC_TITLE SC_ARGS
 SC_TITLE[ka8]="keep-alive, 8 connections"; SC_ARGS[ka8]="-c 8"
 SC_TITLE[ka64]="keep-alive, 64 connections"; SC_ARGS[ka64]="-c 64"
@@ -186,10 +200,11 @@ for round in $(seq 1 "$RUNS"); do
             [ "$sc" != os8 ] && [ "${KEEPALIVE[$name]}" = 0 ] && continue
             n=$((n + 1))
             args=$(bench_args "$name" "$sc")
-            log "[$n/$total] round $round: ${LABEL[$name]}: app-bench 127.0.0.1 ${PORTS[$name]} $args"
+            log "[$n/$total] round $round: ${LABEL[$name]}: app-bench 127.0.0.1 ${PORTS[$name]} $args --server-pid ${SPID[$name]}"
             # Bounded: the run stops itself after SECS; timeout is the safety net.
             # shellcheck disable=SC2086
-            timeout $((SECS + 60)) "$BIN/app-bench" 127.0.0.1 "${PORTS[$name]}" $args --json -q \
+            timeout $((SECS + 60)) "$BIN/app-bench" 127.0.0.1 "${PORTS[$name]}" $args \
+                --server-pid "${SPID[$name]}" --json -q \
                 >"$OUT/$name.$sc.$round.json" 2>"$OUT/$name.$sc.$round.err" || true
         done
     done
@@ -202,7 +217,7 @@ done
     echo "Machine: $(uname -srm); $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || echo '?'), $(nproc 2>/dev/null || echo '?') CPUs; $(rustc --version 2>/dev/null || echo 'rustc ?'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
     echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')."
     echo
-    echo "Reproduce: \`scripts/bench-servers.sh -r $RUNS -d $SECS\`. Each figure is the median of $RUNS runs of ${SECS} s; each ratio is the median over rounds of the ratio within a round (the runs of a round are back to back); client and servers share the machine (loopback)."
+    echo "Reproduce: \`scripts/bench-servers.sh -r $RUNS -d $SECS -s $ONLY\`. Each figure is the median of $RUNS runs of ${SECS} s; each ratio is the median over rounds of the ratio within a round (the runs of a round are back to back); client and servers share the machine (loopback). Server CPU is user + system time of the server's process during the run (/proc/PID/stat, 10 ms ticks), per right answer."
     echo "Servers (started on port 0; PORT is the one each reported):"
     echo
     for name in "${NAMES[@]}"; do
@@ -252,32 +267,49 @@ for sc, title, args in scenarios:
         rows.append((name, rs, med(rps)))
     if not rows:
         continue
-    by_round = {n: {r["round"]: r["requests_per_s"] for r in rs} for n, rs, _ in rows}
+    def cpu(r):
+        c = r.get("server_cpu") or {}
+        return c.get("us_per_request")
 
-    def paired(name, base):
+    by_round = {n: {r["round"]: r["requests_per_s"] for r in rs} for n, rs, _ in rows}
+    cpu_by_round = {n: {r["round"]: cpu(r) for r in rs if cpu(r)} for n, rs, _ in rows}
+
+    def paired(name, base, table=by_round):
         # Median over rounds of (this server / the baseline in the same round): the runs
         # of one round are back to back, so this cancels drift in the machine's load.
-        mine, theirs = by_round.get(name, {}), by_round.get(base, {})
+        mine, theirs = table.get(name, {}), table.get(base, {})
         ratios = [mine[r] / theirs[r] for r in mine if theirs.get(r)]
         return f"{med(ratios):.2f}" if ratios else "–"
 
     print(f"### {title}")
     print()
-    print("| server | requests/s (median) | vs echo | vs echo, a loop per core | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | requests/s of each run |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    if sc == "os8":
+        print("One-shot requests/s on loopback are capped by the client's TIME_WAIT ports, so "
+              "fast servers read alike there: compare them on server CPU per request (lower is "
+              "better; \"CPU vs echo\" is the median over rounds of this server's CPU per "
+              "request ÷ the echo baseline's in the same round).")
+        print()
+    print("| server | requests/s (median) | vs echo | vs echo, a loop per core | server CPU µs/request (median) | CPU vs echo | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | requests/s of each run | CPU µs/request of each run |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for name, rs, m in rows:
-        lat = lambda k: med([r["latency"][k] for r in rs]) / 1000.0
+        def lat(k):
+            xs = [r["latency"][k] for r in rs if r.get("latency")]
+            return f"{med(xs) / 1000.0:.3f}" if xs else "–"
         errors = sum(r["errors"]["total"] for r in rs)
         ratio = paired(name, "echo")
         ratio_n = paired(name, "echoN")
+        cpus = [cpu(r) for r in rs if cpu(r)]
+        cpu_med = f"{med(cpus):.1f}" if cpus else "–"
+        cpu_ratio = paired(name, "echo", cpu_by_round)
         each = ", ".join(f"{r['requests_per_s']:.0f}" for r in rs)
+        each_cpu = ", ".join(f"{c:.1f}" for c in cpus) or "–"
         missing = runs - len(rs)
         if missing:
             each += f" ({missing} run(s) failed)"
-        print(f"| {labels.get(name, name)} | {m:.0f} | {ratio} | {ratio_n} | {lat('p50_us'):.3f} | {lat('p90_us'):.3f} "
-              f"| {lat('p99_us'):.3f} | {lat('p999_us'):.3f} | {lat('max_us'):.3f} | {errors} | {each} |")
+        print(f"| {labels.get(name, name)} | {m:.0f} | {ratio} | {ratio_n} | {cpu_med} | {cpu_ratio} | {lat('p50_us')} | {lat('p90_us')} "
+              f"| {lat('p99_us')} | {lat('p999_us')} | {lat('max_us')} | {errors} | {each} | {each_cpu} |")
     print()
-    print(f"Command: `app-bench 127.0.0.1 PORT {args} -d {secs}s --json` (with `--echo` for the echo baseline).")
+    print(f"Command: `app-bench 127.0.0.1 PORT {args} -d {secs}s --server-pid PID --json` (with `--echo` for the echo baseline).")
     firsts = [(n, r["first_error"]) for n, rs, _ in rows for r in rs if r.get("first_error")]
     for n, e in firsts[:3]:
         print(f"First error ({labels.get(n, n)}): {e}")

@@ -8,7 +8,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sockmsg_protocol::{encode, ByteOrder, Connection, Decoder, Event, Limits, Message, Role};
+use sockmsg_protocol::{
+    decode, encode, ByteOrder, Connection, Decoder, Event, Limits, Message, Role, MAX_HEADER_LEN,
+};
 
 mod support;
 use support::{baseline, binary_stream, read_buf_each, SEARCH};
@@ -185,5 +187,90 @@ fn bench_large(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_search, bench_bytewise, bench_large);
+/// Hostile JSON shapes of about 1 MiB as `text/json` content (checked as it completes),
+/// and a full 65,535-byte header of distinct extra keys: cost must stay linear in the bytes,
+/// so a regression to quadratic shows here as a collapse in bytes/s (issue 12).
+fn bench_adversarial(c: &mut Criterion) {
+    const SIZE: usize = 1 << 20;
+    let mut shapes: Vec<(&str, String)> = Vec::new();
+    let mut keys = String::from("{");
+    let mut i = 0;
+    while keys.len() < SIZE {
+        if i > 0 {
+            keys.push(',');
+        }
+        keys.push_str(&format!("\"k{i}\":{i}"));
+        i += 1;
+    }
+    keys.push('}');
+    shapes.push(("object of many distinct keys", keys));
+    let unit = format!("{}0{}", "[".repeat(30), "]".repeat(30));
+    let mut deep = String::from("[");
+    while deep.len() < SIZE {
+        if deep.len() > 1 {
+            deep.push(',');
+        }
+        deep.push_str(&unit);
+    }
+    deep.push(']');
+    shapes.push(("deep (31 levels) and wide nesting", deep));
+    let escapes = format!("\"{}\"", "\\n\\u00e9\\\"".repeat(SIZE / 14));
+    shapes.push(("one string of escape runs", escapes));
+    let mut numbers = String::from("[");
+    let mut k = 0u64;
+    while numbers.len() < SIZE {
+        if k > 0 {
+            numbers.push(',');
+        }
+        numbers.push_str(&format!("{}.{}e-{}", k, k * 7 % 1000, k % 300));
+        k += 1;
+    }
+    numbers.push(']');
+    shapes.push(("many numbers", numbers));
+
+    let mut g = c.benchmark_group("adversarial-json-1MiB");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(2));
+    for (name, text) in &shapes {
+        let m = Message::from_parts(
+            "text/json".into(),
+            "utf-8".into(),
+            text.clone().into_bytes(),
+        );
+        let wire = encode(&m).expect("encodable");
+        g.throughput(Throughput::Bytes(wire.len() as u64));
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                let (m, used) = decode(black_box(&wire), &Limits::default()).expect("valid");
+                assert_eq!(used, wire.len());
+                black_box(m);
+            })
+        });
+    }
+    // A header holding as many distinct extra keys as 65,535 bytes allow.
+    let mut header = String::from(
+        "{\"byteorder\": \"big\", \"content-type\": \"x\", \"content-encoding\": \"binary\", \"content-length\": 0",
+    );
+    let mut i = 0;
+    while header.len() + 16 < MAX_HEADER_LEN {
+        header.push_str(&format!(", \"x{i}\": {i}"));
+        i += 1;
+    }
+    header.push('}');
+    let mut wire = (header.len() as u16).to_be_bytes().to_vec();
+    wire.extend_from_slice(header.as_bytes());
+    g.throughput(Throughput::Bytes(wire.len() as u64));
+    g.bench_function("64 KiB header of distinct extra keys", |b| {
+        b.iter(|| black_box(decode(black_box(&wire), &Limits::default()).expect("valid")))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_search,
+    bench_bytewise,
+    bench_large,
+    bench_adversarial
+);
 criterion_main!(benches);

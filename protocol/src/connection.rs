@@ -240,17 +240,21 @@ impl Connection {
 
     /// Queues a message (a request for a client, a response for a server) at `now`.
     /// Refused, with nothing queued: after [`Connection::close`] or a deadline
-    /// ([`LocalError::SendAfterClose`]); content longer than
-    /// [`Limits::max_content_len`] ([`LocalError::ContentOverLimit`]: a peer with these
-    /// limits would refuse it); a header the format cannot carry.
+    /// ([`LocalError::SendAfterClose`]); for a server, an answer whose content is longer
+    /// than [`Limits::max_content_len`] ([`LocalError::ContentOverLimit`]: a server never
+    /// sends a message its own limits would refuse; a client's limits only bound what it
+    /// accepts, so a client may tighten them without restricting its requests); a header
+    /// the format cannot carry.
     pub fn send(&mut self, message: Message, now: Instant) -> Result<(), LocalError> {
         if self.closed || self.timed_out.is_some() {
             return Err(LocalError::SendAfterClose);
         }
-        let size = message.content().len() as u64;
-        let max = self.decoder.limits().max_content_len;
-        if size > max {
-            return Err(LocalError::ContentOverLimit { size, max });
+        if self.role == Role::Server {
+            let size = message.content().len() as u64;
+            let max = self.decoder.limits().max_content_len;
+            if size > max {
+                return Err(LocalError::ContentOverLimit { size, max });
+            }
         }
         let was_empty = !self.encoder.wants_write();
         self.encoder.queue(message)?;

@@ -10,6 +10,8 @@
 //! assert_eq!(protocol_examples(doc), vec![b"\x00g{\"a\": 1}".to_vec()]);
 //! ```
 
+pub mod log;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -19,15 +21,30 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// PROTOCOL.md: the search request from a little-endian client (146 bytes).
-pub const SEARCH_MORPHEUS_REQUEST: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
+pub const SEARCH_MORPHEUS_REQUEST: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-search-request.bin"
+));
 /// PROTOCOL.md: its response (148 bytes).
-pub const SEARCH_MORPHEUS_RESPONSE: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 43}{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}";
+pub const SEARCH_MORPHEUS_RESPONSE: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-search-response.bin"
+));
 /// PROTOCOL.md: the dog-emoji search from a big-endian client (139 bytes).
-pub const SEARCH_DOG_BIG_REQUEST: &[u8] = b"\x00d{\"byteorder\": \"big\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 37}{\"action\": \"search\", \"value\": \"\xf0\x9f\x90\xb6\"}";
+pub const SEARCH_DOG_BIG_REQUEST: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-dog-request.bin"
+));
 /// PROTOCOL.md: the binary request `binary` + `☺`.
-pub const BINARY_REQUEST: &[u8] = b"\x00~{\"byteorder\": \"little\", \"content-type\": \"binary/custom-client-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 9}binary\xe2\x98\xba";
+pub const BINARY_REQUEST: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-binary-request.bin"
+));
 /// PROTOCOL.md: its response.
-pub const BINARY_RESPONSE: &[u8] = b"\x00\x7f{\"byteorder\": \"little\", \"content-type\": \"binary/custom-server-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 36}First 10 bytes of request: binary\xe2\x98\xba";
+pub const BINARY_RESPONSE: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-binary-response.bin"
+));
 
 /// PROTOCOL.md's examples in the order the document gives them.
 pub const PROTOCOL_EXAMPLES: [&[u8]; 5] = [
@@ -202,19 +219,13 @@ pub fn parse_py_bytes(literal: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Where PROTOCOL.md is: `$SOCKMSG_PROTOCOL_MD`, or `shared/PROTOCOL.md` beside the
-/// repository (where CI and the developers' machines keep the shared documents).
-pub fn protocol_md_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SOCKMSG_PROTOCOL_MD") {
-        return Some(PathBuf::from(p));
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    [
-        repo.join("../shared/PROTOCOL.md"),
-        repo.join("shared/PROTOCOL.md"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
+/// The repository's `PROTOCOL.md` (the wire-format reference at the repository root).
+/// The test suite reads it from there only: the repository needs no file beside it.
+pub fn protocol_md_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| Path::new(".."))
+        .join("PROTOCOL.md")
 }
 
 /// The directory of the Python peers.

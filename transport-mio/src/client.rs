@@ -3,13 +3,99 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs,
+};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
-use sockmsg_protocol::{Connection, Event, Limits, Message, Role};
+use sockmsg_protocol::sniff::{describe, sniff, Sniff, SNIFF_LEN};
+use sockmsg_protocol::{Connection, Event, Foreign, Limits, Message, Role};
 use tracing::{debug, trace};
+
+/// Something a [`MultiClient`] can connect to: anything [`ToSocketAddrs`] accepts (a
+/// `SocketAddr`, `"host:port"`, `("host", port)`, an IP address and a port), with a name
+/// for errors.
+pub trait ServerAddr: ToSocketAddrs {
+    /// How errors name it (`localhost:8080`, `[::1]:8080`).
+    fn name(&self) -> String;
+}
+
+macro_rules! server_addr_display {
+    ($($t:ty),*) => {$(
+        impl ServerAddr for $t {
+            fn name(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+server_addr_display!(SocketAddr, SocketAddrV4, SocketAddrV6, str, String);
+
+macro_rules! server_addr_ip {
+    ($($t:ty),*) => {$(
+        impl ServerAddr for ($t, u16) {
+            fn name(&self) -> String {
+                SocketAddr::from((self.0, self.1)).to_string()
+            }
+        }
+    )*};
+}
+server_addr_ip!(IpAddr, Ipv4Addr, Ipv6Addr);
+
+/// `host:port`, with brackets around an IPv6 literal.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl ServerAddr for (&str, u16) {
+    fn name(&self) -> String {
+        host_port(self.0, self.1)
+    }
+}
+
+impl ServerAddr for (String, u16) {
+    fn name(&self) -> String {
+        host_port(&self.0, self.1)
+    }
+}
+
+impl ServerAddr for &[SocketAddr] {
+    fn name(&self) -> String {
+        let names: Vec<String> = self.iter().map(SocketAddr::to_string).collect();
+        names.join(", ")
+    }
+}
+
+impl<T: ServerAddr + ?Sized> ServerAddr for &T {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+}
+
+/// Every address `addr` resolves to; an error naming it otherwise.
+fn resolve(addr: &(impl ServerAddr + ?Sized)) -> io::Result<Vec<SocketAddr>> {
+    let named =
+        |e: io::Error| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", addr.name()));
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(named)?.collect();
+    if addrs.is_empty() {
+        return Err(named(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the resolver returned no address",
+        )));
+    }
+    Ok(addrs)
+}
+
+/// `e`, with the address it concerns in its message (its kind kept).
+fn at(addr: SocketAddr, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{addr}: {e}"))
+}
 
 /// How a [`MultiClient`] behaves.
 #[derive(Debug, Clone)]
@@ -20,7 +106,10 @@ pub struct ClientConfig {
     /// Time allowed for the whole run; connections not done by then fail with
     /// [`ClientError::TimedOut`]. Default: 30 s.
     pub timeout: Duration,
-    /// What the server may make the client accept. Default: [`Limits::default`].
+    /// What the server may make the client accept, and so allocate (a client may set a
+    /// smaller [`Limits::max_content_len`] than the default 16 MiB): a response beyond them
+    /// fails as soon as its header arrives, before its content is allocated. Default:
+    /// [`Limits::default`].
     pub limits: Limits,
     /// Set `TCP_NODELAY` on every connection. Default: `true`.
     pub nodelay: bool,
@@ -47,12 +136,17 @@ impl Default for ClientConfig {
 /// Why one connection of a [`MultiClient`] run did not get all its answers.
 #[derive(Debug)]
 pub enum ClientError {
-    /// The connection could not be established.
+    /// The connection could not be established (to any of the addresses; the error's
+    /// message names the last one tried).
     Connect(io::Error),
     /// A socket error after connecting.
     Io(io::Error),
     /// The server's bytes broke the protocol.
     Protocol(sockmsg_protocol::PeerError),
+    /// The server does not speak this protocol: its first bytes cannot start a message,
+    /// and look like this (an HTTP reply, a TLS record...). See
+    /// [`sockmsg_protocol::sniff`](mod@sockmsg_protocol::sniff).
+    Foreign(Foreign),
     /// A request could not be encoded.
     Encode(sockmsg_protocol::LocalError),
     /// The server closed the connection before answering every request.
@@ -74,7 +168,10 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Connect(e) => write!(f, "cannot connect: {e}"),
+            ClientError::Connect(e) => write!(f, "cannot connect to {e}"),
+            ClientError::Foreign(seen) => {
+                write!(f, "the server does not speak this protocol: {seen}")
+            }
             ClientError::Io(e) => write!(f, "socket error: {e}"),
             ClientError::Protocol(e) => write!(f, "protocol error from the server: {e}"),
             ClientError::Encode(e) => write!(f, "cannot encode a request: {e}"),
@@ -135,11 +232,11 @@ impl ConnectionOutcome {
 /// ```no_run
 /// use sockmsg_protocol::Message;
 /// use sockmsg_transport_mio::{ClientConfig, MultiClient};
-/// let addr = "127.0.0.1:65432".parse()?;
 /// let requests: Vec<Vec<Message>> = (0..100)
 ///     .map(|i| (0..10).map(|j| Message::binary("x/y", format!("{i}.{j}"))).collect())
 ///     .collect();
-/// let outcomes = MultiClient::new(ClientConfig::default()).run(addr, requests)?;
+/// // An address, "host:port", or ("host", port).
+/// let outcomes = MultiClient::new(ClientConfig::default()).run("localhost:65432", requests)?;
 /// assert!(outcomes.iter().all(|o| o.is_complete()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -152,7 +249,7 @@ pub struct MultiClient {
 /// `pipeline_depth` requests in flight; per connection, its responses in order or the
 /// error that stopped it. Other settings are [`ClientConfig::default`]'s.
 pub fn multi_request(
-    addr: SocketAddr,
+    addr: impl ServerAddr,
     requests: Vec<Vec<Message>>,
     pipeline_depth: usize,
 ) -> io::Result<Vec<Result<Vec<Message>, ClientError>>> {
@@ -179,6 +276,15 @@ struct ClientConn {
     /// An event reported end of stream or an error: read past short reads.
     hup: bool,
     registered: Interest,
+    /// Index, in the resolved addresses, of the one this connection uses.
+    addr_index: usize,
+    /// That address.
+    addr: SocketAddr,
+    /// The first bytes received (up to [`SNIFF_LEN`]), to name a peer that does not speak
+    /// this protocol.
+    first: Vec<u8>,
+    /// The first bytes are not known to be plausible yet.
+    sniffing: bool,
 }
 
 impl MultiClient {
@@ -193,13 +299,17 @@ impl MultiClient {
     }
 
     /// Opens `requests.len()` connections to `addr` at once and runs them to completion (or
-    /// the timeout). Returns one outcome per connection, in the same order. The `Err` case
-    /// is for the loop itself failing (creating or polling the `Poll`).
+    /// the timeout). `addr` may be a host name: it is resolved once, and each connection
+    /// tries its addresses in turn (the next when one refuses or fails), all within
+    /// [`ClientConfig::timeout`]. Returns one outcome per connection, in the same order.
+    /// The `Err` case is for the run failing as a whole: a name that does not resolve (the
+    /// error names it), or the loop itself (creating or polling the `Poll`).
     pub fn run(
         &self,
-        addr: SocketAddr,
+        addr: impl ServerAddr,
         requests: Vec<Vec<Message>>,
     ) -> io::Result<Vec<ConnectionOutcome>> {
+        let addrs = resolve(&addr)?;
         let cfg = &self.config;
         let started = Instant::now();
         let deadline = started
@@ -221,13 +331,8 @@ impl MultiClient {
                 continue;
             }
             let expected = list.len();
-            let started = TcpStream::connect(addr).and_then(|mut stream| {
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                poll.registry().register(&mut stream, Token(i), interest)?;
-                Ok(stream)
-            });
-            match started {
-                Ok(stream) => {
+            match start_connect(&addrs, 0, poll.registry(), Token(i)) {
+                Ok((stream, addr_index, addr)) => {
                     conns.push(Some(ClientConn {
                         stream,
                         proto: Connection::new(Role::Client, cfg.limits.clone()),
@@ -239,6 +344,10 @@ impl MultiClient {
                         readable: false,
                         hup: false,
                         registered: Interest::READABLE | Interest::WRITABLE,
+                        addr_index,
+                        addr,
+                        first: Vec::new(),
+                        sniffing: true,
                     }));
                     outcomes.push(None);
                     active += 1;
@@ -277,7 +386,15 @@ impl MultiClient {
                 let error = match step {
                     Ok(false) => continue,
                     Ok(true) => None,
-                    Err(e) => Some(e),
+                    Err(ClientError::Connect(e)) if !conn.connected => {
+                        // Try the host's next address, if it has one.
+                        match conn.reconnect(&addrs, poll.registry(), Token(i)) {
+                            Ok(true) => continue,
+                            Ok(false) => Some(ClientError::Connect(e)),
+                            Err(e) => Some(ClientError::Connect(e)),
+                        }
+                    }
+                    Err(e) => Some(conn.explain(e)),
                 };
                 if let Some(done) = conns.get_mut(i).and_then(Option::take) {
                     active -= 1;
@@ -301,10 +418,10 @@ impl MultiClient {
             .map(|(outcome, conn)| match (outcome, conn) {
                 (Some(o), _) => o,
                 (None, Some(c)) => ConnectionOutcome {
-                    error: Some(ClientError::TimedOut {
+                    error: Some(c.explain(ClientError::TimedOut {
                         answered: c.responses.len(),
                         expected: c.expected,
-                    }),
+                    })),
                     responses: c.responses,
                 },
                 (None, None) => ConnectionOutcome {
@@ -319,7 +436,92 @@ impl MultiClient {
     }
 }
 
+/// Starts a non-blocking connection to the first of `addrs[from..]` that does not fail at
+/// once, registered under `token`: the stream, the index of its address and the address.
+fn start_connect(
+    addrs: &[SocketAddr],
+    from: usize,
+    registry: &Registry,
+    token: Token,
+) -> io::Result<(TcpStream, usize, SocketAddr)> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address left to try");
+    for (index, addr) in addrs.iter().enumerate().skip(from) {
+        let started = TcpStream::connect(*addr).and_then(|mut stream| {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            registry.register(&mut stream, token, interest)?;
+            Ok(stream)
+        });
+        match started {
+            Ok(stream) => return Ok((stream, index, *addr)),
+            Err(e) => last = at(*addr, e),
+        }
+    }
+    Err(last)
+}
+
 impl ClientConn {
+    /// After a failed connect: replaces the stream with one to the next address. `false`
+    /// if there is none.
+    fn reconnect(
+        &mut self,
+        addrs: &[SocketAddr],
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<bool> {
+        let next = self.addr_index + 1;
+        if next >= addrs.len() {
+            return Ok(false);
+        }
+        // Best effort: the old socket is closed when dropped whatever this returns.
+        let _ = registry.deregister(&mut self.stream);
+        let (stream, index, addr) = start_connect(addrs, next, registry, token)?;
+        self.stream = stream;
+        self.addr_index = index;
+        self.addr = addr;
+        self.registered = Interest::READABLE | Interest::WRITABLE;
+        self.readable = false;
+        self.hup = false;
+        Ok(true)
+    }
+
+    /// Before any response arrived, an error caused by the server (bytes that break the
+    /// protocol, a close, the timeout) is better told as what the server sent, if its first
+    /// bytes cannot start a message.
+    fn explain(&self, e: ClientError) -> ClientError {
+        let by_peer = matches!(
+            &e,
+            ClientError::Protocol(_)
+                | ClientError::Closed { .. }
+                | ClientError::TimedOut { .. }
+                | ClientError::Io(_)
+        );
+        if !by_peer || !self.responses.is_empty() {
+            return e;
+        }
+        match describe(&self.first) {
+            Some(seen) => ClientError::Foreign(seen),
+            None => e,
+        }
+    }
+
+    /// Keeps the first bytes received and checks them: an error once they cannot start a
+    /// message of this protocol.
+    fn sniff(&mut self, input: &[u8]) -> Result<(), ClientError> {
+        if !self.sniffing {
+            return Ok(());
+        }
+        let room = SNIFF_LEN.saturating_sub(self.first.len());
+        self.first
+            .extend_from_slice(input.get(..room.min(input.len())).unwrap_or_default());
+        match sniff(&self.first) {
+            Sniff::Plausible => {
+                self.sniffing = false;
+                Ok(())
+            }
+            Sniff::NeedMore => Ok(()),
+            Sniff::Foreign(seen) => Err(ClientError::Foreign(seen)),
+        }
+    }
     /// Moves the connection as far as it goes. `Ok(true)`: every request answered.
     fn step(
         &mut self,
@@ -331,8 +533,10 @@ impl ClientConn {
         if !self.connected {
             // Non-blocking connect: after a wake-up, an error means it failed; a peer
             // address means it is done; "not connected" means wait (a spurious event).
-            if let Some(e) = self.stream.take_error().map_err(ClientError::Connect)? {
-                return Err(ClientError::Connect(e));
+            let addr = self.addr;
+            let named = |e: io::Error| ClientError::Connect(at(addr, e));
+            if let Some(e) = self.stream.take_error().map_err(named)? {
+                return Err(named(e));
             }
             match self.stream.peer_addr() {
                 Ok(_) => {
@@ -344,7 +548,7 @@ impl ClientConn {
                     }
                 }
                 Err(e) if not_yet_connected(&e) => return Ok(false),
-                Err(e) => return Err(ClientError::Connect(e)),
+                Err(e) => return Err(named(e)),
             }
         }
         let depth = cfg.pipeline_depth.max(1) as u64;
@@ -401,6 +605,7 @@ impl ClientConn {
                     }
                     // Into the connection's one way in.
                     let mut input = scratch.get(..n).unwrap_or_default();
+                    self.sniff(input)?;
                     while !input.is_empty() {
                         self.proto
                             .read_from(&mut input, Instant::now())

@@ -1,29 +1,53 @@
 //! The blocking client: one TCP connection, whole messages, one request after another.
 
-use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream,
+    ToSocketAddrs,
+};
+use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{Connection, Limits, Message, Role};
+use sockmsg_protocol::sniff::{describe, sniff, Sniff, SNIFF_LEN};
+use sockmsg_protocol::{Connection, Foreign, Limits, Message, Role};
 use tracing::debug;
 
 use crate::error::{Op, TransportError};
-use crate::framed::Framed;
+use crate::framed::{Framed, Incoming, ReadStatus};
 
 /// Longest [`Client::close`] waits for the server to close its side.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// Shortest socket wait: below it a time limit counts as passed (socket timeouts have a
+/// resolution of about a millisecond, and zero means "forever" to the system).
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
 /// How a [`Client`] connects and how long it waits.
+///
+/// Two kinds of time limits apply together: [`ClientConfig::deadline`] bounds a whole
+/// exchange, however the peer spreads its bytes; the others bound a single wait. Each
+/// socket wait uses the shorter of the two times left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// Longest wait for the connection to be established. Default: 10 s. `None`: the
-    /// operating system's own limit.
+    /// Longest one connection attempt may take (to one address; a host name may resolve to
+    /// several, tried in turn). Default: 10 s. `None`: the operating system's own limit.
     pub connect_timeout: Option<Duration>,
     /// Longest a read may wait without a byte arriving. Default: 30 s. `None`: forever.
     pub read_timeout: Option<Duration>,
     /// Longest a write may wait without a byte being accepted. Default: 30 s. `None`: forever.
     pub write_timeout: Option<Duration>,
-    /// What the server's responses may make us accept. Default: [`Limits::default`].
+    /// Longest a whole operation may take, counted from its start to its last byte:
+    /// [`Client::connect`] (every address tried), and each [`Client::request`] (sending the
+    /// request and receiving the whole answer), [`Client::send`], [`Client::flush`],
+    /// [`Client::recv`]. An answer dripped one byte at a time ends here, with
+    /// [`TransportError::Deadline`]. Default: 30 s. `None`: no overall limit. To bound
+    /// connecting and the first exchange together, use [`Client::connect_by`] and
+    /// [`Client::request_by`] with one [`Deadline`].
+    pub deadline: Option<Duration>,
+    /// What the server's responses may make us accept, and so allocate: the header length,
+    /// the content length (a client may set a smaller [`Limits::max_content_len`] than the
+    /// default 16 MiB), the JSON nesting. A response beyond them fails with
+    /// [`TransportError::Protocol`] as soon as its header arrives, before its content is
+    /// allocated. Default: [`Limits::default`].
     pub limits: Limits,
     /// Disable Nagle's algorithm (`TCP_NODELAY`), so a request leaves at once. Default: `true`.
     pub nodelay: bool,
@@ -35,9 +59,163 @@ impl Default for ClientConfig {
             connect_timeout: Some(Duration::from_secs(10)),
             read_timeout: Some(Duration::from_secs(30)),
             write_timeout: Some(Duration::from_secs(30)),
+            deadline: Some(Duration::from_secs(30)),
             limits: Limits::default(),
             nodelay: true,
         }
+    }
+}
+
+/// A point in time by which an exchange must be done, with the time it was given (which
+/// errors quote).
+///
+/// ```
+/// use std::time::Duration;
+/// use sockmsg_transport_std::Deadline;
+/// let d = Deadline::after(Duration::from_secs(3));
+/// assert_eq!(d.limit(), Duration::from_secs(3));
+/// assert!(d.remaining() <= Duration::from_secs(3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    at: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    /// `limit` from now (a limit too large to represent acts as a very distant one).
+    pub fn after(limit: Duration) -> Deadline {
+        let now = Instant::now();
+        let at = now
+            .checked_add(limit)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        Deadline { at, limit }
+    }
+
+    /// The instant it passes.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
+    /// The time it was given.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// The time left (zero once passed).
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Something a client can connect to: anything [`ToSocketAddrs`] accepts (a `SocketAddr`,
+/// `"host:port"`, `("host", port)`, an IP address and a port), with a name for errors.
+pub trait ServerAddr: ToSocketAddrs {
+    /// How errors name it (`localhost:8080`, `[::1]:8080`).
+    fn name(&self) -> String;
+}
+
+macro_rules! server_addr_display {
+    ($($t:ty),*) => {$(
+        impl ServerAddr for $t {
+            fn name(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+server_addr_display!(SocketAddr, SocketAddrV4, SocketAddrV6, str, String);
+
+macro_rules! server_addr_ip {
+    ($($t:ty),*) => {$(
+        impl ServerAddr for ($t, u16) {
+            fn name(&self) -> String {
+                SocketAddr::from((self.0, self.1)).to_string()
+            }
+        }
+    )*};
+}
+server_addr_ip!(IpAddr, Ipv4Addr, Ipv6Addr);
+
+/// `host:port`, with brackets around an IPv6 literal.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl ServerAddr for (&str, u16) {
+    fn name(&self) -> String {
+        host_port(self.0, self.1)
+    }
+}
+
+impl ServerAddr for (String, u16) {
+    fn name(&self) -> String {
+        host_port(&self.0, self.1)
+    }
+}
+
+impl ServerAddr for &[SocketAddr] {
+    fn name(&self) -> String {
+        let names: Vec<String> = self.iter().map(SocketAddr::to_string).collect();
+        names.join(", ")
+    }
+}
+
+impl<T: ServerAddr + ?Sized> ServerAddr for &T {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+}
+
+/// Every address `addr` resolves to, or [`TransportError::Resolve`] naming it.
+fn resolve(addr: &(impl ServerAddr + ?Sized)) -> Result<Vec<SocketAddr>, TransportError> {
+    let resolve_error = |source| TransportError::Resolve {
+        host: addr.name(),
+        source,
+    };
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(resolve_error)?.collect();
+    if addrs.is_empty() {
+        return Err(resolve_error(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the resolver returned no address",
+        )));
+    }
+    Ok(addrs)
+}
+
+/// The stream, keeping a copy of its first [`SNIFF_LEN`] bytes (to say what a peer that
+/// does not speak this protocol sent) and counting what was read.
+#[derive(Debug)]
+struct Recorder {
+    stream: TcpStream,
+    first: Vec<u8>,
+    read: u64,
+}
+
+impl Read for Recorder {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.read += n as u64;
+        let room = SNIFF_LEN.saturating_sub(self.first.len());
+        if room > 0 {
+            let got = buf.get(..n.min(room)).unwrap_or_default();
+            self.first.extend_from_slice(got);
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -45,11 +223,23 @@ impl Default for ClientConfig {
 /// response; several requests may use one connection, one after another or pipelined
 /// ([`Client::queue`], [`Client::flush`], then [`Client::recv`] for each).
 ///
+/// Every operation has a deadline ([`ClientConfig::deadline`], or one given with
+/// [`Client::request_within`] / [`Client::request_by`]), so a server that drips its answer
+/// cannot hold the client longer. If the server's first bytes cannot start a message of
+/// this protocol (an HTTP or TLS server, say), the error is [`TransportError::Foreign`],
+/// saying what they look like, as soon as they arrive.
+///
 /// See the crate documentation for an example.
 #[derive(Debug)]
 pub struct Client {
-    framed: Framed<TcpStream>,
+    framed: Framed<Recorder>,
     read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    /// The first bytes are not known to be plausible yet: check them as they arrive.
+    sniffing: bool,
+    /// At least one message arrived (the server speaks this protocol).
+    answered: bool,
     write_shut: bool,
 }
 
@@ -58,18 +248,88 @@ fn nonzero(t: Option<Duration>) -> Option<Duration> {
     t.filter(|d| !d.is_zero())
 }
 
+/// The shorter of two optional limits.
+fn shorter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl Client {
-    /// Connects to `addr` (a numeric IPv4 or IPv6 address and port). A refused connection is
-    /// [`TransportError::Refused`], one that takes longer than
-    /// [`ClientConfig::connect_timeout`] is [`TransportError::Timeout`], both naming `addr`.
-    pub fn connect(addr: SocketAddr, config: &ClientConfig) -> Result<Client, TransportError> {
+    /// Connects to `addr`: a `SocketAddr`, `"host:port"`, `("host", port)`... A host name
+    /// is resolved (a failure is [`TransportError::Resolve`], naming it) and each of its
+    /// addresses is tried in turn, each for at most [`ClientConfig::connect_timeout`], all
+    /// within [`ClientConfig::deadline`]. If none accepts, the error is that of the last
+    /// address: [`TransportError::Refused`], [`TransportError::Timeout`],
+    /// [`TransportError::Deadline`]... naming that address.
+    ///
+    /// Name resolution uses the system's resolver, which the deadline cannot interrupt: a
+    /// resolver that takes longer than the deadline makes this return
+    /// [`TransportError::Deadline`] only once it answers.
+    pub fn connect(addr: impl ServerAddr, config: &ClientConfig) -> Result<Client, TransportError> {
+        Client::connect_by(addr, config, config.deadline.map(Deadline::after))
+    }
+
+    /// [`Client::connect`], finished by `deadline` (`None`: no overall limit) rather than
+    /// by [`ClientConfig::deadline`]. With the same deadline given to
+    /// [`Client::request_by`], connecting, sending and the whole answer share one limit.
+    pub fn connect_by(
+        addr: impl ServerAddr,
+        config: &ClientConfig,
+        deadline: Option<Deadline>,
+    ) -> Result<Client, TransportError> {
+        let addrs = resolve(&addr)?;
+        let mut last = None;
+        for a in addrs {
+            match Client::connect_one(a, config, deadline) {
+                Ok(client) => return Ok(client),
+                Err(e) => {
+                    debug!("cannot connect to {} at {a}: {e}", addr.name());
+                    let out_of_time = matches!(e, TransportError::Deadline { .. });
+                    last = Some(e);
+                    if out_of_time {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| TransportError::Resolve {
+            host: addr.name(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no address"),
+        }))
+    }
+
+    fn connect_one(
+        addr: SocketAddr,
+        config: &ClientConfig,
+        deadline: Option<Deadline>,
+    ) -> Result<Client, TransportError> {
         let connect_timeout = nonzero(config.connect_timeout);
-        let stream = match connect_timeout {
+        let left = deadline.map(|d| d.remaining());
+        let out_of_time = |d: Deadline| TransportError::Deadline {
+            addr,
+            op: Op::Connect,
+            limit: d.limit(),
+            received: 0,
+        };
+        if let (Some(d), Some(left)) = (deadline, left) {
+            if left < MIN_WAIT {
+                return Err(out_of_time(d));
+            }
+        }
+        let wait = shorter(connect_timeout, left);
+        let stream = match wait {
             Some(t) => TcpStream::connect_timeout(&addr, t),
             None => TcpStream::connect(addr),
         }
-        .map_err(|e| match (e.kind(), connect_timeout) {
-            (io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock, Some(after)) => {
+        .map_err(|e| match (e.kind(), connect_timeout, deadline) {
+            (io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock, _, Some(d))
+                if left.is_some() && left == wait =>
+            {
+                out_of_time(d)
+            }
+            (io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock, Some(after), _) => {
                 TransportError::Timeout {
                     addr,
                     op: Op::Connect,
@@ -78,19 +338,23 @@ impl Client {
             }
             _ => TransportError::from_io(addr, Op::Connect, e),
         })?;
-        let read_timeout = nonzero(config.read_timeout);
-        let write_timeout = nonzero(config.write_timeout);
-        let setup = |s: &TcpStream| -> io::Result<()> {
-            s.set_nodelay(config.nodelay)?;
-            s.set_read_timeout(read_timeout)?;
-            s.set_write_timeout(write_timeout)
-        };
-        setup(&stream).map_err(|e| TransportError::from_io(addr, Op::Connect, e))?;
+        stream
+            .set_nodelay(config.nodelay)
+            .map_err(|e| TransportError::from_io(addr, Op::Connect, e))?;
         debug!("connected to {addr}");
         let conn = Connection::new(Role::Client, config.limits.clone());
+        let recorder = Recorder {
+            stream,
+            first: Vec::with_capacity(SNIFF_LEN),
+            read: 0,
+        };
         Ok(Client {
-            framed: Framed::new(stream, conn, addr).with_timeouts(read_timeout, write_timeout),
-            read_timeout,
+            framed: Framed::new(recorder, conn, addr),
+            read_timeout: nonzero(config.read_timeout),
+            write_timeout: nonzero(config.write_timeout),
+            deadline: nonzero(config.deadline),
+            sniffing: true,
+            answered: false,
             write_shut: false,
         })
     }
@@ -102,7 +366,7 @@ impl Client {
 
     /// This end's address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.framed.get_ref().local_addr()
+        self.framed.get_ref().stream.local_addr()
     }
 
     /// Requests sent whose responses have not been received yet.
@@ -110,16 +374,45 @@ impl Client {
         self.framed.connection().in_flight()
     }
 
-    /// Sends `request` and waits for its response. With requests already in flight, the
-    /// response returned is that of the oldest one (responses come back in order).
-    pub fn request(&mut self, request: Message) -> Result<Message, TransportError> {
-        self.send(request)?;
-        self.recv()
+    /// The deadline of an operation starting now, from [`ClientConfig::deadline`].
+    fn default_deadline(&self) -> Option<Deadline> {
+        self.deadline.map(Deadline::after)
     }
 
-    /// Sends `message`, returning once every byte was written.
+    /// Sends `request` and waits for its response, all within [`ClientConfig::deadline`].
+    /// With requests already in flight, the response returned is that of the oldest one
+    /// (responses come back in order).
+    pub fn request(&mut self, request: Message) -> Result<Message, TransportError> {
+        self.request_by(request, self.default_deadline())
+    }
+
+    /// Sends `request` and receives the whole response within `limit`, however the server
+    /// spreads its bytes: [`TransportError::Deadline`] otherwise.
+    pub fn request_within(
+        &mut self,
+        request: Message,
+        limit: Duration,
+    ) -> Result<Message, TransportError> {
+        self.request_by(request, Some(Deadline::after(limit)))
+    }
+
+    /// Sends `request` and receives the whole response by `deadline` (`None`: no overall
+    /// limit, only the per-wait timeouts).
+    pub fn request_by(
+        &mut self,
+        request: Message,
+        deadline: Option<Deadline>,
+    ) -> Result<Message, TransportError> {
+        self.queue(request)?;
+        self.flush_by(deadline)?;
+        self.recv_by(deadline)
+    }
+
+    /// Sends `message`, returning once every byte was written (within
+    /// [`ClientConfig::deadline`]).
     pub fn send(&mut self, message: Message) -> Result<(), TransportError> {
-        self.framed.send(message)
+        self.queue(message)?;
+        self.flush()
     }
 
     /// Queues `message` without writing it (pipelining); [`Client::flush`] writes.
@@ -127,20 +420,148 @@ impl Client {
         self.framed.queue(message)
     }
 
-    /// Writes everything queued.
+    /// Writes everything queued (within [`ClientConfig::deadline`]).
     pub fn flush(&mut self) -> Result<(), TransportError> {
-        self.framed.flush()
+        self.flush_by(self.default_deadline())
     }
 
-    /// Waits for the next message. If the server closes cleanly first, that is
-    /// [`TransportError::Closed`], with the number of responses it still owed.
+    /// Writes everything queued by `deadline`.
+    pub fn flush_by(&mut self, deadline: Option<Deadline>) -> Result<(), TransportError> {
+        let mut progress = Instant::now();
+        while self.framed.connection().wants_write() {
+            let wait = self.wait(Op::Write, progress, deadline, 0)?;
+            let addr = self.framed.peer();
+            self.framed
+                .get_ref()
+                .stream
+                .set_write_timeout(wait)
+                .map_err(|e| TransportError::from_io(addr, Op::Write, e))?;
+            if self.framed.write_once()?.is_none() {
+                progress = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the next message (within [`ClientConfig::deadline`]). If the server closes
+    /// cleanly first, that is [`TransportError::Closed`], with the number of responses it
+    /// still owed.
     pub fn recv(&mut self) -> Result<Message, TransportError> {
-        match self.framed.recv()? {
-            Some(m) => Ok(m),
-            None => Err(TransportError::Closed {
-                addr: self.framed.peer(),
-                in_flight: self.framed.connection().in_flight(),
-            }),
+        self.recv_by(self.default_deadline())
+    }
+
+    /// Waits for the next message, all of it by `deadline`.
+    pub fn recv_by(&mut self, deadline: Option<Deadline>) -> Result<Message, TransportError> {
+        let result = self.recv_inner(deadline);
+        match result {
+            Ok(m) => {
+                self.answered = true;
+                self.sniffing = false;
+                Ok(m)
+            }
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
+    fn recv_inner(&mut self, deadline: Option<Deadline>) -> Result<Message, TransportError> {
+        let start = self.framed.get_ref().read;
+        let mut progress = Instant::now();
+        loop {
+            if self.sniffing {
+                match sniff(&self.framed.get_ref().first) {
+                    Sniff::Plausible => self.sniffing = false,
+                    Sniff::NeedMore => {}
+                    Sniff::Foreign(seen) => return Err(self.foreign(seen)),
+                }
+            }
+            match self.framed.poll_event()? {
+                Some(Incoming::Message(m)) => return Ok(m),
+                Some(Incoming::End) => {
+                    return Err(TransportError::Closed {
+                        addr: self.framed.peer(),
+                        in_flight: self.framed.connection().in_flight(),
+                    })
+                }
+                None => {}
+            }
+            let received = self.framed.get_ref().read - start;
+            let wait = self.wait(Op::Read, progress, deadline, received)?;
+            let addr = self.framed.peer();
+            self.framed
+                .get_ref()
+                .stream
+                .set_read_timeout(wait)
+                .map_err(|e| TransportError::from_io(addr, Op::Read, e))?;
+            match self.framed.read_once()? {
+                ReadStatus::Data | ReadStatus::Eof => progress = Instant::now(),
+                ReadStatus::WouldBlock(_) => {}
+            }
+        }
+    }
+
+    /// How long the next socket wait of `op` may block: the shorter of the time left before
+    /// the per-wait timeout (counted from the last `progress`) and before `deadline`; an
+    /// error once either has passed.
+    fn wait(
+        &self,
+        op: Op,
+        progress: Instant,
+        deadline: Option<Deadline>,
+        received: u64,
+    ) -> Result<Option<Duration>, TransportError> {
+        let addr = self.framed.peer();
+        let idle = match op {
+            Op::Write => self.write_timeout,
+            _ => self.read_timeout,
+        };
+        let mut wait = None;
+        if let Some(d) = deadline {
+            let left = d.remaining();
+            if left < MIN_WAIT {
+                return Err(TransportError::Deadline {
+                    addr,
+                    op,
+                    limit: d.limit(),
+                    received,
+                });
+            }
+            wait = Some(left);
+        }
+        if let Some(after) = idle {
+            let left = after.saturating_sub(progress.elapsed());
+            if left < MIN_WAIT {
+                return Err(TransportError::Timeout { addr, op, after });
+            }
+            wait = shorter(wait, Some(left));
+        }
+        Ok(wait)
+    }
+
+    fn foreign(&self, seen: Foreign) -> TransportError {
+        TransportError::Foreign {
+            addr: self.framed.peer(),
+            seen,
+        }
+    }
+
+    /// Before any message arrived, an error caused by the peer (bytes that break the
+    /// protocol, a close, a time limit) is better told as what the peer sent, if its first
+    /// bytes cannot start a message.
+    fn explain(&self, e: TransportError) -> TransportError {
+        if self.answered {
+            return e;
+        }
+        let by_peer = match &e {
+            TransportError::Protocol { source, .. } => source.is_peer_error(),
+            TransportError::Closed { .. }
+            | TransportError::Timeout { .. }
+            | TransportError::Deadline { .. }
+            | TransportError::Reset { .. } => true,
+            _ => false,
+        };
+        match describe(&self.framed.get_ref().first) {
+            Some(seen) if by_peer => self.foreign(seen),
+            _ => e,
         }
     }
 
@@ -151,40 +572,46 @@ impl Client {
         if self.write_shut {
             return Ok(());
         }
-        self.framed.flush()?;
+        self.flush()?;
         self.framed.connection_mut().close();
         self.write_shut = true;
         let addr = self.framed.peer();
         self.framed
             .get_ref()
+            .stream
             .shutdown(Shutdown::Write)
             .map_err(|e| TransportError::from_io(addr, Op::Shutdown, e))
     }
 
     /// Closes properly: writes what is queued, shuts down the write side, then waits (at
-    /// most 2 s, or the read timeout if shorter) for the server to close its side, so that
-    /// neither end resets the connection. Responses still owed that arrive meanwhile are
-    /// discarded; a server that does not close in time is not an error (we are done with
-    /// it). An error writing or shutting down is returned.
+    /// most 2 s in all, or the read timeout if shorter, however the server spreads its
+    /// bytes) for the server to close its side, so that neither end resets the connection.
+    /// Responses still owed that arrive meanwhile are discarded; a server that does not
+    /// close in time is not an error (we are done with it). An error writing or shutting
+    /// down is returned. To leave without waiting, see [`Client::close_now`].
     pub fn close(mut self) -> Result<(), TransportError> {
         self.shutdown_write()?;
-        let Client {
-            framed,
-            read_timeout,
-            ..
-        } = self;
-        let wait = read_timeout.map_or(CLOSE_WAIT, |t| t.min(CLOSE_WAIT));
-        if framed.get_ref().set_read_timeout(Some(wait)).is_err() {
-            return Ok(());
-        }
-        let mut framed = framed.with_timeouts(Some(wait), None);
-        while let Ok(Some(m)) = framed.recv() {
+        let wait = self.read_timeout.map_or(CLOSE_WAIT, |t| t.min(CLOSE_WAIT));
+        let deadline = Some(Deadline::after(wait));
+        while let Ok(m) = self.recv_inner(deadline) {
             debug!(
                 "discarding a {}-byte response received while closing",
                 m.content().len()
             );
         }
-        debug!("closed connection to {}", framed.peer());
+        debug!("closed connection to {}", self.framed.peer());
         Ok(())
+    }
+
+    /// Closes at once, without waiting for the server: nothing queued is written, nothing
+    /// more is read. Use it once the answers needed are in, when what the server may still
+    /// send does not matter. If the server sent bytes that were not read, the system resets
+    /// the connection (the server sees `ECONNRESET`) rather than closing it cleanly.
+    pub fn close_now(self) {
+        let addr = self.framed.peer();
+        let (recorder, _) = self.framed.into_parts();
+        // Best effort: the socket is closed when dropped whatever this returns.
+        let _ = recorder.stream.shutdown(Shutdown::Both);
+        debug!("closed connection to {addr} without waiting");
     }
 }

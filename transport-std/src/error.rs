@@ -114,7 +114,37 @@ pub enum TransportError {
         /// Who sent the request.
         addr: SocketAddr,
         /// The service's error.
-        source: sockmsg_protocol::ServiceError,
+        source: sockmsg_server::ServiceError,
+    },
+    /// The host name could not be resolved to any address (no connection was tried).
+    /// [`TransportError::addr`] is the unspecified address `0.0.0.0:0` for it.
+    Resolve {
+        /// The host as given (`"example.invalid:8080"`, `"localhost:8080"`).
+        host: String,
+        /// The resolver's error (kind `NotFound` when it gave no address).
+        source: io::Error,
+    },
+    /// The deadline for the whole exchange passed ([`crate::ClientConfig::deadline`],
+    /// [`crate::Client::request_within`]): connecting, sending and receiving the whole
+    /// answer together took longer than `limit`, even if each wait was short.
+    Deadline {
+        /// The peer.
+        addr: SocketAddr,
+        /// What was under way when time ran out.
+        op: Op,
+        /// The time allowed for the whole exchange.
+        limit: Duration,
+        /// Bytes of the answer received before time ran out.
+        received: u64,
+    },
+    /// The peer does not speak this protocol: its first bytes cannot start a message (see
+    /// [`sockmsg_protocol::sniff`](mod@sockmsg_protocol::sniff)), and `seen` says what
+    /// they look like.
+    Foreign {
+        /// The peer.
+        addr: SocketAddr,
+        /// What it sent, as far as its first bytes tell.
+        seen: sockmsg_protocol::Foreign,
     },
     /// Any other I/O error (including `WriteZero` from a writer that accepts nothing).
     Io {
@@ -128,9 +158,11 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// The peer's address (the one we tried to reach, for connection errors).
+    /// The peer's address (the one we tried to reach, for connection errors; the
+    /// unspecified address `0.0.0.0:0` for [`TransportError::Resolve`], which has none).
     pub fn addr(&self) -> SocketAddr {
         match self {
+            TransportError::Resolve { .. } => SocketAddr::from(([0, 0, 0, 0], 0)),
             TransportError::Refused { addr }
             | TransportError::Connect { addr, .. }
             | TransportError::Timeout { addr, .. }
@@ -139,13 +171,18 @@ impl TransportError {
             | TransportError::Protocol { addr, .. }
             | TransportError::TrailingBytes { addr, .. }
             | TransportError::Service { addr, .. }
+            | TransportError::Deadline { addr, .. }
+            | TransportError::Foreign { addr, .. }
             | TransportError::Io { addr, .. } => *addr,
         }
     }
 
-    /// `true` for [`TransportError::Timeout`].
+    /// `true` for [`TransportError::Timeout`] and [`TransportError::Deadline`].
     pub fn is_timeout(&self) -> bool {
-        matches!(self, TransportError::Timeout { .. })
+        matches!(
+            self,
+            TransportError::Timeout { .. } | TransportError::Deadline { .. }
+        )
     }
 
     /// The protocol error, for [`TransportError::Protocol`].
@@ -162,8 +199,12 @@ impl TransportError {
             TransportError::Refused { .. } => io::ErrorKind::ConnectionRefused,
             TransportError::Connect { source, .. }
             | TransportError::Reset { source, .. }
+            | TransportError::Resolve { source, .. }
             | TransportError::Io { source, .. } => source.kind(),
-            TransportError::Timeout { .. } => io::ErrorKind::TimedOut,
+            TransportError::Timeout { .. } | TransportError::Deadline { .. } => {
+                io::ErrorKind::TimedOut
+            }
+            TransportError::Foreign { .. } => io::ErrorKind::InvalidData,
             TransportError::Closed { .. } => io::ErrorKind::UnexpectedEof,
             TransportError::Protocol { source, .. } => match source {
                 sockmsg_protocol::Error::Peer(sockmsg_protocol::PeerError::UnexpectedEof {
@@ -229,6 +270,33 @@ impl fmt::Display for TransportError {
             TransportError::Service { addr, source } => {
                 write!(f, "the service failed on a request from {addr}: {source}")
             }
+            TransportError::Resolve { host, source } => {
+                write!(f, "cannot resolve {host}: {source}")
+            }
+            TransportError::Deadline {
+                addr,
+                op,
+                limit,
+                received,
+            } => match op {
+                Op::Connect => write!(
+                    f,
+                    "timed out connecting to {addr}: the whole exchange had {limit:?}"
+                ),
+                Op::Write => write!(
+                    f,
+                    "timed out sending to {addr}: the whole exchange had {limit:?}"
+                ),
+                Op::Read | Op::Shutdown => write!(
+                    f,
+                    "timed out: no complete answer from {addr} within {limit:?}, the deadline \
+                     for the whole exchange (connect, send, answer); {received} byte(s) of \
+                     the answer arrived"
+                ),
+            },
+            TransportError::Foreign { addr, seen } => {
+                write!(f, "{addr} does not speak this protocol: {seen}")
+            }
             TransportError::Io { addr, op, source } => {
                 write!(f, "I/O error while {op} {addr}: {source}")
             }
@@ -241,6 +309,7 @@ impl std::error::Error for TransportError {
         match self {
             TransportError::Connect { source, .. }
             | TransportError::Reset { source, .. }
+            | TransportError::Resolve { source, .. }
             | TransportError::Io { source, .. } => Some(source),
             TransportError::Protocol { source, .. } => Some(source),
             TransportError::Service { source, .. } => {

@@ -212,7 +212,7 @@ impl<S: Read + Write> Framed<S> {
 
     /// Writes once from the encoder, retrying `Interrupted`: `None` if bytes were accepted,
     /// `Some(how long it blocked)` on `WouldBlock`/`TimedOut`.
-    fn write_once(&mut self) -> Result<Option<Duration>, TransportError> {
+    pub(crate) fn write_once(&mut self) -> Result<Option<Duration>, TransportError> {
         loop {
             let start = Instant::now();
             match self.conn.write_to(&mut self.stream, start) {

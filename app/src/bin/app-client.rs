@@ -2,25 +2,38 @@
 //!
 //! ```text
 //! app-client HOST PORT ACTION VALUE [--json-action] [--byteorder little|big]
-//!            [--timeout SECS]
+//!            [--timeout SECS] [--max-content BYTES]
 //! ```
 //!
 //! Prints `got result: RESULT` or `got response: b'...'` to stdout (as the guide's
-//! client), exits 0; on failure prints `app-client: ERROR` to stderr and exits 1. Usage
-//! errors exit 2, Ctrl-C exits 130. Logs go to stderr (`RUST_LOG`, default `info`).
+//! client) as soon as the answer is complete, and leaves without reading anything the
+//! server sends after it; exits 0. `--timeout` bounds the whole exchange (connecting,
+//! sending, the whole answer), however the server spreads its bytes. On failure prints one
+//! line `app-client: what failed: why` naming the address to stderr and exits 1 (an
+//! unresolvable host, a refused connection, a timeout, a server that does not speak this
+//! protocol, a bad answer). Usage errors exit 2, Ctrl-C exits 130. Logs go to stderr
+//! (`RUST_LOG`, default `info`).
 
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
 use clap::Parser;
-use sockmsg_app::cli::{positive_secs, Order};
+use sockmsg_app::cli::{fail, positive_secs, Order};
 use sockmsg_app::demo::{json_request, request, result_line};
 use sockmsg_app::pyfmt::bytes_repr;
-use sockmsg_protocol::{encode, ByteOrder, Message};
-use sockmsg_transport_std::{Client, ClientConfig, TransportError};
+use sockmsg_protocol::sniff::quote;
+use sockmsg_protocol::{encode, ByteOrder, Limits, Message};
+use sockmsg_transport_std::{Client, ClientConfig, Deadline, Op, TransportError};
 use tracing::info;
+
+const PROGRAM: &str = "app-client";
+
+/// Longest peer text (a content type) a log line shows.
+const LOG_TEXT: usize = 64;
 
 /// The guide's demo client: sends one request, prints the answer. ACTION `search` sends a
 /// JSON request {"action": "search", "value": VALUE}; any other ACTION sends a binary
@@ -43,9 +56,30 @@ struct Args {
     /// Byte order written in the request header (default: this machine's, as the guide).
     #[arg(long, value_enum)]
     byteorder: Option<Order>,
-    /// Time limit, in seconds, for connecting and for each wait on the server.
+    /// Time limit, in seconds, for the whole exchange: resolving and connecting, sending
+    /// the request and receiving the whole answer.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_secs)]
     timeout: f64,
+    /// Largest answer content accepted, in bytes: a larger announced content-length fails
+    /// at once, before anything is allocated for it. What an answer can make the client
+    /// allocate is bounded by this and the 64 KiB header limit.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_content_len)]
+    max_content: u64,
+}
+
+/// Why the exchange failed: the two halves of the error line.
+struct Failure {
+    what: String,
+    why: String,
+}
+
+impl Failure {
+    fn new(what: impl Into<String>, why: impl ToString) -> Failure {
+        Failure {
+            what: what.into(),
+            why: why.to_string(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -53,35 +87,40 @@ fn main() -> ExitCode {
     sockmsg_app::init_logging();
     // Ctrl-C: nothing to clean up that the OS does not; say so and leave.
     if let Err(e) = ctrlc::set_handler(|| {
-        eprintln!("app-client: interrupted");
+        eprintln!("{PROGRAM}: interrupted");
         std::process::exit(130);
     }) {
-        eprintln!("app-client: cannot install the Ctrl-C handler: {e}");
+        eprintln!("{PROGRAM}: cannot install the Ctrl-C handler: {e}");
     }
     match run(&args) {
-        Ok(line) => {
-            let mut out = std::io::stdout().lock();
-            match writeln!(out, "{line}").and_then(|()| out.flush()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("app-client: cannot print the result: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Err(message) => {
-            eprintln!("app-client: {message}");
-            ExitCode::FAILURE
-        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { what, why }) => fail(PROGRAM, what, why),
     }
 }
 
-fn run(args: &Args) -> Result<String, String> {
+/// `host:port`, with brackets around an IPv6 literal.
+fn target(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
     let timeout = Duration::from_secs_f64(args.timeout);
+    // One deadline for everything, from now.
+    let deadline = Deadline::after(timeout);
+    // The deadline bounds every wait; no separate per-wait limits.
     let config = ClientConfig {
         connect_timeout: Some(timeout),
-        read_timeout: Some(timeout),
-        write_timeout: Some(timeout),
+        read_timeout: None,
+        write_timeout: None,
+        deadline: Some(timeout),
+        limits: Limits {
+            max_content_len: args.max_content,
+            ..Limits::default()
+        },
         ..ClientConfig::default()
     };
     let mut message: Message = if args.json_action {
@@ -93,48 +132,138 @@ fn run(args: &Args) -> Result<String, String> {
         message = message.with_byteorder(ByteOrder::from(order));
     }
 
-    let addrs: Vec<SocketAddr> = (args.host.as_str(), args.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {:?}: {e}", args.host))?
-        .collect();
-    let mut client = connect_any(&addrs, &config)?;
+    let target = target(&args.host, args.port);
+    let addrs = resolve(&args.host, args.port, deadline)
+        .map_err(|why| Failure::new(format!("cannot resolve {target}"), why))?;
+    info!("starting connection to {target}");
+    let mut client = Client::connect_by(&addrs[..], &config, Some(deadline))
+        .map_err(|e| explain(&e, &target))?;
     let addr = client.peer_addr();
 
     if tracing::enabled!(tracing::Level::INFO) {
-        let wire = encode(&message).map_err(|e| format!("cannot encode the request: {e}"))?;
+        let wire =
+            encode(&message).map_err(|e| Failure::new(format!("cannot send to {addr}"), e))?;
         info!("sending {} to {addr}", bytes_repr(&wire));
     }
-    let response = client.request(message).map_err(|e| describe(&e))?;
+    let response = client
+        .request_by(message, Some(deadline))
+        .map_err(|e| explain(&e, &target))?;
     info!(
         "received {} response ({} bytes) from {addr}",
-        response.content_type(),
+        quote(response.content_type().as_bytes(), LOG_TEXT),
         response.content().len()
     );
-    let line = result_line(&response).map_err(|e| format!("{addr}: {e}"))?;
+    let line =
+        result_line(&response).map_err(|e| Failure::new(format!("bad answer from {addr}"), e))?;
+    // The answer is complete: print it now, then leave without reading what may follow.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::new("cannot print the result", e))?;
     info!("closing connection to {addr}");
-    client.close().map_err(|e| describe(&e))?;
-    Ok(line)
+    client.close_now();
+    Ok(())
 }
 
-/// Tries each address in turn (as Python's `create_connection`), returning the first
-/// connection or the last error.
-fn connect_any(addrs: &[SocketAddr], config: &ClientConfig) -> Result<Client, String> {
-    let mut last = None;
-    for &addr in addrs {
-        info!("starting connection to {addr}");
-        match Client::connect(addr, config) {
-            Ok(client) => return Ok(client),
-            Err(e) => last = Some(e),
-        }
+/// The addresses of `host`, resolved by `deadline`: the system's resolver cannot be
+/// interrupted, so it runs on a thread of its own, abandoned if it is too slow (the
+/// process exits soon after anyway).
+fn resolve(host: &str, port: u16, deadline: Deadline) -> Result<Vec<SocketAddr>, String> {
+    let (tx, rx) = mpsc::channel();
+    let owned = (host.to_owned(), port);
+    let spawned = thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let result = owned
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<SocketAddr>>);
+            // The receiver may have given up: nothing to do then.
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(format!("cannot start the resolver thread: {e}"));
     }
-    Err(last.map_or_else(|| "the host has no address".to_owned(), |e| describe(&e)))
+    match rx.recv_timeout(deadline.remaining()) {
+        Ok(Ok(addrs)) if addrs.is_empty() => Err("the resolver returned no address".into()),
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "timed out after {:?} (--timeout, the deadline for the whole exchange)",
+            deadline.limit()
+        )),
+    }
 }
 
-fn describe(e: &TransportError) -> String {
+/// The error line for a failed exchange with `target` (HOST:PORT as given).
+fn explain(e: &TransportError, target: &str) -> Failure {
+    let addr = e.addr();
+    // "localhost:8080 (127.0.0.1:8080)" when a name was given, else just the address.
+    let at = if target == addr.to_string() {
+        target.to_owned()
+    } else {
+        format!("{target} ({addr})")
+    };
     match e {
-        TransportError::Closed { addr, .. } => {
-            format!("{addr} closed the connection without a complete response")
+        TransportError::Resolve { host, source } => {
+            Failure::new(format!("cannot resolve {host}"), source)
         }
-        other => other.to_string(),
+        TransportError::Refused { .. } => {
+            Failure::new(format!("cannot connect to {at}"), "connection refused")
+        }
+        TransportError::Connect { source, .. } => {
+            Failure::new(format!("cannot connect to {at}"), source)
+        }
+        TransportError::Timeout {
+            op: Op::Connect,
+            after,
+            ..
+        } => Failure::new(
+            format!("cannot connect to {at}"),
+            format!("timed out after {after:?}"),
+        ),
+        TransportError::Deadline {
+            op: Op::Connect,
+            limit,
+            ..
+        } => Failure::new(
+            format!("cannot connect to {at}"),
+            format!("timed out: the whole exchange had {limit:?} (--timeout)"),
+        ),
+        TransportError::Deadline {
+            op: Op::Write,
+            limit,
+            ..
+        } => Failure::new(
+            format!("cannot send the request to {at}"),
+            format!("timed out: the whole exchange had {limit:?} (--timeout)"),
+        ),
+        TransportError::Deadline {
+            limit, received, ..
+        } => Failure::new(
+            format!("no complete answer from {at}"),
+            format!(
+                "timed out after {limit:?}, the deadline for the whole exchange \
+                 (--timeout: connect, send, answer); {received} byte(s) of the answer arrived"
+            ),
+        ),
+        TransportError::Foreign { seen, .. } => {
+            Failure::new(format!("{at} does not speak this protocol"), seen)
+        }
+        TransportError::Closed { .. } => Failure::new(
+            format!("no answer from {at}"),
+            "it closed the connection without a complete response",
+        ),
+        TransportError::Reset { op: Op::Write, .. } => Failure::new(
+            format!("cannot send the request to {at}"),
+            "the server reset the connection",
+        ),
+        TransportError::Reset { .. } => Failure::new(
+            format!("no answer from {at}"),
+            "the server reset the connection",
+        ),
+        TransportError::Protocol { source, .. } if source.is_peer_error() => {
+            Failure::new(format!("bad answer from {at}"), source)
+        }
+        other => Failure::new(format!("exchange with {at} failed"), other),
     }
 }

@@ -7,7 +7,10 @@ use std::time::Instant;
 use sockmsg_protocol::{encode, Connection, Event, Message};
 
 /// PROTOCOL.md's 146-byte search request.
-pub const SEARCH: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
+pub const SEARCH: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/vectors/ok-search-request.bin"
+));
 
 /// The straightforward decoder issue 2 measures against: u16 length, `serde_json` of a
 /// borrowed header struct, slice the content. Returns how many messages `stream` held.
