@@ -350,7 +350,7 @@ fn failures_exit_1_with_a_clear_message() {
 }
 
 #[test]
-fn app_server_workers_apply_to_mio_only() {
+fn app_server_workers_apply_to_the_event_loop_transports_only() {
     let out = run_bounded(
         "app-server",
         Command::new(env!("CARGO_BIN_EXE_app-server")).args([
@@ -367,7 +367,7 @@ fn app_server_workers_apply_to_mio_only() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .starts_with("app-server: --workers sets the mio transport's event loops"),
+            .starts_with("app-server: --workers sets the event loops of the mio and tokio transports"),
         "{}",
         describe(&out)
     );

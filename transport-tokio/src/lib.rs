@@ -8,6 +8,12 @@
 //!   `Framed::new(stream, Codec::default())` speaks the protocol.
 //! * [`Client`]: an async client (connect with a timeout, host names accepted, request,
 //!   pipelining with answers in order, half-close), with errors that name the address.
+//! * [`Server`]: the server layer's [`Session`](sockmsg_server::Session) on tokio: the same
+//!   [`Service`](sockmsg_server::Service), the same
+//!   [`ServerConfig`](sockmsg_server::ServerConfig) (limits, deadlines from the core's
+//!   timers, output cap, connection cap, graceful shutdown on a
+//!   [`ShutdownHandle`](sockmsg_server::ShutdownHandle)) as every other transport, on a
+//!   current-thread or multi-thread runtime.
 //!
 //! Examples: `examples/echo_server.rs` and `examples/echo_client.rs` (the guide's echo
 //! pair), `examples/framed.rs` (`Framed` with `StreamExt` / `SinkExt` on loopback).
@@ -49,8 +55,10 @@
 pub mod client;
 pub mod codec;
 pub mod error;
+pub mod server;
 
 pub use client::{Client, ClientConfig};
 pub use codec::{Codec, CodecError};
 pub use error::{ClientError, Op};
+pub use server::Server;
 pub use sockmsg_protocol::{Limits, Message};
