@@ -6,27 +6,28 @@
 //! moves bytes when the session wants them moved, sleeps until the instant it names, and
 //! accepts connections under [`ServerConfig::max_connections`].
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use sockmsg_server::{
     accept_error, AcceptAction, CloseReason, ServerConfig, Service, Session, ShutdownHandle,
     WhenFull,
 };
-use tokio::io::{AsyncWriteExt, Interest, Ready};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Most slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
-/// After the shutdown grace, how long connection tasks get to notice it before they are
-/// aborted.
+/// After the shutdown grace, how long [`Server::run`] waits for connection tasks to notice
+/// it.
 const AFTER_GRACE: Duration = Duration::from_secs(1);
 
 /// A server on tokio: accepts connections, runs each on its own task through the server
@@ -138,7 +139,8 @@ impl Server {
     /// On shutdown it stops accepting and closes the listening socket; idle connections and
     /// requests not yet complete are closed at once; answers owed get
     /// [`ServerConfig::shutdown_grace`] to flush. It returns once every connection task
-    /// has ended (tasks still running a second after the grace are aborted).
+    /// has ended, or a second after the grace (a task can outlive that only inside a
+    /// service call that blocks; [`Server::serve`] then drops it with its runtime).
     pub async fn run(self, service: Arc<dyn Service>) -> io::Result<()> {
         let Server {
             listener,
@@ -148,16 +150,12 @@ impl Server {
             ..
         } = self;
         let listener = TcpListener::from_std(listener)?;
-        let max = config.max_connections;
+        // The semaphore counts in u32 for `acquire_many`: more connections than that is
+        // beyond any descriptor limit anyway.
+        let max = config.max_connections.min(u32::MAX as usize);
         let slots = Arc::new(Semaphore::new(max));
-        let mut tasks = JoinSet::new();
         info!("serving on {local_addr} (up to {max} connections)");
         loop {
-            while let Some(done) = tasks.try_join_next() {
-                if let Err(e) = done {
-                    warn!("a connection task failed: {e}");
-                }
-            }
             let mut permit = None;
             if config.when_full == WhenFull::Wait {
                 permit = match Arc::clone(&slots).try_acquire_owned() {
@@ -203,47 +201,50 @@ impl Server {
             };
             let session = Session::new(Arc::clone(&service), Arc::clone(&config), Instant::now());
             let token = token.clone();
-            tasks.spawn(async move {
+            tokio::spawn(async move {
                 serve_connection(stream, peer, session, token).await;
                 drop(permit);
             });
         }
         drop(listener);
-        finish(tasks, &config).await;
+        finish(&slots, max, &config).await;
         info!("server on {local_addr} stopped");
         Ok(())
     }
 }
 
 /// After the accept loop: waits for the connections to flush what they owe (each closes
-/// by itself at the end of the grace), then aborts the stragglers.
-async fn finish(mut tasks: JoinSet<()>, config: &ServerConfig) {
-    if !tasks.is_empty() {
-        info!(
-            "stopped accepting; waiting for {} connection(s) to finish",
-            tasks.len()
-        );
+/// by itself at the end of the grace); a connection task gives its slot back as it ends.
+async fn finish(slots: &Semaphore, max: usize, config: &ServerConfig) {
+    let open = max.saturating_sub(slots.available_permits());
+    if open > 0 {
+        info!("stopped accepting; waiting for {open} connection(s) to finish");
     }
-    let all = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(config.shutdown_grace + AFTER_GRACE, all)
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let limit = config.shutdown_grace + AFTER_GRACE;
+    if tokio::time::timeout(limit, slots.acquire_many(all))
         .await
         .is_err()
     {
         warn!(
-            "{} connection task(s) still running after {:?}: aborting them",
-            tasks.len(),
-            config.shutdown_grace
+            "{} connection task(s) still running {limit:?} after the shutdown (in the service?); not waiting for them",
+            max.saturating_sub(slots.available_permits())
         );
-        tasks.shutdown().await;
     }
 }
 
-/// Waits until `stream` is ready for `interest`, or forever without one.
-async fn ready(stream: &TcpStream, interest: Option<Interest>) -> io::Result<Ready> {
-    match interest {
-        Some(i) => stream.ready(i).await,
-        None => std::future::pending().await,
-    }
+/// What woke a connection's task.
+enum Wake {
+    /// The server is shutting down.
+    Shutdown,
+    /// The socket is readable (or closed for reading).
+    Readable,
+    /// The socket is writable.
+    Writable,
+    /// The session's deadline came.
+    Timer,
+    /// Polling the socket failed.
+    Failed(io::Error),
 }
 
 /// Writes what the session has pending until the socket would block.
@@ -273,11 +274,43 @@ fn write_pending(stream: &TcpStream, session: &mut Session) {
     }
 }
 
+/// Between messages, reads go through a buffer on the stack: the socket's readiness may be
+/// stale (tokio clears it only when a read would block), and a session between messages
+/// has given its read buffer back, which lending one for a read that finds nothing would
+/// allocate again, and keep, for as long as the connection stays idle.
+const PROBE: usize = 2048;
+
 /// Reads once into the session (the socket said it was readable).
 fn read_once(stream: &TcpStream, session: &mut Session) {
-    match stream.try_read(session.read_buf()) {
+    let result = if !session.connection().message_in_progress() {
+        let mut probe = [0u8; PROBE];
+        stream.try_read(&mut probe).inspect(|&n| {
+            let mut arrived = probe.get(..n).unwrap_or_default();
+            let now = Instant::now();
+            while !arrived.is_empty() && !session.is_closed() {
+                let buf = session.read_buf();
+                let k = buf.len().min(arrived.len());
+                if k == 0 {
+                    break;
+                }
+                let (now_in, rest) = arrived.split_at(k);
+                if let Some(dst) = buf.get_mut(..k) {
+                    dst.copy_from_slice(now_in);
+                }
+                session.commit(k, now);
+                arrived = rest;
+            }
+        })
+    } else {
+        stream.try_read(session.read_buf()).inspect(|&n| {
+            if n > 0 {
+                session.commit(n, Instant::now());
+            }
+        })
+    };
+    match result {
         Ok(0) => session.receive_eof(Instant::now()),
-        Ok(n) => session.commit(n, Instant::now()),
+        Ok(_) => {}
         Err(e)
             if matches!(
                 e.kind(),
@@ -288,65 +321,121 @@ fn read_once(stream: &TcpStream, session: &mut Session) {
 }
 
 /// One connection's task: the session's wishes, carried out on the runtime.
-async fn serve_connection(
+///
+/// A plain function returning an `async move` block rather than an `async fn`: the block
+/// holds each of its inputs once, where an `async fn` can hold both the argument and the
+/// binding it is moved into (the session alone is 600 bytes), and every idle connection
+/// pays for the size of this future.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     mut session: Session,
     token: CancellationToken,
-) {
-    debug!("accepted connection from {peer}");
-    if let Err(e) = stream.set_nodelay(session.config().nodelay) {
-        debug!("cannot set TCP_NODELAY for {peer}: {e}");
-    }
-    let cancelled = token.cancelled_owned();
-    tokio::pin!(cancelled);
-    let mut shutting = false;
-    // One timer, armed at the session's deadline; moved only when that deadline comes
-    // sooner (firing early is harmless: the session re-checks and names the next one).
-    let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
-    loop {
-        write_pending(&stream, &mut session);
-        if session.is_closed() {
-            break;
+) -> impl Future<Output = ()> {
+    async move {
+        debug!("accepted connection from {peer}");
+        if let Err(e) = stream.set_nodelay(session.config().nodelay) {
+            debug!("cannot set TCP_NODELAY for {peer}: {e}");
         }
-        let interest = match (session.wants_read(), session.wants_write()) {
-            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
-            (true, false) => Some(Interest::READABLE),
-            (false, true) => Some(Interest::WRITABLE),
-            (false, false) => None,
-        };
-        if let Some(at) = session.poll_timeout() {
-            if armed.map_or(true, |a| at < a) {
-                timer.as_mut().reset(at.into());
-                armed = Some(at);
+        let cancelled = token.cancelled_owned();
+        tokio::pin!(cancelled);
+        let mut shutting = false;
+        // One timer, armed at the session's deadline; moved only when that deadline comes
+        // sooner (firing early is harmless: the session re-checks and names the next one).
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            write_pending(&stream, &mut session);
+            if session.is_closed() {
+                break;
             }
-        }
-        tokio::select! {
-            biased;
-            _ = &mut cancelled, if !shutting => {
-                shutting = true;
-                session.begin_shutdown(Instant::now());
+            let (want_read, want_write) = (session.wants_read(), session.wants_write());
+            if let Some(at) = session.poll_timeout() {
+                if armed.map_or(true, |a| at < a) {
+                    timer.as_mut().reset(at.into());
+                    armed = Some(at);
+                }
             }
-            r = ready(&stream, interest) => match r {
-                Ok(r) if r.is_readable() || r.is_read_closed() => {
-                    if session.wants_read() {
-                        read_once(&stream, &mut session);
+            // Readiness is polled in place (no future per wait): what an idle connection
+            // costs is the size of this task.
+            let wake = std::future::poll_fn(|cx| {
+                if !shutting && cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Shutdown);
+                }
+                if want_read {
+                    if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                        return Poll::Ready(r.map_or_else(Wake::Failed, |()| Wake::Readable));
                     }
                 }
-                Ok(_) => {} // writable: written at the top of the loop
-                Err(e) => session.abort(CloseReason::Io(e)),
-            },
-            _ = &mut timer, if armed.is_some() => {
-                armed = None;
-                session.handle_timeout(Instant::now());
+                if want_write {
+                    if let Poll::Ready(r) = stream.poll_write_ready(cx) {
+                        return Poll::Ready(r.map_or_else(Wake::Failed, |()| Wake::Writable));
+                    }
+                }
+                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Shutdown => {
+                    shutting = true;
+                    session.begin_shutdown(Instant::now());
+                }
+                Wake::Readable => read_once(&stream, &mut session),
+                Wake::Writable => {} // written at the top of the loop
+                Wake::Timer => {
+                    armed = None;
+                    session.handle_timeout(Instant::now());
+                }
+                Wake::Failed(e) => session.abort(CloseReason::Io(e)),
             }
         }
+        if let Some(reason) = session.close_reason() {
+            reason.log(&peer);
+        }
+        // Errors ignored: the peer may be gone already; dropping the stream closes it anyway.
+        let _ = stream.shutdown().await;
     }
-    if let Some(reason) = session.close_reason() {
-        reason.log(&peer);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use sockmsg_protocol::Message;
+    use sockmsg_server::{ServerConfig, Service, ServiceError, Session};
+    use tokio_util::sync::CancellationToken;
+
+    /// What an idle connection costs is mostly this task: keep it small (the session
+    /// itself is about 600 bytes of it).
+    #[test]
+    fn a_connection_task_stays_small() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let service: Arc<dyn Service> =
+                Arc::new(|m: Message| -> Result<Message, ServiceError> { Ok(m) });
+            let config = Arc::new(ServerConfig::default());
+            let session = Session::new(service, config, Instant::now());
+            let session_size = std::mem::size_of_val(&session);
+            let task = super::serve_connection(stream, addr, session, CancellationToken::new());
+            let size = std::mem::size_of_val(&task);
+            assert!(
+                size <= session_size + 512,
+                "the connection task is {size} bytes, the session {session_size}"
+            );
+        });
     }
-    // Errors ignored: the peer may be gone already; dropping the stream closes it anyway.
-    let _ = stream.shutdown().await;
 }
