@@ -353,7 +353,7 @@ fn serve_connection(
             }
             let (want_read, want_write) = (session.wants_read(), session.wants_write());
             if let Some(at) = session.poll_timeout() {
-                if armed.map_or(true, |a| at < a) {
+                if armed.is_none_or(|a| at < a) {
                     timer.as_mut().reset(at.into());
                     armed = Some(at);
                 }
