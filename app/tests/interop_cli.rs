@@ -366,8 +366,9 @@ fn app_server_workers_apply_to_the_event_loop_transports_only() {
     // Options that do not go together: a usage error.
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .starts_with("app-server: --workers sets the event loops of the mio and tokio transports"),
+        String::from_utf8_lossy(&out.stderr).starts_with(
+            "app-server: --workers sets the event loops of the mio and tokio transports"
+        ),
         "{}",
         describe(&out)
     );
