@@ -15,8 +15,8 @@
 //!   [`ShutdownHandle`](sockmsg_server::ShutdownHandle)) as every other transport, on a
 //!   current-thread or multi-thread runtime.
 //!
-//! Examples: `examples/echo_server.rs` and `examples/echo_client.rs` (the guide's echo
-//! pair), `examples/framed.rs` (`Framed` with `StreamExt` / `SinkExt` on loopback).
+//! Examples: `examples/tokio_echo_server.rs` and `examples/tokio_echo_client.rs` (the guide's echo
+//! pair), `examples/tokio_framed.rs` (`Framed` with `StreamExt` / `SinkExt` on loopback).
 //!
 //! ## Example: `Framed` over an in-memory pipe
 //!

@@ -1,7 +1,7 @@
 //! The guide's echo client on tokio: sends one message, prints the echo, closes.
 //!
 //! ```sh
-//! cargo run -p sockmsg-transport-tokio --example echo_client -- 127.0.0.1:65432 "Hello, world"
+//! cargo run -p sockmsg-transport-tokio --example tokio_echo_client -- 127.0.0.1:65432 "Hello, world"
 //! ```
 
 use sockmsg_protocol::Message;
@@ -21,7 +21,7 @@ async fn main() {
     }
     .await;
     if let Err(e) = result {
-        eprintln!("echo_client: {e}");
+        eprintln!("tokio_echo_client: {e}");
         std::process::exit(1);
     }
 }

@@ -2,8 +2,8 @@
 //! itself until the client closes, then exits.
 //!
 //! ```sh
-//! cargo run -p sockmsg-transport-tokio --example echo_server -- 127.0.0.1:65432
-//! cargo run -p sockmsg-transport-tokio --example echo_client -- 127.0.0.1:65432 "Hello, world"
+//! cargo run -p sockmsg-transport-tokio --example tokio_echo_server -- 127.0.0.1:65432
+//! cargo run -p sockmsg-transport-tokio --example tokio_echo_client -- 127.0.0.1:65432 "Hello, world"
 //! ```
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,7 +17,7 @@ async fn main() {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:65432".to_owned());
     let fail = |what: &str, why: &dyn std::fmt::Display| -> ! {
-        eprintln!("echo_server: {what}: {why}");
+        eprintln!("tokio_echo_server: {what}: {why}");
         std::process::exit(1)
     };
     let listener = match TcpListener::bind(&addr).await {

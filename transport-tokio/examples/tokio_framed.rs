@@ -3,7 +3,7 @@
 //! requests with `feed` + `flush`, then reads the answers as a stream.
 //!
 //! ```sh
-//! cargo run -p sockmsg-transport-tokio --example framed
+//! cargo run -p sockmsg-transport-tokio --example tokio_framed
 //! ```
 
 use futures_util::{SinkExt, StreamExt};
@@ -61,7 +61,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     if let Err(e) = run().await {
-        eprintln!("framed: {e}");
+        eprintln!("tokio_framed: {e}");
         std::process::exit(1);
     }
 }
