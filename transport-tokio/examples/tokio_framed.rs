@@ -65,3 +65,12 @@ async fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn three_pipelined_requests_are_answered() {
+        let done = tokio::time::timeout(std::time::Duration::from_secs(10), super::run()).await;
+        assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+    }
+}
