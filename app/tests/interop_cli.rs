@@ -13,7 +13,7 @@ use sockmsg_tests::{
 };
 
 /// The transports `app-server --transport` is tested with.
-const TRANSPORTS: &[&str] = &["mio", "std"];
+const TRANSPORTS: &[&str] = &["mio", "std", "tokio"];
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -154,6 +154,7 @@ fn guide_client_against_app_server() {
 fn app_client_against_app_server_keeps_the_server_running() {
     let mut configs: Vec<Vec<&str>> = TRANSPORTS.iter().map(|t| vec!["--transport", t]).collect();
     configs.push(vec!["--transport", "mio", "--workers", "1"]);
+    configs.push(vec!["--transport", "tokio", "--workers", "1"]);
     for args in configs {
         let (server, port) = start_app_server(&args);
         for case in &DEMO_CASES[..2] {

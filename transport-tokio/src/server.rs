@@ -334,7 +334,7 @@ fn serve_connection(
     token: CancellationToken,
 ) -> impl Future<Output = ()> {
     async move {
-        debug!("accepted connection from {peer}");
+        info!("accepted connection from {peer}");
         if let Err(e) = stream.set_nodelay(session.config().nodelay) {
             debug!("cannot set TCP_NODELAY for {peer}: {e}");
         }
