@@ -32,6 +32,9 @@ pub enum TlsError {
         /// The name the client expected.
         expected: String,
     },
+    /// The peer's certificate names a trusted CA as its issuer, but that CA's key did not
+    /// sign it: another CA with the same name (certificates made again?), or a forgery.
+    BadSignature,
     /// The peer's certificate was rejected for another reason.
     BadCertificate {
         /// rustls's description.
@@ -75,6 +78,7 @@ impl TlsError {
             TlsError::CertificateExpired => "certificate-expired",
             TlsError::CertificateNotYetValid => "certificate-not-yet-valid",
             TlsError::NameMismatch { .. } => "name-mismatch",
+            TlsError::BadSignature => "bad-signature",
             TlsError::BadCertificate { .. } => "bad-certificate",
             TlsError::NoClientCertificate => "no-client-certificate",
             TlsError::AlertReceived { .. } => "alert-received",
@@ -126,6 +130,7 @@ impl TlsError {
                 | CertificateError::NotValidForNameContext { .. } => TlsError::NameMismatch {
                     expected: server_name.unwrap_or("?").to_owned(),
                 },
+                CertificateError::BadSignature => TlsError::BadSignature,
                 other => TlsError::BadCertificate {
                     reason: E::InvalidCertificate(other.clone()).to_string(),
                 },
@@ -176,6 +181,10 @@ impl fmt::Display for TlsError {
             TlsError::NameMismatch { expected } => write!(
                 f,
                 "the server's certificate is not valid for the name {expected:?} (name mismatch)"
+            ),
+            TlsError::BadSignature => f.write_str(
+                "the peer's certificate is not signed by the trusted CA of that name \
+                 (another CA with the same name? certificates made again?)",
             ),
             TlsError::BadCertificate { reason } => {
                 write!(f, "the peer's certificate was rejected: {reason}")

@@ -749,3 +749,18 @@ fn config_errors_name_the_file() {
         "{wrong_key}"
     );
 }
+
+#[test]
+fn another_ca_with_the_same_name_is_a_bad_signature() {
+    let pki = pki();
+    let impostor = Authority::new("sockmsg test CA", 1).expect("CA");
+    let (client, _) = failure(Pair::new(
+        client_cfg(&impostor, None),
+        server_cfg(&pki, false),
+        "localhost",
+        1 << 20,
+    ));
+    let client = client.expect("client error");
+    assert_eq!(client, TlsError::BadSignature);
+    assert!(client.to_string().contains("same name"), "{client}");
+}
