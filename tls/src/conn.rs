@@ -29,6 +29,8 @@ pub enum TlsTimeout {
     /// One of the sockmsg machine's deadlines ([`sockmsg_protocol::Deadlines`]); the write
     /// deadline also covers TLS records waiting to be sent.
     Protocol(Timeout),
+    /// Another deadline of the plaintext side (a server session's shutdown grace).
+    Inner,
 }
 
 impl TlsTimeout {
@@ -37,6 +39,7 @@ impl TlsTimeout {
         match self {
             TlsTimeout::Handshake => "tls-handshake-deadline",
             TlsTimeout::Protocol(t) => t.as_str(),
+            TlsTimeout::Inner => "deadline",
         }
     }
 }
@@ -47,8 +50,91 @@ impl std::fmt::Display for TlsTimeout {
     }
 }
 
-/// One side of a sockmsg connection over TLS: a rustls connection between the socket and a
-/// sockmsg [`Connection`], neither aware of the other, and no I/O of its own.
+/// The plaintext side of a TLS composition: what rustls's decrypted bytes go into and
+/// what it encrypts. The sockmsg [`Connection`] is one; a server layer's per-connection
+/// session that owns a `Connection` (and answers requests as they complete) is another.
+/// Every method mirrors the `Connection` method of the same name.
+pub trait Plaintext {
+    /// A slice to receive decrypted bytes into.
+    fn read_buf(&mut self) -> &mut [u8];
+    /// `n` bytes arrived in the last slice lent, at `now`.
+    fn commit(&mut self, n: usize, now: Instant);
+    /// The peer's stream ended (cleanly, as far as TLS is concerned).
+    fn receive_eof(&mut self, now: Instant);
+    /// The bytes to encrypt, in order.
+    fn pending_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize;
+    /// The first `n` pending bytes were taken at `now`.
+    fn consume(&mut self, n: usize, now: Instant);
+    /// `true` while it takes input.
+    fn wants_read(&self) -> bool;
+    /// `true` while it has bytes to send.
+    fn wants_write(&self) -> bool;
+    /// `true` once it will send nothing more and everything was taken: time for
+    /// `close_notify`.
+    fn wants_shutdown(&self) -> bool;
+    /// Its earliest deadline.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Checks its deadlines at `now`; `true` if one passed and it is finished.
+    fn handle_timeout(&mut self, now: Instant) -> bool;
+    /// The sockmsg machine inside (a message in progress, the write deadline...).
+    fn connection(&self) -> &Connection;
+}
+
+impl Plaintext for Connection {
+    fn read_buf(&mut self) -> &mut [u8] {
+        Connection::read_buf(self)
+    }
+
+    fn commit(&mut self, n: usize, now: Instant) {
+        // More than lent cannot happen (rustls writes into the slice it was given); after
+        // the end of stream nothing is read.
+        let _ = Connection::commit(self, n, now);
+    }
+
+    fn receive_eof(&mut self, _now: Instant) {
+        Connection::receive_eof(self);
+    }
+
+    fn pending_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        Connection::pending_slices(self, out)
+    }
+
+    fn consume(&mut self, n: usize, now: Instant) {
+        Connection::consume(self, n, now);
+    }
+
+    fn wants_read(&self) -> bool {
+        Connection::wants_read(self)
+    }
+
+    fn wants_write(&self) -> bool {
+        Connection::wants_write(self)
+    }
+
+    fn wants_shutdown(&self) -> bool {
+        Connection::wants_shutdown(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Connection::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> bool {
+        Connection::handle_timeout(self, now).is_some()
+    }
+
+    fn connection(&self) -> &Connection {
+        self
+    }
+}
+
+/// A sockmsg [`Connection`] over TLS: the composition with messages in and out through
+/// [`Tls::send`] and [`Tls::next_event`].
+pub type TlsConnection = Tls<Connection>;
+
+/// One side of a sockmsg connection over TLS: a rustls connection between the socket and
+/// the plaintext side `P` (a sockmsg [`Connection`], see [`TlsConnection`], or a server
+/// session: [`Plaintext`]), neither aware of the other, and no I/O of its own.
 ///
 /// * **One way in**: [`TlsConnection::read_tls`] reads ciphertext once from any
 ///   `io::Read` (a socket, or `&mut &[u8]` for bytes in hand), lets rustls process it and
@@ -72,9 +158,9 @@ impl std::fmt::Display for TlsTimeout {
 /// closed between two messages (as Python's `ssl` sockets do on `close()`); ending in the
 /// middle of a message without `close_notify` is [`TlsError::Truncated`].
 #[derive(Debug)]
-pub struct TlsConnection {
+pub struct Tls<P> {
     tls: rustls::Connection,
-    conn: Connection,
+    conn: P,
     server_name: Option<String>,
     started: Instant,
     now: Instant,
@@ -97,18 +183,18 @@ pub struct TlsConnection {
     tls_write_progress: Instant,
 }
 
-impl TlsConnection {
+impl<P: Plaintext> Tls<P> {
     /// The server side of a connection accepted at `now`, speaking through `conn` (a
     /// [`sockmsg_protocol::Role::Server`] machine with its limits and deadlines).
     pub fn server(
         config: Arc<rustls::ServerConfig>,
-        conn: Connection,
+        conn: P,
         now: Instant,
-    ) -> Result<TlsConnection, TlsError> {
+    ) -> Result<Tls<P>, TlsError> {
         let tls = rustls::ServerConnection::new(config).map_err(|e| TlsError::Tls {
             reason: e.to_string(),
         })?;
-        Ok(TlsConnection::new(tls.into(), conn, None, now))
+        Ok(Tls::new(tls.into(), conn, None, now))
     }
 
     /// The client side of a connection made at `now` to the server named `server_name` (a
@@ -116,16 +202,16 @@ impl TlsConnection {
     pub fn client(
         config: Arc<rustls::ClientConfig>,
         server_name: &str,
-        conn: Connection,
+        conn: P,
         now: Instant,
-    ) -> Result<TlsConnection, TlsError> {
+    ) -> Result<Tls<P>, TlsError> {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|e| TlsError::Tls {
             reason: format!("invalid server name {server_name:?}: {e}"),
         })?;
         let tls = rustls::ClientConnection::new(config, name).map_err(|e| TlsError::Tls {
             reason: e.to_string(),
         })?;
-        Ok(TlsConnection::new(
+        Ok(Tls::new(
             tls.into(),
             conn,
             Some(server_name.to_owned()),
@@ -133,13 +219,8 @@ impl TlsConnection {
         ))
     }
 
-    fn new(
-        tls: rustls::Connection,
-        conn: Connection,
-        server_name: Option<String>,
-        now: Instant,
-    ) -> TlsConnection {
-        TlsConnection {
+    fn new(tls: rustls::Connection, conn: P, server_name: Option<String>, now: Instant) -> Tls<P> {
+        Tls {
             tls,
             conn,
             server_name,
@@ -162,7 +243,7 @@ impl TlsConnection {
 
     /// The same connection with another handshake deadline (`None`: never; default
     /// [`DEFAULT_HANDSHAKE_TIMEOUT`]), counted from when the connection was made.
-    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> TlsConnection {
+    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> Tls<P> {
         self.handshake_timeout = timeout;
         self
     }
@@ -253,11 +334,7 @@ impl TlsConnection {
             let buf = self.conn.read_buf();
             match self.tls.reader().read(buf) {
                 Ok(0) => break,
-                Ok(n) => {
-                    if self.conn.commit(n, now).is_err() {
-                        break;
-                    }
-                }
+                Ok(n) => self.conn.commit(n, now),
                 Err(_) => break, // WouldBlock: all taken; UnexpectedEof: see deliver_eof
             }
         }
@@ -274,43 +351,15 @@ impl TlsConnection {
         }
         if self.handshaking {
             self.fail(TlsError::ClosedDuringHandshake);
-        } else if !self.close_notify_received && self.conn.message_in_progress() {
+        } else if !self.close_notify_received && self.conn.connection().message_in_progress() {
             self.fail(TlsError::Truncated);
         } else {
-            self.conn.receive_eof();
+            self.conn.receive_eof(self.now);
         }
         self.eof_delivered = true;
     }
 
-    /// The next event: a message, [`Event::NeedData`], or [`Event::End`] after a clean end
-    /// of stream. A TLS failure (plaintext peer, failed handshake, truncation) or a sockmsg
-    /// protocol error is reported again on every later call.
-    pub fn next_event(&mut self) -> Result<Event, TlsError> {
-        if let Some(e) = &self.error {
-            return Err(e.clone());
-        }
-        let event = self.conn.next_event()?;
-        if event == Event::NeedData && self.plaintext_held && self.conn.wants_read() {
-            // The machine takes input again: move what rustls held back, then look again.
-            let now = self.now;
-            self.drain_plaintext(now);
-            self.deliver_eof();
-            if let Some(e) = &self.error {
-                return Err(e.clone());
-            }
-            return Ok(self.conn.next_event()?);
-        }
-        Ok(event)
-    }
-
     // ---- one way out ----
-
-    /// Queues a message at `now` (see [`Connection::send`]). Before the handshake completes
-    /// it waits in the sockmsg machine.
-    pub fn send(&mut self, message: Message, now: Instant) -> Result<(), LocalError> {
-        self.tick(now);
-        self.conn.send(message, now)
-    }
 
     /// Moves pending sockmsg bytes into rustls (after the handshake), adds `close_notify`
     /// when the sockmsg side is closed and drained, then writes TLS records once to
@@ -323,6 +372,11 @@ impl TlsConnection {
     ) -> io::Result<usize> {
         self.tick(now);
         self.encrypt_pending(now);
+        if self.plaintext_held && self.conn.wants_read() {
+            // Output moved below the inner machine's cap: it takes input again.
+            self.drain_plaintext(now);
+            self.deliver_eof();
+        }
         let n = self.tls.write_tls(&mut WriteAdapter(writer))?;
         if n > 0 {
             self.tls_write_progress = now;
@@ -391,11 +445,6 @@ impl TlsConnection {
         self.close_notify_sent && !self.tls.wants_write()
     }
 
-    /// No more messages will be sent; `close_notify` follows the last one.
-    pub fn close(&mut self) {
-        self.conn.close();
-    }
-
     /// The earliest instant at which [`TlsConnection::handle_timeout`] must be called: the
     /// handshake deadline while handshaking, the write deadline while TLS records wait, and
     /// the sockmsg machine's own deadlines.
@@ -411,7 +460,10 @@ impl TlsConnection {
             (true, Some(limit)) => Some(self.started + limit),
             _ => None,
         };
-        let write = match (self.tls.wants_write(), self.conn.deadlines().write) {
+        let write = match (
+            self.tls.wants_write(),
+            self.conn.connection().deadlines().write,
+        ) {
             (true, Some(limit)) => Some(self.tls_write_progress + limit),
             _ => None,
         };
@@ -434,7 +486,10 @@ impl TlsConnection {
             (true, Some(limit)) => self.started + limit <= now,
             _ => false,
         };
-        let write_stalled = match (self.tls.wants_write(), self.conn.deadlines().write) {
+        let write_stalled = match (
+            self.tls.wants_write(),
+            self.conn.connection().deadlines().write,
+        ) {
             (true, Some(limit)) => self.tls_write_progress + limit <= now,
             _ => false,
         };
@@ -443,7 +498,12 @@ impl TlsConnection {
         } else if write_stalled {
             Some(TlsTimeout::Protocol(Timeout::Write))
         } else {
-            self.conn.handle_timeout(now).map(TlsTimeout::Protocol)
+            self.conn.handle_timeout(now).then(|| {
+                self.conn
+                    .connection()
+                    .timed_out()
+                    .map_or(TlsTimeout::Inner, TlsTimeout::Protocol)
+            })
         };
         if let Some(t) = passed {
             self.timed_out = Some(t);
@@ -498,7 +558,55 @@ impl TlsConnection {
     /// The sockmsg machine, to inspect (messages owed, limits, deadlines...). Bytes go in
     /// and out only through this composition.
     pub fn connection(&self) -> &Connection {
+        self.conn.connection()
+    }
+
+    /// The plaintext side.
+    pub fn inner(&self) -> &P {
         &self.conn
+    }
+
+    /// The plaintext side, to act on it (a server session's shutdown, say). Its bytes go
+    /// in and out only through this composition: reading from or writing to it directly
+    /// would bypass TLS.
+    pub fn inner_mut(&mut self) -> &mut P {
+        &mut self.conn
+    }
+}
+
+/// Messages in and out, for a plain sockmsg [`Connection`] inside.
+impl Tls<Connection> {
+    /// The next event: a message, [`Event::NeedData`], or [`Event::End`] after a clean end
+    /// of stream. A TLS failure (plaintext peer, failed handshake, truncation) or a sockmsg
+    /// protocol error is reported again on every later call.
+    pub fn next_event(&mut self) -> Result<Event, TlsError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let event = self.conn.next_event()?;
+        if event == Event::NeedData && self.plaintext_held && self.conn.wants_read() {
+            // The machine takes input again: move what rustls held back, then look again.
+            let now = self.now;
+            self.drain_plaintext(now);
+            self.deliver_eof();
+            if let Some(e) = &self.error {
+                return Err(e.clone());
+            }
+            return Ok(self.conn.next_event()?);
+        }
+        Ok(event)
+    }
+
+    /// Queues a message at `now` (see [`Connection::send`]). Before the handshake completes
+    /// it waits in the sockmsg machine.
+    pub fn send(&mut self, message: Message, now: Instant) -> Result<(), LocalError> {
+        self.tick(now);
+        self.conn.send(message, now)
+    }
+
+    /// No more messages will be sent; `close_notify` follows the last one.
+    pub fn close(&mut self) {
+        self.conn.close();
     }
 
     /// Messages owed by the other side (see [`Connection::in_flight`]).

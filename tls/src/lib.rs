@@ -86,7 +86,7 @@ pub mod identity;
 
 pub use client::{ClientError, TlsClient};
 pub use config::{client_config, provider, server_config, ClientOptions, Pem, ServerOptions};
-pub use conn::{TlsConnection, TlsTimeout, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use conn::{Plaintext, Tls, TlsConnection, TlsTimeout, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::{ConfigError, TlsError};
 pub use identity::PeerIdentity;
 

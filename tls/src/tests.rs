@@ -764,3 +764,27 @@ fn another_ca_with_the_same_name_is_a_bad_signature() {
     assert_eq!(client, TlsError::BadSignature);
     assert!(client.to_string().contains("same name"), "{client}");
 }
+
+#[test]
+fn output_cap_holds_plaintext_in_rustls_and_resumes() {
+    let pki = pki();
+    let now = Instant::now();
+    let mut pair = Pair::new(
+        client_cfg(&pki.ca, None),
+        server_cfg(&pki, false),
+        "localhost",
+        1 << 20,
+    );
+    // A server that stops taking requests while one answer byte is pending.
+    let conn = Connection::server().with_output_cap(1);
+    pair.server = TlsConnection::server(server_cfg(&pki, false), conn, now).expect("server");
+    for i in 0..50 {
+        pair.client
+            .send(request(&i.to_string()), now)
+            .expect("send");
+    }
+    pair.run();
+    assert_eq!(pair.answers.len(), 50);
+    let last = pair.answers[49].content();
+    assert!(last.ends_with(br#""value": "49"}"#), "{last:?}");
+}
