@@ -609,6 +609,12 @@ impl Tls<Connection> {
         self.conn.close();
     }
 
+    /// Frees the sockmsg machine's empty buffers (see [`Connection::release_buffers`]), so
+    /// an idle connection holds only what rustls keeps.
+    pub fn release_buffers(&mut self) {
+        self.conn.release_buffers();
+    }
+
     /// Messages owed by the other side (see [`Connection::in_flight`]).
     pub fn in_flight(&self) -> u64 {
         self.conn.in_flight()
