@@ -11,10 +11,10 @@
 //! * [`serve`]: [`serve::Transport`] and [`serve::serve`], which runs a service on a chosen
 //!   transport;
 //! * [`cli`]: the command-line values the binaries share;
-//! * [`init_logging`]: the binaries' `tracing` setup.
+//! * [`init_logging`], [`init_logging_with`]: the binaries' `tracing` setup.
 //!
-//! The binaries: `app-server [HOST] [PORT] [--transport std] [--workers N]` and
-//! `app-client HOST PORT ACTION VALUE` (see `--help`).
+//! The binaries: `app-server [HOST] [PORT] [--transport std] [--workers N] [--trace]
+//! [--close-after-answer]` and `app-client HOST PORT ACTION VALUE` (see `--help`).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -38,17 +38,36 @@
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod demo;
 pub mod inspect;
-pub mod pyfmt;
 pub mod serve;
 
-/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (default: `info`, so the
-/// guide-like lines `accepted connection from ...`, `received request ...`, `sending ...`,
-/// `closing connection to ...` show). Calling it twice does nothing more.
+/// The guide's demo application, now the `sockmsg-demo` crate (re-exported while other
+/// crates move to it).
+pub use sockmsg_demo as demo;
+/// Python's formatting of JSON values and bytes (`sockmsg_demo::pyfmt`).
+pub use sockmsg_demo::pyfmt;
+
+/// The default log filter of the programs: `info` (connections opened and closed, errors,
+/// start and stop; a bounded amount per connection).
+pub const LOG_DEFAULT: &str = "info";
+
+/// The log filter of `app-server --trace`: also every request and answer, as the guide's
+/// server prints them (`received request {...}`, `sending {...}`, at the `debug` level of
+/// the `sockmsg_demo` target).
+pub const LOG_TRACE: &str = "info,sockmsg_demo=debug";
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` or, when it is not set,
+/// [`LOG_DEFAULT`]. Calling it twice does nothing more.
 pub fn init_logging() {
+    init_logging_with(LOG_DEFAULT);
+}
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` (which wins when set) or else
+/// `default_filter` (an `EnvFilter` directive such as [`LOG_TRACE`]). Calling it twice does
+/// nothing more.
+pub fn init_logging_with(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // Err only if a subscriber is already installed, which is fine.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -58,6 +58,11 @@ pub struct ServerSettings {
     /// Event loops of the mio transport (default `None`: one per core). The std transport
     /// runs a thread per connection and ignores it.
     pub event_loops: Option<usize>,
+    /// Close each connection once its first answer is sent, as the guide's server does,
+    /// for clients that read until the server closes (default `false`: connections stay
+    /// open for further requests until the client closes or the idle timeout). Carried to
+    /// the server layer's configuration (`close_after_answer`), which implements it.
+    pub close_after_answer: bool,
 }
 
 impl Default for ServerSettings {
@@ -70,6 +75,7 @@ impl Default for ServerSettings {
             write_timeout: std.write_timeout,
             limits: std.limits,
             event_loops: None,
+            close_after_answer: false,
         }
     }
 }

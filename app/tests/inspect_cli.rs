@@ -7,7 +7,10 @@ fn inspect_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_app-inspect"))
 }
 
-const SEARCH: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
+const SEARCH: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/vectors/ok-search-request.bin"
+));
 
 #[test]
 fn a_capture_file_is_listed() {
@@ -51,11 +54,14 @@ fn standard_input_and_a_malformed_stream() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8(out.stdout).expect("utf-8");
     assert!(text.contains("#1 at offset 0"), "{text}");
+    // One error line on stderr, naming what could not be decoded.
+    let err = String::from_utf8(out.stderr).expect("utf-8");
     assert!(
-        text.contains("error: malformed stream at byte offset 150 (message #2, which starts at byte offset 146"),
-        "{text}"
+        err.starts_with("app-inspect: cannot decode standard input: malformed stream at byte offset 150 (message #2, which starts at byte offset 146"),
+        "{err}"
     );
-    assert!(text.contains("[header-not-object]"), "{text}");
+    assert!(err.trim_end().ends_with("[header-not-object]"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 
     let quiet = run_stdin(&["-q", "-"], SEARCH);
     assert_eq!(quiet.status.code(), Some(0));
@@ -69,13 +75,28 @@ fn standard_input_and_a_malformed_stream() {
 fn limits_and_usage_errors() {
     let out = run_stdin(&["--max-content", "10", "-"], SEARCH);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("content-too-long"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("content-too-long"));
+    // Run-time failures exit 1 and name the path; usage errors exit 2.
     let missing = inspect_bin()
         .arg("/nonexistent/capture.bin")
         .output()
         .expect("run");
-    assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot open"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .starts_with("app-inspect: cannot open /nonexistent/capture.bin: "),
+        "{missing:?}"
+    );
+    let dir = std::env::temp_dir();
+    let directory = inspect_bin().arg(&dir).output().expect("run");
+    assert_eq!(directory.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&directory.stderr),
+        format!(
+            "app-inspect: cannot read {}: Is a directory (os error 21)\n",
+            dir.display()
+        )
+    );
     let usage = inspect_bin().output().expect("run");
     assert_eq!(usage.status.code(), Some(2));
 }

@@ -11,10 +11,22 @@ use sockmsg_protocol::{encode, Message};
 /// and its response.
 fn guide_stream() -> Vec<u8> {
     let mut s = Vec::new();
-    s.extend_from_slice(b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}");
-    s.extend_from_slice(b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 43}{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}");
-    s.extend_from_slice(b"\x00~{\"byteorder\": \"little\", \"content-type\": \"binary/custom-client-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 9}binary\xe2\x98\xba");
-    s.extend_from_slice(b"\x00\x7f{\"byteorder\": \"little\", \"content-type\": \"binary/custom-server-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 36}First 10 bytes of request: binary\xe2\x98\xba");
+    s.extend_from_slice(include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/vectors/ok-search-request.bin"
+    )));
+    s.extend_from_slice(include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/vectors/ok-search-response.bin"
+    )));
+    s.extend_from_slice(include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/vectors/ok-binary-request.bin"
+    )));
+    s.extend_from_slice(include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/vectors/ok-binary-response.bin"
+    )));
     s
 }
 
@@ -145,7 +157,7 @@ fn a_malformed_message_stops_the_listing_with_its_offset() {
                 assert_eq!(*offset, good + 2 + header.len() as u64);
                 assert_eq!((*message, *messages), (5, 4));
             }
-            InspectError::Io(e) => panic!("io error {e}"),
+            InspectError::Read(e) | InspectError::Write(e) => panic!("io error {e}"),
         }
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains("#4 at offset 431"));

@@ -28,9 +28,10 @@ fn app_client(port: u16, case: &DemoCase) -> Command {
 /// `app-server 127.0.0.1 0 ARGS...`, once it printed its `listening on` line.
 fn start_app_server(args: &[&str]) -> (ChildGuard, u16) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-server"));
+    // The default filter, or --trace's: RUST_LOG would replace them.
     cmd.args(["127.0.0.1", "0"])
         .args(args)
-        .env("RUST_LOG", "info");
+        .env_remove("RUST_LOG");
     let mut server = ChildGuard::spawn("app-server", &mut cmd);
     let line = server
         .next_line(LIMIT)
@@ -106,7 +107,8 @@ fn app_client_against_the_guide_server() {
 fn guide_client_against_app_server() {
     let dir = TempDir::new("guide-client-app-server");
     for transport in TRANSPORTS {
-        let (server, port) = start_app_server(&["--transport", transport, "--byteorder", "little"]);
+        let (server, port) =
+            start_app_server(&["--transport", transport, "--byteorder", "little", "--trace"]);
         for (i, case) in DEMO_CASES.iter().enumerate() {
             let what = format!("[{transport}] {}", case.name);
             let run = run_guide_client(&dir, &format!("{transport}{i}"), port, case, LIMIT);
@@ -135,10 +137,10 @@ fn guide_client_against_app_server() {
         for needle in [
             "accepted connection from",
             "received request {'action': 'search', 'value': 'morpheus'}",
-            "received binary/custom-client-binary-type request",
+            "received \"binary/custom-client-binary-type\" request (9 bytes)",
             "sending",
             "closing connection to",
-            "shutting down",
+            "caught SIGINT (Ctrl-C): shutting down",
         ] {
             assert!(
                 log.contains(needle),
@@ -165,7 +167,26 @@ fn app_client_against_app_server_keeps_the_server_running() {
         server.signal("TERM");
         let (status, _, log) = server.finish(LIMIT);
         assert!(status.success(), "exit on SIGTERM: {status}\n{log}");
+        assert!(log.contains("caught SIGTERM: shutting down"), "{log}");
+        // The default level: connections, not each request.
+        assert!(log.contains("accepted connection from"), "{log}");
+        for per_request in ["received request", "sending", "received binary"] {
+            assert!(
+                !log.contains(per_request),
+                "{per_request:?} at info:\n{log}"
+            );
+        }
     }
+}
+
+#[test]
+fn app_server_names_the_signal_that_stops_it() {
+    let (server, _) = start_app_server(&[]);
+    server.signal("HUP");
+    let (status, _, log) = server.finish(LIMIT);
+    assert!(status.success(), "exit on SIGHUP: {status}\n{log}");
+    assert!(log.contains("caught SIGHUP: shutting down"), "{log}");
+    assert!(!log.contains("Ctrl-C"), "{log}");
 }
 
 #[test]
@@ -226,6 +247,10 @@ fn usage_errors_exit_2_and_help_explains() {
         "65432",
         "127.0.0.1",
         "std",
+        "keeps each connection open",
+        "--close-after-answer",
+        "--trace",
+        "RUST_LOG",
     ] {
         assert!(text.contains(needle), "help lacks {needle}:\n{text}");
     }
@@ -338,10 +363,11 @@ fn app_server_workers_apply_to_mio_only() {
         ]),
         LIMIT,
     );
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    // Options that do not go together: a usage error.
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("--workers sets the mio transport's event loops"),
+            .starts_with("app-server: --workers sets the mio transport's event loops"),
         "{}",
         describe(&out)
     );
@@ -386,4 +412,38 @@ fn ctrl_c_stops_app_client_cleanly() {
     assert!(out.is_empty());
     assert!(stderr.contains("app-client: interrupted"), "{stderr}");
     fake.join().expect("fake server");
+}
+
+/// A request whose answer would pass the message limit (5 MiB of `1e15`, which print as
+/// 18 characters each: a 20 MiB answer) is not answered: the connection is closed and the
+/// server logs one line saying why; it goes on serving.
+#[test]
+fn app_server_refuses_an_answer_past_the_message_limit() {
+    use sockmsg_demo::shapes::{request, Shape};
+    use sockmsg_transport_std::{Client, ClientConfig};
+    for transport in TRANSPORTS {
+        let (server, port) = start_app_server(&["--transport", transport]);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let config = ClientConfig {
+            read_timeout: Some(LIMIT),
+            write_timeout: Some(LIMIT),
+            ..ClientConfig::default()
+        };
+        let mut client = Client::connect(addr, &config).expect("connect");
+        let refused = client.request(request(Shape::ManyNumbers, 5 * 1024 * 1024));
+        assert!(refused.is_err(), "[{transport}] answered: {refused:?}");
+        let mut client = Client::connect(addr, &config).expect("connect again");
+        let answer = client
+            .request(sockmsg_demo::request("search", "ring"))
+            .expect("still serving");
+        assert!(answer.is_json());
+        server.signal("TERM");
+        let (status, _, log) = server.finish(LIMIT);
+        assert!(status.success(), "{status}\n{log}");
+        let why: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("answer would exceed 16777216 bytes"))
+            .collect();
+        assert_eq!(why.len(), 1, "[{transport}]\n{log}");
+    }
 }

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
-use sockmsg_protocol::{Decoder, Event, Limits};
+use sockmsg_protocol::{Connection, Event, Limits, Role};
 
 use super::cpu::process_cpu_time;
 use super::report::{round3, ErrorCounts, ErrorKind, Latency, Mode, Report, ServerCpu};
@@ -645,8 +645,8 @@ struct Client {
     connect_started: Instant,
     /// Requests still to write, oldest first (written straight from the workload).
     out: VecDeque<Outgoing>,
-    /// Framed answers.
-    decoder: Decoder,
+    /// Framed answers: the protocol machine's one way in.
+    decoder: Connection,
     /// Echo answers: bytes of the oldest request's answer received so far.
     partial: usize,
     /// Requests in flight, oldest first.
@@ -663,11 +663,14 @@ struct Client {
 /// The decoder for framed answers. It does not validate JSON content: every answer is
 /// compared with the expected bytes, and only one that differs is parsed (by serde, for an
 /// equal value), so the check would only slow the load generator down.
-fn answer_decoder() -> Decoder {
-    Decoder::new(Limits {
-        check_json_content: false,
-        ..Limits::default()
-    })
+fn answer_decoder() -> Connection {
+    Connection::new(
+        Role::Client,
+        Limits {
+            check_json_content: false,
+            ..Limits::default()
+        },
+    )
     .with_read_buf_size(DECODER_READ_BUF)
 }
 
@@ -1019,7 +1022,7 @@ impl Client {
     /// Commits `n` bytes received into the decoder and handles the answers they complete;
     /// `false` once this connection is gone.
     fn feed_framed(&mut self, cx: &mut Cx<'_, '_>, n: usize, now: Instant) -> bool {
-        if let Err(e) = self.decoder.commit(n) {
+        if let Err(e) = self.decoder.commit(n, now) {
             self.fail(cx, ErrorKind::Protocol, &format!("{e} ({})", e.kind()), now);
             return false;
         }

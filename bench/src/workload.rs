@@ -32,7 +32,7 @@ use std::fmt;
 
 use serde::Serialize;
 use serde_json::Value;
-use sockmsg_app::demo::DemoService;
+use sockmsg_app::demo::{DemoError, DemoService};
 use sockmsg_protocol::header::CLIENT_BINARY_TYPE;
 use sockmsg_protocol::{encode, Error, Message};
 
@@ -97,7 +97,7 @@ impl Expect {
 }
 
 /// Why a workload cannot be built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WorkloadError {
     /// The requested size is smaller than the smallest request of that kind.
     TooSmall {
@@ -111,7 +111,7 @@ pub enum WorkloadError {
     /// The protocol refused to encode the request.
     Encode(Error),
     /// The demo service could not answer the request.
-    Answer(Error),
+    Answer(DemoError),
     /// An expected answer was asked of unframed echo requests, whose answer is always
     /// their own bytes.
     ExpectNotApplicable,
@@ -417,7 +417,10 @@ mod tests {
         let w = Workload::new(Kind::Json, None, None).unwrap();
         assert_eq!(
             w.request(),
-            &b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}"[..]
+            &include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/vectors/ok-search-request.bin"
+            ))[..]
         );
     }
 

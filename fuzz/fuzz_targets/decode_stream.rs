@@ -1,5 +1,5 @@
-//! Fuzz target `decode_stream`: the body is `sockmsg_protocol::fuzzing::decode_stream`, which `cargo test`
+//! Fuzz target `decode_stream`: the body is `sockmsg_fuzz_support::decode_stream`, which `cargo test`
 //! also runs on every committed corpus file (tests/tests/fuzz_replay.rs).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sockmsg_protocol::fuzzing::decode_stream(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sockmsg_fuzz_support::decode_stream(data));

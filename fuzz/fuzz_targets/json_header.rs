@@ -1,5 +1,5 @@
-//! Fuzz target `json_header`: the body is `sockmsg_protocol::fuzzing::json_header`, which `cargo test`
+//! Fuzz target `json_header`: the body is `sockmsg_fuzz_support::json_header`, which `cargo test`
 //! also runs on every committed corpus file (tests/tests/fuzz_replay.rs).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sockmsg_protocol::fuzzing::json_header(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sockmsg_fuzz_support::json_header(data));

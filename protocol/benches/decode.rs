@@ -8,7 +8,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sockmsg_protocol::{encode_into, ByteOrder, Decoder, Event, Limits, Message};
+use sockmsg_protocol::{
+    decode, encode, ByteOrder, Connection, Decoder, Event, Limits, Message, Role, MAX_HEADER_LEN,
+};
 
 mod support;
 use support::{baseline, binary_stream, read_buf_each, SEARCH};
@@ -30,7 +32,7 @@ fn decode_all(dec: &mut Decoder, mut input: &[u8]) -> usize {
 }
 
 /// [`read_buf_each`], dropping each message as soon as it is out.
-fn read_buf_all(dec: &mut Decoder, wire: &[u8], chunk: usize) -> usize {
+fn read_buf_all(dec: &mut Connection, wire: &[u8], chunk: usize) -> usize {
     read_buf_each(dec, wire, chunk, |m| drop(black_box(m)))
 }
 
@@ -60,7 +62,7 @@ fn bench_search(c: &mut Criterion) {
     });
     g.bench_function("read_buf + commit, 16 KiB reads", |b| {
         b.iter(|| {
-            let mut dec = Decoder::new(Limits::default());
+            let mut dec = Connection::new(Role::Server, Limits::default());
             assert_eq!(read_buf_all(&mut dec, black_box(&stream), 16 * 1024), N);
         })
     });
@@ -69,13 +71,8 @@ fn bench_search(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode-search-request");
     g.throughput(Throughput::Elements(1));
     let m = search_message();
-    g.bench_function("encode prebuilt message into a reused buffer", |b| {
-        let mut out = Vec::with_capacity(256);
-        b.iter(|| {
-            out.clear();
-            encode_into(black_box(&m), &mut out).expect("encodable");
-            black_box(&out);
-        })
+    g.bench_function("encode prebuilt message (encode)", |b| {
+        b.iter(|| black_box(encode(black_box(&m)).expect("encodable")))
     });
     g.bench_function("build from serde value and encode", |b| {
         #[derive(serde::Serialize)]
@@ -83,16 +80,13 @@ fn bench_search(c: &mut Criterion) {
             action: &'a str,
             value: &'a str,
         }
-        let mut out = Vec::with_capacity(256);
         b.iter(|| {
-            out.clear();
             let m = Message::json(black_box(&Req {
                 action: "search",
                 value: "morpheus",
             }))
             .expect("serializable");
-            encode_into(&m, &mut out).expect("encodable");
-            black_box(&out);
+            black_box(encode(&m).expect("encodable"));
         })
     });
     g.finish();
@@ -134,7 +128,7 @@ fn bench_large(c: &mut Criterion) {
         let count = TOTAL / message_len;
         g.bench_function(format!("read_buf + commit: {name}"), |b| {
             b.iter_batched(
-                || Decoder::new(Limits::default()),
+                || Connection::new(Role::Server, Limits::default()),
                 |mut dec| assert_eq!(read_buf_all(&mut dec, black_box(&wire), READ), count),
                 BatchSize::PerIteration,
             )
@@ -156,7 +150,12 @@ fn bench_large(c: &mut Criterion) {
         // sizes end with 16 MiB of content in memory (the 16 MiB message cannot help it).
         g.bench_function(format!("read_buf + commit, messages kept: {name}"), |b| {
             b.iter_batched(
-                || (Decoder::new(Limits::default()), Vec::with_capacity(count)),
+                || {
+                    (
+                        Connection::new(Role::Server, Limits::default()),
+                        Vec::with_capacity(count),
+                    )
+                },
                 |(mut dec, mut kept)| {
                     let n = read_buf_each(&mut dec, black_box(&wire), READ, |m| kept.push(m));
                     assert_eq!(n, count);
@@ -188,5 +187,90 @@ fn bench_large(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_search, bench_bytewise, bench_large);
+/// Hostile JSON shapes of about 1 MiB as `text/json` content (checked as it completes),
+/// and a full 65,535-byte header of distinct extra keys: cost must stay linear in the bytes,
+/// so a regression to quadratic shows here as a collapse in bytes/s (issue 12).
+fn bench_adversarial(c: &mut Criterion) {
+    const SIZE: usize = 1 << 20;
+    let mut shapes: Vec<(&str, String)> = Vec::new();
+    let mut keys = String::from("{");
+    let mut i = 0;
+    while keys.len() < SIZE {
+        if i > 0 {
+            keys.push(',');
+        }
+        keys.push_str(&format!("\"k{i}\":{i}"));
+        i += 1;
+    }
+    keys.push('}');
+    shapes.push(("object of many distinct keys", keys));
+    let unit = format!("{}0{}", "[".repeat(30), "]".repeat(30));
+    let mut deep = String::from("[");
+    while deep.len() < SIZE {
+        if deep.len() > 1 {
+            deep.push(',');
+        }
+        deep.push_str(&unit);
+    }
+    deep.push(']');
+    shapes.push(("deep (31 levels) and wide nesting", deep));
+    let escapes = format!("\"{}\"", "\\n\\u00e9\\\"".repeat(SIZE / 14));
+    shapes.push(("one string of escape runs", escapes));
+    let mut numbers = String::from("[");
+    let mut k = 0u64;
+    while numbers.len() < SIZE {
+        if k > 0 {
+            numbers.push(',');
+        }
+        numbers.push_str(&format!("{}.{}e-{}", k, k * 7 % 1000, k % 300));
+        k += 1;
+    }
+    numbers.push(']');
+    shapes.push(("many numbers", numbers));
+
+    let mut g = c.benchmark_group("adversarial-json-1MiB");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(2));
+    for (name, text) in &shapes {
+        let m = Message::from_parts(
+            "text/json".into(),
+            "utf-8".into(),
+            text.clone().into_bytes(),
+        );
+        let wire = encode(&m).expect("encodable");
+        g.throughput(Throughput::Bytes(wire.len() as u64));
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                let (m, used) = decode(black_box(&wire), &Limits::default()).expect("valid");
+                assert_eq!(used, wire.len());
+                black_box(m);
+            })
+        });
+    }
+    // A header holding as many distinct extra keys as 65,535 bytes allow.
+    let mut header = String::from(
+        "{\"byteorder\": \"big\", \"content-type\": \"x\", \"content-encoding\": \"binary\", \"content-length\": 0",
+    );
+    let mut i = 0;
+    while header.len() + 16 < MAX_HEADER_LEN {
+        header.push_str(&format!(", \"x{i}\": {i}"));
+        i += 1;
+    }
+    header.push('}');
+    let mut wire = (header.len() as u16).to_be_bytes().to_vec();
+    wire.extend_from_slice(header.as_bytes());
+    g.throughput(Throughput::Bytes(wire.len() as u64));
+    g.bench_function("64 KiB header of distinct extra keys", |b| {
+        b.iter(|| black_box(decode(black_box(&wire), &Limits::default()).expect("valid")))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_search,
+    bench_bytewise,
+    bench_large,
+    bench_adversarial
+);
 criterion_main!(benches);

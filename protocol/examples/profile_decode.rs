@@ -1,6 +1,6 @@
 //! Decodes many copies of the 146-byte search request, for profilers
 //! (`valgrind --tool=callgrind target/release/examples/profile_decode`).
-use sockmsg_protocol::{Decoder, Event, Limits};
+use sockmsg_protocol::{Connection, Decoder, Event, Limits, Role};
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -37,7 +37,7 @@ fn main() {
         // 64 KiB reads, as a transport receives them.
         let wire = binary_stream(message_len, 16 << 20);
         for _ in 0..rounds {
-            let mut dec = Decoder::new(Limits::default());
+            let mut dec = Connection::new(Role::Server, Limits::default());
             read_buf_each(&mut dec, &wire, 64 << 10, |m| total += m.content().len());
         }
         println!("{total}");

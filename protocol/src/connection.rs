@@ -236,24 +236,6 @@ impl Connection {
         }
     }
 
-    /// Decodes from `input` directly, as [`Decoder::decode`] does. Kept for transports
-    /// that read into a shared buffer; it bypasses the deadlines' bookkeeping.
-    #[doc(hidden)]
-    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Event, PeerError> {
-        let event = self.decoder.decode(input);
-        if let Ok(Event::Message(_)) = event {
-            self.received += 1;
-        }
-        event
-    }
-
-    /// Copies received bytes in, as [`Decoder::receive`] does. Kept for transports that
-    /// read into a shared buffer; it bypasses the deadlines' bookkeeping.
-    #[doc(hidden)]
-    pub fn receive(&mut self, data: &[u8]) -> Result<(), LocalError> {
-        self.decoder.receive(data)
-    }
-
     // ---- one way out ----
 
     /// Queues a message (a request for a client, a response for a server) at `now`.
@@ -288,12 +270,6 @@ impl Connection {
     /// slices it filled.
     pub fn pending_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
         self.encoder.pending_slices(out)
-    }
-
-    /// The next contiguous run of bytes to send.
-    #[doc(hidden)]
-    pub fn pending(&self) -> &[u8] {
-        self.encoder.pending()
     }
 
     /// Bytes waiting to be sent.
@@ -458,17 +434,5 @@ impl Connection {
     pub fn release_buffers(&mut self) {
         self.decoder.release_buffers();
         self.encoder.release_buffers();
-    }
-
-    /// The receive side.
-    #[doc(hidden)]
-    pub fn decoder(&self) -> &Decoder {
-        &self.decoder
-    }
-
-    /// The send side.
-    #[doc(hidden)]
-    pub fn encoder(&self) -> &Encoder {
-        &self.encoder
     }
 }

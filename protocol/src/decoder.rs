@@ -21,7 +21,7 @@ const CONTENT_STEP: usize = 64 * 1024;
 const CONTENT_WINDOW: usize = 128 * 1024;
 
 /// Default size of the staging buffer behind [`Decoder::read_buf`].
-pub const DEFAULT_READ_BUF: usize = 16 * 1024;
+pub(crate) const DEFAULT_READ_BUF: usize = 16 * 1024;
 
 /// A header buffer larger than this is freed once its header is parsed.
 const HBUF_KEEP: usize = 4 * 1024;
@@ -60,31 +60,30 @@ enum Lent {
     Content(usize),
 }
 
-/// The sans-IO decoder: a state machine over the three phases of a message.
+/// The decoder of bytes you already hold: a capture, a file, a datagram (see also
+/// [`crate::decode`] for one message). A live stream goes through
+/// [`crate::Connection`], which runs this same state machine behind its one way in.
 ///
-/// Bytes reach it through one of three doors, which may be mixed:
-///
-/// * [`Decoder::decode`] takes them from your slice as it needs them (httparse style: a
-///   complete message in your buffer is parsed in place, only a partial one is copied);
-/// * [`Decoder::receive`] copies them in (h11's `receive_data`), then
-///   [`Decoder::next_event`] takes messages out;
-/// * [`Decoder::read_buf`] lends a writable slice to `recv` into and [`Decoder::commit`]
-///   says how much was written (rustls's `read_tls`). While a large content is arriving the
-///   slice is the content buffer itself, so those bytes are never copied again.
-///
-/// End of stream is explicit ([`Decoder::receive_eof`]): clean between messages
-/// ([`Event::End`]), [`PeerError::UnexpectedEof`] inside one. The verdict on a stream never
-/// depends on how it was split, and after a peer error the decoder stays failed.
+/// [`Decoder::decode`] takes bytes from your slice as it needs them (httparse style: a
+/// complete message is parsed in place, only a partial one is copied) and returns at most
+/// one message per call; [`Decoder::position`] and [`Decoder::message_start`] locate
+/// messages and errors in the stream. End of stream is explicit ([`Decoder::receive_eof`]):
+/// clean between messages ([`Event::End`]), [`PeerError::UnexpectedEof`] inside one. The
+/// verdict never depends on how the bytes were split, and after a peer error the decoder
+/// stays failed.
 ///
 /// ```
 /// use sockmsg_protocol::{Decoder, Event, Limits, Message, encode};
-/// let wire = encode(&Message::json(&serde_json::json!({"action": "search", "value": "ring"}))?)?;
+/// let mut wire = encode(&Message::binary("x/y", b"one".to_vec()))?;
+/// wire.extend(encode(&Message::binary("x/y", b"two".to_vec()))?);
 /// let mut dec = Decoder::new(Limits::default());
-/// let (a, b) = wire.split_at(7);
-/// assert_eq!(dec.decode(&mut &a[..])?, Event::NeedData);
-/// let mut rest = b;
-/// let Event::Message(m) = dec.decode(&mut rest)? else { panic!("complete") };
-/// assert_eq!(m.content(), br#"{"action": "search", "value": "ring"}"#);
+/// let mut rest = &wire[..];
+/// let mut contents = Vec::new();
+/// while let Event::Message(m) = dec.decode(&mut rest)? {
+///     contents.push(m.into_content());
+/// }
+/// assert_eq!(contents, [b"one".to_vec(), b"two".to_vec()]);
+/// assert_eq!(dec.position(), wire.len() as u64);
 /// dec.receive_eof();
 /// assert_eq!(dec.next_event()?, Event::End);
 /// # Ok::<(), sockmsg_protocol::Error>(())
@@ -146,7 +145,7 @@ impl Decoder {
     /// Sets the size of the staging buffer [`Decoder::read_buf`] lends (at least 64 bytes;
     /// default [`DEFAULT_READ_BUF`]). Content of at least this many remaining bytes is
     /// received directly into the message's own buffer.
-    pub fn with_read_buf_size(mut self, size: usize) -> Decoder {
+    pub(crate) fn with_read_buf_size(mut self, size: usize) -> Decoder {
         self.read_buf_size = size.max(64);
         self
     }
@@ -225,34 +224,16 @@ impl Decoder {
         }
     }
 
-    /// The next event from bytes already received through [`Decoder::receive`] or
-    /// [`Decoder::commit`].
+    /// The next event from bytes already taken in (after [`Decoder::receive_eof`], the
+    /// verdict on the end of the stream).
     pub fn next_event(&mut self) -> Result<Event, PeerError> {
         self.decode(&mut &[][..])
-    }
-
-    /// Copies `data` into the decoder's buffer; take the messages out with
-    /// [`Decoder::next_event`].
-    pub fn receive(&mut self, data: &[u8]) -> Result<(), LocalError> {
-        if self.eof && !data.is_empty() {
-            return Err(LocalError::ReceiveAfterEof);
-        }
-        self.compact_staging();
-        let end = self.rend + data.len();
-        if self.rbuf.len() < end {
-            self.rbuf.resize(end, 0);
-        }
-        if let Some(dst) = self.rbuf.get_mut(self.rend..end) {
-            dst.copy_from_slice(data);
-        }
-        self.rend = end;
-        Ok(())
     }
 
     /// Lends a writable slice to receive into; report how many bytes were written with
     /// [`Decoder::commit`]. While a content of at least the read-buffer size is arriving and
     /// nothing else is staged, this is the message's own content buffer.
-    pub fn read_buf(&mut self) -> &mut [u8] {
+    pub(crate) fn read_buf(&mut self) -> &mut [u8] {
         if let State::Content { len, .. } = self.state {
             let remaining = len - self.filled;
             if self.rpos == self.rend && remaining >= self.read_buf_size {
@@ -281,7 +262,7 @@ impl Decoder {
     /// Records that `n` bytes were written at the start of the slice last returned by
     /// [`Decoder::read_buf`]. Committing more than that slice held is
     /// [`LocalError::CommitTooLarge`]; committing after end of stream is [`LocalError::ReceiveAfterEof`].
-    pub fn commit(&mut self, n: usize) -> Result<(), LocalError> {
+    pub(crate) fn commit(&mut self, n: usize) -> Result<(), LocalError> {
         let lent = mem::replace(&mut self.lent, Lent::None);
         match lent {
             _ if n == 0 => Ok(()),
@@ -312,7 +293,7 @@ impl Decoder {
     /// means end of stream, which is recorded as by [`Decoder::receive_eof`]. Errors
     /// (including `WouldBlock` and `Interrupted`) are returned untouched for the caller's
     /// loop to handle.
-    pub fn read_from<R: io::Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
+    pub(crate) fn read_from<R: io::Read + ?Sized>(&mut self, reader: &mut R) -> io::Result<usize> {
         let result = reader.read(self.read_buf());
         match result {
             Ok(0) => {
@@ -338,31 +319,20 @@ impl Decoder {
     }
 
     /// `true` once end of stream was recorded.
-    pub fn is_eof(&self) -> bool {
+    pub(crate) fn is_eof(&self) -> bool {
         self.eof
     }
 
     /// The peer error the decoder failed with, if it did.
-    pub fn error(&self) -> Option<&PeerError> {
+    pub(crate) fn error(&self) -> Option<&PeerError> {
         match &self.state {
             State::Failed(e) => Some(e),
             _ => None,
         }
     }
 
-    /// The phase the next byte belongs to, or `None` after the end or a failure.
-    pub fn phase(&self) -> Option<Phase> {
-        match self.state {
-            State::Protoheader => Some(Phase::Protoheader),
-            State::Header { .. } => Some(Phase::Header),
-            State::Content { .. } => Some(Phase::Content),
-            State::End | State::Failed(_) => None,
-        }
-    }
-
-    /// `true` if part of a message has been received but not the whole of it (including
-    /// bytes received but not yet decoded). A server's per-message deadline runs while this
-    /// holds.
+    /// `true` if part of a message has been taken in but not the whole of it: a stream that
+    /// ends now is cut inside a message.
     pub fn message_in_progress(&self) -> bool {
         self.rpos < self.rend
             || match self.state {
@@ -370,28 +340,6 @@ impl Decoder {
                 State::Header { .. } | State::Content { .. } => true,
                 State::End | State::Failed(_) => false,
             }
-    }
-
-    /// Content bytes still to come for the message in progress, once its header is known
-    /// (`None` in the other phases). A transport can use it to choose how to read: when at
-    /// least the read-buffer size remains (and nothing is staged), [`Decoder::read_buf`]
-    /// lends the content buffer itself, so those bytes are received in place.
-    ///
-    /// ```
-    /// use sockmsg_protocol::{encode, Decoder, Event, Limits, Message};
-    /// let wire = encode(&Message::binary("x/y", vec![7u8; 100]))?;
-    /// let mut dec = Decoder::new(Limits::default());
-    /// assert_eq!(dec.content_remaining(), None);
-    /// let header_end = wire.len() - 100;
-    /// assert_eq!(dec.decode(&mut &wire[..header_end + 30])?, Event::NeedData);
-    /// assert_eq!(dec.content_remaining(), Some(70));
-    /// # Ok::<(), sockmsg_protocol::Error>(())
-    /// ```
-    pub fn content_remaining(&self) -> Option<usize> {
-        match self.state {
-            State::Content { len, .. } => Some(len.saturating_sub(self.filled)),
-            _ => None,
-        }
     }
 
     /// Offset in the stream of the next byte to decode: the number of bytes consumed.
@@ -406,13 +354,13 @@ impl Decoder {
 
     /// Bytes this decoder holds allocated (staging, header and content buffers): what a
     /// peer's input costs in memory right now.
-    pub fn allocated(&self) -> usize {
+    pub(crate) fn allocated(&self) -> usize {
         self.rbuf.capacity() + self.hbuf.capacity() + self.content.capacity()
     }
 
     /// Frees the buffers that hold nothing, so an idle connection costs only the decoder
     /// itself.
-    pub fn release_buffers(&mut self) {
+    pub(crate) fn release_buffers(&mut self) {
         if self.rpos == self.rend {
             self.rbuf = Vec::new();
             self.rpos = 0;

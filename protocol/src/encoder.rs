@@ -16,25 +16,11 @@ const SPARE_KEEP: usize = 4 * 1024;
 /// Most slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
-/// The outgoing queue: encodes messages and hands out the pending bytes until the transport
-/// reports them sent. Partial sends are its business: report any count, it keeps the rest.
-///
-/// ```
-/// use sockmsg_protocol::{Encoder, Message};
-/// let mut enc = Encoder::new();
-/// enc.queue(Message::binary("x/y", b"hi".to_vec()))?;
-/// let total = enc.pending_len();
-/// enc.consume(3); // the socket took 3 bytes
-/// assert_eq!(enc.pending_len(), total - 3);
-/// let mut out = Vec::new();
-/// while enc.wants_write() {
-///     enc.write_to(&mut out).unwrap();
-/// }
-/// assert!(out.ends_with(b"hi"));
-/// # Ok::<(), sockmsg_protocol::Error>(())
-/// ```
+/// The outgoing queue behind [`crate::Connection`]'s one way out: encodes messages and
+/// hands out the pending bytes until the transport reports them sent. Partial sends are its
+/// business: report any count, it keeps the rest.
 #[derive(Debug, Default)]
-pub struct Encoder {
+pub(crate) struct Encoder {
     segments: VecDeque<Vec<u8>>,
     /// Bytes of the front segment already sent.
     head: usize,
@@ -44,12 +30,12 @@ pub struct Encoder {
 
 impl Encoder {
     /// An empty queue.
-    pub fn new() -> Encoder {
+    pub(crate) fn new() -> Encoder {
         Encoder::default()
     }
 
     /// Encodes `message` at the end of the queue. On error nothing is queued.
-    pub fn queue(&mut self, message: Message) -> Result<(), LocalError> {
+    pub(crate) fn queue(&mut self, message: Message) -> Result<(), LocalError> {
         let inline = message.content().len() <= INLINE_CONTENT;
         let fresh = match self.segments.back() {
             Some(tail) => tail.len() >= SEGMENT_TARGET,
@@ -90,17 +76,18 @@ impl Encoder {
     }
 
     /// Bytes waiting to be sent.
-    pub fn pending_len(&self) -> usize {
+    pub(crate) fn pending_len(&self) -> usize {
         self.pending
     }
 
     /// `true` while bytes are waiting to be sent.
-    pub fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         self.pending > 0
     }
 
     /// The next contiguous run of pending bytes (empty when nothing is pending).
-    pub fn pending(&self) -> &[u8] {
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> &[u8] {
         self.segments
             .front()
             .and_then(|s| s.get(self.head..))
@@ -109,7 +96,7 @@ impl Encoder {
 
     /// Fills `slices` with the pending bytes, in order, for a vectored write; returns how
     /// many it filled.
-    pub fn pending_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+    pub(crate) fn pending_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         for (i, seg) in self.segments.iter().enumerate() {
             let Some(slot) = slices.get_mut(n) else { break };
@@ -127,7 +114,7 @@ impl Encoder {
     }
 
     /// Records that the first `n` pending bytes were sent (more than pending is clamped).
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         let mut n = n.min(self.pending);
         self.pending -= n;
         while let Some(front) = self.segments.front() {
@@ -150,7 +137,7 @@ impl Encoder {
     /// Writes pending bytes to `writer` once (vectored), consuming what it accepted.
     /// Errors, `WouldBlock` and `Interrupted` included, are the caller's to handle; a
     /// writer that accepts nothing while bytes are pending gives `WriteZero`.
-    pub fn write_to<W: io::Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<usize> {
+    pub(crate) fn write_to<W: io::Write + ?Sized>(&mut self, writer: &mut W) -> io::Result<usize> {
         if self.pending == 0 {
             return Ok(0);
         }
@@ -173,12 +160,12 @@ impl Encoder {
     }
 
     /// Frees the reusable buffer, so an idle connection holds nothing.
-    pub fn release_buffers(&mut self) {
+    pub(crate) fn release_buffers(&mut self) {
         self.spare = Vec::new();
     }
 
     /// Bytes this queue holds allocated.
-    pub fn allocated(&self) -> usize {
+    pub(crate) fn allocated(&self) -> usize {
         self.segments.iter().map(Vec::capacity).sum::<usize>()
             + self.spare.capacity()
             + self.segments.capacity() * std::mem::size_of::<Vec<u8>>()

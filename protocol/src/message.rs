@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::decoder::{Decoder, Event};
 use crate::error::{LocalError, PeerError, Phase};
 use crate::header::{self, ByteOrder, Header, BINARY, TEXT_JSON, UTF_8};
 use crate::json::{check_depth, check_utf8, is_utf8_label, is_valid_json, to_vec_py};
@@ -73,6 +74,17 @@ impl Message {
                 content_length: content.len() as u64,
                 extra: Vec::new(),
             },
+            content,
+            checked_depth: None,
+        }
+    }
+
+    /// A message with `header` (its extra keys kept as they are) and `content`; the
+    /// header's `content-length` is set to the content's length.
+    pub fn new(mut header: Header, content: Vec<u8>) -> Message {
+        header.content_length = content.len() as u64;
+        Message {
+            header,
             content,
             checked_depth: None,
         }
@@ -265,7 +277,7 @@ pub(crate) fn check_json_content(
 
 /// Appends the complete wire form of `message` (protoheader, JSON header, content) to `out`.
 /// On error `out` is left as it was.
-pub fn encode_into(message: &Message, out: &mut Vec<u8>) -> Result<(), LocalError> {
+pub(crate) fn encode_into(message: &Message, out: &mut Vec<u8>) -> Result<(), LocalError> {
     encode_framing(message, out)?;
     out.extend_from_slice(&message.content);
     Ok(())
@@ -284,9 +296,42 @@ pub(crate) fn encode_framing(message: &Message, out: &mut Vec<u8>) -> Result<(),
     )
 }
 
-/// The complete wire form of `message` as a new vector.
+/// The complete wire form of `message` as a new vector: for a datagram, a file, a test. A
+/// stream sends through [`crate::Connection::send`].
 pub fn encode(message: &Message) -> Result<Vec<u8>, LocalError> {
     let mut out = Vec::with_capacity(message.content.len() + 128);
     encode_into(message, &mut out)?;
     Ok(out)
+}
+
+/// Decodes the one message at the start of `input` (a datagram, a buffer held whole) and
+/// says how many bytes it took; what follows is the caller's to judge. An `input` that ends
+/// inside the message is [`PeerError::UnexpectedEof`], naming the phase cut short.
+///
+/// ```
+/// use sockmsg_protocol::{decode, encode, Limits, Message, PeerError, Phase};
+/// let wire = encode(&Message::binary("x/y", b"hi".to_vec()))?;
+/// let (m, used) = decode(&wire, &Limits::default())?;
+/// assert_eq!((m.content(), used), (&b"hi"[..], wire.len()));
+/// assert_eq!(
+///     decode(&wire[..1], &Limits::default()),
+///     Err(PeerError::UnexpectedEof { phase: Phase::Protoheader, missing: 1 })
+/// );
+/// # Ok::<(), sockmsg_protocol::Error>(())
+/// ```
+pub fn decode(input: &[u8], limits: &Limits) -> Result<(Message, usize), PeerError> {
+    let mut decoder = Decoder::new(limits.clone());
+    let mut rest = input;
+    if let Event::Message(m) = decoder.decode(&mut rest)? {
+        return Ok((m, input.len() - rest.len()));
+    }
+    decoder.receive_eof();
+    match decoder.next_event()? {
+        Event::Message(m) => Ok((m, input.len())),
+        // Only an empty input ends cleanly: it holds no message at all.
+        Event::End | Event::NeedData => Err(PeerError::UnexpectedEof {
+            phase: Phase::Protoheader,
+            missing: 2,
+        }),
+    }
 }

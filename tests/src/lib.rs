@@ -19,15 +19,30 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// PROTOCOL.md: the search request from a little-endian client (146 bytes).
-pub const SEARCH_MORPHEUS_REQUEST: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
+pub const SEARCH_MORPHEUS_REQUEST: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-search-request.bin"
+));
 /// PROTOCOL.md: its response (148 bytes).
-pub const SEARCH_MORPHEUS_RESPONSE: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 43}{\"result\": \"Follow the white rabbit. \xf0\x9f\x90\xb0\"}";
+pub const SEARCH_MORPHEUS_RESPONSE: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-search-response.bin"
+));
 /// PROTOCOL.md: the dog-emoji search from a big-endian client (139 bytes).
-pub const SEARCH_DOG_BIG_REQUEST: &[u8] = b"\x00d{\"byteorder\": \"big\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 37}{\"action\": \"search\", \"value\": \"\xf0\x9f\x90\xb6\"}";
+pub const SEARCH_DOG_BIG_REQUEST: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-dog-request.bin"
+));
 /// PROTOCOL.md: the binary request `binary` + `☺`.
-pub const BINARY_REQUEST: &[u8] = b"\x00~{\"byteorder\": \"little\", \"content-type\": \"binary/custom-client-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 9}binary\xe2\x98\xba";
+pub const BINARY_REQUEST: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-binary-request.bin"
+));
 /// PROTOCOL.md: its response.
-pub const BINARY_RESPONSE: &[u8] = b"\x00\x7f{\"byteorder\": \"little\", \"content-type\": \"binary/custom-server-binary-type\", \"content-encoding\": \"binary\", \"content-length\": 36}First 10 bytes of request: binary\xe2\x98\xba";
+pub const BINARY_RESPONSE: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/vectors/ok-binary-response.bin"
+));
 
 /// PROTOCOL.md's examples in the order the document gives them.
 pub const PROTOCOL_EXAMPLES: [&[u8]; 5] = [

@@ -70,12 +70,24 @@ fn framing(len: usize) -> Vec<u8> {
 
 const SMALL_CONSTANT: usize = 64 * 1024 + 1024;
 
+/// Feeds `bytes` through the connection's one way in (`read_buf` + `commit`).
+fn feed(conn: &mut Connection, mut bytes: &[u8]) {
+    let now = Instant::now();
+    while !bytes.is_empty() {
+        let buf = conn.read_buf();
+        let n = buf.len().min(bytes.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        conn.commit(n, now).unwrap();
+        bytes = &bytes[n..];
+    }
+}
+
 fn announced_16_mib_followed_by_nothing_allocates_almost_nothing() {
     let wire = framing(16 * 1024 * 1024);
-    // The copying door (receive) and the in-place door (decode), each on its own decoder.
+    // A connection's way in, and a decoder over the caller's slices, each on its own.
     let peak = peak_during(|| {
-        let mut dec = Decoder::new(Limits::default());
-        dec.receive(&wire).unwrap();
+        let mut dec = Connection::new(Role::Server, Limits::default());
+        feed(&mut dec, &wire);
         assert_eq!(dec.next_event(), Ok(Event::NeedData));
         let mut dec2 = Decoder::new(Limits::default());
         assert_eq!(dec2.decode(&mut &wire[..]), Ok(Event::NeedData));
@@ -91,12 +103,14 @@ fn announced_16_mib_followed_by_nothing_allocates_almost_nothing() {
 fn allocation_tracks_bytes_received_not_bytes_announced() {
     let wire = framing(16 * 1024 * 1024);
     let piece = vec![0x5au8; 32 * 1024];
-    let mut dec = Decoder::new(Limits::default());
-    assert_eq!(dec.decode(&mut &wire[..]), Ok(Event::NeedData));
+    let mut dec = Connection::new(Role::Server, Limits::default());
+    feed(&mut dec, &wire);
+    assert_eq!(dec.next_event(), Ok(Event::NeedData));
     let mut received = wire.len();
     for round in 0..40 {
         let peak = peak_during(|| {
-            assert_eq!(dec.decode(&mut &piece[..]), Ok(Event::NeedData));
+            feed(&mut dec, &piece);
+            assert_eq!(dec.next_event(), Ok(Event::NeedData));
         });
         received += piece.len();
         let held = dec.allocated();
@@ -143,15 +157,9 @@ fn a_full_header_of_extras_costs_its_bytes() {
     wire.extend_from_slice(header.as_bytes());
 
     let start = LIVE.load(Ordering::Relaxed);
-    let now = Instant::now();
     let mut conn = Connection::new(Role::Server, Limits::default());
-    let mut rest = &wire[..];
-    while !rest.is_empty() {
-        let buf = conn.read_buf();
-        let n = buf.len().min(rest.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        conn.commit(n, now).unwrap();
-        rest = &rest[n..];
+    for piece in wire.chunks(16 * 1024) {
+        feed(&mut conn, piece);
         assert_eq!(conn.next_event(), Ok(Event::NeedData));
     }
     assert!(conn.message_in_progress());

@@ -1,13 +1,15 @@
 //! Replays every committed fuzz input through the fuzz target bodies
-//! (`sockmsg_protocol::fuzzing`, feature `fuzzing`) on stable Rust: the seeds
+//! (crate `sockmsg-fuzz-support`) on stable Rust: the seeds
 //! (`fuzz/seeds/T`), the minimized corpus (`fuzz/corpus/T`) and every past crash input
 //! (`fuzz/regressions/T`). A target body panics when a property is broken, so this is the
 //! fuzzers' whole memory, run by `cargo test`.
 
 use std::path::{Path, PathBuf};
 
-use sockmsg_protocol::fuzzing;
-use sockmsg_protocol::{parse_header, Decoder, Event, Limits, PeerError, Phase};
+use sockmsg_fuzz_support as fuzzing;
+use std::time::Instant;
+
+use sockmsg_protocol::{parse_header, Connection, Decoder, Event, Limits, PeerError, Phase, Role};
 
 type Target = fn(&[u8]);
 
@@ -118,14 +120,23 @@ fn position_counts_the_bytes_of_a_split_header() {
     );
     assert_eq!(dec.position(), wire.len() as u64);
 
-    // And through read_buf/commit, where the same bytes are staged first.
-    let mut dec = Decoder::new(Limits::default());
+    // And through a connection's read_buf/commit, where the same bytes are staged first:
+    // the same verdict, naming the same missing bytes.
+    let mut conn = Connection::new(Role::Server, Limits::default());
+    let now = Instant::now();
     for &b in wire.iter() {
-        dec.read_buf()[0] = b;
-        dec.commit(1).expect("commit");
-        assert_eq!(dec.next_event(), Ok(Event::NeedData));
+        conn.read_buf()[0] = b;
+        conn.commit(1, now).expect("commit");
+        assert_eq!(conn.next_event(), Ok(Event::NeedData));
     }
-    assert_eq!(dec.position(), wire.len() as u64);
+    conn.receive_eof();
+    assert_eq!(
+        conn.next_event(),
+        Err(PeerError::UnexpectedEof {
+            phase: Phase::Header,
+            missing: 0x67 - (wire.len() - 2),
+        })
+    );
 }
 
 /// Regression for the first `json_header` crash (fuzz/regressions/json_header/): under

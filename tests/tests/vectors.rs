@@ -1,5 +1,6 @@
 //! The conformance corpus (`tests/vectors/`): every vector decoded whole, one byte at a time
-//! and split at every position, through each of the decoder's doors, must give one verdict,
+//! and split at every position, through each way in (a `Decoder` over slices, a
+//! `Connection`'s `read_from` and `read_buf`/`commit`), must give one verdict,
 //! and that verdict must be the one `tests/vectors/expected.txt` gives.
 //!
 //! `SOCKMSG_BLESS=1 cargo test -p sockmsg-tests --test vectors` rewrites the verdicts in
@@ -9,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use sockmsg_protocol::fuzzing::{decode_all_ways, Outcome};
+use sockmsg_fuzz_support::{decode_all_ways, Outcome};
 use sockmsg_protocol::{Decoder, Error, Event, JsonKind, Limits, PeerError, Phase};
 
 /// Vectors longer than this are split at the first `BIG_SPLITS` positions only (every
@@ -339,7 +340,7 @@ fn violations_are_reported_before_the_end_of_stream() {
         };
         // Not one byte later than needed: a bad protoheader on its second byte, a bad header
         // on its last byte, bad content on its last byte (after the header).
-        let error = dec.error().expect("failed").clone();
+        let error = dec.next_event().expect_err("the decoder stays failed");
         let hlen = usize::from(u16::from_be_bytes([bytes[start], bytes[start + 1]]));
         let header_end = start + 1 + hlen;
         match Some(error.phase()) {

@@ -31,14 +31,16 @@ fn main() {
 mod imp {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::error::Error;
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufRead, BufReader, Write};
     use std::net::{SocketAddr, TcpStream};
     use std::process::{Command, Stdio};
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use sockmsg_protocol::{encode, Decoder, Event, Limits, Message, Service, ServiceError};
+    use sockmsg_protocol::{
+        encode, Connection, Event, Limits, Message, Role, Service, ServiceError,
+    };
     use sockmsg_transport_mio::{Server, ServerConfig, Stats};
 
     /// The system allocator, counting the bytes currently allocated.
@@ -266,20 +268,15 @@ mod imp {
             for s in &mut conns {
                 s.write_all(&wire)?;
             }
-            let mut buf = [0u8; 512];
             for s in &mut conns {
-                let mut dec = Decoder::new(Limits::default());
+                let mut dec = Connection::new(Role::Client, Limits::default());
                 loop {
                     match dec.next_event()? {
                         Event::Message(_) => break,
                         Event::End => return Err("server closed".into()),
                         Event::NeedData => {
-                            let k = s.read(&mut buf)?;
-                            if k == 0 {
-                                dec.receive_eof();
-                            } else {
-                                dec.receive(buf.get(..k).unwrap_or_default())?;
-                            }
+                            // `Ok(0)` records the end of stream.
+                            dec.read_from(s, std::time::Instant::now())?;
                         }
                     }
                 }

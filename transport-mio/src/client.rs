@@ -590,7 +590,7 @@ impl ClientConn {
                 Ok(0) => {
                     self.readable = false;
                     self.proto.receive_eof();
-                    self.take_responses(&mut &[][..])?;
+                    self.take_responses()?;
                     if self.responses.len() < self.expected {
                         return Err(ClientError::Closed {
                             answered: self.responses.len(),
@@ -603,9 +603,15 @@ impl ClientConn {
                     if n < scratch.len() && !self.hup {
                         self.readable = false;
                     }
+                    // Into the connection's one way in.
                     let mut input = scratch.get(..n).unwrap_or_default();
                     self.sniff(input)?;
-                    self.take_responses(&mut input)?;
+                    while !input.is_empty() {
+                        self.proto
+                            .read_from(&mut input, Instant::now())
+                            .map_err(ClientError::Io)?;
+                    }
+                    self.take_responses()?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -628,9 +634,9 @@ impl ClientConn {
         Ok(false)
     }
 
-    fn take_responses(&mut self, input: &mut &[u8]) -> Result<(), ClientError> {
+    fn take_responses(&mut self) -> Result<(), ClientError> {
         loop {
-            match self.proto.decode(input).map_err(ClientError::Protocol)? {
+            match self.proto.next_event().map_err(ClientError::Protocol)? {
                 Event::Message(m) => self.responses.push(m),
                 Event::NeedData => return Ok(()),
                 Event::End => {

@@ -1,13 +1,12 @@
 //! One event loop: a `Poll`, its share of the listener, its connections and their deadlines.
 
-use std::io::{self, Read};
+use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use sockmsg_protocol::decoder::DEFAULT_READ_BUF;
 use sockmsg_protocol::{Connection, Event, Message, Role, Service};
 use tracing::{debug, error, info, trace, warn};
 
@@ -28,8 +27,6 @@ const READ_BUDGET: usize = 16;
 const ACCEPT_BUDGET: usize = 256;
 /// Wait before accepting again after an accept error such as `EMFILE`.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// Content still to come of at least this size is received straight into the message.
-const DIRECT_READ_MIN: usize = DEFAULT_READ_BUF;
 /// Stale timer entries tolerated beyond twice the open connections before compacting.
 const TIMER_SLACK: usize = 1024;
 /// Most bytes of framing (protoheader and JSON header) a message can have.
@@ -117,12 +114,7 @@ impl Conn {
     /// Runs the connection as far as it goes without blocking: flush, take requests, read
     /// (until `WouldBlock` or the read budget), respond. `Ok(true)` means the budget ran out
     /// with the socket still readable: drive it again on the next turn.
-    fn drive(
-        &mut self,
-        scratch: &mut [u8],
-        env: &mut Env,
-        now: Instant,
-    ) -> Result<bool, CloseReason> {
+    fn drive(&mut self, env: &mut Env, now: Instant) -> Result<bool, CloseReason> {
         let cap = env.cfg.output_cap;
         let mut reads = 0;
         loop {
@@ -138,13 +130,13 @@ impl Conn {
             if self.paused {
                 self.paused = false;
                 // The header clock restarts: the pause was ours, not the peer's.
-                if self.proto.decoder().message_in_progress() {
+                if self.proto.message_in_progress() {
                     self.message_started = Some(now);
                 }
             }
             if self.staged {
                 self.staged = false;
-                self.process(env, &mut &[][..], now);
+                self.process(env, now);
                 continue;
             }
             if !self.readable || self.eof {
@@ -154,7 +146,7 @@ impl Conn {
                 return Ok(true);
             }
             reads += 1;
-            self.read_once(scratch, env, now)?;
+            self.read_once(env, now)?;
         }
     }
 
@@ -177,48 +169,20 @@ impl Conn {
         Ok(())
     }
 
-    fn read_once(
-        &mut self,
-        scratch: &mut [u8],
-        env: &mut Env,
-        now: Instant,
-    ) -> Result<(), CloseReason> {
-        // A large content in progress is received in place; everything else goes through the
-        // loop's shared buffer, so that only a partial message is ever copied into the
-        // connection.
-        let direct = !self.staged
-            && self
-                .proto
-                .decoder()
-                .content_remaining()
-                .is_some_and(|r| r >= DIRECT_READ_MIN);
-        let result = if direct {
-            self.proto.read_from(&mut self.stream, now)
-        } else {
-            self.stream.read(scratch)
-        };
-        match result {
+    fn read_once(&mut self, env: &mut Env, now: Instant) -> Result<(), CloseReason> {
+        // The connection's one way in: a large content in progress is received in place,
+        // everything else through its read buffer (given back when the connection idles).
+        match self.proto.read_from(&mut self.stream, now) {
             Ok(0) => {
                 self.eof = true;
                 self.readable = false;
                 self.proto.receive_eof();
-                self.process(env, &mut &[][..], now);
+                self.process(env, now);
                 Ok(())
             }
-            Ok(n) => {
+            Ok(_) => {
                 self.last_activity = now;
-                if direct {
-                    self.process(env, &mut &[][..], now);
-                } else {
-                    // A short read drained the socket: with edge-triggered readiness any
-                    // byte arriving after it raises a new event, so skip the read that
-                    // would only say `WouldBlock` (as tokio does).
-                    if n < scratch.len() && !self.hup {
-                        self.readable = false;
-                    }
-                    let mut input = scratch.get(..n).unwrap_or_default();
-                    self.process(env, &mut input, now);
-                }
+                self.process(env, now);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -233,10 +197,10 @@ impl Conn {
         }
     }
 
-    /// Takes requests from `input` (after anything staged) and answers them, until the
-    /// input is used up, the stream ends, or output reaches the cap; in that last case the
-    /// rest of `input` is staged in the decoder for later.
-    fn process(&mut self, env: &mut Env, input: &mut &[u8], now: Instant) {
+    /// Takes the requests received and answers them, until none is complete, the stream
+    /// ends, or output reaches the cap; in that last case the rest stays in the connection
+    /// for later.
+    fn process(&mut self, env: &mut Env, now: Instant) {
         let cap = env.cfg.output_cap;
         let mut completed = false;
         loop {
@@ -244,13 +208,6 @@ impl Conn {
                 break;
             }
             if !self.can_process(cap) {
-                if !input.is_empty() {
-                    if let Err(e) = self.proto.receive(input) {
-                        self.protocol_error(&e.into());
-                        break;
-                    }
-                    *input = &[];
-                }
                 self.staged = true;
                 if !self.paused {
                     self.paused = true;
@@ -262,7 +219,7 @@ impl Conn {
                 }
                 break;
             }
-            match self.proto.decode(input) {
+            match self.proto.next_event() {
                 Ok(Event::Message(request)) => {
                     completed = true;
                     self.respond(request, env, now);
@@ -278,7 +235,7 @@ impl Conn {
                 }
             }
         }
-        if self.finish.is_none() && self.proto.decoder().message_in_progress() {
+        if self.finish.is_none() && self.proto.message_in_progress() {
             if completed || self.message_started.is_none() {
                 self.message_started = Some(now);
             }
@@ -323,7 +280,7 @@ impl Conn {
             && pending.saturating_add(response.content().len().saturating_add(MAX_FRAMING)) > cap
         {
             // Near the cap: find the exact size.
-            if let Ok(size) = encoded_len(&response) {
+            if let Ok(size) = response.encoded_len() {
                 if pending.saturating_add(size) > cap {
                     self.parked = Some(Box::new((response, size)));
                     return;
@@ -395,28 +352,12 @@ impl Conn {
     }
 }
 
-/// Exact wire size of `message`.
-fn encoded_len(message: &Message) -> Result<usize, sockmsg_protocol::Error> {
-    let h = message.header();
-    let mut framing = Vec::with_capacity(256);
-    sockmsg_protocol::header::encode_header(
-        &mut framing,
-        h.byteorder,
-        &h.content_type,
-        &h.content_encoding,
-        message.content().len(),
-        &h.extra,
-    )?;
-    Ok(framing.len() + message.content().len())
-}
-
 /// The event loop.
 pub(crate) struct Worker {
     poll: Poll,
     listener: Option<TcpListener>,
     conns: Slab<Box<Conn>>,
     timers: Timers,
-    scratch: Vec<u8>,
     env: Env,
     shutdown: ShutdownHandle,
     next_id: u64,
@@ -436,13 +377,11 @@ impl Worker {
         stats: Stats,
         shutdown: ShutdownHandle,
     ) -> Worker {
-        let scratch = vec![0; cfg.read_buffer];
         Worker {
             poll: setup.poll,
             listener: Some(setup.listener),
             conns: Slab::new(),
             timers: Timers::new(),
-            scratch,
             env: Env {
                 service,
                 cfg,
@@ -605,7 +544,8 @@ impl Worker {
         self.next_id += 1;
         let conn = Box::new(Conn {
             stream,
-            proto: Connection::new(Role::Server, self.env.cfg.limits.clone()),
+            proto: Connection::new(Role::Server, self.env.cfg.limits.clone())
+                .with_read_buf_size(self.env.cfg.read_buffer),
             id: self.next_id,
             parked: None,
             message_started: None,
@@ -635,7 +575,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match conn.drive(&mut self.scratch, &mut self.env, now) {
+        match conn.drive(&mut self.env, now) {
             Ok(false) => {}
             Ok(true) => self.ready.push((key, conn.id)),
             Err(reason) => {
@@ -676,9 +616,9 @@ impl Worker {
             }
             conn.registered = interest;
         }
-        if !conn.proto.wants_write() && !conn.proto.decoder().message_in_progress() {
+        if !conn.proto.wants_write() && !conn.proto.message_in_progress() {
             // Idle: give back what the decoder and encoder hold.
-            if conn.proto.decoder().allocated() + conn.proto.encoder().allocated() > 0 {
+            if conn.proto.allocated() > 0 {
                 conn.proto.release_buffers();
             }
         }

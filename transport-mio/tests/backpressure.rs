@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{request, result_of, wait_until, Running};
 use socket2::{Domain, Protocol, Socket, Type};
-use sockmsg_protocol::encode_into;
+use sockmsg_protocol::encode;
 use sockmsg_transport_mio::{ClientConfig, MultiClient, ServerConfig};
 
 #[test]
@@ -38,7 +38,7 @@ fn a_peer_that_never_reads_is_capped_then_closed() {
 
     let mut batch = Vec::new();
     for i in 0..1000 {
-        encode_into(&request(&format!("never read {i}")), &mut batch).expect("encodable");
+        batch.extend(encode(&request(&format!("never read {i}"))).expect("encodable"));
     }
     let started = Instant::now();
     let mut written = 0usize;

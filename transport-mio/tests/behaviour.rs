@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{read_responses, request, result_of, wait_until, Running};
-use sockmsg_protocol::{encode_into, Message};
+use sockmsg_protocol::{encode, Message};
 use sockmsg_transport_mio::{
     ClientConfig, ClientError, ListenerMode, MultiClient, Server, ServerConfig,
 };
@@ -25,7 +25,7 @@ fn config() -> ServerConfig {
 fn wire(messages: &[Message]) -> Vec<u8> {
     let mut out = Vec::new();
     for m in messages {
-        encode_into(m, &mut out).expect("encodable");
+        out.extend(encode(m).expect("encodable"));
     }
     out
 }

@@ -504,7 +504,7 @@ fn run_connection(
             idle_since = now;
             request_since = None;
         }
-        if framed.connection().decoder().message_in_progress() {
+        if framed.connection().message_in_progress() {
             let start = *request_since.get_or_insert(now);
             if let Some(limit) = config.read_timeout {
                 if now.duration_since(start) >= limit {

@@ -4,7 +4,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{encode, Decoder, Event, Limits, Message, Service};
+use sockmsg_protocol::{decode, encode, Limits, Message, Service};
 
 use crate::error::{Op, TransportError};
 
@@ -35,32 +35,17 @@ pub fn decode_datagram(
     limits: &Limits,
     from: SocketAddr,
 ) -> Result<Message, TransportError> {
-    let protocol = |source: sockmsg_protocol::PeerError| TransportError::Protocol {
+    let (message, used) = decode(datagram, limits).map_err(|source| TransportError::Protocol {
         addr: from,
         source: source.into(),
-    };
-    let mut decoder = Decoder::new(limits.clone());
-    let mut rest = datagram;
-    match decoder.decode(&mut rest).map_err(protocol)? {
-        Event::Message(message) if rest.is_empty() => Ok(message),
-        Event::Message(_) => Err(TransportError::TrailingBytes {
+    })?;
+    match datagram.len() - used {
+        0 => Ok(message),
+        extra => Err(TransportError::TrailingBytes {
             addr: from,
-            message_len: datagram.len() - rest.len(),
-            extra: rest.len(),
+            message_len: used,
+            extra,
         }),
-        Event::NeedData | Event::End => {
-            decoder.receive_eof();
-            match decoder.next_event().map_err(protocol)? {
-                // Unreachable in practice: an empty datagram is an EOF in the protoheader.
-                Event::Message(message) => Ok(message),
-                Event::NeedData | Event::End => {
-                    Err(protocol(sockmsg_protocol::PeerError::UnexpectedEof {
-                        phase: sockmsg_protocol::Phase::Protoheader,
-                        missing: 2,
-                    }))
-                }
-            }
-        }
     }
 }
 

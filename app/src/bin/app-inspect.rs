@@ -6,14 +6,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use sockmsg_app::cli::fail;
 use sockmsg_app::inspect::{inspect, InspectError, Options};
 use sockmsg_protocol::Limits;
 
 /// Decodes a captured byte stream (the raw payload of one direction of a TCP connection,
 /// e.g. saved from Wireshark's "Follow TCP Stream" shown as raw) with the sans-IO decoder,
 /// and prints each message: offset, JSON header as sent, content (JSON pretty-printed,
-/// anything else as a hex preview). Reads in chunks: captures of any size. Exit status: 0 for a clean stream, 1 for a malformed or
-/// truncated one (the error and its byte offset are printed), 2 for usage or I/O errors.
+/// anything else as a hex preview). Reads in chunks: captures of any size. Exit status: 0 for a
+/// clean stream; 1 for a malformed or truncated one (the error and its byte offset are
+/// printed on stderr, after the listing of the messages before it) or a file that cannot be
+/// read; 2 for usage errors.
 #[derive(Debug, Parser)]
 #[command(
     name = "app-inspect",
@@ -36,17 +39,21 @@ struct Args {
     quiet: bool,
 }
 
+const PROGRAM: &str = "app-inspect";
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    let name = if args.input.as_os_str() == "-" {
+        "standard input".to_owned()
+    } else {
+        args.input.display().to_string()
+    };
     let input: Box<dyn Read> = if args.input.as_os_str() == "-" {
         Box::new(io::stdin().lock())
     } else {
         match File::open(&args.input) {
             Ok(f) => Box::new(f),
-            Err(e) => {
-                eprintln!("app-inspect: cannot open {}: {e}", args.input.display());
-                return ExitCode::from(2);
-            }
+            Err(e) => return fail(PROGRAM, format!("cannot open {name}"), e),
         }
     };
     let options = Options {
@@ -59,19 +66,20 @@ fn main() -> ExitCode {
     };
     let mut out = BufWriter::new(io::stdout().lock());
     let result = inspect(input, &mut out, &options);
-    let code = match result {
-        Ok(_) => ExitCode::SUCCESS,
+    // The listing goes out before the error line that ends it.
+    let flushed = out.flush();
+    match result {
+        Ok(_) => match flushed {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                fail(PROGRAM, "cannot write the listing", e)
+            }
+            _ => ExitCode::SUCCESS,
+        },
         Err(e @ InspectError::Malformed { .. }) => {
-            let _ = writeln!(out, "error: {e}");
-            ExitCode::from(1)
+            fail(PROGRAM, format!("cannot decode {name}"), e)
         }
-        Err(InspectError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(InspectError::Io(e)) => {
-            let _ = out.flush();
-            eprintln!("app-inspect: {e}");
-            ExitCode::from(2)
-        }
-    };
-    let _ = out.flush();
-    code
+        Err(InspectError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(InspectError::Write(e)) => fail(PROGRAM, "cannot write the listing", e),
+        Err(InspectError::Read(e)) => fail(PROGRAM, format!("cannot read {name}"), e),
+    }
 }

@@ -3,12 +3,14 @@
 //! ```text
 //! app-server [HOST] [PORT] [--transport mio|std] [--max-connections N]
 //!            [--idle-timeout SECS] [--read-timeout SECS] [--write-timeout SECS]
-//!            [--byteorder little|big] [--workers N]
+//!            [--byteorder little|big] [--workers N] [--close-after-answer] [-v|--trace]
 //! ```
 //!
 //! Prints `listening on ADDR` to stdout once listening; logs go to stderr (`RUST_LOG`,
-//! default `info`). Ctrl-C (SIGINT), SIGTERM or SIGHUP stop it gracefully, exit 0; a second
-//! Ctrl-C exits at once (130).
+//! default `info`; `--trace` adds each request and answer). SIGINT (Ctrl-C), SIGTERM or
+//! SIGHUP stop it gracefully, exit 0, and are logged by name; a second signal exits at once
+//! (128 + its number). Exit codes: 0 stopped by a signal, 1 could not serve (resolve, bind),
+//! 2 usage.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -17,14 +19,28 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use sockmsg_app::cli::{resolve, secs_or_zero, Order};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use sockmsg_app::cli::{fail, resolve, secs_or_zero, usage_error, Order};
 use sockmsg_app::demo::DemoService;
 use sockmsg_app::serve::{serve, ServerSettings, Stopper, Transport};
 use sockmsg_protocol::ByteOrder;
 
+const PROGRAM: &str = "app-server";
+
 /// The guide's demo server (search table, binary answer), speaking the sockets guide's
-/// message protocol. It keeps each connection open for further requests and works with the
-/// guide's one-shot clients.
+/// message protocol.
+///
+/// By default it keeps each connection open for further requests, until the client closes
+/// it or it stays idle for --idle-timeout: the guide's one-shot clients work, since they
+/// close after their answer, but a client that reads until the server closes waits for the
+/// idle timeout; for those, --close-after-answer closes after each answer as the guide's
+/// server does.
+///
+/// Logs go to stderr: connections, errors, start and stop at the default level; every
+/// request and answer too with --trace. RUST_LOG, when set, replaces both (for example
+/// RUST_LOG=debug). SIGINT (Ctrl-C), SIGTERM and SIGHUP stop it gracefully (exit 0); a
+/// second one exits at once.
 #[derive(Debug, Parser)]
 #[command(name = "app-server", version)]
 struct Args {
@@ -56,6 +72,15 @@ struct Args {
     /// cores leaves room for other work on the machine, such as a load generator.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
+    /// Close each connection once its answer is sent, as the guide's server does (default:
+    /// keep it open for further requests), for clients that read until the server closes.
+    #[arg(long)]
+    close_after_answer: bool,
+    /// Log every request and answer as the guide's server prints them (`received request
+    /// {...}`, `sending {...}`): the default log filter becomes `info,sockmsg_demo=debug`.
+    /// RUST_LOG, when set, wins.
+    #[arg(short = 'v', long)]
+    trace: bool,
 }
 
 /// A time limit in seconds as a duration; 0 means none.
@@ -63,71 +88,102 @@ fn limit(secs: f64) -> Option<Duration> {
     (secs > 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    sockmsg_app::init_logging();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("app-server: {message}");
-            ExitCode::FAILURE
-        }
+/// A signal's name, as logs give it.
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT (Ctrl-C)",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "a signal",
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+fn main() -> ExitCode {
+    let args = Args::parse();
     if args.workers.is_some() && args.transport != Transport::Mio {
-        return Err(format!(
-            "--workers sets the mio transport's event loops; the {} transport runs a thread per connection",
-            args.transport
-        ));
+        return usage_error(
+            PROGRAM,
+            format!(
+                "--workers sets the mio transport's event loops; the {} transport runs a thread per connection",
+                args.transport
+            ),
+        );
     }
-    let addr = resolve(&args.host, args.port)?;
+    sockmsg_app::init_logging_with(if args.trace {
+        sockmsg_app::LOG_TRACE
+    } else {
+        sockmsg_app::LOG_DEFAULT
+    });
+    let addr = match resolve(&args.host, args.port) {
+        Ok(addr) => addr,
+        Err(message) => {
+            return fail(
+                PROGRAM,
+                format!("cannot listen on {}:{}", args.host, args.port),
+                message,
+            )
+        }
+    };
     let settings = ServerSettings {
         max_connections: args.max_connections,
         idle_timeout: limit(args.idle_timeout),
         read_timeout: limit(args.read_timeout),
         write_timeout: limit(args.write_timeout),
         event_loops: args.workers.map(usize::from),
+        close_after_answer: args.close_after_answer,
         ..ServerSettings::default()
     };
     let service = match args.byteorder {
         None => DemoService::new(),
         Some(order) => DemoService::with_byteorder(ByteOrder::from(order)),
-    };
+    }
+    .with_limits(&settings.limits);
 
-    // Ctrl-C: the first stops the server gracefully, a second exits at once. The handler
-    // is installed before binding, and finds the stopper once the server is ready.
+    // SIGINT, SIGTERM, SIGHUP: the first stops the server gracefully, a second exits at
+    // once. Handled by signal-hook (the ctrlc crate runs one handler for all three and
+    // cannot tell them apart), installed before binding; the handler thread finds the
+    // stopper once the server is ready.
     let stopper: Arc<Mutex<Option<Stopper>>> = Arc::new(Mutex::new(None));
-    let interrupted = Arc::new(AtomicBool::new(false));
+    let caught = Arc::new(AtomicBool::new(false));
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(signals) => signals,
+        Err(e) => return fail(PROGRAM, "cannot install the signal handlers", e),
+    };
     {
         let stopper = Arc::clone(&stopper);
-        let interrupted = Arc::clone(&interrupted);
-        ctrlc::set_handler(move || {
-            if interrupted.swap(true, Ordering::SeqCst) {
-                eprintln!("app-server: interrupted again, exiting now");
-                std::process::exit(130);
-            }
-            tracing::info!("caught Ctrl-C, shutting down (Ctrl-C again to exit at once)");
-            let guard = stopper.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(stop) = guard.as_ref() {
-                stop.stop();
-            } else {
-                std::process::exit(130);
-            }
-        })
-        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+        let caught = Arc::clone(&caught);
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    let name = signal_name(signal);
+                    let code = 128 + signal;
+                    if caught.swap(true, Ordering::SeqCst) {
+                        eprintln!("{PROGRAM}: caught {name} again: exiting now");
+                        std::process::exit(code);
+                    }
+                    tracing::info!("caught {name}: shutting down (again to exit at once)");
+                    let guard = stopper.lock().unwrap_or_else(|e| e.into_inner());
+                    match guard.as_ref() {
+                        Some(stop) => stop.stop(),
+                        None => std::process::exit(code),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            return fail(PROGRAM, "cannot start the signal thread", e);
+        }
     }
 
     let transport = args.transport;
-    serve(
+    let served = serve(
         transport,
         addr,
         &settings,
         Arc::new(service),
         |bound, stop| {
             *stopper.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop.clone());
-            if interrupted.load(Ordering::SeqCst) {
+            if caught.load(Ordering::SeqCst) {
                 stop.stop();
             }
             let mut out = std::io::stdout().lock();
@@ -135,6 +191,9 @@ fn run(args: Args) -> Result<(), String> {
             let _ = writeln!(out, "listening on {bound}").and_then(|()| out.flush());
             tracing::info!("serving the demo application on {bound} ({transport} transport)");
         },
-    )
-    .map_err(|e| format!("cannot serve on {addr}: {e}"))
+    );
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(PROGRAM, format!("cannot serve on {addr}"), e),
+    }
 }

@@ -76,8 +76,10 @@ pub struct Summary {
 /// Why inspection stopped early.
 #[derive(Debug)]
 pub enum InspectError {
-    /// Reading the input or writing the listing failed.
-    Io(io::Error),
+    /// Reading the input failed.
+    Read(io::Error),
+    /// Writing the listing failed.
+    Write(io::Error),
     /// The stream is not a valid sequence of messages.
     Malformed {
         /// The decoder's verdict.
@@ -96,7 +98,8 @@ pub enum InspectError {
 impl fmt::Display for InspectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            InspectError::Io(e) => write!(f, "{e}"),
+            InspectError::Read(e) => write!(f, "cannot read the stream: {e}"),
+            InspectError::Write(e) => write!(f, "cannot write the listing: {e}"),
             InspectError::Malformed {
                 error,
                 offset,
@@ -115,12 +118,6 @@ impl fmt::Display for InspectError {
 }
 
 impl std::error::Error for InspectError {}
-
-impl From<io::Error> for InspectError {
-    fn from(e: io::Error) -> Self {
-        InspectError::Io(e)
-    }
-}
 
 /// Decodes the stream read from `input` and writes the listing to `out`, then a summary
 /// line. On a malformed stream the listing stops before the offending message and the
@@ -150,7 +147,7 @@ pub fn inspect<R: Read, W: Write>(
         let n = match input.read(&mut chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(InspectError::Read(e)),
         };
         if n == 0 {
             decoder.receive_eof();
@@ -171,7 +168,8 @@ pub fn inspect<R: Read, W: Write>(
                         text.clear();
                         let len = decoder.position() - start;
                         describe(&mut text, messages, start, len, &head, &message, options);
-                        out.write_all(text.as_bytes())?;
+                        out.write_all(text.as_bytes())
+                            .map_err(InspectError::Write)?;
                     }
                     head.clear();
                 }
@@ -185,12 +183,13 @@ pub fn inspect<R: Read, W: Write>(
                         out,
                         "{} message(s), {} bytes, clean end of stream",
                         summary.messages, summary.bytes
-                    )?;
-                    out.flush()?;
+                    )
+                    .and_then(|()| out.flush())
+                    .map_err(InspectError::Write)?;
                     return Ok(summary);
                 }
                 Err(e) => {
-                    out.flush()?;
+                    out.flush().map_err(InspectError::Write)?;
                     return Err(malformed(e.into(), &decoder, start, messages));
                 }
             }

@@ -91,6 +91,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
     stream.set_read_timeout(Some(Duration::from_millis(100)))?;
     stream.set_nodelay(true)?;
     let mut conn = Connection::server();
+    let mut answered = false;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -106,7 +107,10 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
         }
         loop {
             let request = match conn.next_event() {
-                Ok(Event::Message(m)) => m,
+                Ok(Event::Message(m)) => {
+                    answered = true;
+                    m
+                }
                 Ok(Event::NeedData) => break,
                 Ok(Event::End) | Err(_) => return Ok(()),
             };
@@ -152,8 +156,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> io::
         while conn.wants_write() {
             conn.write_to(&mut stream, Instant::now())?;
         }
-        if behaviour == Behaviour::OneShot && conn.in_flight() == 0 && conn.decoder().position() > 0
-        {
+        if behaviour == Behaviour::OneShot && conn.in_flight() == 0 && answered {
             return Ok(());
         }
     }

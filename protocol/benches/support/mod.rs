@@ -2,10 +2,15 @@
 //! decode, the straightforward decoder they measure against, the binary streams and the
 //! `read_buf` driver of the large-message cases.
 
-use sockmsg_protocol::{encode, Decoder, Event, Message};
+use std::time::Instant;
+
+use sockmsg_protocol::{encode, Connection, Event, Message};
 
 /// PROTOCOL.md's 146-byte search request.
-pub const SEARCH: &[u8] = b"\x00g{\"byteorder\": \"little\", \"content-type\": \"text/json\", \"content-encoding\": \"utf-8\", \"content-length\": 41}{\"action\": \"search\", \"value\": \"morpheus\"}";
+pub const SEARCH: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/vectors/ok-search-request.bin"
+));
 
 /// The straightforward decoder issue 2 measures against: u16 length, `serde_json` of a
 /// borrowed header struct, slice the content. Returns how many messages `stream` held.
@@ -45,15 +50,16 @@ pub fn binary_stream(message_len: usize, total: usize) -> Vec<u8> {
     one.repeat(total / message_len)
 }
 
-/// Feeds `wire` in reads of `chunk` bytes through `read_buf`/`commit`, as a transport does
-/// (the copy stands in for `recv`), and hands each message to `consume`. Returns how many
-/// there were.
+/// Feeds `wire` in reads of `chunk` bytes through a connection's `read_buf`/`commit`, as a
+/// transport does (the copy stands in for `recv`), and hands each message to `consume`.
+/// Returns how many there were.
 pub fn read_buf_each(
-    dec: &mut Decoder,
+    dec: &mut Connection,
     wire: &[u8],
     chunk: usize,
     mut consume: impl FnMut(Message),
 ) -> usize {
+    let now = Instant::now();
     let mut n = 0;
     let mut rest = wire;
     while !rest.is_empty() {
@@ -61,7 +67,7 @@ pub fn read_buf_each(
         let k = buf.len().min(chunk).min(rest.len());
         buf[..k].copy_from_slice(&rest[..k]);
         rest = &rest[k..];
-        dec.commit(k).expect("within the lent buffer");
+        dec.commit(k, now).expect("within the lent buffer");
         while let Ok(Event::Message(m)) = dec.next_event() {
             consume(m);
             n += 1;

@@ -126,14 +126,12 @@ pub fn read_responses(
     want: usize,
     until_end: bool,
 ) -> (Vec<Message>, bool) {
-    use sockmsg_protocol::{Decoder, Event, Limits};
-    use std::io::Read;
+    use sockmsg_protocol::{Connection, Event, Limits, Role};
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("read timeout");
-    let mut decoder = Decoder::new(Limits::default());
+    let mut decoder = Connection::new(Role::Client, Limits::default());
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         loop {
             match decoder.next_event().expect("well-formed responses") {
@@ -146,11 +144,9 @@ pub fn read_responses(
         if got.len() == want && !until_end {
             return (got, false);
         }
-        match stream.read(&mut buf) {
-            Ok(0) => decoder.receive_eof(),
-            Ok(n) => decoder
-                .receive(buf.get(..n).unwrap_or_default())
-                .expect("receive"),
+        // `Ok(0)` records the end of stream.
+        match decoder.read_from(stream, std::time::Instant::now()) {
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return (got, true),
             Err(e) => panic!("read failed after {} responses: {e}", got.len()),
         }

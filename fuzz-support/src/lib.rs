@@ -1,6 +1,7 @@
-//! The bodies of the fuzz targets in `fuzz/` (feature `fuzzing`; not public API).
+//! The bodies of the fuzz targets in `fuzz/`, and the spec model they check against.
 //!
-//! They live here, not in `fuzz/`, so that a plain `cargo test` on stable replays every
+//! A crate of its own (never published), outside the protocol crate, so that the published
+//! crate carries none of it; not in `fuzz/` either, so that a plain `cargo test` on stable replays every
 //! committed corpus file and every past crash input through exactly the code the fuzzer ran
 //! (`tests/tests/fuzz_replay.rs`). Each function takes the fuzzer's raw bytes, never panics
 //! on any input unless a property of the protocol core is broken, and panics (with a message
@@ -9,21 +10,21 @@
 //! | target | input | property |
 //! |---|---|---|
 //! | [`json_header`] | the bytes of a JSON header | [`parse_header`] agrees with an independent model of the spec built on `serde_json::Value`; an accepted header re-encodes canonically and parses back equal |
-//! | [`decode_stream`] | 2+ control bytes, then a byte stream | the verdict (messages, then end or typed error) does not depend on how the stream is split or which of the three doors feeds it; memory stays proportional to the bytes fed |
+//! | [`decode_stream`] | 2+ control bytes, then a byte stream | the verdict (messages, then end or typed error) does not depend on how the stream is split or which way it enters (a `Decoder` over the caller's slices, or a `Connection`'s `read_from` or `read_buf`/`commit`); memory stays proportional to the bytes fed |
 //! | [`roundtrip`] | an [`Arbitrary`] message | encode, then decode (split anywhere), gives the message back, or the one typed error the message deserves |
 //! | [`connection`] | a sequence of operations | a client and a server wired to each other deliver every message, in order, with exact counters, clean and unclean ends, and no error between honest peers |
 
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::{Map, Number, Value};
 
+use std::io::IoSlice;
 use std::time::Instant;
 
-use crate::connection::{Connection, Role};
-use crate::decoder::{Decoder, Event};
-use crate::error::{Error, JsonKind, LocalError, PeerError, Phase};
-use crate::header::{encode_header, parse_header, ByteOrder, Header, TEXT_JSON};
-use crate::message::{encode, Message};
-use crate::Limits;
+use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, TEXT_JSON};
+use sockmsg_protocol::{
+    encode, parse_header, ByteOrder, Connection, Decoder, Error, Event, Header, JsonKind, Limits,
+    LocalError, Message, PeerError, Phase, Role, MAX_HEADER_LEN,
+};
 
 // ---------------------------------------------------------------------------------------
 // json_header
@@ -70,28 +71,19 @@ pub fn json_header(data: &[u8]) {
 }
 
 /// An accepted header, written canonically, parses back to the same header, and writing that
-/// again gives the same bytes.
+/// again gives the same bytes. (Written with no content, so `content-length` becomes 0.)
 fn check_reencode(header: &Header, limits: &Limits) {
-    let Ok(len) = usize::try_from(header.content_length) else {
-        return;
-    };
-    let mut wire = Vec::new();
-    match encode_header(
-        &mut wire,
-        header.byteorder,
-        &header.content_type,
-        &header.content_encoding,
-        len,
-        &header.extra,
-    ) {
-        Ok(()) => {}
+    let mut expected = header.clone();
+    expected.content_length = 0;
+    let wire = match encode(&Message::new(header.clone(), Vec::new())) {
+        Ok(wire) => wire,
         // The canonical form adds spaces: a header near 65,535 bytes may not fit again.
         Err(LocalError::EncodeHeaderTooLong { size }) => {
-            assert!(size > crate::MAX_HEADER_LEN);
+            assert!(size > MAX_HEADER_LEN);
             return;
         }
         Err(e) => panic!("re-encoding an accepted header failed: {e:?}"),
-    }
+    };
     let announced = usize::from(u16::from_be_bytes([wire[0], wire[1]]));
     assert_eq!(
         announced,
@@ -100,17 +92,9 @@ fn check_reencode(header: &Header, limits: &Limits) {
     );
     let again = parse_header(&wire[2..], limits)
         .unwrap_or_else(|e| panic!("canonical form of an accepted header refused: {e:?}"));
-    assert_eq!(&again, header, "canonical form parses back different");
-    let mut wire2 = Vec::new();
-    encode_header(
-        &mut wire2,
-        again.byteorder,
-        &again.content_type,
-        &again.content_encoding,
-        len,
-        &again.extra,
-    )
-    .unwrap_or_else(|e| panic!("second re-encode failed: {e:?}"));
+    assert_eq!(again, expected, "canonical form parses back different");
+    let wire2 = encode(&Message::new(again, Vec::new()))
+        .unwrap_or_else(|e| panic!("second re-encode failed: {e:?}"));
     assert_eq!(wire, wire2, "canonical encoding is not a fixed point");
 }
 
@@ -167,8 +151,12 @@ mod model {
                 max: max_depth,
             });
         }
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| PeerError::invalid_json(Phase::Header, &e))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| PeerError::InvalidJson {
+            phase: Phase::Header,
+            line: e.line(),
+            column: e.column(),
+            reason: e.to_string(),
+        })?;
         let Value::Object(mut map) = value else {
             return Err(PeerError::HeaderNotObject {
                 found: JsonKind::of(&value),
@@ -284,14 +272,16 @@ fn show(data: &[u8]) -> String {
 // decode_stream
 // ---------------------------------------------------------------------------------------
 
-/// How bytes enter a decoder.
+/// How bytes enter the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Door {
-    /// [`Decoder::decode`] on the caller's slice.
+    /// [`Decoder::decode`] on the caller's slice (bytes held whole, fed in pieces).
     Decode,
-    /// [`Decoder::receive`] then [`Decoder::next_event`].
-    Receive,
-    /// [`Decoder::read_buf`] and [`Decoder::commit`] (as much as the slice takes per round).
+    /// [`Connection::read_from`] a reader holding the chunk, then
+    /// [`Connection::next_event`].
+    ReadFrom,
+    /// [`Connection::read_buf`] and [`Connection::commit`] (as much as the slice takes per
+    /// round).
     ReadBuf,
 }
 
@@ -305,10 +295,21 @@ pub struct Outcome {
     pub end: Result<Event, Error>,
 }
 
-/// Decodes `stream` fed in `chunks` (sizes, cycled; a size of 0 counts as 1) through
-/// `doors` (cycled per chunk), then the end of stream if `eof`. Checks the decoder's memory
-/// against the bytes fed as it goes. Shared by the `decode_stream` target and the
-/// conformance tests.
+/// The next chunk size (cycled; a size of 0 counts as 1), at most what is left.
+fn chunk_size(chunks: &[usize], i: usize, left: usize) -> usize {
+    chunks
+        .get(i % chunks.len().max(1))
+        .copied()
+        .unwrap_or(usize::MAX)
+        .max(1)
+        .min(left)
+}
+
+/// Decodes `stream` fed in `chunks` (sizes, cycled; a size of 0 counts as 1), then the end
+/// of stream if `eof`: through a [`Decoder`] when `doors` is only [`Door::Decode`], else
+/// through a [`Connection`] whose way in alternates between the doors given, chunk by
+/// chunk. Checks memory against the bytes fed as it goes. Shared by the `decode_stream`
+/// target and the conformance tests.
 fn run_decoder(
     stream: &[u8],
     limits: &Limits,
@@ -317,77 +318,47 @@ fn run_decoder(
     read_buf_size: usize,
     eof: bool,
 ) -> Outcome {
-    let mut dec = Decoder::new(limits.clone()).with_read_buf_size(read_buf_size);
+    if doors.iter().all(|d| *d == Door::Decode) {
+        run_slices(stream, limits, chunks, eof)
+    } else {
+        run_connection(stream, limits, chunks, doors, read_buf_size, eof)
+    }
+}
+
+/// A peer error must be sticky: asked again, the machine says the same.
+fn failed(messages: Vec<Message>, e: PeerError, again: Result<Event, PeerError>) -> Outcome {
+    assert_eq!(again, Err(e.clone()), "the machine did not stay failed");
+    Outcome {
+        messages,
+        end: Err(e.into()),
+    }
+}
+
+fn run_slices(stream: &[u8], limits: &Limits, chunks: &[usize], eof: bool) -> Outcome {
+    let mut dec = Decoder::new(limits.clone());
     let mut messages = Vec::new();
     let mut rest = stream;
     let mut fed = 0usize;
     let mut i = 0usize;
-    let fail = |dec: &Decoder, messages: Vec<Message>, e: Error| {
-        assert!(e.is_peer_error(), "local error {e:?} while decoding");
-        assert!(e.phase().is_some(), "peer error without a phase: {e:?}");
-        assert_eq!(dec.error(), e.peer(), "decoder did not record its failure");
-        Outcome {
-            messages,
-            end: Err(e),
-        }
-    };
     while !rest.is_empty() {
-        let size = chunks
-            .get(i % chunks.len().max(1))
-            .copied()
-            .unwrap_or(usize::MAX)
-            .max(1)
-            .min(rest.len());
-        let door = doors
-            .get(i % doors.len().max(1))
-            .copied()
-            .unwrap_or(Door::Decode);
+        let size = chunk_size(chunks, i, rest.len());
         i += 1;
         let (chunk, after) = rest.split_at(size);
         rest = after;
         fed += size;
-        let result: Result<(), Error> = (|| {
-            match door {
-                Door::Decode => {
-                    let mut input = chunk;
-                    loop {
-                        match dec.decode(&mut input)? {
-                            Event::Message(m) => messages.push(m),
-                            Event::NeedData => break,
-                            Event::End => panic!("End before the end of stream"),
-                        }
-                    }
-                    assert!(input.is_empty(), "NeedData with input left");
-                }
-                Door::Receive => {
-                    dec.receive(chunk)?;
-                    drain(&mut dec, &mut messages)?;
-                }
-                Door::ReadBuf => {
-                    let mut input = chunk;
-                    while !input.is_empty() {
-                        let buf = dec.read_buf();
-                        assert!(!buf.is_empty(), "read_buf lent an empty slice");
-                        let n = buf.len().min(input.len());
-                        buf[..n].copy_from_slice(&input[..n]);
-                        dec.commit(n)?;
-                        input = &input[n..];
-                        drain(&mut dec, &mut messages)?;
-                    }
+        let mut input = chunk;
+        loop {
+            match dec.decode(&mut input) {
+                Ok(Event::Message(m)) => messages.push(m),
+                Ok(Event::NeedData) => break,
+                Ok(Event::End) => panic!("End before the end of stream"),
+                Err(e) => {
+                    let again = dec.next_event();
+                    return failed(messages, e, again);
                 }
             }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            return fail(&dec, messages, e);
         }
-        // Memory follows the bytes that arrived, never an announced length.
-        let bound = 4 * fed + 256 * 1024 + 2 * read_buf_size.max(64);
-        assert!(
-            dec.allocated() <= bound,
-            "decoder holds {} bytes after {fed} bytes fed",
-            dec.allocated()
-        );
+        assert!(input.is_empty(), "NeedData with input left");
     }
     assert_eq!(
         dec.position(),
@@ -401,11 +372,17 @@ fn run_decoder(
         };
     }
     dec.receive_eof();
-    if let Err(e) = drain(&mut dec, &mut messages) {
-        return fail(&dec, messages, e);
+    loop {
+        match dec.next_event() {
+            Ok(Event::Message(m)) => messages.push(m),
+            Ok(Event::NeedData) => panic!("NeedData after the end of stream"),
+            Ok(Event::End) => break,
+            Err(e) => {
+                let again = dec.next_event();
+                return failed(messages, e, again);
+            }
+        }
     }
-    let end = dec.next_event();
-    assert_eq!(end, Ok(Event::End), "after NeedData at end of stream");
     // The end is sticky too.
     assert_eq!(dec.next_event(), Ok(Event::End));
     Outcome {
@@ -414,10 +391,86 @@ fn run_decoder(
     }
 }
 
+fn run_connection(
+    stream: &[u8],
+    limits: &Limits,
+    chunks: &[usize],
+    doors: &[Door],
+    read_buf_size: usize,
+    eof: bool,
+) -> Outcome {
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Server, limits.clone()).with_read_buf_size(read_buf_size);
+    let mut messages = Vec::new();
+    let mut rest = stream;
+    let mut fed = 0usize;
+    let mut i = 0usize;
+    while !rest.is_empty() {
+        let size = chunk_size(chunks, i, rest.len());
+        let door = doors
+            .get(i % doors.len().max(1))
+            .copied()
+            .unwrap_or(Door::ReadBuf);
+        i += 1;
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        fed += size;
+        let mut input = chunk;
+        while !input.is_empty() {
+            let n = match door {
+                Door::ReadFrom => conn
+                    .read_from(&mut input, now)
+                    .unwrap_or_else(|e| panic!("read_from a slice: {e}")),
+                Door::Decode | Door::ReadBuf => {
+                    let buf = conn.read_buf();
+                    assert!(!buf.is_empty(), "read_buf lent an empty slice");
+                    let n = buf.len().min(input.len());
+                    buf[..n].copy_from_slice(&input[..n]);
+                    conn.commit(n, now)
+                        .unwrap_or_else(|e| panic!("commit within the lent slice: {e}"));
+                    input = &input[n..];
+                    n
+                }
+            };
+            assert!(n > 0, "no progress on a non-empty chunk");
+            if let Err(e) = drain(&mut conn, &mut messages) {
+                let again = conn.next_event();
+                return failed(messages, e, again);
+            }
+        }
+        // Memory follows the bytes that arrived, never an announced length.
+        let bound = 4 * fed + 256 * 1024 + 2 * read_buf_size.max(64);
+        assert!(
+            conn.allocated() <= bound,
+            "connection holds {} bytes after {fed} bytes fed",
+            conn.allocated()
+        );
+    }
+    if !eof {
+        return Outcome {
+            messages,
+            end: Ok(Event::NeedData),
+        };
+    }
+    conn.receive_eof();
+    assert!(!conn.wants_read(), "wants to read after the end of stream");
+    if let Err(e) = drain(&mut conn, &mut messages) {
+        let again = conn.next_event();
+        return failed(messages, e, again);
+    }
+    let end = conn.next_event();
+    assert_eq!(end, Ok(Event::End), "after NeedData at end of stream");
+    assert_eq!(conn.next_event(), Ok(Event::End));
+    Outcome {
+        messages,
+        end: Ok(Event::End),
+    }
+}
+
 /// Takes events until `NeedData` (or `End`, which it leaves for the caller to see again).
-fn drain(dec: &mut Decoder, messages: &mut Vec<Message>) -> Result<(), Error> {
+fn drain(conn: &mut Connection, messages: &mut Vec<Message>) -> Result<(), PeerError> {
     loop {
-        match dec.next_event()? {
+        match conn.next_event()? {
             Event::Message(m) => messages.push(m),
             Event::NeedData | Event::End => return Ok(()),
         }
@@ -428,7 +481,7 @@ fn drain(dec: &mut Decoder, messages: &mut Vec<Message>) -> Result<(), Error> {
 /// in two at every position up to `max_splits` (through the three doors in turn), asserts
 /// every way gives the same outcome, and returns it.
 pub fn decode_all_ways(stream: &[u8], limits: &Limits, max_splits: usize) -> Outcome {
-    let all = [Door::Decode, Door::Receive, Door::ReadBuf];
+    let all = [Door::Decode, Door::ReadFrom, Door::ReadBuf];
     let whole = run_decoder(stream, limits, &[], &[Door::Decode], 16 * 1024, true);
     for door in all {
         let again = run_decoder(stream, limits, &[], &[door], 16 * 1024, true);
@@ -446,8 +499,8 @@ pub fn decode_all_ways(stream: &[u8], limits: &Limits, max_splits: usize) -> Out
 }
 
 /// Fuzz target `decode_stream`. Layout of `data`: a mode byte, a count `n` (mod 32), `n`
-/// chunk sizes (one byte each), then the stream. Mode bits: 0–1 door (decode, receive,
-/// read_buf, all three in turn), 2 tight limits, 3 no end of stream, 4 small read buffer.
+/// chunk sizes (one byte each), then the stream. Mode bits: 0–1 door (decode, read_from,
+/// read_buf, read_from and read_buf in turn), 2 tight limits, 3 no end of stream, 4 small read buffer.
 /// A seed is therefore `[0, 0]` followed by a stream.
 pub fn decode_stream(data: &[u8]) {
     let [mode, n, rest @ ..] = data else {
@@ -458,9 +511,9 @@ pub fn decode_stream(data: &[u8]) {
     let chunks: Vec<usize> = sizes.iter().map(|&b| usize::from(b)).collect();
     let doors: &[Door] = match mode & 3 {
         0 => &[Door::Decode],
-        1 => &[Door::Receive],
+        1 => &[Door::ReadFrom],
         2 => &[Door::ReadBuf],
-        _ => &[Door::Decode, Door::Receive, Door::ReadBuf],
+        _ => &[Door::ReadFrom, Door::ReadBuf],
     };
     let limits = if mode & 4 != 0 {
         Limits {
@@ -605,7 +658,7 @@ impl ArbMessage {
             ArbBody::Parts(t, e, c) => {
                 let t = match t {
                     ArbContentType::TextJson => TEXT_JSON.to_owned(),
-                    ArbContentType::ClientBinary => crate::header::CLIENT_BINARY_TYPE.to_owned(),
+                    ArbContentType::ClientBinary => CLIENT_BINARY_TYPE.to_owned(),
                     ArbContentType::Other(s) => s.clone(),
                 };
                 Message::from_parts(t.into(), e.clone().into(), c.clone())
@@ -673,7 +726,7 @@ pub fn roundtrip(data: &[u8]) {
     let wire = match encode(&msg) {
         Ok(w) => w,
         Err(LocalError::EncodeHeaderTooLong { size }) => {
-            assert!(size > crate::MAX_HEADER_LEN);
+            assert!(size > MAX_HEADER_LEN);
             return;
         }
         Err(e) => panic!("encode failed: {e:?}"),
@@ -684,7 +737,7 @@ pub fn roundtrip(data: &[u8]) {
     assert_eq!(&wire[2 + hlen..], msg.content());
 
     let split = split % (wire.len() + 1);
-    let doors = [Door::Decode, Door::Receive, Door::ReadBuf];
+    let doors = [Door::Decode, Door::ReadFrom, Door::ReadBuf];
     let door = doors[split % 3];
     let out = run_decoder(&wire, &limits, &[split, wire.len()], &[door], 64, true);
     match expected_refusal(&msg, &limits) {
@@ -728,7 +781,7 @@ pub enum Side {
 pub enum Op {
     /// `send` a message from a side.
     Send(Side, ArbMessage),
-    /// Move up to `n` pending bytes from a side to the other (`receive`, or `read_buf` and
+    /// Move up to `n` pending bytes from a side to the other (`read_from`, or `read_buf` and
     /// `commit` when the flag is set).
     Pump(Side, u16, bool),
     /// Take events on a side until `NeedData` or an error.
@@ -854,22 +907,29 @@ impl Pair {
         if dir.eof || dir.failed {
             return;
         }
+        let now = Instant::now();
         let mut budget = usize::from(n);
         while budget > 0 && tx.wants_write() {
-            let chunk_len = tx.pending().len().min(budget);
-            assert!(chunk_len > 0, "wants_write with an empty pending run");
+            let mut slices = [IoSlice::new(&[]); 4];
+            let count = tx.pending_slices(&mut slices);
+            let first: &[u8] = slices[..count].first().map_or(&[], |s| &s[..]);
+            let chunk_len = first.len().min(budget);
+            assert!(chunk_len > 0, "wants_write with an empty pending slice");
+            let chunk = first[..chunk_len].to_vec();
             let moved = if read_buf {
                 let buf = rx.read_buf();
                 let k = buf.len().min(chunk_len);
-                buf[..k].copy_from_slice(&tx.pending()[..k]);
-                rx.commit(k, Instant::now()).map(|()| k)
+                buf[..k].copy_from_slice(&chunk[..k]);
+                rx.commit(k, now).map(|()| k).map_err(|e| e.to_string())
             } else {
-                let chunk = tx.pending()[..chunk_len].to_vec();
-                rx.receive(&chunk).map(|()| chunk_len)
+                // One read of what the socket holds (at most one read buffer).
+                rx.read_from(&mut &chunk[..], now)
+                    .map_err(|e| e.to_string())
             };
             match moved {
                 Ok(k) => {
-                    tx.consume(k, Instant::now());
+                    assert!(k > 0, "no progress on {chunk_len} bytes");
+                    tx.consume(k, now);
                     dir.delivered += k;
                     budget -= k;
                 }
@@ -971,7 +1031,11 @@ impl Pair {
                 dir.eof = true;
                 assert!(!rx.wants_read());
                 if !dir.failed {
-                    assert_eq!(rx.receive(b"x"), Err(LocalError::ReceiveAfterEof));
+                    let _ = rx.read_buf();
+                    assert_eq!(
+                        rx.commit(1, Instant::now()),
+                        Err(LocalError::ReceiveAfterEof)
+                    );
                 }
             }
             Op::Garbage(from, bytes) => {
@@ -980,8 +1044,12 @@ impl Pair {
                     return;
                 }
                 dir.tainted = true;
-                if rx.receive(bytes).is_err() {
-                    dir.failed = true;
+                let mut input = &bytes[..];
+                while !input.is_empty() {
+                    if rx.read_from(&mut input, Instant::now()).is_err() {
+                        dir.failed = true;
+                        break;
+                    }
                 }
             }
             Op::Release(side) => self.conn(*side).release_buffers(),
