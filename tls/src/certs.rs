@@ -8,7 +8,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use time::OffsetDateTime;
+pub use time::OffsetDateTime;
 
 /// A certificate and its private key, as PEM text.
 #[derive(Debug, Clone)]

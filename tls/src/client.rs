@@ -119,14 +119,29 @@ impl TlsClient {
         timeout: Duration,
     ) -> Result<TlsClient, ClientError> {
         let shown = addr.to_string();
-        let connect_err = |source| ClientError::Connect {
-            addr: shown.clone(),
-            source,
-        };
+        let addrs: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|source| ClientError::Connect {
+                addr: shown.clone(),
+                source,
+            })?
+            .collect();
+        TlsClient::connect_addrs(&addrs, config, server_name, limits, timeout)
+    }
+
+    /// As [`TlsClient::connect_with`], trying each of `addrs` in turn (those a name
+    /// resolved to, say).
+    pub fn connect_addrs(
+        addrs: &[SocketAddr],
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+        limits: Limits,
+        timeout: Duration,
+    ) -> Result<TlsClient, ClientError> {
         let mut last = io::Error::new(ErrorKind::NotFound, "the address resolved to nothing");
         let mut stream = None;
-        for candidate in addr.to_socket_addrs().map_err(connect_err)? {
-            match TcpStream::connect_timeout(&candidate, timeout) {
+        for candidate in addrs {
+            match TcpStream::connect_timeout(candidate, timeout) {
                 Ok(s) => {
                     stream = Some(s);
                     break;
@@ -134,7 +149,11 @@ impl TlsClient {
                 Err(e) => last = e,
             }
         }
-        let stream = stream.ok_or_else(|| connect_err(last))?;
+        let shown = addrs.first().map_or_else(String::new, ToString::to_string);
+        let stream = stream.ok_or(ClientError::Connect {
+            addr: shown,
+            source: last,
+        })?;
         let peer = stream.peer_addr()?;
         stream.set_nodelay(true)?;
         let conn = Connection::new(Role::Client, limits);
@@ -148,6 +167,11 @@ impl TlsClient {
         };
         client.drive(|tls| Ok(!tls.is_handshaking()))?;
         Ok(client)
+    }
+
+    /// Sets the time limit of each later wait (a request and its answer, the close).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// The server's address.
