@@ -78,6 +78,11 @@ pub trait Plaintext {
     fn handle_timeout(&mut self, now: Instant) -> bool;
     /// The sockmsg machine inside (a message in progress, the write deadline...).
     fn connection(&self) -> &Connection;
+    /// The handshake completed; `peer` is who the peer proved to be, if it presented a
+    /// certificate. Called once, before any plaintext arrives. Default: nothing.
+    fn handshake_done(&mut self, peer: Option<&PeerIdentity>) {
+        let _ = peer;
+    }
 }
 
 impl Plaintext for Connection {
@@ -314,6 +319,7 @@ impl<P: Plaintext> Tls<P> {
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|cert| PeerIdentity::from_der(cert));
+            self.conn.handshake_done(self.identity.as_ref());
         }
         self.drain_plaintext(now);
         self.deliver_eof();

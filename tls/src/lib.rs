@@ -19,6 +19,9 @@
 //! * [`TlsError`]: why a connection failed, one variant per reason a user can act on
 //!   (plaintext peer, unknown CA, expired certificate, name mismatch, no client
 //!   certificate, handshake deadline, truncation without `close_notify`...).
+//! * [`TlsSession`]: the composition with the server layer's per-connection
+//!   [`Session`](sockmsg_server::Session) inside (service, policy, deadlines), for
+//!   transports; its [`PeerService`] sees who the client is (mutual TLS).
 //! * [`TlsClient`]: a blocking client over the composition.
 //! * [`certs`]: a test CA and certificates (`rcgen`), used by the `app-certs` program and
 //!   the tests.
@@ -83,12 +86,14 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod identity;
+pub mod server;
 
 pub use client::{ClientError, TlsClient};
 pub use config::{client_config, provider, server_config, ClientOptions, Pem, ServerOptions};
 pub use conn::{Plaintext, Tls, TlsConnection, TlsTimeout, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::{ConfigError, TlsError};
 pub use identity::PeerIdentity;
+pub use server::{AnyPeer, PeerService, TlsSession};
 
 #[cfg(test)]
 mod tests;
