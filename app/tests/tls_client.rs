@@ -239,3 +239,145 @@ fn each_handshake_failure_has_its_own_line() {
         stderr(&out)
     );
 }
+
+/// `app-server --tls-*` on the std transport, port 0; stopped (killed) when dropped.
+struct AppServer {
+    child: Child,
+    port: u16,
+}
+
+impl AppServer {
+    fn start(certs: &Path, client_ca: bool) -> AppServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-server"));
+        cmd.args(["127.0.0.1", "0", "--transport", "std"])
+            .arg("--tls-cert")
+            .arg(certs.join("server.pem"))
+            .arg("--tls-key")
+            .arg(certs.join("server-key.pem"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if client_ca {
+            cmd.arg("--tls-client-ca").arg(certs.join("ca.pem"));
+        }
+        let mut child = cmd.spawn().expect("app-server");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("listening line");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        AppServer { child, port }
+    }
+}
+
+impl Drop for AppServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python_client(port: u16, certs: &Path, with_cert: bool, value: &str) -> Output {
+    let mut cmd = Command::new(sockmsg_tests::python());
+    cmd.arg(python_peer())
+        .args(["client", "127.0.0.1", &port.to_string(), "search", value])
+        .arg("--cafile")
+        .arg(certs.join("ca.pem"))
+        .args(["--server-name", "localhost"])
+        .env("SOCKMSG_LIBMSG_DIR", sockmsg_tests::python_dir())
+        .env("PYTHONIOENCODING", "utf-8")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null());
+    if with_cert {
+        cmd.arg("--cert")
+            .arg(certs.join("client.pem"))
+            .arg("--key")
+            .arg(certs.join("client-key.pem"));
+    }
+    cmd.output().expect("python client")
+}
+
+#[test]
+fn app_server_over_tls_answers_python_ssl_and_app_client() {
+    let dir = TempDir::new("tls-server");
+    write_certs(dir.path(), None);
+    let server = AppServer::start(dir.path(), false);
+    let py = python_client(server.port, dir.path(), false, "morpheus");
+    assert!(py.status.success(), "{py:?}");
+    assert_eq!(
+        stdout(&py),
+        "got result: Follow the white rabbit. \u{1f430}\n"
+    );
+    let rust = client(server.port, &["search", "ring"], dir.path());
+    assert!(rust.status.success(), "{rust:?}");
+    assert_eq!(
+        stdout(&rust),
+        "got result: In the caves beneath the Misty Mountains. \u{1f48d}\n"
+    );
+    // A plaintext client on the TLS port learns it is talking to TLS.
+    let plain = Command::new(env!("CARGO_BIN_EXE_app-client"))
+        .args(["127.0.0.1", &server.port.to_string(), "search", "ring"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("app-client");
+    assert_eq!(plain.status.code(), Some(1));
+    assert!(stderr(&plain).contains("TLS"), "{}", stderr(&plain));
+}
+
+#[test]
+fn app_server_mutual_tls_both_ways() {
+    let dir = TempDir::new("tls-server-mutual");
+    write_certs(dir.path(), None);
+    let server = AppServer::start(dir.path(), true);
+    let py_refused = python_client(server.port, dir.path(), false, "ring");
+    assert_eq!(py_refused.status.code(), Some(1), "{py_refused:?}");
+    let py = python_client(server.port, dir.path(), true, "ring");
+    assert!(py.status.success(), "{py:?}");
+    assert_eq!(
+        stdout(&py),
+        "got result: In the caves beneath the Misty Mountains. \u{1f48d}\n"
+    );
+    let refused = client(server.port, &["search", "ring"], dir.path());
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("requires a client certificate"),
+        "{}",
+        stderr(&refused)
+    );
+    let accepted = client(
+        server.port,
+        &[
+            "--cert",
+            "CERTS/client.pem",
+            "--key",
+            "CERTS/client-key.pem",
+            "search",
+            "morpheus",
+        ],
+        dir.path(),
+    );
+    assert!(accepted.status.success(), "{accepted:?}");
+    assert_eq!(
+        stdout(&accepted),
+        "got result: Follow the white rabbit. \u{1f430}\n"
+    );
+    // TLS on the mio transport is refused as a usage error.
+    let mio = Command::new(env!("CARGO_BIN_EXE_app-server"))
+        .args([
+            "127.0.0.1",
+            "0",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "b.pem",
+        ])
+        .output()
+        .expect("app-server");
+    assert_eq!(mio.status.code(), Some(2));
+    assert!(stderr(&mio).contains("--transport std"), "{}", stderr(&mio));
+}

@@ -81,6 +81,8 @@
 #![warn(missing_docs)]
 
 pub mod certs;
+/// The rustls crate this one is built on (its configuration types appear in this API).
+pub use rustls;
 pub mod client;
 pub mod config;
 pub mod conn;
