@@ -106,6 +106,32 @@ pub fn serve(
     }
 }
 
+/// As [`serve`], with TLS in front of every connection: `tls` for the handshake
+/// ([`sockmsg_tls::server_config`]; client certificates required when it has a client CA),
+/// `service` told who each client is. TLS runs on the std transport for now; the mio and
+/// tokio transports refuse it (`InvalidInput`).
+pub fn serve_tls(
+    transport: Transport,
+    addr: SocketAddr,
+    config: &ServerConfig,
+    service: Arc<dyn sockmsg_tls::PeerService>,
+    tls: Arc<sockmsg_tls::rustls::ServerConfig>,
+    ready: impl FnOnce(SocketAddr, Stopper),
+) -> io::Result<()> {
+    match transport {
+        Transport::Mio | Transport::Tokio => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TLS runs on the std transport for now (--transport std)",
+        )),
+        Transport::Std => {
+            let server = sockmsg_transport_std::Server::bind(addr, config.clone())?;
+            let handle = server.shutdown_handle();
+            ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
+            server.serve_tls(service, tls)
+        }
+    }
+}
+
 /// A server running on its own thread ([`spawn`]); stopped (bounded) when dropped.
 #[derive(Debug)]
 pub struct RunningServer {

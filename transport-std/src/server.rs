@@ -129,6 +129,42 @@ impl Server {
     /// [`ServerConfig::shutdown_grace`] to flush, after which remaining sockets are shut
     /// down under their threads, which are joined (bounded) before returning.
     pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
+        self.serve_with(move |config, now| Some(Session::new(Arc::clone(&service), config, now)))
+    }
+
+    /// As [`Server::serve`], with TLS in front of every connection (feature `tls`): `tls`
+    /// for the handshake ([`sockmsg_tls::server_config`]), `service` told who each client
+    /// is ([`sockmsg_tls::PeerService`]; [`sockmsg_tls::AnyPeer`] for a plain service). A
+    /// failed handshake or a plaintext peer closes that connection with one log line
+    /// naming the reason; the handshake deadline is
+    /// [`sockmsg_tls::DEFAULT_HANDSHAKE_TIMEOUT`].
+    #[cfg(feature = "tls")]
+    pub fn serve_tls(
+        self,
+        service: Arc<dyn sockmsg_tls::PeerService>,
+        tls: Arc<sockmsg_tls::rustls::ServerConfig>,
+    ) -> io::Result<()> {
+        self.serve_with(move |config, now| {
+            match sockmsg_tls::TlsSession::accept(
+                Arc::clone(&tls),
+                Arc::clone(&service),
+                config,
+                now,
+            ) {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    warn!("dropping a connection: cannot start TLS: {e}");
+                    None
+                }
+            }
+        })
+    }
+
+    /// The accept loop, with `make` building each connection's machine.
+    fn serve_with<D: Driven + 'static>(
+        self,
+        make: impl Fn(Arc<ServerConfig>, Instant) -> Option<D>,
+    ) -> io::Result<()> {
         let Server {
             listener,
             local_addr,
@@ -180,7 +216,9 @@ impl Server {
                 shared: Arc::clone(&shared),
                 id,
             };
-            let session = Session::new(Arc::clone(&service), Arc::clone(&config), Instant::now());
+            let Some(session) = make(Arc::clone(&config), Instant::now()) else {
+                continue;
+            };
             let handle = shutdown.clone();
             let spawned = thread::Builder::new()
                 .name(format!("sockmsg-conn-{id}"))
@@ -323,10 +361,10 @@ impl Armed {
 }
 
 /// One connection's thread: the session's wishes, carried out with blocking calls.
-fn serve_connection(
+fn serve_connection<D: Driven>(
     stream: &TcpStream,
     peer: SocketAddr,
-    mut session: Session,
+    mut session: D,
     shutdown: &ShutdownHandle,
 ) {
     let span = info_span!("conn", %peer);
@@ -336,28 +374,32 @@ fn serve_connection(
         debug!("cannot set TCP_NODELAY: {e}");
     }
     let (mut read_armed, mut write_armed) = (Armed::default(), Armed::default());
-    let reason = loop {
+    loop {
         let now = Instant::now();
         if shutdown.is_shutdown() {
             session.begin_shutdown(now);
         }
-        if let Some(reason) = session.close_reason() {
-            break reason;
+        if session.is_done() {
+            break;
         }
         let result = if session.wants_write() {
             write_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_write_timeout(t))
-                .and_then(|()| session.write_to(&mut &*stream, now).map(drop))
+                .and_then(|()| session.write(stream, now))
         } else if session.wants_read() {
             read_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_read_timeout(t))
-                .and_then(|()| read(stream, &mut session, shutdown))
+                .and_then(|()| session.read(stream, shutdown))
         } else {
             // Nothing to read or write, not closed: only a deadline can move it.
             if let Some(at) = session.poll_timeout() {
                 thread::sleep(at.saturating_duration_since(now));
             }
             session.handle_timeout(Instant::now());
+            if !session.is_done() && session.poll_timeout().is_none() {
+                // Nothing can move it any more (cannot happen with a session).
+                session.abort(CloseReason::Shutdown);
+            }
             continue;
         };
         match result {
@@ -373,23 +415,136 @@ fn serve_connection(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => session.abort(CloseReason::Io(e)),
         }
-    };
-    reason.log(&peer);
+    }
+    session.log_end(&peer);
     // Errors ignored: the peer may be gone already; dropping the stream closes it anyway.
     let _ = stream.shutdown(Shutdown::Write);
 }
 
-/// Reads once into the session. A read of 0 bytes after the server began shutting down is
-/// the shutdown's own `shutdown(2)`, not the peer closing.
-fn read(stream: &TcpStream, session: &mut Session, shutdown: &ShutdownHandle) -> io::Result<()> {
-    let n = (&*stream).read(session.read_buf())?;
-    let now = Instant::now();
-    if n > 0 {
-        session.commit(n, now);
-    } else if shutdown.is_shutdown() {
-        session.begin_shutdown(now);
-    } else {
-        session.receive_eof(now);
+/// What one connection's thread drives: a plaintext [`Session`] or (feature `tls`) a
+/// [`sockmsg_tls::TlsSession`], with the same wishes.
+trait Driven: Send {
+    fn config(&self) -> &ServerConfig;
+    fn is_done(&self) -> bool;
+    fn wants_read(&self) -> bool;
+    fn wants_write(&self) -> bool;
+    /// Reads once. A read of 0 bytes after the server began shutting down is the
+    /// shutdown's own `shutdown(2)`, not the peer closing.
+    fn read(&mut self, stream: &TcpStream, shutdown: &ShutdownHandle) -> io::Result<()>;
+    fn write(&mut self, stream: &TcpStream, now: Instant) -> io::Result<()>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn handle_timeout(&mut self, now: Instant);
+    fn begin_shutdown(&mut self, now: Instant);
+    fn abort(&mut self, reason: CloseReason);
+    fn log_end(&self, peer: &SocketAddr);
+}
+
+impl Driven for Session {
+    fn config(&self) -> &ServerConfig {
+        Session::config(self)
     }
-    Ok(())
+
+    fn is_done(&self) -> bool {
+        self.is_closed()
+    }
+
+    fn wants_read(&self) -> bool {
+        Session::wants_read(self)
+    }
+
+    fn wants_write(&self) -> bool {
+        Session::wants_write(self)
+    }
+
+    fn read(&mut self, stream: &TcpStream, shutdown: &ShutdownHandle) -> io::Result<()> {
+        let n = (&*stream).read(self.read_buf())?;
+        let now = Instant::now();
+        if n > 0 {
+            self.commit(n, now);
+        } else if shutdown.is_shutdown() {
+            Session::begin_shutdown(self, now);
+        } else {
+            self.receive_eof(now);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, stream: &TcpStream, now: Instant) -> io::Result<()> {
+        self.write_to(&mut &*stream, now).map(drop)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Session::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Session::handle_timeout(self, now);
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        Session::begin_shutdown(self, now);
+    }
+
+    fn abort(&mut self, reason: CloseReason) {
+        Session::abort(self, reason);
+    }
+
+    fn log_end(&self, peer: &SocketAddr) {
+        if let Some(reason) = self.close_reason() {
+            reason.log(peer);
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Driven for sockmsg_tls::TlsSession {
+    fn config(&self) -> &ServerConfig {
+        self.session().config()
+    }
+
+    fn is_done(&self) -> bool {
+        sockmsg_tls::TlsSession::is_done(self)
+    }
+
+    fn wants_read(&self) -> bool {
+        sockmsg_tls::Tls::wants_read(self)
+    }
+
+    fn wants_write(&self) -> bool {
+        sockmsg_tls::Tls::wants_write(self)
+    }
+
+    fn read(&mut self, stream: &TcpStream, shutdown: &ShutdownHandle) -> io::Result<()> {
+        if shutdown.is_shutdown() {
+            sockmsg_tls::TlsSession::begin_shutdown(self, Instant::now());
+            return Ok(());
+        }
+        self.read_tls(&mut &*stream, Instant::now()).map(drop)
+    }
+
+    fn write(&mut self, stream: &TcpStream, now: Instant) -> io::Result<()> {
+        self.write_tls(&mut &*stream, now).map(drop)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        sockmsg_tls::Tls::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        sockmsg_tls::Tls::handle_timeout(self, now);
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        sockmsg_tls::TlsSession::begin_shutdown(self, now);
+    }
+
+    fn abort(&mut self, reason: CloseReason) {
+        sockmsg_tls::TlsSession::abort(self, reason);
+    }
+
+    fn log_end(&self, peer: &SocketAddr) {
+        if let Some(end) = self.end() {
+            end.log(peer);
+        }
+    }
 }

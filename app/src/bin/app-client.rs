@@ -3,7 +3,15 @@
 //! ```text
 //! app-client HOST PORT ACTION VALUE [--json-action] [--byteorder little|big]
 //!            [--timeout SECS] [--max-content BYTES]
+//!            [--tls [--ca FILE] [--cert FILE --key FILE] [--server-name NAME]]
 //! ```
+//!
+//! With `--tls` the exchange runs over TLS (rustls, TLS 1.3 or 1.2): the server's
+//! certificate is verified against `--ca` (PEM), or the system's trusted roots without it,
+//! for `--server-name` (default: HOST); `--cert` and `--key` present a client certificate
+//! to a server that requires one. A failed handshake is one line naming the reason
+//! (`unknown CA`, `certificate has expired`, `name mismatch`, `requires a client
+//! certificate`...).
 //!
 //! Prints `got result: RESULT` or `got response: b'...'` to stdout (as the guide's
 //! client) as soon as the answer is complete, and leaves without reading anything the
@@ -16,6 +24,7 @@
 
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
@@ -27,6 +36,7 @@ use sockmsg_app::demo::{json_request, request, result_line};
 use sockmsg_app::pyfmt::bytes_repr;
 use sockmsg_protocol::sniff::quote;
 use sockmsg_protocol::{encode, ByteOrder, Limits, Message};
+use sockmsg_tls::{ClientError, ClientOptions, Pem, TlsClient};
 use sockmsg_transport_std::{Client, ClientConfig, Deadline, Op, TransportError};
 use tracing::info;
 
@@ -65,6 +75,21 @@ struct Args {
     /// allocate is bounded by this and the 64 KiB header limit.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_content_len)]
     max_content: u64,
+    /// Speak TLS: verify the server's certificate (against --ca, or the system's roots).
+    #[arg(long)]
+    tls: bool,
+    /// CA certificates (PEM) that may sign the server's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// Client certificate chain (PEM), for a server that requires one (mutual TLS).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name the server's certificate must be valid for (default: HOST).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    server_name: Option<String>,
 }
 
 /// Why the exchange failed: the two halves of the error line.
@@ -135,6 +160,9 @@ fn run(args: &Args) -> Result<(), Failure> {
     let target = target(&args.host, args.port);
     let addrs = resolve(&args.host, args.port, deadline)
         .map_err(|why| Failure::new(format!("cannot resolve {target}"), why))?;
+    if args.tls {
+        return run_tls(args, message, &addrs, &target, deadline);
+    }
     info!("starting connection to {target}");
     let mut client = Client::connect_by(&addrs[..], &config, Some(deadline))
         .map_err(|e| explain(&e, &target))?;
@@ -163,6 +191,80 @@ fn run(args: &Args) -> Result<(), Failure> {
     info!("closing connection to {addr}");
     client.close_now();
     Ok(())
+}
+
+/// The exchange over TLS, with the same output and error lines.
+fn run_tls(
+    args: &Args,
+    message: Message,
+    addrs: &[SocketAddr],
+    target: &str,
+    deadline: Deadline,
+) -> Result<(), Failure> {
+    let options = ClientOptions {
+        ca: args.ca.clone().map(Pem::File),
+        identity: args
+            .cert
+            .clone()
+            .zip(args.key.clone())
+            .map(|(cert, key)| (Pem::File(cert), Pem::File(key))),
+        ..ClientOptions::default()
+    };
+    let config = sockmsg_tls::client_config(&options)
+        .map_err(|e| Failure::new("cannot load the TLS settings", e))?;
+    let name = args.server_name.as_deref().unwrap_or(&args.host);
+    let limits = Limits {
+        max_content_len: args.max_content,
+        ..Limits::default()
+    };
+    info!("starting TLS connection to {target} (server name {name:?})");
+    let mut client = TlsClient::connect_addrs(
+        addrs,
+        config,
+        name,
+        limits,
+        deadline.remaining().max(Duration::from_millis(1)),
+    )
+    .map_err(|e| explain_tls(&e, target))?;
+    let addr = client.peer_addr();
+    if let Some(peer) = client.peer_identity() {
+        info!("{addr} is {peer} ({})", peer.subject);
+    }
+    client.set_timeout(deadline.remaining().max(Duration::from_millis(1)));
+    let response = client
+        .request(message)
+        .map_err(|e| explain_tls(&e, target))?;
+    let line =
+        result_line(&response).map_err(|e| Failure::new(format!("bad answer from {addr}"), e))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::new("cannot print the result", e))?;
+    info!("closing TLS connection to {addr}");
+    let _ = client.close();
+    Ok(())
+}
+
+/// The error line for a failed exchange over TLS with `target`.
+fn explain_tls(e: &ClientError, target: &str) -> Failure {
+    match e {
+        ClientError::Connect { source, .. } => {
+            Failure::new(format!("cannot connect to {target}"), source)
+        }
+        ClientError::Tls(tls) if tls.is_handshake_failure() => {
+            Failure::new(format!("TLS handshake with {target} failed"), tls)
+        }
+        ClientError::Tls(other) => Failure::new(format!("bad answer from {target}"), other),
+        ClientError::Timeout(_) => Failure::new(
+            format!("no complete answer from {target}"),
+            "timed out (--timeout, the deadline for the whole exchange)",
+        ),
+        ClientError::Closed => Failure::new(
+            format!("no answer from {target}"),
+            "it closed the connection without a complete response",
+        ),
+        other => Failure::new(format!("exchange with {target} failed"), other),
+    }
 }
 
 /// The addresses of `host`, resolved by `deadline`: the system's resolver cannot be

@@ -4,7 +4,14 @@
 //! app-server [HOST] [PORT] [--transport mio|std|tokio] [--max-connections N]
 //!            [--idle-timeout SECS] [--read-timeout SECS] [--write-timeout SECS]
 //!            [--byteorder little|big] [--workers N] [--close-after-answer] [-v|--trace]
+//!            [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 //! ```
+//!
+//! With `--tls-cert` and `--tls-key` (PEM) every connection is TLS (1.3 or 1.2, rustls);
+//! `--tls-client-ca` also requires each client to present a certificate signed by that CA
+//! (mutual TLS), and the client's name is logged. A plaintext or failed handshake closes
+//! that connection with one log line naming the reason; a silent peer is closed at the
+//! TLS handshake deadline (10 s). TLS runs on the std transport (`--transport std`).
 //!
 //! Prints `listening on ADDR` to stdout once listening; logs go to stderr (`RUST_LOG`,
 //! default `info`; `--trace` adds each request and answer). SIGINT (Ctrl-C), SIGTERM or
@@ -13,6 +20,7 @@
 //! 2 usage.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +31,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sockmsg_app::cli::{fail, resolve, secs_or_zero, usage_error, Order};
 use sockmsg_app::demo::DemoService;
-use sockmsg_app::serve::{serve, ServerConfig, Stopper, Transport};
+use sockmsg_app::serve::{serve, serve_tls, ServerConfig, Stopper, Transport};
 use sockmsg_protocol::ByteOrder;
 
 const PROGRAM: &str = "app-server";
@@ -82,6 +90,15 @@ struct Args {
     /// RUST_LOG, when set, wins.
     #[arg(short = 'v', long)]
     trace: bool,
+    /// Serve over TLS with this certificate chain (PEM, the server's own first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// A time limit in seconds as a duration; 0 means none.
@@ -106,6 +123,15 @@ fn main() -> ExitCode {
             PROGRAM,
             format!(
                 "--workers sets the event loops of the mio and tokio transports; the {} transport runs a thread per connection",
+                args.transport
+            ),
+        );
+    }
+    if args.tls_cert.is_some() && args.transport != Transport::Std {
+        return usage_error(
+            PROGRAM,
+            format!(
+                "TLS runs on the std transport for now, not {}: add --transport std",
                 args.transport
             ),
         );
@@ -178,23 +204,56 @@ fn main() -> ExitCode {
         }
     }
 
-    let transport = args.transport;
-    let served = serve(
-        transport,
-        addr,
-        &settings,
-        Arc::new(service),
-        |bound, stop| {
-            *stopper.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop.clone());
-            if caught.load(Ordering::SeqCst) {
-                stop.stop();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let mut options = sockmsg_tls::ServerOptions::new(
+                sockmsg_tls::Pem::file(cert),
+                sockmsg_tls::Pem::file(key),
+            );
+            if let Some(ca) = &args.tls_client_ca {
+                options = options.with_client_ca(sockmsg_tls::Pem::file(ca));
             }
-            let mut out = std::io::stdout().lock();
-            // A closed stdout must not stop the server.
-            let _ = writeln!(out, "listening on {bound}").and_then(|()| out.flush());
-            tracing::info!("serving the demo application on {bound} ({transport} transport)");
-        },
-    );
+            match sockmsg_tls::server_config(&options) {
+                Ok(config) => Some(config),
+                Err(e) => return fail(PROGRAM, "cannot load the TLS settings", e),
+            }
+        }
+        _ => None,
+    };
+
+    let transport = args.transport;
+    let secure = if tls.is_some() { ", TLS" } else { "" };
+    let ready = |bound, stop: &Stopper| {
+        *stopper.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop.clone());
+        if caught.load(Ordering::SeqCst) {
+            stop.stop();
+        }
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the server.
+        let _ = writeln!(out, "listening on {bound}").and_then(|()| out.flush());
+        tracing::info!("serving the demo application on {bound} ({transport} transport{secure})");
+    };
+    let service = Arc::new(service);
+    let served = match tls {
+        Some(tls) => {
+            let demo = Arc::clone(&service);
+            let peer_service = move |peer: Option<&sockmsg_tls::PeerIdentity>, request| {
+                if let Some(peer) = peer {
+                    tracing::debug!("request from {peer} ({})", peer.subject);
+                }
+                sockmsg_server::Service::call(&*demo, request)
+            };
+            serve_tls(
+                transport,
+                addr,
+                &settings,
+                Arc::new(peer_service),
+                tls,
+                |b, s| ready(b, &s),
+            )
+        }
+        None => serve(transport, addr, &settings, service, |b, s| ready(b, &s)),
+    };
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(PROGRAM, format!("cannot serve on {addr}"), e),

@@ -1,0 +1,219 @@
+//! What TLS costs, measured in memory (no sockets, one thread, both sides): handshake CPU
+//! (full and resumed), bulk throughput (16 MiB over TLS vs the plaintext machine alone) and
+//! the heap an idle server connection holds after its handshake and one request.
+//!
+//! `cargo run --release -p sockmsg-tls --example tls_cost` (short: about 10 s). Figures are
+//! medians of one run; compare them as ratios.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sockmsg_protocol::{Connection, Event, Message};
+use sockmsg_tls::certs::{Authority, Spec, Usage};
+use sockmsg_tls::{client_config, server_config, ClientOptions, Pem, ServerOptions, TlsConnection};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` unchanged; the counter is only a statistic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+type Error = Box<dyn std::error::Error>;
+
+fn transfer(
+    from: &mut TlsConnection,
+    to: &mut TlsConnection,
+    wire: &mut Vec<u8>,
+) -> Result<bool, Error> {
+    let now = Instant::now();
+    let mut moved = false;
+    while from.wants_write() {
+        from.write_tls(wire, now)?;
+    }
+    let mut pos = 0;
+    while pos < wire.len() && to.wants_read() {
+        let mut input = &wire[pos..];
+        let n = to.read_tls(&mut input, now)?;
+        pos += n;
+        moved |= n > 0;
+    }
+    wire.drain(..pos);
+    Ok(moved)
+}
+
+/// Runs a connection: the client's requests, the server's echoes, until quiet. Returns the
+/// answers' total content length.
+fn run(client: &mut TlsConnection, server: &mut TlsConnection) -> Result<usize, Error> {
+    let mut wire = Vec::new();
+    let mut got = 0;
+    loop {
+        let mut moved = transfer(client, server, &mut wire)?;
+        while let Event::Message(m) = server.next_event()? {
+            server.send(m, Instant::now())?;
+        }
+        moved |= transfer(server, client, &mut wire)?;
+        while let Event::Message(m) = client.next_event()? {
+            got += m.content().len();
+        }
+        if !moved {
+            return Ok(got);
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Error> {
+    let ca = Authority::new("cost CA", 1)?;
+    let cert = ca.issue(&Spec::new(Usage::Server, "localhost", &["localhost"], 1))?;
+    let server_cfg = server_config(&ServerOptions::new(
+        Pem::memory("server.pem", cert.cert_pem),
+        Pem::memory("key.pem", cert.key_pem),
+    ))?;
+    let client_options = ClientOptions {
+        ca: Some(Pem::memory("ca.pem", ca.cert_pem())),
+        ..ClientOptions::default()
+    };
+    let request = Message::json(&serde_json::json!({"action": "search", "value": "ring"}))?;
+    let pair =
+        |client_cfg: &Arc<rustls::ClientConfig>| -> Result<(TlsConnection, TlsConnection), Error> {
+            let now = Instant::now();
+            Ok((
+                TlsConnection::client(client_cfg.clone(), "localhost", Connection::client(), now)?,
+                TlsConnection::server(server_cfg.clone(), Connection::server(), now)?,
+            ))
+        };
+
+    // Handshake + one request: full (a fresh client config each time) and resumed.
+    for resumed in [false, true] {
+        let shared = client_config(&client_options)?;
+        let mut times = Vec::new();
+        for _ in 0..300 {
+            let cfg = if resumed {
+                shared.clone()
+            } else {
+                client_config(&client_options)?
+            };
+            let (mut c, mut s) = pair(&cfg)?;
+            c.send(request.clone(), Instant::now())?;
+            let start = Instant::now();
+            run(&mut c, &mut s)?;
+            times.push(start.elapsed());
+            if resumed && c.handshake_kind() == Some(rustls::HandshakeKind::Full) {
+                times.pop(); // the first connection primes the cache
+            }
+        }
+        println!(
+            "one-shot (handshake + request, both sides): {:>8.1} us  {}",
+            median(times).as_secs_f64() * 1e6,
+            if resumed { "resumed" } else { "full" }
+        );
+    }
+
+    // Bulk: a 16 MiB message each way.
+    let content = vec![0x5au8; 16 << 20];
+    let shared = client_config(&client_options)?;
+    let mut tls = Vec::new();
+    let mut plain = Vec::new();
+    for _ in 0..5 {
+        let (mut c, mut s) = pair(&shared)?;
+        run(&mut c, &mut s)?; // handshake first
+        c.send(Message::binary("binary/x", content.clone()), Instant::now())?;
+        let start = Instant::now();
+        let got = run(&mut c, &mut s)?;
+        tls.push(start.elapsed());
+        assert_eq!(got, content.len());
+
+        let now = Instant::now();
+        let (mut pc, mut ps) = (Connection::client(), Connection::server());
+        pc.send(Message::binary("binary/x", content.clone()), now)?;
+        let start = Instant::now();
+        let mut wire = Vec::new();
+        while pc.wants_write() {
+            pc.write_to(&mut wire, now)?;
+        }
+        ps.read_from(&mut &wire[..], now)?;
+        let mut input = &wire[..];
+        while !input.is_empty() {
+            ps.read_from(&mut input, now)?;
+        }
+        if let Event::Message(m) = ps.next_event()? {
+            ps.send(m, now)?;
+        }
+        wire.clear();
+        while ps.wants_write() {
+            ps.write_to(&mut wire, now)?;
+        }
+        let mut input = &wire[..];
+        while !input.is_empty() {
+            pc.read_from(&mut input, now)?;
+        }
+        let Event::Message(back) = pc.next_event()? else {
+            return Err("no echo".into());
+        };
+        plain.push(start.elapsed());
+        assert_eq!(back.content().len(), content.len());
+    }
+    let mb = 2.0 * 16.0 * 1.048_576;
+    let (t, p) = (median(tls), median(plain));
+    println!(
+        "16 MiB each way: TLS {:.0} MB/s, plaintext machine alone {:.0} MB/s ({:.2}x)",
+        mb / t.as_secs_f64(),
+        mb / p.as_secs_f64(),
+        p.as_secs_f64() / t.as_secs_f64()
+    );
+
+    // Idle memory: server connections after a handshake and one request.
+    for release in [false, true] {
+        let n = 1000;
+        let mut servers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (mut c, mut s) = pair(&shared)?;
+            c.send(request.clone(), Instant::now())?;
+            run(&mut c, &mut s)?;
+            if release {
+                s.release_buffers();
+            }
+            servers.push(s);
+        }
+        let base = LIVE.load(Ordering::Relaxed);
+        drop(servers);
+        let heap = base.saturating_sub(LIVE.load(Ordering::Relaxed)) / n;
+        let inline = std::mem::size_of::<TlsConnection>();
+        println!(
+        "idle server connection after handshake + one request: {heap} bytes of heap + {inline} inline = {} bytes ({n} connections{})",
+        heap + inline,
+        if release { ", buffers released" } else { "" }
+    );
+    }
+    Ok(())
+}
