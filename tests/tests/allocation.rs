@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use std::time::Instant;
 
-use sockmsg_protocol::{encode, Connection, Decoder, Event, Limits, Message, Role, MAX_HEADER_LEN};
+use sockmsg_protocol::{
+    decode, encode, Connection, Event, Limits, Message, PeerError, Role, MAX_HEADER_LEN,
+};
 
 struct Counting;
 
@@ -84,14 +86,17 @@ fn feed(conn: &mut Connection, mut bytes: &[u8]) {
 
 fn announced_16_mib_followed_by_nothing_allocates_almost_nothing() {
     let wire = framing(16 * 1024 * 1024);
-    // A connection's way in, and a decoder over the caller's slices, each on its own.
+    // A connection's way in, and the one-shot decode of the bytes held whole.
     let peak = peak_during(|| {
         let mut dec = Connection::new(Role::Server, Limits::default());
         feed(&mut dec, &wire);
         assert_eq!(dec.next_event(), Ok(Event::NeedData));
-        let mut dec2 = Decoder::new(Limits::default());
-        assert_eq!(dec2.decode(&mut &wire[..]), Ok(Event::NeedData));
-        std::hint::black_box((&dec, &dec2));
+        let cut = decode(&wire, &Limits::default());
+        assert!(
+            matches!(cut, Err(PeerError::UnexpectedEof { .. })),
+            "{cut:?}"
+        );
+        std::hint::black_box((&dec, &cut));
     });
     assert!(
         peak <= 2 * wire.len() + SMALL_CONSTANT,
@@ -130,11 +135,10 @@ fn a_whole_message_costs_its_content_and_no_more() {
     let content = vec![7u8; 1024 * 1024];
     let wire = encode(&Message::binary("x/y", content)).unwrap();
     let peak = peak_during(|| {
-        let mut dec = Decoder::new(Limits::default());
-        let Ok(Event::Message(m)) = dec.decode(&mut &wire[..]) else {
+        let Ok((m, used)) = decode(&wire, &Limits::default()) else {
             panic!("one complete message");
         };
-        assert_eq!(m.content().len(), 1024 * 1024);
+        assert_eq!((m.content().len(), used), (1024 * 1024, wire.len()));
     });
     assert!(peak <= 1024 * 1024 + 4096, "peak {peak}");
 }
