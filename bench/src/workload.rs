@@ -32,7 +32,7 @@ use std::fmt;
 
 use serde::Serialize;
 use serde_json::Value;
-use sockmsg_app::demo::{DemoError, DemoService};
+use sockmsg_demo::{DemoError, DemoService};
 use sockmsg_protocol::header::CLIENT_BINARY_TYPE;
 use sockmsg_protocol::{encode, Error, Message};
 

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bench_support::{Behaviour, TestServer};
-use sockmsg_app::demo::DemoService;
 use sockmsg_app::serve::{spawn, ServerConfig, Transport};
 use sockmsg_bench::echo::EchoServer;
 use sockmsg_bench::engine::{run, Config, Control, Limit};
 use sockmsg_bench::report::{ErrorKind, Mode, Report};
 use sockmsg_bench::workload::{Expect, Kind, Workload};
+use sockmsg_demo::DemoService;
 use sockmsg_protocol::{decode, encode, Limits};
 
 fn config(addr: std::net::SocketAddr, kind: Kind, mode: Mode) -> Config {

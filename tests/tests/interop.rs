@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockmsg_app::demo::{self, DemoService};
 use sockmsg_app::serve::{spawn, ServerConfig, Transport};
+use sockmsg_demo::{self as demo, DemoService};
 use sockmsg_protocol::{decode, encode, ByteOrder, Limits, Message};
 use sockmsg_tests::{
     protocol_examples, protocol_md_path, run_guide_client, GuideServer, TempDir, DEMO_CASES,

@@ -378,8 +378,8 @@ mod live {
     use std::thread;
     use std::time::{Duration, Instant};
 
-    use sockmsg_app::demo::{json_request, request, DemoService};
     use sockmsg_app::serve::{spawn, RunningServer, ServerConfig, Transport};
+    use sockmsg_demo::{json_request, request, DemoService};
     use sockmsg_protocol::Message;
     use sockmsg_server::Service;
     use sockmsg_transport_std::{Client, ClientConfig};
