@@ -1,13 +1,9 @@
 //! # sockmsg-app
 //!
-//! The programs users run, and the pieces they share with tests, the mio transport and the
-//! load generator (`sockmsg-bench`):
+//! The programs users run, and the pieces they share with tests and the load generator
+//! (`sockmsg-bench`). The guide's demo application they serve and print (its `Service`,
+//! request builders, Python formatting) is the [`sockmsg_demo`] crate.
 //!
-//! * [`demo`]: the guide's demo application ([`demo::DemoService`], a
-//!   [`sockmsg_server::Service`]), the request builders `app-client` uses, and the lines
-//!   it prints;
-//! * [`pyfmt`]: Python's formatting of decoded JSON values and bytes, so answers and
-//!   output match the guide's Python peers character for character;
 //! * [`serve`]: [`serve::Transport`] and [`serve::serve`], which runs a service on a chosen
 //!   transport;
 //! * [`cli`]: the command-line values the binaries share;
@@ -19,7 +15,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use sockmsg_app::demo::{request, result_line, DemoService};
+//! use sockmsg_demo::{request, result_line, DemoService};
 //! use sockmsg_app::serve::{spawn, ServerConfig, Transport};
 //! use sockmsg_transport_std::{Client, ClientConfig};
 //!
@@ -40,12 +36,6 @@
 pub mod cli;
 pub mod inspect;
 pub mod serve;
-
-/// The guide's demo application, now the `sockmsg-demo` crate (re-exported while other
-/// crates move to it).
-pub use sockmsg_demo as demo;
-/// Python's formatting of JSON values and bytes (`sockmsg_demo::pyfmt`).
-pub use sockmsg_demo::pyfmt;
 
 /// The default log filter of the programs: `info` (connections opened and closed, errors,
 /// start and stop; a bounded amount per connection).

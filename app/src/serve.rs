@@ -165,7 +165,8 @@ const DROP_WAIT: Duration = Duration::from_secs(15);
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use sockmsg_app::{demo, serve::{spawn, ServerConfig, Transport}};
+/// use sockmsg_app::serve::{spawn, ServerConfig, Transport};
+/// use sockmsg_demo as demo;
 /// use sockmsg_transport_std::{Client, ClientConfig};
 ///
 /// let server = spawn(

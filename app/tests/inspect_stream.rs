@@ -10,24 +10,16 @@ use sockmsg_protocol::{encode, Message};
 /// PROTOCOL.md's worked examples, in one stream: a search, its response, a binary request
 /// and its response.
 fn guide_stream() -> Vec<u8> {
-    let mut s = Vec::new();
-    s.extend_from_slice(include_bytes!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/vectors/ok-search-request.bin"
-    )));
-    s.extend_from_slice(include_bytes!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/vectors/ok-search-response.bin"
-    )));
-    s.extend_from_slice(include_bytes!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/vectors/ok-binary-request.bin"
-    )));
-    s.extend_from_slice(include_bytes!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/vectors/ok-binary-response.bin"
-    )));
-    s
+    use sockmsg_tests::{
+        BINARY_REQUEST, BINARY_RESPONSE, SEARCH_MORPHEUS_REQUEST, SEARCH_MORPHEUS_RESPONSE,
+    };
+    [
+        SEARCH_MORPHEUS_REQUEST,
+        SEARCH_MORPHEUS_RESPONSE,
+        BINARY_REQUEST,
+        BINARY_RESPONSE,
+    ]
+    .concat()
 }
 
 /// A reader that hands out its bytes in pieces of the given sizes, cycling.

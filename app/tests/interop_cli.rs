@@ -50,9 +50,9 @@ fn expected_request(case: &DemoCase) -> Vec<u8> {
         return bytes.to_vec();
     }
     let m = if case.json_action {
-        sockmsg_app::demo::json_request(case.action, case.value)
+        sockmsg_demo::json_request(case.action, case.value)
     } else {
-        sockmsg_app::demo::request(case.action, case.value)
+        sockmsg_demo::request(case.action, case.value)
     };
     let m = match case.byteorder {
         Some("big") => m.with_byteorder(sockmsg_protocol::ByteOrder::Big),

@@ -4,7 +4,7 @@
 //! Each client thread runs one mio event loop over its share of the connections. A
 //! connection keeps up to `pipeline` requests in flight (keep-alive), or carries exactly one
 //! request (one-shot: connect, request, answer, close). Framed answers go through the
-//! sans-IO [`Decoder`] and are checked against the [`Workload`]'s expected answer; echo
+//! sans-IO [`Connection`] and are checked against the [`Workload`]'s expected answer; echo
 //! answers are compared byte for byte with what was sent. Every request ends as exactly one
 //! of: a right answer, an error of some [`ErrorKind`], or abandoned when a run ends early
 //! (timed run over, stopped, or given up).

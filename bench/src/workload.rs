@@ -32,7 +32,7 @@ use std::fmt;
 
 use serde::Serialize;
 use serde_json::Value;
-use sockmsg_app::demo::{DemoError, DemoService};
+use sockmsg_demo::{DemoError, DemoService};
 use sockmsg_protocol::header::CLIENT_BINARY_TYPE;
 use sockmsg_protocol::{encode, Error, Message};
 
@@ -402,12 +402,11 @@ fn fit(size: usize, len: impl Fn(usize) -> Result<usize, Error>) -> Result<usize
 mod tests {
     use super::*;
     use sockmsg_protocol::header::SERVER_BINARY_TYPE;
-    use sockmsg_protocol::{Decoder, Event};
+    use sockmsg_protocol::{decode, Limits};
 
     fn decode_one(bytes: &[u8]) -> Message {
-        let mut input = bytes;
-        match Decoder::default().decode(&mut input) {
-            Ok(Event::Message(m)) if input.is_empty() => m,
+        match decode(bytes, &Limits::default()) {
+            Ok((m, used)) if used == bytes.len() => m,
             other => panic!("not one message: {other:?}"),
         }
     }

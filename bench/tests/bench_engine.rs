@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bench_support::{Behaviour, TestServer};
-use sockmsg_app::demo::DemoService;
 use sockmsg_app::serve::{spawn, ServerConfig, Transport};
 use sockmsg_bench::echo::EchoServer;
 use sockmsg_bench::engine::{run, Config, Control, Limit};
 use sockmsg_bench::report::{ErrorKind, Mode, Report};
 use sockmsg_bench::workload::{Expect, Kind, Workload};
-use sockmsg_protocol::{encode, Decoder, Event};
+use sockmsg_demo::DemoService;
+use sockmsg_protocol::{decode, encode, Limits};
 
 fn config(addr: std::net::SocketAddr, kind: Kind, mode: Mode) -> Config {
     Config {
@@ -62,9 +62,8 @@ fn keep_alive_json_and_binary_answers_are_all_right() {
         // Every byte is counted: 400 requests out, 400 demo answers back.
         assert_eq!(report.sent_bytes, 400 * 146);
         let request = Workload::new(kind, None, None).expect("workload");
-        let mut wire = request.request();
-        let request = match Decoder::default().decode(&mut wire) {
-            Ok(Event::Message(m)) => m,
+        let request = match decode(request.request(), &Limits::default()) {
+            Ok((m, _)) => m,
             other => panic!("{other:?}"),
         };
         let answer =

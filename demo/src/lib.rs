@@ -59,7 +59,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod peer_text;
 pub mod pyfmt;
 pub mod shapes;
 mod unprintable;
@@ -68,12 +67,16 @@ use std::fmt;
 
 use serde::Serialize;
 use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
+use sockmsg_protocol::sniff::quote;
 use sockmsg_protocol::{ByteOrder, Limits, Message};
 use sockmsg_server::{Service, ServiceError};
 use tracing::debug;
 
-use crate::peer_text::peer_text;
 use crate::pyfmt::{bytes_repr, write_str_opt, FormatError, Full, Preview, PyJson, Sink, Value};
+
+/// Characters of a text the peer chose (a content-type) shown in a log line, escaped by
+/// [`sockmsg_protocol::sniff::quote`] so that it cannot forge a line or flood the log.
+pub const PEER_TEXT_CHARS: usize = 64;
 
 /// The guide's search table (`request_search` in `libserver.py`).
 pub const SEARCH_TABLE: [(&str, &str); 3] = [
@@ -463,7 +466,7 @@ impl DemoService {
             if log {
                 debug!(
                     "received {} request ({} bytes)",
-                    peer_text(request.content_type()),
+                    quote(request.content_type().as_bytes(), PEER_TEXT_CHARS),
                     request.content().len()
                 );
                 debug!("sending {}", bytes_repr(&content));

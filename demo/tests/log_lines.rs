@@ -2,58 +2,17 @@
 //! per event whatever the peer sends (a content-type cannot forge a second line), peer text
 //! escaped and cut, and nothing at all per request at the default `info` level.
 
-use std::io;
-use std::sync::{Arc, Mutex};
-
 use sockmsg_demo::DemoService;
 use sockmsg_protocol::Message;
 use sockmsg_server::Service;
-use tracing_subscriber::fmt::MakeWriter;
-
-/// A `MakeWriter` appending to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
-    }
-}
 
 /// The log lines of `requests` answered at `level`.
 fn log_of(level: tracing::Level, requests: Vec<Message>) -> String {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_writer(captured.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    sockmsg_tests::log::during(level, || {
         for request in requests {
             DemoService::new().call(request).expect("answered");
         }
-    });
-    captured.text()
+    })
 }
 
 #[test]
@@ -86,7 +45,7 @@ fn long_peer_text_is_cut_with_its_length() {
         vec![Message::binary(long, b"".to_vec())],
     );
     assert!(
-        log.contains(r#"…" (60007 bytes) request (0 bytes)"#),
+        log.contains(r#"xxx"... (60007 bytes) request (0 bytes)"#),
         "{log}"
     );
     assert!(log.len() < 400, "{} bytes of log", log.len());

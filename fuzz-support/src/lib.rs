@@ -10,7 +10,7 @@
 //! | target | input | property |
 //! |---|---|---|
 //! | [`json_header`] | the bytes of a JSON header | [`parse_header`] agrees with an independent model of the spec built on `serde_json::Value`; an accepted header re-encodes canonically and parses back equal |
-//! | [`decode_stream`] | 2+ control bytes, then a byte stream | the verdict (messages, then end or typed error) does not depend on how the stream is split or which way it enters (a `Decoder` over the caller's slices, or a `Connection`'s `read_from` or `read_buf`/`commit`); memory stays proportional to the bytes fed |
+//! | [`decode_stream`] | 2+ control bytes, then a byte stream | the verdict (messages, then end or typed error) does not depend on how the stream is split or which way it enters (the one-shot `decode` over the stream held whole, or a `Connection`'s `read_from` or `read_buf`/`commit`); memory stays proportional to the bytes fed |
 //! | [`roundtrip`] | an [`Arbitrary`] message | encode, then decode (split anywhere), gives the message back, or the one typed error the message deserves |
 //! | [`connection`] | a sequence of operations | a client and a server wired to each other deliver every message, in order, with exact counters, clean and unclean ends, and no error between honest peers |
 
@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, TEXT_JSON};
 use sockmsg_protocol::{
-    encode, parse_header, ByteOrder, Connection, Decoder, Error, Event, Header, JsonKind, Limits,
+    decode, encode, parse_header, ByteOrder, Connection, Error, Event, Header, JsonKind, Limits,
     LocalError, Message, PeerError, Phase, Role, MAX_HEADER_LEN,
 };
 
@@ -75,14 +75,9 @@ pub fn json_header(data: &[u8]) {
 fn check_reencode(header: &Header, limits: &Limits) {
     let mut expected = header.clone();
     expected.content_length = 0;
-    let wire = match encode(&Message::new(header.clone(), Vec::new())) {
-        Ok(wire) => wire,
-        // The canonical form adds spaces: a header near 65,535 bytes may not fit again.
-        Err(LocalError::EncodeHeaderTooLong { size }) => {
-            assert!(size > MAX_HEADER_LEN);
-            return;
-        }
-        Err(e) => panic!("re-encoding an accepted header failed: {e:?}"),
+    // The canonical form adds spaces: a header near 65,535 bytes may not fit again.
+    let Some(wire) = encode_fitting(&Message::new(header.clone(), Vec::new())) else {
+        return;
     };
     let announced = usize::from(u16::from_be_bytes([wire[0], wire[1]]));
     assert_eq!(
@@ -275,7 +270,8 @@ fn show(data: &[u8]) -> String {
 /// How bytes enter the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Door {
-    /// [`Decoder::decode`] on the caller's slice (bytes held whole, fed in pieces).
+    /// The one-shot [`decode`], message after message, over the stream held whole (the
+    /// chunk sizes do not apply).
     Decode,
     /// [`Connection::read_from`] a reader holding the chunk, then
     /// [`Connection::next_event`].
@@ -306,7 +302,7 @@ fn chunk_size(chunks: &[usize], i: usize, left: usize) -> usize {
 }
 
 /// Decodes `stream` fed in `chunks` (sizes, cycled; a size of 0 counts as 1), then the end
-/// of stream if `eof`: through a [`Decoder`] when `doors` is only [`Door::Decode`], else
+/// of stream if `eof`: through the one-shot [`decode`] when `doors` is only [`Door::Decode`], else
 /// through a [`Connection`] whose way in alternates between the doors given, chunk by
 /// chunk. Checks memory against the bytes fed as it goes. Shared by the `decode_stream`
 /// target and the conformance tests.
@@ -319,7 +315,7 @@ fn run_decoder(
     eof: bool,
 ) -> Outcome {
     if doors.iter().all(|d| *d == Door::Decode) {
-        run_slices(stream, limits, chunks, eof)
+        run_one_shot(stream, limits, eof)
     } else {
         run_connection(stream, limits, chunks, doors, read_buf_size, eof)
     }
@@ -334,60 +330,43 @@ fn failed(messages: Vec<Message>, e: PeerError, again: Result<Event, PeerError>)
     }
 }
 
-fn run_slices(stream: &[u8], limits: &Limits, chunks: &[usize], eof: bool) -> Outcome {
-    let mut dec = Decoder::new(limits.clone());
+/// The reference: the one-shot [`decode`] of each message in turn. Without an end of
+/// stream, a last message cut short is [`Event::NeedData`] rather than
+/// [`PeerError::UnexpectedEof`].
+fn run_one_shot(stream: &[u8], limits: &Limits, eof: bool) -> Outcome {
     let mut messages = Vec::new();
     let mut rest = stream;
-    let mut fed = 0usize;
-    let mut i = 0usize;
     while !rest.is_empty() {
-        let size = chunk_size(chunks, i, rest.len());
-        i += 1;
-        let (chunk, after) = rest.split_at(size);
-        rest = after;
-        fed += size;
-        let mut input = chunk;
-        loop {
-            match dec.decode(&mut input) {
-                Ok(Event::Message(m)) => messages.push(m),
-                Ok(Event::NeedData) => break,
-                Ok(Event::End) => panic!("End before the end of stream"),
-                Err(e) => {
-                    let again = dec.next_event();
-                    return failed(messages, e, again);
+        match decode(rest, limits) {
+            Ok((m, used)) => {
+                assert!(used > 0 && used <= rest.len(), "decode used {used} bytes");
+                messages.push(m);
+                rest = &rest[used..];
+            }
+            Err(PeerError::UnexpectedEof { .. }) if !eof => {
+                return Outcome {
+                    messages,
+                    end: Ok(Event::NeedData),
                 }
             }
-        }
-        assert!(input.is_empty(), "NeedData with input left");
-    }
-    assert_eq!(
-        dec.position(),
-        fed as u64,
-        "position after all bytes consumed"
-    );
-    if !eof {
-        return Outcome {
-            messages,
-            end: Ok(Event::NeedData),
-        };
-    }
-    dec.receive_eof();
-    loop {
-        match dec.next_event() {
-            Ok(Event::Message(m)) => messages.push(m),
-            Ok(Event::NeedData) => panic!("NeedData after the end of stream"),
-            Ok(Event::End) => break,
             Err(e) => {
-                let again = dec.next_event();
-                return failed(messages, e, again);
+                // The same bytes, the same verdict.
+                assert_eq!(
+                    decode(rest, limits),
+                    Err(e.clone()),
+                    "decode is not repeatable"
+                );
+                return Outcome {
+                    messages,
+                    end: Err(e.into()),
+                };
             }
         }
     }
-    // The end is sticky too.
-    assert_eq!(dec.next_event(), Ok(Event::End));
+    let end = if eof { Event::End } else { Event::NeedData };
     Outcome {
         messages,
-        end: Ok(Event::End),
+        end: Ok(end),
     }
 }
 
@@ -446,6 +425,11 @@ fn run_connection(
             conn.allocated()
         );
     }
+    assert_eq!(
+        conn.position(),
+        fed as u64,
+        "position after all bytes consumed"
+    );
     if !eof {
         return Outcome {
             messages,
@@ -539,12 +523,24 @@ pub fn decode_stream(data: &[u8]) {
     }
 }
 
+/// The bytes of `m`, or `None` when its canonical header does not fit in the 65,535 bytes
+/// a protoheader can announce (the one refusal a well-formed message can meet on the way
+/// out); any other refusal is a bug.
+fn encode_fitting(m: &Message) -> Option<Vec<u8>> {
+    match encode(m) {
+        Ok(wire) => Some(wire),
+        Err(LocalError::EncodeHeaderTooLong { size }) => {
+            assert!(size > MAX_HEADER_LEN, "EncodeHeaderTooLong of {size} bytes");
+            None
+        }
+        Err(e) => panic!("encoding {m:?} failed: {e:?}"),
+    }
+}
+
 /// A decoded message encodes to a stream that decodes to the same message.
 fn check_message_reencodes(m: &Message, limits: &Limits) {
-    let wire = match encode(m) {
-        Ok(w) => w,
-        Err(LocalError::EncodeHeaderTooLong { .. }) => return,
-        Err(e) => panic!("re-encoding a decoded message: {e:?}"),
+    let Some(wire) = encode_fitting(m) else {
+        return;
     };
     let out = run_decoder(&wire, limits, &[], &[Door::Decode], 16 * 1024, true);
     assert_eq!(out.end, Ok(Event::End), "re-encoded message refused");
@@ -723,13 +719,8 @@ pub fn roundtrip(data: &[u8]) {
     let msg = spec.build();
     assert_eq!(msg.header().content_length, msg.content().len() as u64);
     let limits = Limits::default();
-    let wire = match encode(&msg) {
-        Ok(w) => w,
-        Err(LocalError::EncodeHeaderTooLong { size }) => {
-            assert!(size > MAX_HEADER_LEN);
-            return;
-        }
-        Err(e) => panic!("encode failed: {e:?}"),
+    let Some(wire) = encode_fitting(&msg) else {
+        return;
     };
     // The wire form is framed as announced.
     let hlen = usize::from(u16::from_be_bytes([wire[0], wire[1]]));

@@ -1,4 +1,4 @@
-//! Decoder and encoder throughput, against the targets of issue 2 (see BENCHMARKS.md).
+//! Decode (one-shot and through a connection) and encode throughput, against the targets of issue 2 (see BENCHMARKS.md).
 //!
 //! Run: `cargo bench -p sockmsg-protocol --bench decode`, and again with
 //! `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=4194304` to see what the machine's
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sockmsg_protocol::{
-    decode, encode, ByteOrder, Connection, Decoder, Event, Limits, Message, Role, MAX_HEADER_LEN,
+    decode, encode, ByteOrder, Connection, Limits, Message, Role, MAX_HEADER_LEN,
 };
 
 mod support;
@@ -21,11 +21,13 @@ fn search_message() -> Message {
         .with_byteorder(ByteOrder::Little)
 }
 
-/// Decodes every message in `input` with `decode` (no copy of complete messages).
-fn decode_all(dec: &mut Decoder, mut input: &[u8]) -> usize {
+/// Decodes every message in `input` with the one-shot [`decode`], message after message
+/// (no copy of complete messages).
+fn decode_all(limits: &Limits, mut input: &[u8]) -> usize {
     let mut n = 0;
-    while let Ok(Event::Message(m)) = dec.decode(&mut input) {
+    while let Ok((m, used)) = decode(input, limits) {
         black_box(&m);
+        input = input.get(used..).unwrap_or_default();
         n += 1;
     }
     n
@@ -42,20 +44,15 @@ fn bench_search(c: &mut Criterion) {
     let mut g = c.benchmark_group("search-request-146B");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("decode contiguous (1000 per buffer)", |b| {
-        b.iter(|| {
-            let mut dec = Decoder::new(Limits::default());
-            assert_eq!(decode_all(&mut dec, black_box(&stream)), N);
-        })
+        let limits = Limits::default();
+        b.iter(|| assert_eq!(decode_all(&limits, black_box(&stream)), N))
     });
     g.bench_function("decode contiguous, JSON content check off", |b| {
         let limits = Limits {
             check_json_content: false,
             ..Limits::default()
         };
-        b.iter(|| {
-            let mut dec = Decoder::new(limits.clone());
-            assert_eq!(decode_all(&mut dec, black_box(&stream)), N);
-        })
+        b.iter(|| assert_eq!(decode_all(&limits, black_box(&stream)), N))
     });
     g.bench_function("baseline: u16 + serde_json borrowed header + slice", |b| {
         b.iter(|| assert_eq!(baseline(black_box(&stream)), N))
@@ -96,18 +93,10 @@ fn bench_bytewise(c: &mut Criterion) {
     let wire = binary_stream(64 * 1024, 64 * 1024);
     let mut g = c.benchmark_group("64KiB-message-1-byte-reads");
     g.throughput(Throughput::Bytes(wire.len() as u64));
-    g.bench_function("decode, 1 byte per call", |b| {
+    g.bench_function("read_buf + commit, 1 byte per commit", |b| {
         b.iter(|| {
-            let mut dec = Decoder::new(Limits::default());
-            let mut n = 0;
-            for byte in black_box(&wire).chunks(1) {
-                let mut input = byte;
-                while let Ok(Event::Message(m)) = dec.decode(&mut input) {
-                    black_box(&m);
-                    n += 1;
-                }
-            }
-            assert_eq!(n, 1);
+            let mut dec = Connection::new(Role::Server, Limits::default());
+            assert_eq!(read_buf_all(&mut dec, black_box(&wire), 1), 1);
         })
     });
     g.finish();
@@ -133,19 +122,13 @@ fn bench_large(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
-        g.bench_function(format!("decode(&[u8]): {name}"), |b| {
-            b.iter_batched(
-                || Decoder::new(Limits::default()),
-                |mut dec| {
-                    let mut n = 0;
-                    for chunk in black_box(&wire).chunks(READ) {
-                        n += decode_all(&mut dec, chunk);
-                    }
-                    assert_eq!(n, count);
-                },
-                BatchSize::PerIteration,
-            )
-        });
+        g.bench_function(
+            format!("decode(&[u8]) of the buffer held whole: {name}"),
+            |b| {
+                let limits = Limits::default();
+                b.iter(|| assert_eq!(decode_all(&limits, black_box(&wire)), count))
+            },
+        );
         // The same, but the consumer keeps every message until the stream ends, so both
         // sizes end with 16 MiB of content in memory (the 16 MiB message cannot help it).
         g.bench_function(format!("read_buf + commit, messages kept: {name}"), |b| {

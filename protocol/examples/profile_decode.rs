@@ -1,6 +1,6 @@
 //! Decodes many copies of the 146-byte search request, for profilers
 //! (`valgrind --tool=callgrind target/release/examples/profile_decode`).
-use sockmsg_protocol::{Connection, Decoder, Event, Limits, Role};
+use sockmsg_protocol::{decode, Connection, Limits, Role};
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -14,16 +14,11 @@ fn main() {
     let stream = SEARCH.repeat(1000);
     let mut total = 0usize;
     if std::env::args().nth(2).as_deref() == Some("bytewise") {
-        // A 64 KiB binary message fed one byte per call.
+        // A 64 KiB binary message committed one byte at a time.
         let wire = binary_stream(64 << 10, 64 << 10);
         for _ in 0..rounds {
-            let mut dec = Decoder::new(Limits::default());
-            for byte in wire.chunks(1) {
-                let mut input = byte;
-                while let Ok(Event::Message(m)) = dec.decode(&mut input) {
-                    total += m.content().len();
-                }
-            }
+            let mut dec = Connection::new(Role::Server, Limits::default());
+            read_buf_each(&mut dec, &wire, 1, |m| total += m.content().len());
         }
         println!("{total}");
         return;
@@ -50,11 +45,12 @@ fn main() {
         println!("{total}");
         return;
     }
+    let limits = Limits::default();
     for _ in 0..rounds {
-        let mut dec = Decoder::new(Limits::default());
         let mut input = &stream[..];
-        while let Ok(Event::Message(m)) = dec.decode(&mut input) {
+        while let Ok((m, used)) = decode(input, &limits) {
             total += m.content().len();
+            input = input.get(used..).unwrap_or_default();
         }
     }
     println!("{total}");

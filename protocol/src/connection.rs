@@ -424,6 +424,52 @@ impl Connection {
         self.decoder.message_in_progress()
     }
 
+    /// Offset in the incoming stream of the next byte to decode: how many received bytes
+    /// [`Connection::next_event`] has gone through (bytes committed but not yet decoded
+    /// are not counted). After a peer error, the offset where it was detected.
+    ///
+    /// With [`Connection::message_start`], this is for users who bring their own I/O and
+    /// want to locate messages and errors in a stream (a capture inspector, a proxy that
+    /// logs offsets; `app-inspect` does both). Taken just before and just after the
+    /// [`Connection::next_event`] that hands out a message, they give its span:
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use sockmsg_protocol::{encode, Connection, Event, Limits, Message, PeerError, Role};
+    ///
+    /// let mut stream = encode(&Message::binary("x/y", b"one".to_vec()))?;
+    /// let first = stream.len() as u64;
+    /// stream.extend(encode(&Message::binary("x/y", b"two!".to_vec()))?);
+    /// let second = stream.len() as u64;
+    /// stream.extend([0xff, 0xff]); // announces a 65,535-byte header: over the limit
+    /// let limits = Limits { max_header_len: 1024, ..Limits::default() };
+    /// let mut conn = Connection::new(Role::Server, limits);
+    /// conn.read_from(&mut &stream[..], Instant::now())?;
+    /// let mut spans = Vec::new();
+    /// let error = loop {
+    ///     let start = conn.message_start();
+    ///     match conn.next_event() {
+    ///         Ok(Event::Message(m)) => spans.push((start, conn.position(), m.into_content())),
+    ///         Ok(other) => panic!("{other:?}"),
+    ///         Err(e) => break (conn.message_start(), conn.position(), e),
+    ///     }
+    /// };
+    /// assert_eq!(spans, [(0, first, b"one".to_vec()), (first, second, b"two!".to_vec())]);
+    /// // The bad message starts at `second` and was refused after its 2-byte length.
+    /// assert_eq!((error.0, error.1), (second, second + 2));
+    /// assert!(matches!(error.2, PeerError::HeaderTooLong { size: 65535, max: 1024 }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn position(&self) -> u64 {
+        self.decoder.position()
+    }
+
+    /// Offset in the incoming stream where the message in progress (or the next one)
+    /// begins; see [`Connection::position`].
+    pub fn message_start(&self) -> u64 {
+        self.decoder.message_start()
+    }
+
     /// Bytes this connection holds allocated for input and output: what the peer costs in
     /// memory right now.
     pub fn allocated(&self) -> usize {

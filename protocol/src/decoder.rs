@@ -60,36 +60,19 @@ enum Lent {
     Content(usize),
 }
 
-/// The decoder of bytes you already hold: a capture, a file, a datagram (see also
-/// [`crate::decode`] for one message). A live stream goes through
-/// [`crate::Connection`], which runs this same state machine behind its one way in.
+/// The receive state machine behind [`crate::Connection`] (its one way in) and the
+/// one-shot [`crate::decode`]; not public, so those are the only doors.
 ///
-/// [`Decoder::decode`] takes bytes from your slice as it needs them (httparse style: a
+/// [`Decoder::decode`] takes bytes from a slice as it needs them (httparse style: a
 /// complete message is parsed in place, only a partial one is copied) and returns at most
-/// one message per call; [`Decoder::position`] and [`Decoder::message_start`] locate
+/// one message per call; [`Decoder::read_buf`] + [`Decoder::commit`] stage bytes for
+/// [`Decoder::next_event`]. [`Decoder::position`] and [`Decoder::message_start`] locate
 /// messages and errors in the stream. End of stream is explicit ([`Decoder::receive_eof`]):
 /// clean between messages ([`Event::End`]), [`PeerError::UnexpectedEof`] inside one. The
 /// verdict never depends on how the bytes were split, and after a peer error the decoder
 /// stays failed.
-///
-/// ```
-/// use sockmsg_protocol::{Decoder, Event, Limits, Message, encode};
-/// let mut wire = encode(&Message::binary("x/y", b"one".to_vec()))?;
-/// wire.extend(encode(&Message::binary("x/y", b"two".to_vec()))?);
-/// let mut dec = Decoder::new(Limits::default());
-/// let mut rest = &wire[..];
-/// let mut contents = Vec::new();
-/// while let Event::Message(m) = dec.decode(&mut rest)? {
-///     contents.push(m.into_content());
-/// }
-/// assert_eq!(contents, [b"one".to_vec(), b"two".to_vec()]);
-/// assert_eq!(dec.position(), wire.len() as u64);
-/// dec.receive_eof();
-/// assert_eq!(dec.next_event()?, Event::End);
-/// # Ok::<(), sockmsg_protocol::Error>(())
-/// ```
 #[derive(Debug)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     limits: Limits,
     state: State,
     /// Protoheader bytes while it is split.
@@ -114,15 +97,9 @@ pub struct Decoder {
     message_start: u64,
 }
 
-impl Default for Decoder {
-    fn default() -> Self {
-        Decoder::new(Limits::default())
-    }
-}
-
 impl Decoder {
     /// A decoder at the start of a stream.
-    pub fn new(limits: Limits) -> Decoder {
+    pub(crate) fn new(limits: Limits) -> Decoder {
         Decoder {
             limits,
             state: State::Protoheader,
@@ -151,51 +128,14 @@ impl Decoder {
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
     /// Decodes from `input`, advancing it past the bytes consumed. Returns at most one
     /// message; call again (with the rest of `input`) until [`Event::NeedData`], which means
     /// all of `input` was consumed.
-    #[inline]
-    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Event, PeerError> {
-        if self.absorb_content(input) {
-            return Ok(Event::NeedData);
-        }
-        self.decode_general(input)
-    }
-
-    /// The hot path of small reads: content is arriving, nothing is staged, and `input` does
-    /// not finish it. Appends `input` to the already-allocated content buffer; `false` (and
-    /// nothing done) whenever any other case applies.
-    #[inline]
-    fn absorb_content(&mut self, input: &mut &[u8]) -> bool {
-        let State::Content { len, .. } = self.state else {
-            return false;
-        };
-        let n = input.len();
-        let end = self.filled + n;
-        if n == 0
-            || end >= len
-            || end > self.content.capacity()
-            || self.content.len() != self.filled
-            || self.rpos != self.rend
-            || self.eof
-        {
-            return false;
-        }
-        match input {
-            [b] => self.content.push(*b),
-            _ => self.content.extend_from_slice(input),
-        }
-        self.filled = end;
-        self.position += n as u64;
-        *input = &[];
-        true
-    }
-
-    fn decode_general(&mut self, input: &mut &[u8]) -> Result<Event, PeerError> {
+    pub(crate) fn decode(&mut self, input: &mut &[u8]) -> Result<Event, PeerError> {
         if let State::Failed(e) = &self.state {
             return Err(e.clone());
         }
@@ -226,7 +166,7 @@ impl Decoder {
 
     /// The next event from bytes already taken in (after [`Decoder::receive_eof`], the
     /// verdict on the end of the stream).
-    pub fn next_event(&mut self) -> Result<Event, PeerError> {
+    pub(crate) fn next_event(&mut self) -> Result<Event, PeerError> {
         self.decode(&mut &[][..])
     }
 
@@ -314,7 +254,7 @@ impl Decoder {
 
     /// Records the end of the stream. Later events are [`Event::End`] if it came between two
     /// messages, [`PeerError::UnexpectedEof`] otherwise.
-    pub fn receive_eof(&mut self) {
+    pub(crate) fn receive_eof(&mut self) {
         self.eof = true;
     }
 
@@ -333,7 +273,7 @@ impl Decoder {
 
     /// `true` if part of a message has been taken in but not the whole of it: a stream that
     /// ends now is cut inside a message.
-    pub fn message_in_progress(&self) -> bool {
+    pub(crate) fn message_in_progress(&self) -> bool {
         self.rpos < self.rend
             || match self.state {
                 State::Protoheader => self.ph_have > 0,
@@ -343,12 +283,12 @@ impl Decoder {
     }
 
     /// Offset in the stream of the next byte to decode: the number of bytes consumed.
-    pub fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.position
     }
 
     /// Offset in the stream where the message in progress (or the next one) begins.
-    pub fn message_start(&self) -> u64 {
+    pub(crate) fn message_start(&self) -> u64 {
         self.message_start
     }
 

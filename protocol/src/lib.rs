@@ -16,7 +16,7 @@
 //! * [`Message`] and [`Header`]: what travels; byte-identical to the guide's Python
 //!   (`json.dumps(..., ensure_ascii=False)`), JSON content included.
 //! * For bytes held whole rather than a live stream (a datagram, a capture, a file):
-//!   [`decode`] one message, or a [`Decoder`] over a buffer of several; [`encode`] one.
+//!   [`decode`] one message (call it again on the rest for several); [`encode`] one.
 //! * [`Limits`] (what a peer may make us accept) and [`Deadlines`] (how long it may take),
 //!   in [`limits`].
 //! * Errors split by who caused them: [`PeerError`] (the remote broke the protocol) and
@@ -115,7 +115,7 @@ mod protoheader;
 pub mod sniff;
 
 pub use connection::{Connection, Role};
-pub use decoder::{Decoder, Event};
+pub use decoder::Event;
 pub use error::{Error, JsonKind, LocalError, PeerError, Phase};
 pub use header::{parse_header, ByteOrder, Header};
 pub use limits::{Deadlines, Limits, Timeout, MAX_HEADER_LEN};

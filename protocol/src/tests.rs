@@ -257,7 +257,7 @@ fn every_strict_prefix_needs_more_data_and_eof_there_names_the_phase() {
     for (wire, _) in examples() {
         let header_len = usize::from(u16::from_be_bytes([wire[0], wire[1]]));
         for cut in 1..wire.len() {
-            let mut dec = Decoder::default();
+            let mut dec = Decoder::new(Limits::default());
             let mut input = &wire[..cut];
             assert_eq!(dec.decode(&mut input), Ok(Event::NeedData), "cut {cut}");
             assert!(dec.message_in_progress());
@@ -523,7 +523,7 @@ fn json_content_into_user_types() {
 #[test]
 fn announced_content_is_not_allocated_before_it_arrives() {
     let wire = frame(&binary_header(16 * 1024 * 1024), b"");
-    let mut dec = Decoder::default();
+    let mut dec = Decoder::new(Limits::default());
     assert_eq!(dec.decode(&mut &wire[..]), Ok(Event::NeedData));
     assert!(
         dec.allocated() <= wire.len() + 1024,
@@ -542,7 +542,7 @@ fn announced_content_is_not_allocated_before_it_arrives() {
             dec.allocated()
         );
     }
-    let mut dec = Decoder::default();
+    let mut dec = Decoder::new(Limits::default());
     stage(&mut dec, &wire);
     assert_eq!(dec.next_event(), Ok(Event::NeedData));
     let n = dec.read_buf().len();
@@ -558,7 +558,7 @@ fn large_content_is_received_in_place() {
     assert_eq!(end, Ok(()));
     assert_eq!(msgs[0].content(), &content[..]);
     // The decoder lends the content buffer itself once the header is known.
-    let mut dec = Decoder::default();
+    let mut dec = Decoder::new(Limits::default());
     let head = wire.len() - content.len();
     stage(&mut dec, &wire[..head]);
     assert_eq!(dec.next_event(), Ok(Event::NeedData));
@@ -573,7 +573,7 @@ fn doors_mix_inside_a_lent_content_window() {
     let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let wire = encode(&Message::binary("x/y", content.clone())).unwrap();
     let head = wire.len() - content.len();
-    let mut dec = Decoder::default();
+    let mut dec = Decoder::new(Limits::default());
     assert_eq!(dec.decode(&mut &wire[..head]), Ok(Event::NeedData));
     let mut at = head;
     let mut windows = 0;
@@ -606,7 +606,7 @@ fn doors_mix_inside_a_lent_content_window() {
 
 #[test]
 fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
-    let mut dec = Decoder::default();
+    let mut dec = Decoder::new(Limits::default());
     let n = dec.read_buf().len();
     assert_eq!(
         dec.commit(n + 1),
@@ -645,7 +645,7 @@ fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
 
 #[test]
 fn peer_errors_are_sticky() {
-    let mut dec = Decoder::default();
+    let mut dec = Decoder::new(Limits::default());
     let bad = frame("[]", b"");
     let want = Err(PeerError::HeaderNotObject {
         found: JsonKind::Array,
@@ -661,7 +661,7 @@ fn stream_positions_locate_messages_and_errors() {
     let (mut wire, _) = pipelined_stream();
     let bad_at = wire.len();
     wire.extend_from_slice(&frame("{}", b""));
-    let mut dec = Decoder::default();
+    let mut dec = Decoder::new(Limits::default());
     let mut input = &wire[..];
     let mut starts = Vec::new();
     loop {

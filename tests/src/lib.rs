@@ -10,6 +10,7 @@
 //! assert_eq!(protocol_examples(doc), vec![b"\x00g{\"a\": 1}".to_vec()]);
 //! ```
 
+pub mod alloc;
 pub mod log;
 
 use std::io::{BufRead, BufReader, Read};

@@ -46,6 +46,28 @@ pub fn lines_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// What `f` logs on this thread at `level` and above, captured by a subscriber of its own
+/// for the time of the call (for a test that calls a service directly, with no server and
+/// no global subscriber).
+///
+/// ```
+/// let log = sockmsg_tests::log::during(tracing::Level::DEBUG, || tracing::debug!("one"));
+/// assert!(log.ends_with("one\n"), "{log}");
+/// assert_eq!(sockmsg_tests::log::during(tracing::Level::INFO, || tracing::debug!("two")), "");
+/// ```
+pub fn during(level: tracing::Level, f: impl FnOnce()) -> String {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&buf);
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(level)
+        .with_writer(move || LogWriter(Arc::clone(&sink)))
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    text
+}
+
 struct LogWriter(Arc<Mutex<Vec<u8>>>);
 
 impl Write for LogWriter {

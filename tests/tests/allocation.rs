@@ -6,57 +6,15 @@
 //! runs the measurements one after another: with several tests, the harness starts the
 //! next test's thread (and allocates for it) while a measurement is running.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use std::time::Instant;
 
-use sockmsg_protocol::{encode, Connection, Decoder, Event, Limits, Message, Role, MAX_HEADER_LEN};
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to `System` unchanged; the counters are only statistics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                let grow = new_size - layout.size();
-                let live = LIVE.fetch_add(grow, Ordering::Relaxed) + grow;
-                PEAK.fetch_max(live, Ordering::Relaxed);
-            } else {
-                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        p
-    }
-}
+use sockmsg_protocol::{
+    decode, encode, Connection, Event, Limits, Message, PeerError, Role, MAX_HEADER_LEN,
+};
+use sockmsg_tests::alloc::{live, peak_during, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Peak bytes allocated above the starting level while `f` runs.
-fn peak_during(f: impl FnOnce()) -> usize {
-    let start = LIVE.load(Ordering::Relaxed);
-    PEAK.store(start, Ordering::Relaxed);
-    f();
-    PEAK.load(Ordering::Relaxed) - start
-}
 
 /// The framing of a binary message announcing `len` content bytes.
 fn framing(len: usize) -> Vec<u8> {
@@ -84,14 +42,17 @@ fn feed(conn: &mut Connection, mut bytes: &[u8]) {
 
 fn announced_16_mib_followed_by_nothing_allocates_almost_nothing() {
     let wire = framing(16 * 1024 * 1024);
-    // A connection's way in, and a decoder over the caller's slices, each on its own.
-    let peak = peak_during(|| {
+    // A connection's way in, and the one-shot decode of the bytes held whole.
+    let (peak, ()) = peak_during(|| {
         let mut dec = Connection::new(Role::Server, Limits::default());
         feed(&mut dec, &wire);
         assert_eq!(dec.next_event(), Ok(Event::NeedData));
-        let mut dec2 = Decoder::new(Limits::default());
-        assert_eq!(dec2.decode(&mut &wire[..]), Ok(Event::NeedData));
-        std::hint::black_box((&dec, &dec2));
+        let cut = decode(&wire, &Limits::default());
+        assert!(
+            matches!(cut, Err(PeerError::UnexpectedEof { .. })),
+            "{cut:?}"
+        );
+        std::hint::black_box((&dec, &cut));
     });
     assert!(
         peak <= 2 * wire.len() + SMALL_CONSTANT,
@@ -108,7 +69,7 @@ fn allocation_tracks_bytes_received_not_bytes_announced() {
     assert_eq!(dec.next_event(), Ok(Event::NeedData));
     let mut received = wire.len();
     for round in 0..40 {
-        let peak = peak_during(|| {
+        let (peak, ()) = peak_during(|| {
             feed(&mut dec, &piece);
             assert_eq!(dec.next_event(), Ok(Event::NeedData));
         });
@@ -129,12 +90,11 @@ fn allocation_tracks_bytes_received_not_bytes_announced() {
 fn a_whole_message_costs_its_content_and_no_more() {
     let content = vec![7u8; 1024 * 1024];
     let wire = encode(&Message::binary("x/y", content)).unwrap();
-    let peak = peak_during(|| {
-        let mut dec = Decoder::new(Limits::default());
-        let Ok(Event::Message(m)) = dec.decode(&mut &wire[..]) else {
+    let (peak, ()) = peak_during(|| {
+        let Ok((m, used)) = decode(&wire, &Limits::default()) else {
             panic!("one complete message");
         };
-        assert_eq!(m.content().len(), 1024 * 1024);
+        assert_eq!((m.content().len(), used), (1024 * 1024, wire.len()));
     });
     assert!(peak <= 1024 * 1024 + 4096, "peak {peak}");
 }
@@ -156,14 +116,14 @@ fn a_full_header_of_extras_costs_its_bytes() {
     let mut wire = (MAX_HEADER_LEN as u16).to_be_bytes().to_vec();
     wire.extend_from_slice(header.as_bytes());
 
-    let start = LIVE.load(Ordering::Relaxed);
+    let start = live();
     let mut conn = Connection::new(Role::Server, Limits::default());
     for piece in wire.chunks(16 * 1024) {
         feed(&mut conn, piece);
         assert_eq!(conn.next_event(), Ok(Event::NeedData));
     }
     assert!(conn.message_in_progress());
-    let held = LIVE.load(Ordering::Relaxed) - start;
+    let held = live() - start;
     assert!(
         held <= wire.len() + SMALL_CONSTANT,
         "holds {held} bytes for {} received",
@@ -171,7 +131,7 @@ fn a_full_header_of_extras_costs_its_bytes() {
     );
     // With the read buffer given back, what remains is the header itself.
     conn.release_buffers();
-    let held = LIVE.load(Ordering::Relaxed) - start;
+    let held = live() - start;
     assert!(
         held <= wire.len() + 1024,
         "holds {held} bytes for {} received once buffers are released",

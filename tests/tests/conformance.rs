@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_app::demo::{json_request, request as demo_request, DemoService};
 use sockmsg_app::serve::{spawn, RunningServer, ServerConfig, Transport};
+use sockmsg_demo::{json_request, request as demo_request, DemoService};
 use sockmsg_protocol::{encode, Connection, Event, Message, Role};
 use sockmsg_server::{Service, ServiceError, WhenFull};
 

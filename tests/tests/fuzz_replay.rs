@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sockmsg_fuzz_support as fuzzing;
 use std::time::Instant;
 
-use sockmsg_protocol::{parse_header, Connection, Decoder, Event, Limits, PeerError, Phase, Role};
+use sockmsg_protocol::{parse_header, Connection, Event, Limits, PeerError, Phase, Role};
 
 type Target = fn(&[u8]);
 
@@ -98,45 +98,41 @@ fn past_crash_inputs_pass_every_target() {
 }
 
 /// Regression for the first `decode_stream` crash (fuzz/regressions/decode_stream/
-/// position-split-header): `Decoder::position` did not count the bytes of a header that
+/// position-split-header): the stream position did not count the bytes of a header that
 /// arrived in pieces until the header was complete, so an error or end of stream in the
 /// middle of a header reported an offset short by the header bytes already received.
 #[test]
 fn position_counts_the_bytes_of_a_split_header() {
     let wire = b"\x00\x67{\"byteorder\": \"little\"";
-    let mut dec = Decoder::new(Limits::default());
-    assert_eq!(dec.decode(&mut &wire[..5]), Ok(Event::NeedData));
-    assert_eq!(dec.position(), 5);
-    assert_eq!(dec.decode(&mut &wire[5..]), Ok(Event::NeedData));
-    assert_eq!(dec.position(), wire.len() as u64);
-    assert_eq!(dec.message_start(), 0);
-    dec.receive_eof();
-    assert_eq!(
-        dec.next_event(),
-        Err(PeerError::UnexpectedEof {
-            phase: Phase::Header,
-            missing: 0x67 - (wire.len() - 2),
-        })
-    );
-    assert_eq!(dec.position(), wire.len() as u64);
-
-    // And through a connection's read_buf/commit, where the same bytes are staged first:
-    // the same verdict, naming the same missing bytes.
-    let mut conn = Connection::new(Role::Server, Limits::default());
     let now = Instant::now();
-    for &b in wire.iter() {
-        conn.read_buf()[0] = b;
-        conn.commit(1, now).expect("commit");
-        assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    // In two pieces through read_from, then one byte at a time through read_buf/commit:
+    // the same positions, the same verdict, naming the same missing bytes.
+    let mut conn = Connection::new(Role::Server, Limits::default());
+    conn.read_from(&mut &wire[..5], now).expect("read_from");
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert_eq!(conn.position(), 5);
+    conn.read_from(&mut &wire[5..], now).expect("read_from");
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert_eq!(conn.position(), wire.len() as u64);
+    assert_eq!(conn.message_start(), 0);
+    let mut bytewise = Connection::new(Role::Server, Limits::default());
+    for (i, &b) in wire.iter().enumerate() {
+        bytewise.read_buf()[0] = b;
+        bytewise.commit(1, now).expect("commit");
+        assert_eq!(bytewise.next_event(), Ok(Event::NeedData));
+        assert_eq!(bytewise.position(), i as u64 + 1);
     }
-    conn.receive_eof();
-    assert_eq!(
-        conn.next_event(),
-        Err(PeerError::UnexpectedEof {
-            phase: Phase::Header,
-            missing: 0x67 - (wire.len() - 2),
-        })
-    );
+    for conn in [&mut conn, &mut bytewise] {
+        conn.receive_eof();
+        assert_eq!(
+            conn.next_event(),
+            Err(PeerError::UnexpectedEof {
+                phase: Phase::Header,
+                missing: 0x67 - (wire.len() - 2),
+            })
+        );
+        assert_eq!(conn.position(), wire.len() as u64);
+    }
 }
 
 /// Regression for the first `json_header` crash (fuzz/regressions/json_header/): under

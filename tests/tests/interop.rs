@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockmsg_app::demo::{self, DemoService};
 use sockmsg_app::serve::{spawn, ServerConfig, Transport};
-use sockmsg_protocol::{encode, ByteOrder, Decoder, Event, Limits, Message};
+use sockmsg_demo::{self as demo, DemoService};
+use sockmsg_protocol::{decode, encode, ByteOrder, Limits, Message};
 use sockmsg_tests::{
     protocol_examples, protocol_md_path, run_guide_client, GuideServer, TempDir, DEMO_CASES,
     PROTOCOL_EXAMPLES,
@@ -21,14 +21,13 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Splits a captured stream into its messages (all of it must be whole messages).
 fn messages(bytes: &[u8]) -> Vec<Message> {
-    let mut decoder = Decoder::new(Limits::default());
     let mut rest = bytes;
     let mut out = Vec::new();
-    while let Event::Message(m) = decoder.decode(&mut rest).expect("captured bytes decode") {
+    while !rest.is_empty() {
+        let (m, used) = decode(rest, &Limits::default()).expect("captured bytes decode");
         out.push(m);
+        rest = &rest[used..];
     }
-    decoder.receive_eof();
-    assert_eq!(decoder.next_event().expect("ends cleanly"), Event::End);
     out
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sockmsg_app::demo::{pyfmt::PyJson, DemoService};
+use sockmsg_demo::{pyfmt::PyJson, DemoService};
 use sockmsg_protocol::{ByteOrder, Message};
 use sockmsg_tests::{GuideServer, TempDir};
 use sockmsg_transport_std::{Client, ClientConfig};

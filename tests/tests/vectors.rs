@@ -1,5 +1,5 @@
 //! The conformance corpus (`tests/vectors/`): every vector decoded whole, one byte at a time
-//! and split at every position, through each way in (a `Decoder` over slices, a
+//! and split at every position, through each way in (the one-shot `decode`, a
 //! `Connection`'s `read_from` and `read_buf`/`commit`), must give one verdict,
 //! and that verdict must be the one `tests/vectors/expected.txt` gives.
 //!
@@ -11,7 +11,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use sockmsg_fuzz_support::{decode_all_ways, Outcome};
-use sockmsg_protocol::{Decoder, Error, Event, JsonKind, Limits, PeerError, Phase};
+use sockmsg_protocol::{
+    decode, Connection, Error, Event, JsonKind, Limits, PeerError, Phase, Role,
+};
 
 /// Vectors longer than this are split at the first `BIG_SPLITS` positions only (every
 /// position of a 65 KiB vector would be 65,536 full decodes); they are still decoded whole
@@ -312,16 +314,18 @@ fn violations_are_reported_before_the_end_of_stream() {
         if !entry.verdict.starts_with("err ") || entry.verdict.contains("unexpected-eof") {
             continue;
         }
-        let mut dec = Decoder::new(limits_of(entry));
+        let mut dec = Connection::new(Role::Server, limits_of(entry));
+        let now = std::time::Instant::now();
         let mut failed_at = None;
         // Where the message being decoded began (read before each call, as a transport
         // logging the offending message would).
         let mut start = 0;
-        for (i, b) in bytes.iter().enumerate() {
-            let mut input = std::slice::from_ref(b);
+        for (i, &b) in bytes.iter().enumerate() {
+            dec.read_buf()[0] = b;
+            dec.commit(1, now).expect("commit within the lent slice");
             loop {
                 start = dec.message_start() as usize;
-                match dec.decode(&mut input) {
+                match dec.next_event() {
                     Ok(Event::Message(_)) => {}
                     Ok(Event::NeedData) => break,
                     Ok(Event::End) => panic!("{name}: End before end of stream"),
@@ -374,8 +378,8 @@ mod live {
     use std::thread;
     use std::time::{Duration, Instant};
 
-    use sockmsg_app::demo::{json_request, request, DemoService};
     use sockmsg_app::serve::{spawn, RunningServer, ServerConfig, Transport};
+    use sockmsg_demo::{json_request, request, DemoService};
     use sockmsg_protocol::Message;
     use sockmsg_server::Service;
     use sockmsg_transport_std::{Client, ClientConfig};
@@ -513,19 +517,15 @@ mod live {
         if took > AT_ONCE {
             return Err(format!("{name}: closed only after {took:?}"));
         }
-        let mut dec = Decoder::new(Limits::default());
         let mut got = Vec::new();
         let mut input = &received[..];
-        let mut eof = false;
-        loop {
-            match dec.decode(&mut input) {
-                Ok(Event::Message(m)) => got.push(m),
-                Ok(Event::NeedData) if !eof => {
-                    dec.receive_eof();
-                    eof = true;
+        while !input.is_empty() {
+            match decode(input, &Limits::default()) {
+                Ok((m, used)) => {
+                    got.push(m);
+                    input = &input[used..];
                 }
-                Ok(Event::End) => break,
-                other => return Err(format!("{name}: the server's answers end with {other:?}")),
+                Err(e) => return Err(format!("{name}: the server's answers end with {e:?}")),
             }
         }
         if got != want {

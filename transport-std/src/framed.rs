@@ -47,7 +47,7 @@ pub(crate) enum Incoming {
 /// (retried at once) and `WouldBlock` (retried until the timeout of the operation, counted
 /// from its last progress, expires: that is how a socket timeout shows up). A writer that
 /// accepts nothing is an error of kind `WriteZero`, and an end of stream inside a message is
-/// [`sockmsg_protocol::Error::UnexpectedEof`]: it never hangs.
+/// [`sockmsg_protocol::PeerError::UnexpectedEof`]: it never hangs.
 ///
 /// ```
 /// use std::io::Cursor;

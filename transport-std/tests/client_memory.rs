@@ -6,36 +6,14 @@
 //! This test binary installs a counting global allocator and holds a single `#[test]`
 //! (with several, the harness allocates for the next test's thread while one measures).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use sockmsg_protocol::{encode, Error, Limits, Message, PeerError};
+use sockmsg_tests::alloc::{peak_during, Counting};
 use sockmsg_transport_std::{Client, ClientConfig, TransportError};
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every method forwards to `System` unchanged; the counters are only statistics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -66,20 +44,12 @@ fn hostile_server(announced: usize, sent: usize) -> std::net::SocketAddr {
     addr
 }
 
-/// Peak bytes allocated, above what was live before, while `f` runs.
-fn peak_during(f: impl FnOnce()) -> usize {
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    f();
-    PEAK.load(Ordering::Relaxed).saturating_sub(before)
-}
-
 #[test]
 fn hostile_answers_cost_what_was_sent_not_what_was_announced() {
     // 16 MiB announced (the default limit), 100 KiB sent, then silence until the deadline.
     let addr = hostile_server(16 * MIB, SENT);
     let mut client = Client::connect(addr, &ClientConfig::default()).expect("connect");
-    let peak = peak_during(|| {
+    let (peak, ()) = peak_during(|| {
         let e = client
             .request_within(
                 Message::binary("x/q", b"?".to_vec()),
@@ -105,7 +75,7 @@ fn hostile_answers_cost_what_was_sent_not_what_was_announced() {
         ..ClientConfig::default()
     };
     let mut client = Client::connect(addr, &config).expect("connect");
-    let peak = peak_during(|| {
+    let (peak, ()) = peak_during(|| {
         let e = client
             .request_within(
                 Message::binary("x/q", b"?".to_vec()),

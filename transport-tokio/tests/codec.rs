@@ -4,34 +4,32 @@
 //! decoder over the whole buffer at once.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use sockmsg_protocol::{encode, ByteOrder, Event, Limits, Message, PeerError};
+use sockmsg_protocol::{encode, ByteOrder, Connection, Event, Limits, Message, PeerError, Role};
 use sockmsg_transport_tokio::{Codec, CodecError};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// A verdict on a stream: the messages, then how it ended (`None`: cleanly).
 type Verdict = (Vec<Message>, Option<PeerError>);
 
-/// The core's verdict: its decoder over the whole stream at once, then the end of stream.
+/// The core's verdict: its one stream path in (`Connection::read_from`) over the whole
+/// stream, then the end of stream.
 fn core_verdict(wire: &[u8], limits: &Limits) -> Verdict {
-    let mut dec = sockmsg_protocol::Decoder::new(limits.clone());
+    let mut conn = Connection::new(Role::Server, limits.clone());
     let mut input = wire;
     let mut messages = Vec::new();
     loop {
-        match dec.decode(&mut input) {
+        match conn.next_event() {
             Ok(Event::Message(m)) => messages.push(m),
-            Ok(Event::NeedData) => break,
+            Ok(Event::NeedData) => {
+                // A slice reader: Ok(0) once it is empty, which records the end of stream.
+                conn.read_from(&mut input, Instant::now())
+                    .expect("reading from a slice");
+            }
             Ok(Event::End) => return (messages, None),
-            Err(e) => return (messages, Some(e)),
-        }
-    }
-    dec.receive_eof();
-    loop {
-        match dec.next_event() {
-            Ok(Event::Message(m)) => messages.push(m),
-            Ok(Event::NeedData | Event::End) => return (messages, None),
             Err(e) => return (messages, Some(e)),
         }
     }

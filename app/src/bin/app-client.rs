@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use sockmsg_app::cli::{fail, positive_secs, Order};
-use sockmsg_app::demo::{json_request, request, result_line};
-use sockmsg_app::pyfmt::bytes_repr;
+use sockmsg_demo::pyfmt::bytes_repr;
+use sockmsg_demo::{json_request, request, result_line};
 use sockmsg_protocol::sniff::quote;
 use sockmsg_protocol::{encode, ByteOrder, Limits, Message};
 use sockmsg_tls::{ClientError, ClientOptions, Pem, TlsClient};

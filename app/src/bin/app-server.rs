@@ -30,8 +30,8 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sockmsg_app::cli::{fail, resolve, secs_or_zero, usage_error, Order};
-use sockmsg_app::demo::DemoService;
 use sockmsg_app::serve::{serve, serve_tls, ServerConfig, Stopper, Transport};
+use sockmsg_demo::DemoService;
 use sockmsg_protocol::ByteOrder;
 
 const PROGRAM: &str = "app-server";

@@ -1,7 +1,7 @@
 //! The capture inspector behind `app-inspect`: decodes a captured byte stream (for example
 //! the raw TCP payload of one direction of a connection, as Wireshark's "Follow TCP
 //! Stream", shown as raw and saved, writes it) with the same sans-IO
-//! [`Decoder`] the servers use, and prints every message: its offset in the stream, its
+//! [`Connection`] the servers use, and prints every message: its offset in the stream, its
 //! JSON header as sent, and its content (JSON pretty-printed in the sender's key order,
 //! anything else as a hex preview).
 //!
@@ -14,10 +14,12 @@
 //!        && !tcp.analysis.retransmission' -T fields -e tcp.payload | xxd -r -p | app-inspect -
 //! ```
 //!
-//! The stream is read in chunks and fed to the decoder as it comes, so a capture of any
-//! size is inspected in memory bounded by its largest message (itself bounded by
-//! [`Limits::max_content_len`]). A malformed stream stops at the first error, with the byte
-//! offset where it was detected.
+//! The stream is read in chunks and fed to the connection as it comes (its one way in,
+//! [`Connection::read_buf`] and [`Connection::commit`]), so a capture of any size is
+//! inspected in memory bounded by its largest message (itself bounded by
+//! [`Limits::max_content_len`]). Messages and errors are located with
+//! [`Connection::message_start`] and [`Connection::position`]. A malformed stream stops at
+//! the first error, with the byte offset where it was detected.
 //!
 //! ```
 //! use sockmsg_app::inspect::{inspect, Options};
@@ -37,8 +39,9 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
+use std::time::Instant;
 
-use sockmsg_protocol::{Decoder, Error, Event, Limits, Message, MAX_HEADER_LEN};
+use sockmsg_protocol::{Connection, Error, Event, Limits, Message, Role, MAX_HEADER_LEN};
 
 /// How much of the stream is read at a time.
 pub const CHUNK: usize = 64 * 1024;
@@ -127,57 +130,62 @@ pub fn inspect<R: Read, W: Write>(
     mut out: W,
     options: &Options,
 ) -> Result<Summary, InspectError> {
-    let mut decoder = Decoder::new(options.limits.clone());
+    // The capture is one direction of a connection; the role only decides which side's
+    // limits apply to what it sends, and nothing is sent here.
+    let mut conn = Connection::new(Role::Server, options.limits.clone());
+    let now = Instant::now();
     let mut chunk = vec![0u8; CHUNK];
     // The first bytes of the message in progress (protoheader and JSON header, at most),
-    // so its header can be shown exactly as it was sent.
-    let mut head: Vec<u8> = Vec::new();
-    let head_cap = 2 + MAX_HEADER_LEN.min(options.limits.max_header_len);
+    // from stream offset `head_start`, so its header can be shown exactly as it was sent.
+    let mut head = Head {
+        start: 0,
+        bytes: Vec::new(),
+        cap: 2 + MAX_HEADER_LEN.min(options.limits.max_header_len),
+    };
     let mut messages = 0u64;
     let mut text = String::new();
-    let malformed =
-        |error: Error, decoder: &Decoder, start: u64, messages: u64| InspectError::Malformed {
-            error,
-            offset: decoder.position(),
-            message_start: start,
-            message: messages + 1,
-            messages,
-        };
     loop {
         let n = match input.read(&mut chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(InspectError::Read(e)),
         };
+        let got = chunk.get(..n).unwrap_or_default();
+        // Stream offset of `got`: every byte before it has been decoded (NeedData below).
+        let got_at = conn.position();
         if n == 0 {
-            decoder.receive_eof();
+            conn.receive_eof();
         }
-        let mut rest = chunk.get(..n).unwrap_or_default();
+        let mut rest = got;
+        while !rest.is_empty() {
+            let buf = conn.read_buf();
+            let k = buf.len().min(rest.len());
+            let (now_in, later) = rest.split_at(k);
+            buf.get_mut(..k).unwrap_or_default().copy_from_slice(now_in);
+            rest = later;
+            // Within the slice just lent, before any end of stream: cannot fail.
+            conn.commit(k, now)
+                .map_err(|e| InspectError::Read(io::Error::other(e)))?;
+        }
         loop {
-            // Each call consumes bytes of one message only: the one in progress.
-            let start = decoder.message_start();
-            let before = rest;
-            let event = decoder.decode(&mut rest);
-            let used = before.get(..before.len() - rest.len()).unwrap_or_default();
-            let room = head_cap.saturating_sub(head.len());
-            head.extend_from_slice(used.get(..used.len().min(room)).unwrap_or(used));
-            match event {
+            let start = conn.message_start();
+            match conn.next_event() {
                 Ok(Event::Message(message)) => {
                     messages += 1;
                     if !options.quiet {
+                        let raw = head.of(start, got_at, got);
                         text.clear();
-                        let len = decoder.position() - start;
-                        describe(&mut text, messages, start, len, &head, &message, options);
+                        let len = conn.position() - start;
+                        describe(&mut text, messages, start, len, &raw, &message, options);
                         out.write_all(text.as_bytes())
                             .map_err(InspectError::Write)?;
                     }
-                    head.clear();
                 }
                 Ok(Event::NeedData) => break,
                 Ok(Event::End) => {
                     let summary = Summary {
                         messages,
-                        bytes: decoder.position(),
+                        bytes: conn.position(),
                     };
                     writeln!(
                         out,
@@ -190,10 +198,55 @@ pub fn inspect<R: Read, W: Write>(
                 }
                 Err(e) => {
                     out.flush().map_err(InspectError::Write)?;
-                    return Err(malformed(e.into(), &decoder, start, messages));
+                    return Err(InspectError::Malformed {
+                        error: e.into(),
+                        offset: conn.position(),
+                        message_start: start,
+                        message: messages + 1,
+                        messages,
+                    });
                 }
             }
         }
+        // Keep the head of the message now in progress for the next chunk.
+        head.keep(conn.message_start(), got_at, got);
+    }
+}
+
+/// The first bytes (at most `cap`) of the message in progress, which may have begun in an
+/// earlier chunk than the one being decoded.
+struct Head {
+    /// Stream offset of `bytes[0]`: where the message in progress starts.
+    start: u64,
+    bytes: Vec<u8>,
+    cap: usize,
+}
+
+impl Head {
+    /// The first bytes (at most `cap`) of the message that starts at stream offset `start`,
+    /// from what was kept and from `got` (the chunk at stream offset `got_at`).
+    fn of(&self, start: u64, got_at: u64, got: &[u8]) -> Vec<u8> {
+        let mut raw = if start == self.start {
+            self.bytes.clone()
+        } else {
+            Vec::new()
+        };
+        let from = start + raw.len() as u64;
+        let skip = usize::try_from(from.saturating_sub(got_at)).unwrap_or(usize::MAX);
+        if from >= got_at {
+            let more = got.get(skip..).unwrap_or_default();
+            let room = self.cap.saturating_sub(raw.len());
+            raw.extend_from_slice(more.get(..room.min(more.len())).unwrap_or_default());
+        }
+        raw
+    }
+
+    /// Keeps the head of the message in progress, which starts at `start`, once `got` (at
+    /// stream offset `got_at`) has been decoded.
+    fn keep(&mut self, start: u64, got_at: u64, got: &[u8]) {
+        let raw = self.of(start, got_at, got);
+        self.start = start;
+        self.bytes = raw;
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sockmsg_app::demo::DemoService;
+use sockmsg_demo::DemoService;
 use sockmsg_protocol::{Connection, Event, Message};
 
 /// How a test server behaves.
