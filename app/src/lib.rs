@@ -4,7 +4,7 @@
 //! load generator (`sockmsg-bench`):
 //!
 //! * [`demo`]: the guide's demo application ([`demo::DemoService`], a
-//!   [`sockmsg_protocol::Service`]), the request builders `app-client` uses, and the lines
+//!   [`sockmsg_server::Service`]), the request builders `app-client` uses, and the lines
 //!   it prints;
 //! * [`pyfmt`]: Python's formatting of decoded JSON values and bytes, so answers and
 //!   output match the guide's Python peers character for character;
@@ -20,11 +20,11 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use sockmsg_app::demo::{request, result_line, DemoService};
-//! use sockmsg_app::serve::{spawn, ServerSettings, Transport};
+//! use sockmsg_app::serve::{spawn, ServerConfig, Transport};
 //! use sockmsg_transport_std::{Client, ClientConfig};
 //!
 //! for &transport in Transport::ALL {
-//!     let server = spawn(transport, "127.0.0.1:0".parse()?, &ServerSettings::default(),
+//!     let server = spawn(transport, "127.0.0.1:0".parse()?, &ServerConfig::default(),
 //!                        Arc::new(DemoService::new()))?;
 //!     let mut client = Client::connect(server.addr(), &ClientConfig::default())?;
 //!     let answer = client.request(request("search", "morpheus"))?;

@@ -1,7 +1,10 @@
 //! Running a [`Service`] on a chosen transport: the one place that knows the transports.
 //!
-//! Adding a transport is: a variant of [`Transport`], and an arm in [`serve`] that binds,
-//! calls `ready` with the bound address and a [`Stopper`], and serves.
+//! Every transport reads the same [`ServerConfig`] (from `sockmsg-server`) and runs the
+//! same per-connection policy, so choosing one is all there is to do here. Adding a
+//! transport is: a variant of [`Transport`], and an arm in [`serve`] that binds, calls
+//! `ready` with the bound address and a [`Stopper`], and serves. The conformance suite
+//! (`tests/tests/conformance.rs`) then runs on it through [`spawn`].
 
 use std::fmt;
 use std::io;
@@ -10,7 +13,8 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use sockmsg_protocol::{Limits, Service};
+pub use sockmsg_server::ServerConfig;
+use sockmsg_server::Service;
 
 /// The transports a server can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
@@ -38,76 +42,6 @@ impl Transport {
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// Transport-neutral server settings; each transport maps them onto its own configuration.
-/// Defaults are those of `sockmsg_transport_std::ServerConfig::default()`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerSettings {
-    /// Most connections served at once (default 512).
-    pub max_connections: usize,
-    /// Longest a connection may wait idle between requests (default 60 s; `None`: forever).
-    pub idle_timeout: Option<Duration>,
-    /// Longest a request may take to arrive once begun (default 30 s; `None`: no limit).
-    pub read_timeout: Option<Duration>,
-    /// Longest a response write may make no progress (default 30 s; `None`: forever).
-    pub write_timeout: Option<Duration>,
-    /// What clients may make the server accept (default [`Limits::default`]).
-    pub limits: Limits,
-    /// Event loops of the mio transport (default `None`: one per core). The std transport
-    /// runs a thread per connection and ignores it.
-    pub event_loops: Option<usize>,
-    /// Close each connection once its first answer is sent, as the guide's server does,
-    /// for clients that read until the server closes (default `false`: connections stay
-    /// open for further requests until the client closes or the idle timeout). Carried to
-    /// the server layer's configuration (`close_after_answer`), which implements it.
-    pub close_after_answer: bool,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        let std = sockmsg_transport_std::ServerConfig::default();
-        ServerSettings {
-            max_connections: std.max_connections,
-            idle_timeout: std.idle_timeout,
-            read_timeout: std.read_timeout,
-            write_timeout: std.write_timeout,
-            limits: std.limits,
-            event_loops: None,
-            close_after_answer: false,
-        }
-    }
-}
-
-impl ServerSettings {
-    /// These settings as a configuration of the blocking transport.
-    pub fn std_config(&self) -> sockmsg_transport_std::ServerConfig {
-        sockmsg_transport_std::ServerConfig {
-            max_connections: self.max_connections,
-            idle_timeout: self.idle_timeout,
-            read_timeout: self.read_timeout,
-            write_timeout: self.write_timeout,
-            limits: self.limits.clone(),
-            ..sockmsg_transport_std::ServerConfig::default()
-        }
-    }
-
-    /// These settings as a configuration of the event-loop transport: the connection cap,
-    /// timeouts (read timeout = the per-message header deadline), limits and event loops;
-    /// every other field keeps the mio transport's default.
-    pub fn mio_config(&self) -> sockmsg_transport_mio::ServerConfig {
-        let never = Duration::MAX; // the mio transport clamps it to "never"
-        let default = sockmsg_transport_mio::ServerConfig::default();
-        sockmsg_transport_mio::ServerConfig {
-            workers: self.event_loops.unwrap_or(default.workers),
-            max_connections: self.max_connections,
-            idle_timeout: self.idle_timeout.unwrap_or(never),
-            header_deadline: self.read_timeout.unwrap_or(never),
-            write_deadline: self.write_timeout.unwrap_or(never),
-            limits: self.limits.clone(),
-            ..default
-        }
     }
 }
 
@@ -142,19 +76,19 @@ impl fmt::Debug for Stopper {
 pub fn serve(
     transport: Transport,
     addr: SocketAddr,
-    settings: &ServerSettings,
+    config: &ServerConfig,
     service: Arc<dyn Service>,
     ready: impl FnOnce(SocketAddr, Stopper),
 ) -> io::Result<()> {
     match transport {
         Transport::Mio => {
-            let server = sockmsg_transport_mio::Server::bind(addr, settings.mio_config())?;
+            let server = sockmsg_transport_mio::Server::bind(addr, config.clone())?;
             let handle = server.shutdown_handle();
             ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
             server.serve(service)
         }
         Transport::Std => {
-            let server = sockmsg_transport_std::Server::bind(addr, settings.std_config())?;
+            let server = sockmsg_transport_std::Server::bind(addr, config.clone())?;
             let handle = server.shutdown_handle();
             ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
             server.serve(service)
@@ -195,13 +129,13 @@ const DROP_WAIT: Duration = Duration::from_secs(15);
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use sockmsg_app::{demo, serve::{spawn, ServerSettings, Transport}};
+/// use sockmsg_app::{demo, serve::{spawn, ServerConfig, Transport}};
 /// use sockmsg_transport_std::{Client, ClientConfig};
 ///
 /// let server = spawn(
 ///     Transport::Std,
 ///     "127.0.0.1:0".parse()?,
-///     &ServerSettings::default(),
+///     &ServerConfig::default(),
 ///     Arc::new(demo::DemoService::new()),
 /// )?;
 /// let mut client = Client::connect(server.addr(), &ClientConfig::default())?;
@@ -214,16 +148,16 @@ const DROP_WAIT: Duration = Duration::from_secs(15);
 pub fn spawn(
     transport: Transport,
     addr: SocketAddr,
-    settings: &ServerSettings,
+    config: &ServerConfig,
     service: Arc<dyn Service>,
 ) -> io::Result<RunningServer> {
     let (tx, rx) = mpsc::channel();
-    let settings = settings.clone();
+    let config = config.clone();
     let thread = thread::Builder::new()
         .name(format!("sockmsg-{transport}-server"))
         .spawn(move || {
             let ready_tx = tx.clone();
-            let result = serve(transport, addr, &settings, service, move |addr, stopper| {
+            let result = serve(transport, addr, &config, service, move |addr, stopper| {
                 // The receiver outlives the server unless spawn() itself gave up.
                 let _ = ready_tx.send(Started::Ready(addr, stopper));
             });

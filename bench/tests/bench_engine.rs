@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bench_support::{Behaviour, TestServer};
 use sockmsg_app::demo::DemoService;
-use sockmsg_app::serve::{spawn, ServerSettings, Transport};
+use sockmsg_app::serve::{spawn, ServerConfig, Transport};
 use sockmsg_bench::echo::EchoServer;
 use sockmsg_bench::engine::{run, Config, Control, Limit};
 use sockmsg_bench::report::{ErrorKind, Mode, Report};
@@ -447,7 +447,7 @@ fn answers_once_spelt_differently_are_checked_against_a_live_app_server() {
         let server = spawn(
             transport,
             "127.0.0.1:0".parse().expect("addr"),
-            &ServerSettings::default(),
+            &ServerConfig::default(),
             Arc::new(DemoService::new()),
         )
         .expect("app-server");

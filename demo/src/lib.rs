@@ -37,7 +37,8 @@
 //!
 //! ```
 //! use sockmsg_demo::{request, result_line, DemoService};
-//! use sockmsg_protocol::{Message, Service};
+//! use sockmsg_protocol::Message;
+//! use sockmsg_server::Service;
 //!
 //! let service = DemoService::new();
 //! let answer = service.call(request("search", "morpheus"))?;
@@ -67,7 +68,8 @@ use std::fmt;
 
 use serde::Serialize;
 use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
-use sockmsg_protocol::{ByteOrder, Limits, Message, Service, ServiceError};
+use sockmsg_protocol::{ByteOrder, Limits, Message};
+use sockmsg_server::{Service, ServiceError};
 use tracing::debug;
 
 use crate::peer_text::peer_text;
@@ -387,10 +389,10 @@ impl Sink for ReprSink<'_> {
 ///
 /// ```
 /// use sockmsg_demo::{request, DemoService};
-/// use sockmsg_protocol::Service;
+/// use sockmsg_server::Service;
 /// let answer = DemoService::new().call(request("search", "🐶"))?;
 /// assert_eq!(answer.content(), r#"{"result": "🐾 Playing ball! 🏐"}"#.as_bytes());
-/// # Ok::<(), sockmsg_protocol::ServiceError>(())
+/// # Ok::<(), sockmsg_server::ServiceError>(())
 /// ```
 ///
 /// Each request's line (`received request {...}`, `sending {...}`, as the guide's server
@@ -747,7 +749,7 @@ mod tests {
 
     /// PROTOCOL.md's worked examples, byte for byte.
     #[test]
-    fn protocol_md_examples() -> Result<(), sockmsg_protocol::ServiceError> {
+    fn protocol_md_examples() -> Result<(), sockmsg_server::ServiceError> {
         let service = DemoService::with_byteorder(ByteOrder::Little);
         let req = request("search", "morpheus").with_byteorder(ByteOrder::Little);
         assert_eq!(

@@ -6,7 +6,8 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use sockmsg_demo::DemoService;
-use sockmsg_protocol::{Message, Service};
+use sockmsg_protocol::Message;
+use sockmsg_server::Service;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// A `MakeWriter` appending to a shared buffer.

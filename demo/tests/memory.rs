@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sockmsg_demo::shapes::{request, Shape};
 use sockmsg_demo::{DemoError, DemoService};
-use sockmsg_protocol::{Limits, Service};
+use sockmsg_protocol::Limits;
+use sockmsg_server::Service;
 
 struct Counting;
 

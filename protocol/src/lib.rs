@@ -21,7 +21,6 @@
 //!   in [`limits`].
 //! * Errors split by who caused them: [`PeerError`] (the remote broke the protocol) and
 //!   [`LocalError`] (this program misused the machine), with [`Error`] holding either.
-//! * [`Service`]: the application interface every transport runs.
 //! * [`sniff`](mod@sniff): whether a peer's first bytes can start a message of this
 //!   protocol, and if not, what they look like (an HTTP reply, a TLS record...), for clear
 //!   client errors.
@@ -113,7 +112,6 @@ pub mod json;
 pub mod limits;
 pub mod message;
 mod protoheader;
-pub mod service;
 pub mod sniff;
 
 pub use connection::{Connection, Role};
@@ -122,7 +120,6 @@ pub use error::{Error, JsonKind, LocalError, PeerError, Phase};
 pub use header::{parse_header, ByteOrder, Header};
 pub use limits::{Deadlines, Limits, Timeout, MAX_HEADER_LEN};
 pub use message::{decode, encode, Message};
-pub use service::{Service, ServiceError};
 pub use sniff::{Foreign, Sniff};
 
 #[cfg(test)]

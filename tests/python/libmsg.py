@@ -1,10 +1,10 @@
 """Python peers of the message protocol of the Python sockets guide.
 
 This module reconstructs, as faithfully as possible, the message code of the
-guide's ``libserver.py`` and ``libclient.py`` (see
-``seeds/python-sockets-guide.zh.md``, "应用的协议头" onwards, and
-``PROTOCOL.md``), so that the Rust implementation can be tested against real
-guide peers byte for byte.
+guide's ``libserver.py`` and ``libclient.py`` (Real Python's "Socket
+Programming in Python", from "Application Protocol Header" onwards; the
+repository's ``PROTOCOL.md`` restates the format), so that the Rust
+implementation can be tested against real guide peers byte for byte.
 
 Wire format of one message::
 

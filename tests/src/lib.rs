@@ -10,6 +10,8 @@
 //! assert_eq!(protocol_examples(doc), vec![b"\x00g{\"a\": 1}".to_vec()]);
 //! ```
 
+pub mod log;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -217,19 +219,13 @@ pub fn parse_py_bytes(literal: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Where PROTOCOL.md is: `$SOCKMSG_PROTOCOL_MD`, or `shared/PROTOCOL.md` beside the
-/// repository (where CI and the developers' machines keep the shared documents).
-pub fn protocol_md_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SOCKMSG_PROTOCOL_MD") {
-        return Some(PathBuf::from(p));
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    [
-        repo.join("../shared/PROTOCOL.md"),
-        repo.join("shared/PROTOCOL.md"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
+/// The repository's `PROTOCOL.md` (the wire-format reference at the repository root).
+/// The test suite reads it from there only: the repository needs no file beside it.
+pub fn protocol_md_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| Path::new(".."))
+        .join("PROTOCOL.md")
 }
 
 /// The directory of the Python peers.

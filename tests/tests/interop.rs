@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sockmsg_app::demo::{self, DemoService};
-use sockmsg_app::serve::{spawn, ServerSettings, Transport};
+use sockmsg_app::serve::{spawn, ServerConfig, Transport};
 use sockmsg_protocol::{encode, ByteOrder, Decoder, Event, Limits, Message};
 use sockmsg_tests::{
     protocol_examples, protocol_md_path, run_guide_client, GuideServer, TempDir, DEMO_CASES,
@@ -48,14 +48,26 @@ fn case_request(case: &sockmsg_tests::DemoCase) -> Message {
 
 #[test]
 fn protocol_md_examples_are_the_ones_tested() {
-    let path = protocol_md_path().expect(
-        "PROTOCOL.md not found: set SOCKMSG_PROTOCOL_MD or keep shared/ beside the repository",
-    );
-    let text = std::fs::read_to_string(&path).expect("read PROTOCOL.md");
+    let path = protocol_md_path();
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let found = protocol_examples(&text);
     assert_eq!(found.len(), PROTOCOL_EXAMPLES.len(), "{}", path.display());
     for (doc, ours) in found.iter().zip(PROTOCOL_EXAMPLES) {
         assert_eq!(doc.as_slice(), ours);
+    }
+    // The header key table and the demo table are there too (the document is the
+    // reference the tests and the demo are written from).
+    for needle in [
+        "| `byteorder` |",
+        "| `content-type` |",
+        "| `content-encoding` |",
+        "| `content-length` |",
+        "| `morpheus` | `Follow the white rabbit. \u{1f430}` |",
+        "| `ring` | `In the caves beneath the Misty Mountains. \u{1f48d}` |",
+        "| `\u{1f436}` | `\u{1f43e} Playing ball! \u{1f3d0}` |",
+    ] {
+        assert!(text.contains(needle), "{} lacks {needle:?}", path.display());
     }
 }
 
@@ -68,7 +80,7 @@ fn guide_client_against_the_demo_server_on_every_transport() {
         let server = spawn(
             transport,
             "127.0.0.1:0".parse().expect("addr"),
-            &ServerSettings::default(),
+            &ServerConfig::default(),
             Arc::new(service),
         )
         .expect("server starts");

@@ -370,13 +370,14 @@ mod live {
     use std::io::{self, Read, Write};
     use std::net::{Shutdown, SocketAddr, TcpStream};
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::{Arc, Mutex};
     use std::thread;
     use std::time::{Duration, Instant};
 
     use sockmsg_app::demo::{json_request, request, DemoService};
-    use sockmsg_app::serve::{spawn, RunningServer, ServerSettings, Transport};
-    use sockmsg_protocol::{Message, Service};
+    use sockmsg_app::serve::{spawn, RunningServer, ServerConfig, Transport};
+    use sockmsg_protocol::Message;
+    use sockmsg_server::Service;
     use sockmsg_transport_std::{Client, ClientConfig};
 
     /// The servers' own timeouts: far longer than anything this test waits, so a close
@@ -390,45 +391,18 @@ mod live {
 
     /// Everything the servers log at WARN and above, shared by the tests of this binary.
     fn log() -> Arc<Mutex<Vec<u8>>> {
-        static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-        LOG.get_or_init(|| {
-            let buf = Arc::new(Mutex::new(Vec::new()));
-            let sink = Arc::clone(&buf);
-            let installed = tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-                .with_writer(move || LogWriter(Arc::clone(&sink)))
-                .try_init();
-            assert!(installed.is_ok(), "a tracing subscriber was already set");
-            buf
-        })
-        .clone()
-    }
-
-    struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for LogWriter {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
+        sockmsg_tests::log::captured(tracing::Level::WARN)
     }
 
     /// A server on `transport` with the demo service, timeouts far beyond the test's
     /// waits, and (mio) two event loops.
     fn start(transport: Transport) -> RunningServer {
-        let settings = ServerSettings {
+        let settings = ServerConfig {
             idle_timeout: Some(SERVER_TIMEOUT),
-            read_timeout: Some(SERVER_TIMEOUT),
-            write_timeout: Some(SERVER_TIMEOUT),
-            event_loops: Some(2),
-            ..ServerSettings::default()
+            header_deadline: Some(SERVER_TIMEOUT),
+            write_deadline: Some(SERVER_TIMEOUT),
+            workers: 2,
+            ..ServerConfig::default()
         };
         let service: Arc<dyn Service> = Arc::new(DemoService::new());
         spawn(
@@ -650,13 +624,11 @@ mod live {
         );
     }
 
+    /// On every transport (a new one is covered by adding it to `Transport::ALL`).
     #[test]
-    fn invalid_vectors_through_the_std_server() {
-        conformance_against(Transport::Std);
-    }
-
-    #[test]
-    fn invalid_vectors_through_the_mio_server() {
-        conformance_against(Transport::Mio);
+    fn invalid_vectors_through_every_server() {
+        for &transport in Transport::ALL {
+            conformance_against(transport);
+        }
     }
 }

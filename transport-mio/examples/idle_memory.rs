@@ -38,9 +38,8 @@ mod imp {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use sockmsg_protocol::{
-        encode, Connection, Event, Limits, Message, Role, Service, ServiceError,
-    };
+    use sockmsg_protocol::{encode, Connection, Event, Limits, Message, Role};
+    use sockmsg_server::{Service, ServiceError};
     use sockmsg_transport_mio::{Server, ServerConfig, Stats};
 
     /// The system allocator, counting the bytes currently allocated.
@@ -98,7 +97,7 @@ mod imp {
             match arg.as_str() {
                 "--connections" => connections = it.next().ok_or("--connections N")?.parse()?,
                 "--workers" => workers = it.next().ok_or("--workers W")?.parse()?,
-                other => return Err(format!("unknown argument {other:?}").into()),
+                other => return Err(format!("unknown argument '{other}'").into()),
             }
         }
         measure(connections, workers)

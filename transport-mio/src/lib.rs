@@ -1,10 +1,11 @@
 //! # sockmsg-transport-mio
 //!
 //! The non-blocking transport of sockmsg: many connections per thread on [mio], one event
-//! loop per core, and a policy against peers that are slow, silent or malicious. The
-//! protocol itself is the sans-IO [`sockmsg_protocol::Connection`]; this crate only moves
-//! bytes and decides when to give up on a peer. Any [`sockmsg_protocol::Service`] runs here
-//! unchanged.
+//! loop per core. The protocol is the sans-IO [`sockmsg_protocol::Connection`] and every
+//! server decision (service calls, output cap, deadlines, `close_after_answer`, shutdown)
+//! is the [`sockmsg_server::Session`] of the shared server layer, configured by the one
+//! [`ServerConfig`]; this crate only moves bytes between sockets and sessions. Any
+//! [`sockmsg_server::Service`] runs here unchanged.
 //!
 //! ## The server
 //!
@@ -13,37 +14,30 @@
 //!
 //! * **Event loops**: [`ServerConfig::workers`] threads (default: one per core), each with
 //!   its own `Poll`, sharing the listening socket ([`ListenerMode::Shared`], the default)
-//!   or each with its own `SO_REUSEPORT` socket ([`ListenerMode::ReusePort`]). Connections
-//!   live in a slab; their key is their token.
+//!   or each with its own `SO_REUSEPORT` socket ([`ListenerMode::ReusePort`]); options
+//!   only this transport reads are [`MioOptions`] ([`Server::bind_with`]). Connections live
+//!   in a [`slab`](https://docs.rs/slab); their key is their token.
 //! * **Edge-triggered and correct**: accept, read and write until `WouldBlock` (a short
 //!   read counts as one, as in tokio, unless the event also reported end of stream, so
-//!   that a request and its FIN arriving together are both seen); `WRITABLE`
-//!   is asked for only while output is pending and `READABLE` only while requests are
-//!   taken, derived from the connection's state after every event; spurious events only
-//!   cost a `WouldBlock`. A connection that keeps sending is read at most 16 times per turn
-//!   so it cannot starve the others.
-//! * **Half-close**: a peer that shuts down its write side still gets every response; the
-//!   connection closes once they are sent.
-//! * **Hostile and slow peers** (all in [`ServerConfig`], defaults in brackets):
-//!   - header deadline (30 s): a message must be complete within this time of its first
-//!     byte, which stops a peer dribbling one byte at a time (slowloris), something an
-//!     inactivity timer alone does not;
-//!   - idle timeout between messages (75 s);
-//!   - write-progress deadline (60 s): pending output must make progress;
-//!   - output cap per connection (1 MiB): when the next response would take the queued
-//!     output over it, the server stops reading from that peer (its requests wait in the
-//!     kernel's buffers, then in the peer) until the queue drains; if it never does, the
-//!     write deadline closes the connection. Queued output never exceeds the cap (except a
-//!     single response larger than the cap, sent alone);
-//!   - maximum number of connections (10,000);
-//!   - a protocol error closes that connection only (after sending the responses already
-//!     queued) and is logged with its typed [`sockmsg_protocol::Error`]; a service error
-//!     or panic likewise.
-//! * **Memory**: an idle connection holds no buffer: reads go through one buffer per loop,
-//!   only a partial message is copied into the connection, a large content is received in
-//!   place, and buffers are released when the connection goes idle.
+//!   that a request and its FIN arriving together are both seen). The interest registered
+//!   is derived from the session after every event: `READABLE` while it
+//!   [`wants_read`](sockmsg_server::Session::wants_read), `WRITABLE` while it
+//!   [`wants_write`](sockmsg_server::Session::wants_write); spurious events only cost a
+//!   `WouldBlock`. A connection that keeps sending is read at most 16 times per turn so it
+//!   cannot starve the others.
+//! * **Timers**: one heap per loop, fed by each session's
+//!   [`poll_timeout`](sockmsg_server::Session::poll_timeout); the loop sleeps until the
+//!   nearest and hands it to the session's `handle_timeout`. The header, idle and write
+//!   deadlines themselves are decided by the protocol core.
+//! * **Policy**: half-close, the header deadline against slowloris, idle timeout, write
+//!   deadline, output cap, connection cap, `close_after_answer`, errors closing only their
+//!   connection, graceful shutdown: all the server layer's ([`ServerConfig`] documents each
+//!   with its default), the same on every transport, and checked for each by the
+//!   conformance suite (`tests/tests/conformance.rs`).
+//! * **Memory**: an idle connection holds no buffer (the session releases them when nothing
+//!   is in progress); a large content is received in place.
 //! * **Observability**: [`Server::stats`] counts connections, requests, pauses and closes
-//!   by reason; logs go through `tracing`.
+//!   by reason; one log line per close with its reason ([`sockmsg_server::CloseReason`]).
 //!
 //! ## The client
 //!
@@ -62,7 +56,8 @@
 //! use std::net::TcpStream;
 //! use std::sync::Arc;
 //! use std::time::Instant;
-//! use sockmsg_protocol::{Connection, Event, Message, Service, ServiceError};
+//! use sockmsg_protocol::{Connection, Event, Message};
+//! use sockmsg_server::{Service, ServiceError};
 //! use sockmsg_transport_mio::{Server, ServerConfig};
 //!
 //! let server = Server::bind("127.0.0.1:0", ServerConfig::default().with_workers(1))?;
@@ -102,7 +97,6 @@
 mod client;
 mod config;
 mod server;
-mod slab;
 mod stats;
 mod timer;
 mod worker;
@@ -110,6 +104,7 @@ mod worker;
 pub use client::{
     multi_request, ClientConfig, ClientError, ConnectionOutcome, MultiClient, ServerAddr,
 };
-pub use config::{ListenerMode, ServerConfig};
-pub use server::{Server, ShutdownHandle};
+pub use config::{ListenerMode, MioOptions};
+pub use server::Server;
+pub use sockmsg_server::{ServerConfig, ShutdownHandle};
 pub use stats::{Stats, StatsSnapshot};

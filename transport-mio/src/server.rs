@@ -3,53 +3,54 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
-use sockmsg_protocol::Service;
+use sockmsg_server::{ServerConfig, Service, ShutdownHandle};
 use tracing::{info, warn};
 
-use crate::config::{ListenerMode, ServerConfig};
+use crate::config::{ListenerMode, MioOptions};
 use crate::stats::Stats;
 use crate::worker::{LoopSetup, Worker, WAKER};
 
 /// A bound, not yet running, event-loop server.
 ///
-/// [`Server::bind`] creates the listening socket(s) and one `mio::Poll` per event loop;
-/// [`Server::serve`] runs the loops, one thread each, until [`ShutdownHandle::shutdown`].
-/// Each loop accepts connections and keeps them: reads and writes until `WouldBlock`
-/// (edge-triggered), asks for `WRITABLE` only while output is pending, and enforces the
-/// deadlines and the output cap of its [`ServerConfig`].
+/// [`Server::bind`] creates the listening socket(s) and one `mio::Poll` per event loop
+/// ([`ServerConfig::workers`]); [`Server::serve`] runs the loops, one thread each, until
+/// [`ShutdownHandle::shutdown`]. Each loop accepts connections and drives each one's
+/// [`sockmsg_server::Session`]: reads and writes until `WouldBlock` (edge-triggered),
+/// registers the interest the session wants, and sleeps until the nearest deadline it names.
 #[derive(Debug)]
 pub struct Server {
     loops: Vec<LoopSetup>,
     local_addr: SocketAddr,
     config: ServerConfig,
+    options: MioOptions,
     shutdown: ShutdownHandle,
     stats: Stats,
 }
 
-impl std::fmt::Debug for LoopSetup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoopSetup")
-            .field("listener", &self.listener)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Server {
-    /// Binds `addr` (the first of its addresses that works) and prepares
-    /// [`ServerConfig::workers`] event loops. Port 0 picks a free port: see
-    /// [`Server::local_addr`].
+    /// Binds `addr` (the first of its addresses that works) with the default
+    /// [`MioOptions`] and prepares [`ServerConfig::workers`] event loops. Port 0 picks a free
+    /// port: see [`Server::local_addr`].
     pub fn bind<A: ToSocketAddrs>(addr: A, config: ServerConfig) -> io::Result<Server> {
+        Server::bind_with(addr, config, MioOptions::default())
+    }
+
+    /// [`Server::bind`] with options of this transport alone.
+    pub fn bind_with<A: ToSocketAddrs>(
+        addr: A,
+        config: ServerConfig,
+        options: MioOptions,
+    ) -> io::Result<Server> {
         let config = config.normalized();
         let mut last = None;
         for addr in addr.to_socket_addrs()? {
-            match Server::bind_one(addr, config.clone()) {
+            match Server::bind_one(addr, config.clone(), options.clone()) {
                 Ok(server) => return Ok(server),
                 Err(e) => last = Some(e),
             }
@@ -58,12 +59,12 @@ impl Server {
             .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
     }
 
-    fn bind_one(addr: SocketAddr, config: ServerConfig) -> io::Result<Server> {
+    fn bind_one(addr: SocketAddr, config: ServerConfig, options: MioOptions) -> io::Result<Server> {
         let n = config.workers;
         let mut listeners = Vec::with_capacity(n);
-        let first = listen(addr, &config)?;
+        let first = listen(addr, &config, &options)?;
         let local_addr = first.local_addr()?;
-        match config.listener {
+        match options.listener {
             ListenerMode::Shared => {
                 for _ in 1..n {
                     listeners.push(first.try_clone()?);
@@ -71,32 +72,34 @@ impl Server {
             }
             ListenerMode::ReusePort => {
                 for _ in 1..n {
-                    listeners.push(listen(local_addr, &config)?);
+                    listeners.push(listen(local_addr, &config, &options)?);
                 }
             }
         }
         listeners.insert(0, first);
+        let shutdown = ShutdownHandle::new();
         let mut loops = Vec::with_capacity(n);
-        let mut wakers = Vec::with_capacity(n);
         for listener in listeners {
             let poll = Poll::new()?;
-            wakers.push(Waker::new(poll.registry(), WAKER)?);
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            shutdown.on_shutdown(move || {
+                if let Err(e) = waker.wake() {
+                    warn!(error = %e, "cannot wake an event loop");
+                }
+            });
             loops.push(LoopSetup {
                 poll,
                 listener: TcpListener::from_std(listener),
+                events_capacity: options.events_capacity.max(16),
             });
         }
         Ok(Server {
             loops,
             local_addr,
-            shutdown: ShutdownHandle {
-                inner: Arc::new(ShutdownInner {
-                    flag: AtomicBool::new(false),
-                    wakers,
-                }),
-            },
+            shutdown,
             stats: Stats::new(n),
             config,
+            options,
         })
     }
 
@@ -105,9 +108,14 @@ impl Server {
         self.local_addr
     }
 
-    /// The configuration in force (after clamping: at least one loop, non-zero deadlines).
+    /// The configuration in force (normalized: [`ServerConfig::normalized`]).
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The options of this transport in force.
+    pub fn options(&self) -> &MioOptions {
+        &self.options
     }
 
     /// A handle that stops the server from any thread, before or during
@@ -122,17 +130,18 @@ impl Server {
     }
 
     /// Runs the event loops, one thread each, calling `service` for every request, and
-    /// blocks until [`ShutdownHandle::shutdown`]. On shutdown the listeners close at once,
-    /// connections stop taking requests and are closed as soon as their pending output is
-    /// sent, or after [`ServerConfig::shutdown_grace`]. Returns the first error an event
-    /// loop failed with (the others are then stopped too).
+    /// blocks until [`ShutdownHandle::shutdown`]. On shutdown the listeners close at once;
+    /// idle connections and requests not yet complete are closed at once, answers owed get
+    /// [`ServerConfig::shutdown_grace`] to flush. Returns the first error an event loop
+    /// failed with (the others are then stopped too).
     pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
         info!(
             addr = %self.local_addr,
             workers = self.loops.len(),
-            mode = ?self.config.listener,
+            mode = ?self.options.listener,
             "sockmsg mio server listening"
         );
+        let config = Arc::new(self.config);
         let mut threads = Vec::with_capacity(self.loops.len());
         let mut result = Ok(());
         for (index, setup) in self.loops.into_iter().enumerate() {
@@ -140,7 +149,7 @@ impl Server {
                 index,
                 setup,
                 Arc::clone(&service),
-                self.config.clone(),
+                Arc::clone(&config),
                 self.stats.clone(),
                 self.shutdown.clone(),
             );
@@ -181,17 +190,21 @@ impl Server {
 }
 
 /// Creates a non-blocking listening socket.
-fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<std::net::TcpListener> {
+fn listen(
+    addr: SocketAddr,
+    config: &ServerConfig,
+    options: &MioOptions,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     #[cfg(unix)]
     socket.set_reuse_address(true)?;
-    if let Some(size) = config.socket_recv_buffer {
+    if let Some(size) = options.socket_recv_buffer {
         socket.set_recv_buffer_size(size)?;
     }
-    if let Some(size) = config.socket_send_buffer {
+    if let Some(size) = options.socket_send_buffer {
         socket.set_send_buffer_size(size)?;
     }
-    if config.listener == ListenerMode::ReusePort {
+    if options.listener == ListenerMode::ReusePort {
         #[cfg(all(
             unix,
             not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
@@ -210,35 +223,4 @@ fn listen(addr: SocketAddr, config: &ServerConfig) -> io::Result<std::net::TcpLi
     socket.listen(config.backlog)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
-}
-
-#[derive(Debug)]
-struct ShutdownInner {
-    flag: AtomicBool,
-    wakers: Vec<Waker>,
-}
-
-/// Stops a [`Server`]: sets a flag and wakes every event loop through its `mio::Waker`.
-/// Cheap to clone; `Send + Sync`, so a signal handler thread (Ctrl-C) can hold one.
-#[derive(Debug, Clone)]
-pub struct ShutdownHandle {
-    inner: Arc<ShutdownInner>,
-}
-
-impl ShutdownHandle {
-    /// Asks the server to stop. Returns at once; [`Server::serve`] returns once every loop
-    /// has closed its connections. Calling it again does nothing more.
-    pub fn shutdown(&self) {
-        self.inner.flag.store(true, Ordering::SeqCst);
-        for waker in &self.inner.wakers {
-            if let Err(e) = waker.wake() {
-                warn!(error = %e, "cannot wake an event loop");
-            }
-        }
-    }
-
-    /// `true` once [`ShutdownHandle::shutdown`] was called.
-    pub fn is_shutdown(&self) -> bool {
-        self.inner.flag.load(Ordering::SeqCst)
-    }
 }

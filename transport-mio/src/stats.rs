@@ -3,41 +3,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-/// Why a connection was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
-    /// The peer closed between messages and every response was sent.
-    Clean,
-    /// A complete message did not arrive within the header deadline.
-    HeaderDeadline,
-    /// Idle for longer than the idle timeout.
-    Idle,
-    /// Output pending with no progress for the write deadline.
-    WriteDeadline,
-    /// The peer broke the protocol (responses queued before were flushed first).
-    Protocol,
-    /// The service failed (or panicked) on a request.
-    Service,
-    /// A socket error (reset, broken pipe...).
-    Io,
-    /// The server shut down.
-    Shutdown,
-}
-
-impl CloseReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Clean => "clean",
-            CloseReason::HeaderDeadline => "header-deadline",
-            CloseReason::Idle => "idle-timeout",
-            CloseReason::WriteDeadline => "write-deadline",
-            CloseReason::Protocol => "protocol-error",
-            CloseReason::Service => "service-error",
-            CloseReason::Io => "io-error",
-            CloseReason::Shutdown => "shutdown",
-        }
-    }
-}
+use sockmsg_server::CloseReason;
 
 /// One loop's counters, on a cache line of their own so loops never contend.
 #[derive(Debug, Default)]
@@ -47,7 +13,8 @@ pub(crate) struct LoopCounters {
     pub(crate) rejected: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) backpressured: AtomicU64,
-    pub(crate) closed: [AtomicU64; 8],
+    /// Closes by kind of reason, indexed by [`CloseReason::index`].
+    pub(crate) closed: [AtomicU64; CloseReason::LABELS.len()],
     /// Entries in the loop's deadline heap (a gauge, updated every turn).
     pub(crate) timer_entries: AtomicUsize,
 }
@@ -57,9 +24,8 @@ impl LoopCounters {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn closed(&self, reason: CloseReason) {
-        let i = reason as usize;
-        if let Some(c) = self.closed.get(i) {
+    pub(crate) fn closed(&self, reason: &CloseReason) {
+        if let Some(c) = self.closed.get(reason.index()) {
             c.fetch_add(1, Relaxed);
         }
     }
@@ -104,6 +70,8 @@ pub struct StatsSnapshot {
     pub max_output_queued: usize,
     /// Connections closed cleanly by the peer, between messages, with every response sent.
     pub closed_clean: u64,
+    /// Connections closed after their answer (`close_after_answer`).
+    pub closed_answered: u64,
     /// Connections closed because a message was not complete within the header deadline.
     pub closed_header_deadline: u64,
     /// Connections closed for staying idle longer than the idle timeout.
@@ -113,7 +81,8 @@ pub struct StatsSnapshot {
     /// Connections closed because the peer broke the protocol (including a close in the
     /// middle of a message).
     pub closed_protocol_error: u64,
-    /// Connections closed because the service failed on one of their requests.
+    /// Connections closed because the service failed or panicked on one of their requests,
+    /// or gave an answer that could not be sent.
     pub closed_service_error: u64,
     /// Connections closed on a socket error (reset, broken pipe...).
     pub closed_io_error: u64,
@@ -125,6 +94,7 @@ impl StatsSnapshot {
     /// All connections closed, for any reason.
     pub fn closed(&self) -> u64 {
         self.closed_clean
+            + self.closed_answered
             + self.closed_header_deadline
             + self.closed_idle
             + self.closed_write_deadline
@@ -166,15 +136,23 @@ impl Stats {
             s.requests += l.requests.load(Relaxed);
             s.backpressured += l.backpressured.load(Relaxed);
             s.timer_entries += l.timer_entries.load(Relaxed);
-            let c = |r: CloseReason| l.closed.get(r as usize).map_or(0, |a| a.load(Relaxed));
-            s.closed_clean += c(CloseReason::Clean);
-            s.closed_header_deadline += c(CloseReason::HeaderDeadline);
-            s.closed_idle += c(CloseReason::Idle);
-            s.closed_write_deadline += c(CloseReason::WriteDeadline);
-            s.closed_protocol_error += c(CloseReason::Protocol);
-            s.closed_service_error += c(CloseReason::Service);
-            s.closed_io_error += c(CloseReason::Io);
-            s.closed_shutdown += c(CloseReason::Shutdown);
+            let c = |label: &str| {
+                CloseReason::LABELS
+                    .iter()
+                    .position(|l| *l == label)
+                    .and_then(|i| l.closed.get(i))
+                    .map_or(0, |a| a.load(Relaxed))
+            };
+            s.closed_clean += c("clean");
+            s.closed_answered += c("answered");
+            s.closed_header_deadline += c("header-deadline");
+            s.closed_idle += c("idle-timeout");
+            s.closed_write_deadline += c("write-deadline");
+            s.closed_protocol_error += c("protocol-error");
+            s.closed_service_error +=
+                c("service-error") + c("service-panic") + c("answer-too-large") + c("bad-answer");
+            s.closed_io_error += c("io-error");
+            s.closed_shutdown += c("shutdown");
         }
         s
     }

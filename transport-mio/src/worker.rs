@@ -1,19 +1,23 @@
-//! One event loop: a `Poll`, its share of the listener, its connections and their deadlines.
+//! One event loop: a `Poll`, its share of the listener, its connections (a [`Slab`]) and a
+//! timer heap. Each connection is a socket and a [`Session`] of the server layer: the loop
+//! moves bytes between them and asks the session what to wait for and when to wake.
 
-use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use sockmsg_protocol::{Connection, Event, Message, Role, Service};
-use tracing::{debug, error, info, trace, warn};
+use slab::Slab;
+use sockmsg_server::{
+    accept_error, AcceptAction, CloseReason, ServerConfig, Service, Session, SessionState,
+    ShutdownHandle, WhenFull, ACCEPT_BACKOFF,
+};
+use tracing::{debug, error, info};
 
-use crate::config::ServerConfig;
-use crate::server::ShutdownHandle;
-use crate::slab::Slab;
-use crate::stats::{CloseReason, LoopCounters, Stats};
+use crate::stats::{LoopCounters, Stats};
 use crate::timer::Timers;
 
 /// Token of the listener in every loop.
@@ -25,347 +29,106 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const READ_BUDGET: usize = 16;
 /// Accepts per turn before connections get theirs.
 const ACCEPT_BUDGET: usize = 256;
-/// Wait before accepting again after an accept error such as `EMFILE`.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Stale timer entries tolerated beyond twice the open connections before compacting.
 const TIMER_SLACK: usize = 1024;
-/// Most bytes of framing (protoheader and JSON header) a message can have.
-const MAX_FRAMING: usize = 2 + sockmsg_protocol::MAX_HEADER_LEN;
 
 /// What a loop needs to run, prepared by `Server::bind`.
 pub(crate) struct LoopSetup {
     pub(crate) poll: Poll,
     pub(crate) listener: TcpListener,
+    pub(crate) events_capacity: usize,
 }
 
-/// Per-loop state the connections use while they are driven.
-struct Env {
-    service: Arc<dyn Service>,
-    cfg: ServerConfig,
-    stats: Stats,
-    index: usize,
-    /// Highest output queue this loop has reported to the shared high-water mark.
-    local_max_output: usize,
-}
-
-impl Env {
-    fn counters(&self) -> &LoopCounters {
-        // `index` is always in range: one set of counters per loop.
-        &self.stats.shared.loops[self.index]
-    }
-
-    fn note_output(&mut self, queued: usize) {
-        if queued > self.local_max_output {
-            self.local_max_output = queued;
-            self.stats
-                .shared
-                .max_output
-                .fetch_max(queued, std::sync::atomic::Ordering::Relaxed);
-        }
+impl std::fmt::Debug for LoopSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopSetup")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
     }
 }
 
-/// One accepted connection. Boxed in the slab; holds no buffer while idle.
+/// What the socket may still hold: edge-triggered readiness not yet drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// Read until `WouldBlock` (or a short read) last time: wait for the next event.
+    Drained,
+    /// An event said readable: read until it is drained.
+    Readable,
+    /// An event reported the peer's end of stream (or an error): read past short reads,
+    /// until the read that returns it, so a request and its FIN arriving together are
+    /// both seen.
+    Closing,
+}
+
+/// One accepted connection: its socket, its session, and the loop's bookkeeping.
 struct Conn {
     stream: TcpStream,
-    proto: Connection,
+    session: Session,
+    peer: SocketAddr,
     /// Distinguishes this connection from earlier ones under the same key.
     id: u64,
-    /// A response held back because queueing it would take the output over the cap,
-    /// with its encoded size.
-    parked: Option<Box<(Message, usize)>>,
-    /// When the first byte of the message in progress arrived.
-    message_started: Option<Instant>,
-    /// Last time bytes moved either way (accept counts).
-    last_activity: Instant,
-    /// Last time output made progress, or became pending.
-    write_progress: Instant,
-    /// Earliest deadline this connection has in the loop's timer heap.
-    scheduled: Option<Instant>,
+    readiness: Readiness,
+    /// The interest registered with the poll.
     registered: Interest,
-    /// The socket may have bytes we have not read (edge-triggered readiness not drained).
-    readable: bool,
-    /// The peer closed its write side (a read returned 0).
-    eof: bool,
-    /// An event reported the peer's end of stream (or an error): keep reading past a
-    /// short read, until the read that returns it.
-    hup: bool,
-    /// Bytes were staged in the decoder because processing paused (backpressure).
-    staged: bool,
-    /// Processing is paused because output reached the cap.
-    paused: bool,
-    /// Set once no more requests will be taken: close when output is flushed.
-    finish: Option<CloseReason>,
+    /// Earliest instant this connection has in the timer heap.
+    scheduled: Option<Instant>,
 }
 
-impl Conn {
-    /// `true` while requests may be taken from the input.
-    fn can_process(&self, cap: usize) -> bool {
-        self.finish.is_none() && self.parked.is_none() && self.proto.pending_len() < cap
-    }
+/// Counts what a session did while it was driven: requests, pauses for backpressure, the
+/// largest output queue. It looks after each read and each write, before the answers
+/// leave, so a client that has its answers finds them counted.
+struct Observer<'a> {
+    counters: &'a LoopCounters,
+    max_output: &'a std::sync::atomic::AtomicUsize,
+    local_max_output: &'a mut usize,
+    requests: u64,
+    paused: bool,
+}
 
-    fn set_finish(&mut self, reason: CloseReason) {
-        if self.finish.is_none() {
-            self.finish = Some(reason);
+impl Observer<'_> {
+    fn note(&mut self, session: &Session) {
+        let requests = session.requests();
+        if requests > self.requests {
+            self.counters
+                .requests
+                .fetch_add(requests - self.requests, Relaxed);
+            self.requests = requests;
         }
-        self.parked = None;
-    }
-
-    /// Runs the connection as far as it goes without blocking: flush, take requests, read
-    /// (until `WouldBlock` or the read budget), respond. `Ok(true)` means the budget ran out
-    /// with the socket still readable: drive it again on the next turn.
-    fn drive(&mut self, env: &mut Env, now: Instant) -> Result<bool, CloseReason> {
-        let cap = env.cfg.output_cap;
-        let mut reads = 0;
-        loop {
-            if self.proto.wants_write() {
-                self.flush(now)?;
-            }
-            if self.parked.is_some() {
-                self.try_unpark(env, now);
-            }
-            if !self.can_process(cap) {
-                return Ok(false);
-            }
-            if self.paused {
-                self.paused = false;
-                // The header clock restarts: the pause was ours, not the peer's.
-                if self.proto.message_in_progress() {
-                    self.message_started = Some(now);
-                }
-            }
-            if self.staged {
-                self.staged = false;
-                self.process(env, now);
-                continue;
-            }
-            if !self.readable || self.eof {
-                return Ok(false);
-            }
-            if reads == READ_BUDGET {
-                return Ok(true);
-            }
-            reads += 1;
-            self.read_once(env, now)?;
+        let paused = matches!(session.state(), SessionState::Backpressured);
+        if paused && !self.paused {
+            LoopCounters::add(&self.counters.backpressured);
         }
-    }
-
-    /// Writes pending output until it is all sent or the socket would block.
-    fn flush(&mut self, now: Instant) -> Result<(), CloseReason> {
-        while self.proto.wants_write() {
-            match self.proto.write_to(&mut self.stream, now) {
-                Ok(_) => {
-                    self.write_progress = now;
-                    self.last_activity = now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!(error = %e, "write failed");
-                    return Err(CloseReason::Io);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn read_once(&mut self, env: &mut Env, now: Instant) -> Result<(), CloseReason> {
-        // The connection's one way in: a large content in progress is received in place,
-        // everything else through its read buffer (given back when the connection idles).
-        match self.proto.read_from(&mut self.stream, now) {
-            Ok(0) => {
-                self.eof = true;
-                self.readable = false;
-                self.proto.receive_eof();
-                self.process(env, now);
-                Ok(())
-            }
-            Ok(_) => {
-                self.last_activity = now;
-                self.process(env, now);
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.readable = false;
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => {
-                debug!(error = %e, "read failed");
-                Err(CloseReason::Io)
-            }
-        }
-    }
-
-    /// Takes the requests received and answers them, until none is complete, the stream
-    /// ends, or output reaches the cap; in that last case the rest stays in the connection
-    /// for later.
-    fn process(&mut self, env: &mut Env, now: Instant) {
-        let cap = env.cfg.output_cap;
-        let mut completed = false;
-        loop {
-            if self.finish.is_some() {
-                break;
-            }
-            if !self.can_process(cap) {
-                self.staged = true;
-                if !self.paused {
-                    self.paused = true;
-                    LoopCounters::add(&env.counters().backpressured);
-                    trace!(
-                        queued = self.proto.pending_len(),
-                        "output cap reached: reading paused"
-                    );
-                }
-                break;
-            }
-            match self.proto.next_event() {
-                Ok(Event::Message(request)) => {
-                    completed = true;
-                    self.respond(request, env, now);
-                }
-                Ok(Event::NeedData) => break,
-                Ok(Event::End) => {
-                    self.set_finish(CloseReason::Clean);
-                    break;
-                }
-                Err(e) => {
-                    self.protocol_error(&e.into());
-                    break;
-                }
-            }
-        }
-        if self.finish.is_none() && self.proto.message_in_progress() {
-            if completed || self.message_started.is_none() {
-                self.message_started = Some(now);
-            }
-        } else {
-            self.message_started = None;
-        }
-    }
-
-    fn protocol_error(&mut self, e: &sockmsg_protocol::Error) {
-        let peer = self.stream.peer_addr().ok();
-        warn!(
-            peer = ?peer,
-            kind = e.kind(),
-            phase = ?e.phase(),
-            error = %e,
-            "protocol error: closing the connection"
-        );
-        self.set_finish(CloseReason::Protocol);
-    }
-
-    /// Calls the service and queues its response, or parks the response if queueing it
-    /// would take the output over the cap.
-    fn respond(&mut self, request: Message, env: &mut Env, now: Instant) {
-        LoopCounters::add(&env.counters().requests);
-        let service = &env.service;
-        let response = match catch_unwind(AssertUnwindSafe(|| service.call(request))) {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
-                warn!(error = %e, "service failed: closing the connection");
-                self.set_finish(CloseReason::Service);
-                return;
-            }
-            Err(_) => {
-                error!("service panicked: closing the connection");
-                self.set_finish(CloseReason::Service);
-                return;
-            }
-        };
-        let pending = self.proto.pending_len();
-        let cap = env.cfg.output_cap;
-        if pending > 0
-            && pending.saturating_add(response.content().len().saturating_add(MAX_FRAMING)) > cap
-        {
-            // Near the cap: find the exact size.
-            if let Ok(size) = response.encoded_len() {
-                if pending.saturating_add(size) > cap {
-                    self.parked = Some(Box::new((response, size)));
-                    return;
-                }
-            }
-        }
-        self.queue(response, env, now);
-    }
-
-    fn queue(&mut self, response: Message, env: &mut Env, now: Instant) {
-        if !self.proto.wants_write() {
-            self.write_progress = now;
-        }
-        if let Err(e) = self.proto.send(response, now) {
-            error!(kind = e.kind(), error = %e, "cannot encode the response: closing the connection");
-            self.set_finish(CloseReason::Service);
-            return;
-        }
-        env.note_output(self.proto.pending_len());
-    }
-
-    fn try_unpark(&mut self, env: &mut Env, now: Instant) {
-        let pending = self.proto.pending_len();
-        let fits = match &self.parked {
-            Some(p) => pending == 0 || pending.saturating_add(p.1) <= env.cfg.output_cap,
-            None => false,
-        };
-        if fits {
-            if let Some(p) = self.parked.take() {
-                self.queue(p.0, env, now);
-            }
-        }
-    }
-
-    /// When this connection must next be looked at, and what it is closed for if it has not
-    /// moved on by then.
-    fn deadline(&self, cfg: &ServerConfig) -> (Instant, CloseReason) {
-        let mut best: Option<(Instant, CloseReason)> = None;
-        let mut consider = |at: Instant, why: CloseReason| {
-            if best.map_or(true, |(b, _)| at < b) {
-                best = Some((at, why));
-            }
-        };
-        if self.proto.wants_write() || self.parked.is_some() {
-            consider(
-                self.write_progress + cfg.write_deadline,
-                CloseReason::WriteDeadline,
-            );
-        }
-        if self.finish.is_none() && !self.paused {
-            if let Some(started) = self.message_started {
-                consider(started + cfg.header_deadline, CloseReason::HeaderDeadline);
-            }
-        }
-        match best {
-            Some(b) => b,
-            None => (self.last_activity + cfg.idle_timeout, CloseReason::Idle),
-        }
-    }
-
-    /// The interest the connection needs now; `None` once it is finished.
-    fn wanted_interest(&self, cap: usize) -> Option<Interest> {
-        let read = (self.can_process(cap) && !self.eof).then_some(Interest::READABLE);
-        let write = self.proto.wants_write().then_some(Interest::WRITABLE);
-        match (read, write) {
-            (Some(r), Some(w)) => Some(r | w),
-            (r, w) => r.or(w),
+        self.paused = paused;
+        let queued = session.connection().pending_len();
+        if queued > *self.local_max_output {
+            *self.local_max_output = queued;
+            self.max_output.fetch_max(queued, Relaxed);
         }
     }
 }
 
 /// The event loop.
 pub(crate) struct Worker {
+    index: usize,
     poll: Poll,
     listener: Option<TcpListener>,
+    events_capacity: usize,
     conns: Slab<Box<Conn>>,
     timers: Timers,
-    env: Env,
+    service: Arc<dyn Service>,
+    config: Arc<ServerConfig>,
+    stats: Stats,
     shutdown: ShutdownHandle,
     next_id: u64,
     /// Connections whose read budget ran out: driven again next turn.
     ready: Vec<(usize, u64)>,
     accept_again: bool,
     accept_retry_at: Option<Instant>,
-    grace_until: Option<Instant>,
+    /// Set once shutting down: the loop ends when its connections are closed, or at this
+    /// instant (the grace, plus a margin) at the latest.
+    stop_by: Option<Instant>,
+    /// Highest output queue this loop has reported to the shared high-water mark.
+    local_max_output: usize,
 }
 
 impl Worker {
@@ -373,29 +136,33 @@ impl Worker {
         index: usize,
         setup: LoopSetup,
         service: Arc<dyn Service>,
-        cfg: ServerConfig,
+        config: Arc<ServerConfig>,
         stats: Stats,
         shutdown: ShutdownHandle,
     ) -> Worker {
         Worker {
+            index,
             poll: setup.poll,
             listener: Some(setup.listener),
+            events_capacity: setup.events_capacity,
             conns: Slab::new(),
             timers: Timers::new(),
-            env: Env {
-                service,
-                cfg,
-                stats,
-                index,
-                local_max_output: 0,
-            },
+            service,
+            config,
+            stats,
             shutdown,
             next_id: 0,
             ready: Vec::new(),
             accept_again: false,
             accept_retry_at: None,
-            grace_until: None,
+            stop_by: None,
+            local_max_output: 0,
         }
+    }
+
+    fn counters(&self) -> &LoopCounters {
+        // `index` is always in range: one set of counters per loop.
+        &self.stats.shared.loops[self.index]
     }
 
     pub(crate) fn run(mut self) -> io::Result<()> {
@@ -404,14 +171,14 @@ impl Worker {
                 .registry()
                 .register(listener, LISTENER, Interest::READABLE)?;
         }
-        let mut events = Events::with_capacity(self.env.cfg.events_capacity);
-        debug!(worker = self.env.index, "event loop started");
+        let mut events = Events::with_capacity(self.events_capacity);
+        debug!(worker = self.index, "event loop started");
         loop {
             let now = Instant::now();
             if self.shutdown.is_shutdown() {
                 self.begin_shutdown(now);
             }
-            if let Some(until) = self.grace_until {
+            if let Some(until) = self.stop_by {
                 if self.conns.is_empty() || now >= until {
                     break;
                 }
@@ -422,7 +189,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     error!(error = %e, "poll failed: the event loop stops");
-                    self.close_all(CloseReason::Shutdown);
+                    self.close_all();
                     return Err(e);
                 }
             }
@@ -435,11 +202,10 @@ impl Worker {
                         let Some(conn) = self.conns.get_mut(key) else {
                             continue; // stale: closed earlier in this batch
                         };
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            conn.readable = true;
-                        }
                         if event.is_read_closed() || event.is_error() {
-                            conn.hup = true;
+                            conn.readiness = Readiness::Closing;
+                        } else if event.is_readable() && conn.readiness == Readiness::Drained {
+                            conn.readiness = Readiness::Readable;
                         }
                         self.drive(key, now);
                     }
@@ -451,7 +217,7 @@ impl Worker {
                 self.accept(now);
             }
             for (key, id) in std::mem::take(&mut self.ready) {
-                if self.conns.get_mut(key).is_some_and(|c| c.id == id) {
+                if self.conns.get(key).is_some_and(|c| c.id == id) {
                     self.drive(key, now);
                 }
             }
@@ -459,13 +225,12 @@ impl Worker {
             if self.timers.len() > 2 * self.conns.len() + TIMER_SLACK {
                 self.compact_timers();
             }
-            self.env
-                .counters()
+            self.counters()
                 .timer_entries
-                .store(self.timers.len(), std::sync::atomic::Ordering::Relaxed);
+                .store(self.timers.len(), Relaxed);
         }
-        self.close_all(CloseReason::Shutdown);
-        debug!(worker = self.env.index, "event loop stopped");
+        self.close_all();
+        debug!(worker = self.index, "event loop stopped");
         Ok(())
     }
 
@@ -473,7 +238,7 @@ impl Worker {
         if !self.ready.is_empty() || self.accept_again {
             return Some(Duration::ZERO);
         }
-        [self.timers.next(), self.accept_retry_at, self.grace_until]
+        [self.timers.next(), self.accept_retry_at, self.stop_by]
             .into_iter()
             .flatten()
             .min()
@@ -485,124 +250,162 @@ impl Worker {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
+            if self.config.when_full == WhenFull::Wait
+                && self.stats.shared.open.load(Relaxed) >= self.config.max_connections
+            {
+                // New connections wait in the backlog; look again shortly (a close on
+                // another loop raises no event here).
+                self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
+                return;
+            }
             match listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted
-                            | io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
-                    ) => {}
-                Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS...: the connection stays in the backlog;
-                    // try again shortly rather than spin.
-                    warn!(error = %e, "accept failed: retrying in {ACCEPT_RETRY:?}");
-                    self.accept_retry_at = Some(now + ACCEPT_RETRY);
-                    return;
-                }
+                Err(e) => match accept_error(&e) {
+                    AcceptAction::Wait => return,
+                    AcceptAction::Retry => {}
+                    AcceptAction::Backoff(pause) => {
+                        self.accept_retry_at = Some(now + pause);
+                        return;
+                    }
+                },
             }
         }
         self.accept_again = true;
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr, now: Instant) {
-        let shared = &self.env.stats.shared;
-        let open = shared
-            .open
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if open >= self.env.cfg.max_connections {
-            shared
-                .open
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            LoopCounters::add(&self.env.counters().rejected);
-            debug!(%peer, max = self.env.cfg.max_connections, "connection limit reached: closing new connection");
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let shared = &self.stats.shared;
+        let open = shared.open.fetch_add(1, Relaxed);
+        if open >= self.config.max_connections {
+            shared.open.fetch_sub(1, Relaxed);
+            LoopCounters::add(&self.counters().rejected);
+            CloseReason::Full.log(&peer);
             return;
         }
-        shared
-            .max_open
-            .fetch_max(open + 1, std::sync::atomic::Ordering::Relaxed);
-        if self.env.cfg.nodelay {
+        shared.max_open.fetch_max(open + 1, Relaxed);
+        if self.config.nodelay {
             if let Err(e) = stream.set_nodelay(true) {
                 debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }
         }
-        let key = self.conns.next_key();
+        let key = self.conns.vacant_key();
         if let Err(e) = self
             .poll
             .registry()
             .register(&mut stream, Token(key), Interest::READABLE)
         {
-            warn!(%peer, error = %e, "cannot register connection");
-            shared
-                .open
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            debug!(%peer, error = %e, "cannot register connection");
+            shared.open.fetch_sub(1, Relaxed);
             return;
         }
-        LoopCounters::add(&self.env.counters().accepted);
+        LoopCounters::add(&self.counters().accepted);
         self.next_id += 1;
-        let conn = Box::new(Conn {
+        let mut session = Session::new(Arc::clone(&self.service), Arc::clone(&self.config), now);
+        if self.stop_by.is_some() {
+            session.begin_shutdown(now);
+        }
+        let inserted = self.conns.insert(Box::new(Conn {
             stream,
-            proto: Connection::new(Role::Server, self.env.cfg.limits.clone())
-                .with_read_buf_size(self.env.cfg.read_buffer),
+            session,
+            peer,
             id: self.next_id,
-            parked: None,
-            message_started: None,
-            last_activity: now,
-            write_progress: now,
-            scheduled: None,
+            readiness: Readiness::Drained,
             registered: Interest::READABLE,
-            readable: false,
-            eof: false,
-            hup: false,
-            staged: false,
-            paused: false,
-            finish: if self.grace_until.is_some() {
-                Some(CloseReason::Shutdown)
-            } else {
-                None
-            },
-        });
-        let inserted = self.conns.insert(conn);
+            scheduled: None,
+        }));
         debug_assert_eq!(inserted, key);
         info!("accepted connection from {peer}");
         self.settle(key, now);
     }
 
-    /// Drives one connection, then brings its registration and deadline up to date.
+    /// Carries out the session's wishes as far as the socket allows without blocking:
+    /// write what is pending, read while the session wants input (up to the read budget),
+    /// then brings the registration and the timer up to date.
     fn drive(&mut self, key: usize, now: Instant) {
+        let shutting_down = self.stop_by.is_some();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match conn.drive(&mut self.env, now) {
-            Ok(false) => {}
-            Ok(true) => self.ready.push((key, conn.id)),
-            Err(reason) => {
-                self.close(key, reason);
-                return;
+        let session = &mut conn.session;
+        let mut observer = Observer {
+            counters: &self.stats.shared.loops[self.index],
+            max_output: &self.stats.shared.max_output,
+            local_max_output: &mut self.local_max_output,
+            requests: session.requests(),
+            paused: matches!(session.state(), SessionState::Backpressured),
+        };
+        let mut reads = 0;
+        let mut again = false;
+        loop {
+            while session.wants_write() {
+                match session.write_to(&mut conn.stream, now) {
+                    Ok(_) => observer.note(session),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => session.abort(CloseReason::Io(e)),
+                }
             }
+            if !session.wants_read() || conn.readiness == Readiness::Drained {
+                break;
+            }
+            if reads == READ_BUDGET {
+                again = true;
+                break;
+            }
+            reads += 1;
+            let buf = session.read_buf();
+            let lent = buf.len();
+            match conn.stream.read(buf) {
+                Ok(0) => {
+                    conn.readiness = Readiness::Drained;
+                    if shutting_down {
+                        session.begin_shutdown(now);
+                    } else {
+                        session.receive_eof(now);
+                    }
+                }
+                Ok(n) => {
+                    // A short read drained the socket: with edge-triggered readiness any
+                    // byte arriving after it raises a new event, so skip the read that
+                    // would only say `WouldBlock` (as tokio does).
+                    if n < lent && conn.readiness == Readiness::Readable {
+                        conn.readiness = Readiness::Drained;
+                    }
+                    session.commit(n, now);
+                    observer.note(session);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readiness = Readiness::Drained;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => session.abort(CloseReason::Io(e)),
+            }
+        }
+        let id = conn.id;
+        if again {
+            self.ready.push((key, id));
         }
         self.settle(key, now);
     }
 
-    /// After a connection moved: close it if finished, else update its interest (READABLE
-    /// unless paused or ended, WRITABLE only while output is pending) and its deadline.
+    /// After a connection moved: close it if its session is over, else register the
+    /// interest its session wants (READABLE while it takes input, WRITABLE while output is
+    /// pending) and schedule its next deadline.
     fn settle(&mut self, key: usize, now: Instant) {
-        let cap = self.env.cfg.output_cap;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.finish.is_some() && !conn.proto.wants_write() {
-            let reason = conn.finish.unwrap_or(CloseReason::Clean);
-            self.close(key, reason);
+        if conn.session.is_closed() {
+            self.close(key);
             return;
         }
-        let Some(interest) = conn.wanted_interest(cap) else {
-            // Not reachable: nothing to read, nothing to write, yet not finished.
-            debug!(key, "connection has nothing left to wait for: closing");
-            self.close(key, CloseReason::Clean);
-            return;
+        let read = conn.session.wants_read().then_some(Interest::READABLE);
+        let write = conn.session.wants_write().then_some(Interest::WRITABLE);
+        // Neither (the session waits for a deadline only): keep the registration; a
+        // spurious event costs one `WouldBlock`.
+        let interest = match (read, write) {
+            (Some(r), Some(w)) => r | w,
+            (r, w) => r.or(w).unwrap_or(conn.registered),
         };
         if interest != conn.registered {
             if let Err(e) = self
@@ -610,26 +413,22 @@ impl Worker {
                 .registry()
                 .reregister(&mut conn.stream, Token(key), interest)
             {
-                debug!(error = %e, "reregister failed");
-                self.close(key, CloseReason::Io);
+                conn.session.abort(CloseReason::Io(e));
+                self.close(key);
                 return;
             }
             conn.registered = interest;
         }
-        if !conn.proto.wants_write() && !conn.proto.message_in_progress() {
-            // Idle: give back what the decoder and encoder hold.
-            if conn.proto.allocated() > 0 {
-                conn.proto.release_buffers();
+        if let Some(at) = conn.session.poll_timeout() {
+            if conn.scheduled.map_or(true, |s| at < s) {
+                conn.scheduled = Some(at);
+                self.timers.push(at, key, conn.id);
             }
-        }
-        let (at, _) = conn.deadline(&self.env.cfg);
-        if conn.scheduled.map_or(true, |s| at < s) {
-            conn.scheduled = Some(at);
-            self.timers.push(at, key, conn.id);
         }
         let _ = now;
     }
 
+    /// Hands every due deadline to its session.
     fn expire(&mut self, now: Instant) {
         while let Some((at, key, id)) = self.timers.pop_due(now) {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -639,82 +438,68 @@ impl Worker {
                 continue; // stale entry
             }
             conn.scheduled = None;
-            let (deadline, reason) = conn.deadline(&self.env.cfg);
-            if deadline <= now {
-                let peer = conn.stream.peer_addr().ok();
-                match reason {
-                    CloseReason::Idle => debug!(peer = ?peer, "idle timeout: closing"),
-                    _ => info!(
-                        peer = ?peer,
-                        reason = reason.as_str(),
-                        queued = conn.proto.pending_len(),
-                        "deadline passed: closing"
-                    ),
-                }
-                self.close(key, reason);
-            } else {
-                conn.scheduled = Some(deadline);
-                self.timers.push(deadline, key, id);
-            }
+            conn.session.handle_timeout(now);
+            self.settle(key, now);
         }
     }
 
     /// Drops the timer entries of closed connections and other stale ones, so the heap
     /// stays proportional to the connections open however many come and go.
     fn compact_timers(&mut self) {
-        let conns = &mut self.conns;
+        let conns = &self.conns;
         self.timers.retain(|at, key, id| {
             conns
-                .get_mut(key)
+                .get(key)
                 .is_some_and(|c| c.id == id && c.scheduled == Some(at))
         });
     }
 
-    fn close(&mut self, key: usize, reason: CloseReason) {
-        if let Some(conn) = self.conns.remove(key) {
-            self.env.counters().closed(reason);
-            self.env
-                .stats
-                .shared
-                .open
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            // Evaluated only when the line is enabled: no syscall otherwise.
-            info!(
-                "closing connection to {} ({})",
-                conn.stream
-                    .peer_addr()
-                    .map_or_else(|_| "a disconnected peer".to_owned(), |a| a.to_string()),
-                reason.as_str()
-            );
-            // Dropping the stream closes the socket, which also removes it from the poll.
-            drop(conn);
-        }
+    /// Removes a connection whose session is over, logs why, and closes its socket.
+    fn close(&mut self, key: usize) {
+        let Some(conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        self.stats.shared.open.fetch_sub(1, Relaxed);
+        let reason = conn
+            .session
+            .close_reason()
+            .unwrap_or(&CloseReason::Shutdown);
+        self.counters().closed(reason);
+        reason.log(&conn.peer);
+        // Dropping the stream closes the socket, which also removes it from the poll.
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
-        if self.grace_until.is_some() {
+        if self.stop_by.is_some() {
             return;
         }
         info!(
-            worker = self.env.index,
+            worker = self.index,
             open = self.conns.len(),
-            "shutting down: no new connections; finishing requests in progress"
+            "shutting down: no new connections; finishing answers in progress"
         );
-        self.grace_until = Some(now + self.env.cfg.shutdown_grace);
+        // Sessions close themselves at the end of the grace; the margin only guards the loop.
+        self.stop_by = Some(now + self.config.shutdown_grace + Duration::from_millis(100));
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        for key in self.conns.keys() {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.set_finish(CloseReason::Shutdown);
+                conn.session.begin_shutdown(now);
             }
             self.settle(key, now);
         }
     }
 
-    fn close_all(&mut self, reason: CloseReason) {
-        for key in self.conns.keys() {
-            self.close(key, reason);
+    /// Closes every connection left (at the end of the loop).
+    fn close_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.session.abort(CloseReason::Shutdown);
+            }
+            self.close(key);
         }
     }
 }

@@ -10,20 +10,25 @@ use std::net::SocketAddr;
 use sockmsg_protocol::Message;
 use sockmsg_transport_std::{Client, ClientConfig};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:65432".to_owned())
-        .parse()?;
-    let mut client = match Client::connect(addr, &ClientConfig::default()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("echo_client: {e} (is echo_server running?)");
-            std::process::exit(1);
-        }
-    };
-    let answer = client.request(Message::binary("text/plain", b"Hello, world".to_vec()))?;
-    println!("Received {:?}", String::from_utf8_lossy(answer.content()));
-    client.close()?;
-    Ok(())
+fn main() {
+    let arg = std::env::args().nth(1);
+    let addr = arg.as_deref().unwrap_or("127.0.0.1:65432");
+    let addr: SocketAddr = addr.parse().unwrap_or_else(|e| {
+        eprintln!("echo_client: address '{addr}': {e} (expected IP:PORT)");
+        std::process::exit(2)
+    });
+    if let Err(e) = run(addr) {
+        eprintln!("echo_client: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(addr: SocketAddr) -> Result<(), String> {
+    let mut client = Client::connect(addr, &ClientConfig::default())
+        .map_err(|e| format!("{e} (is echo_server running?)"))?;
+    let answer = client
+        .request(Message::binary("text/plain", b"Hello, world".to_vec()))
+        .map_err(|e| e.to_string())?;
+    println!("Received '{}'", String::from_utf8_lossy(answer.content()));
+    client.close().map_err(|e| e.to_string())
 }

@@ -12,27 +12,42 @@ use std::time::Duration;
 use sockmsg_protocol::Connection;
 use sockmsg_transport_std::Framed;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:65432".to_owned())
-        .parse()?;
-    let listener = TcpListener::bind(addr)?;
-    println!("listening on {}", listener.local_addr()?);
-    let (conn, peer) = listener.accept()?;
+fn main() {
+    let arg = std::env::args().nth(1);
+    let addr = arg.as_deref().unwrap_or("127.0.0.1:65432");
+    let addr: SocketAddr = addr.parse().unwrap_or_else(|e| {
+        eprintln!("echo_server: address '{addr}': {e} (expected IP:PORT)");
+        std::process::exit(2)
+    });
+    if let Err(e) = run(addr) {
+        eprintln!("echo_server: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(addr: SocketAddr) -> Result<(), String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("the address bound for {addr}: {e}"))?;
+    println!("listening on {addr}");
+    let (conn, peer) = listener
+        .accept()
+        .map_err(|e| format!("accept on {addr}: {e}"))?;
     println!("Connected by {peer}");
     // Give up on a client that goes silent for a minute.
-    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| format!("set a read timeout for {peer}: {e}"))?;
     let mut framed = Framed::new(conn, Connection::server(), peer)
         .with_timeouts(Some(Duration::from_secs(60)), None);
     // `recv` gives None when the client closes: the guide's `if not data: break`.
-    while let Some(message) = framed.recv()? {
+    while let Some(message) = framed.recv().map_err(|e| e.to_string())? {
         println!(
             "echoing a {} message of {} bytes",
             message.content_type(),
             message.content().len()
         );
-        framed.send(message)?;
+        framed.send(message).map_err(|e| e.to_string())?;
     }
     println!("{peer} closed the connection");
     Ok(())

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{Message, Service, ServiceError};
+use sockmsg_protocol::Message;
+use sockmsg_server::{Service, ServiceError};
 use sockmsg_transport_std::{Client, ClientConfig, Server, ServerConfig};
 
 /// The request handler: prints who it serves, sleeps, answers `hello`.
@@ -24,7 +25,7 @@ struct SlowHello;
 impl Service for SlowHello {
     fn call(&self, request: Message) -> Result<Message, ServiceError> {
         println!(
-            "handling {:?} on {}",
+            "handling '{}' on {}",
             String::from_utf8_lossy(request.content()),
             thread::current().name().unwrap_or("?")
         );
@@ -33,18 +34,33 @@ impl Service for SlowHello {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
     let serve_forever = std::env::args().nth(1);
-    let addr: SocketAddr = serve_forever.as_deref().unwrap_or("127.0.0.1:0").parse()?;
-    let server = Server::bind(addr, ServerConfig::default())?;
+    let addr = serve_forever.as_deref().unwrap_or("127.0.0.1:0");
+    let addr: SocketAddr = addr.parse().unwrap_or_else(|e| {
+        eprintln!("threaded_server: address '{addr}': {e} (expected IP:PORT)");
+        std::process::exit(2)
+    });
+    if let Err(e) = run(addr, serve_forever.is_some()) {
+        eprintln!("threaded_server: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(addr: SocketAddr, serve_forever: bool) -> Result<(), String> {
+    let server =
+        Server::bind(addr, ServerConfig::default()).map_err(|e| format!("bind {addr}: {e}"))?;
     let addr = server.local_addr();
     let shutdown = server.shutdown_handle();
     println!("listening on {addr}");
 
-    if serve_forever.is_some() {
+    if serve_forever {
         let on_ctrl_c = shutdown.clone();
-        ctrlc::set_handler(move || on_ctrl_c.shutdown())?;
-        server.serve(Arc::new(SlowHello))?;
+        ctrlc::set_handler(move || on_ctrl_c.shutdown())
+            .map_err(|e| format!("set the Ctrl-C handler: {e}"))?;
+        server
+            .serve(Arc::new(SlowHello))
+            .map_err(|e| format!("serve on {addr}: {e}"))?;
         println!("stopped");
         return Ok(());
     }
@@ -68,15 +84,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     for (i, c) in clients.into_iter().enumerate() {
-        let answer = c.join().map_err(|_| "client thread panicked")??;
-        println!("client {} got {answer:?}", i + 1);
+        let answer = c
+            .join()
+            .map_err(|_| "a client thread panicked".to_owned())?
+            .map_err(|e| format!("client {}: {e}", i + 1))?;
+        println!("client {} got '{answer}'", i + 1);
     }
     println!(
         "3 requests of 1 s each answered in {:.2} s",
         start.elapsed().as_secs_f64()
     );
     shutdown.shutdown();
-    running.join().map_err(|_| "server thread panicked")??;
+    running
+        .join()
+        .map_err(|_| "the server thread panicked".to_owned())?
+        .map_err(|e| format!("serve on {addr}: {e}"))?;
     println!("server stopped");
     Ok(())
 }

@@ -114,7 +114,7 @@ pub enum TransportError {
         /// Who sent the request.
         addr: SocketAddr,
         /// The service's error.
-        source: sockmsg_protocol::ServiceError,
+        source: sockmsg_server::ServiceError,
     },
     /// The host name could not be resolved to any address (no connection was tried).
     /// [`TransportError::addr`] is the unspecified address `0.0.0.0:0` for it.

@@ -11,11 +11,15 @@
 //!   [`Client::close_now`]. One deadline bounds a whole exchange ([`Deadline`],
 //!   [`ClientConfig::deadline`]), and a server that does not speak this protocol is named
 //!   for what it sent ([`TransportError::Foreign`]).
-//! * [`Server`]: binds with `SO_REUSEADDR` (port 0 allowed), one thread per connection up
-//!   to [`ServerConfig::max_connections`], read, write and idle timeouts, and a graceful
-//!   shutdown triggered from any thread through a [`ShutdownHandle`] (for instance from a
-//!   Ctrl-C handler). It runs any [`sockmsg_protocol::Service`], the application interface
-//!   every transport of sockmsg shares.
+//! * [`Server`]: binds with `SO_REUSEADDR` (port 0 allowed) and runs one thread per
+//!   connection up to [`ServerConfig::max_connections`]. Each thread is a thin blocking loop
+//!   over a [`sockmsg_server::Session`], which holds every server decision (service calls,
+//!   output cap, deadlines, `close_after_answer`, shutdown): the same policy as every other
+//!   transport, from the same [`ServerConfig`]. An idle connection costs no CPU (its
+//!   thread sleeps in `read` until the session's next deadline, set as the socket's
+//!   timeout) and one file descriptor. A [`ShutdownHandle`] stops it from any thread: idle
+//!   threads are woken by `shutdown(2)` of their socket's read side. It runs any
+//!   [`sockmsg_server::Service`].
 //! * [`UdpEndpoint`]: one message per datagram.
 //! * [`TransportError`]: refused, reset, timed out, closed, protocol errors, each naming
 //!   the peer's address.
@@ -24,7 +28,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use sockmsg_protocol::{Message, Service, ServiceError};
+//! use sockmsg_protocol::Message;
+//! use sockmsg_server::{Service, ServiceError};
 //! use sockmsg_transport_std::{Client, ClientConfig, Server, ServerConfig};
 //!
 //! // The application: answers every request with its content in upper case.
@@ -71,5 +76,6 @@ pub mod udp;
 pub use client::{Client, ClientConfig, Deadline, ServerAddr};
 pub use error::{Op, TransportError};
 pub use framed::Framed;
-pub use server::{Server, ServerConfig, ShutdownHandle, WhenFull};
+pub use server::Server;
+pub use sockmsg_server::{ServerConfig, ShutdownHandle, WhenFull};
 pub use udp::{decode_datagram, UdpEndpoint, MAX_DATAGRAM};

@@ -4,7 +4,8 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{decode, encode, Limits, Message, Service};
+use sockmsg_protocol::{decode, encode, Limits, Message};
+use sockmsg_server::Service;
 
 use crate::error::{Op, TransportError};
 

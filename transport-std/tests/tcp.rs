@@ -1,16 +1,18 @@
-//! The client and the threaded server over loopback TCP: requests, pipelining, half-close,
-//! typed client errors, connection limits, timeouts and graceful shutdown.
+//! The blocking client over loopback TCP, against the threaded server or fake servers:
+//! requests, pipelining, half-close, typed client errors, and rebinding a port. What the
+//! server does (deadlines, limits, shutdown, errors) is the conformance suite's, run on
+//! every transport: `tests/tests/conformance.rs`.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{encode, Message, Service, ServiceError};
+use sockmsg_protocol::{encode, Message};
+use sockmsg_server::{Service, ServiceError};
 use sockmsg_transport_std::{
-    Client, ClientConfig, Op, Server, ServerConfig, ShutdownHandle, TransportError, WhenFull,
+    Client, ClientConfig, Op, Server, ServerConfig, ShutdownHandle, TransportError,
 };
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -69,7 +71,6 @@ impl Drop for Running {
 
 fn quick() -> ServerConfig {
     ServerConfig {
-        poll_interval: Duration::from_millis(20),
         shutdown_grace: Duration::from_secs(5),
         ..ServerConfig::default()
     }
@@ -166,18 +167,6 @@ fn half_closed_client_still_gets_its_response() -> Result<(), TransportError> {
         Err(TransportError::Protocol { .. })
     ));
     Ok(())
-}
-
-#[test]
-fn request_written_one_byte_at_a_time() {
-    let server = Running::start("127.0.0.1", quick(), echo());
-    let s = raw(server.addr);
-    for b in encode(&req("drip")).expect("encode") {
-        (&s).write_all(&[b]).expect("write");
-    }
-    s.shutdown(Shutdown::Write).expect("shutdown");
-    let want = encode(&Message::binary("x/answer", b"re: drip".to_vec())).expect("encode");
-    assert_eq!(read_to_end(&s), want);
 }
 
 #[test]
@@ -290,190 +279,6 @@ fn server_cutting_a_response_short_is_unexpected_eof() {
         other => panic!("expected UnexpectedEof, got {other:?}"),
     }
     t.join().expect("fake server");
-}
-
-/// A service that reports each request and takes `delay` to answer.
-fn slow(delay: Duration, started: mpsc::Sender<()>) -> Arc<dyn Service> {
-    let started = std::sync::Mutex::new(started);
-    Arc::new(move |m: Message| -> Result<Message, ServiceError> {
-        let _ = started.lock().map(|tx| tx.send(()));
-        thread::sleep(delay);
-        Ok(Message::binary("x/answer", m.content().to_vec()))
-    })
-}
-
-#[test]
-fn graceful_shutdown_lets_a_request_in_progress_finish() {
-    let (tx, started) = mpsc::channel();
-    let server = Running::start("127.0.0.1", quick(), slow(Duration::from_millis(300), tx));
-    let addr = server.addr;
-    let client = thread::spawn(move || {
-        let mut c = connect(addr);
-        c.request(req("in flight")).map(|m| m.content().to_vec())
-    });
-    started
-        .recv_timeout(LIMIT)
-        .expect("request reached the service");
-    let took = server.stop();
-    assert_eq!(
-        client.join().expect("client").expect("answered"),
-        b"in flight"
-    );
-    assert!(took >= Duration::from_millis(200), "{took:?}");
-    assert!(took < Duration::from_secs(5), "{took:?}");
-    // No longer listening.
-    assert!(matches!(
-        Client::connect(addr, &ClientConfig::default()),
-        Err(TransportError::Refused { .. })
-    ));
-}
-
-#[test]
-fn shutdown_closes_idle_connections_promptly() -> Result<(), TransportError> {
-    let server = Running::start("127.0.0.1", quick(), echo());
-    let mut idle = connect(server.addr);
-    assert_eq!(idle.request(req("x"))?.content(), b"re: x");
-    let took = server.stop();
-    assert!(took < Duration::from_secs(2), "{took:?}");
-    assert!(matches!(idle.recv(), Err(TransportError::Closed { .. })));
-    Ok(())
-}
-
-#[test]
-fn beyond_max_connections_new_ones_wait_in_the_backlog() -> Result<(), TransportError> {
-    let config = ServerConfig {
-        max_connections: 1,
-        ..quick()
-    };
-    let server = Running::start("127.0.0.1", config, echo());
-    let mut first = connect(server.addr);
-    assert_eq!(first.request(req("1"))?.content(), b"re: 1");
-    assert_eq!(server.handle.connections(), 1);
-
-    let addr = server.addr;
-    let (tx, rx) = mpsc::channel();
-    let second = thread::spawn(move || {
-        let mut c = connect(addr);
-        let answer = c.request(req("2")).map(|m| m.content().to_vec());
-        let _ = tx.send(());
-        answer
-    });
-    // Connected (kernel backlog) but not served while the first connection is open.
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
-    first.close()?;
-    rx.recv_timeout(LIMIT).expect("served once a slot is free");
-    assert_eq!(second.join().expect("client")?, b"re: 2");
-    Ok(())
-}
-
-#[test]
-fn beyond_max_connections_new_ones_can_be_refused() -> Result<(), TransportError> {
-    let config = ServerConfig {
-        max_connections: 1,
-        when_full: WhenFull::Refuse,
-        ..quick()
-    };
-    let server = Running::start("127.0.0.1", config, echo());
-    let mut first = connect(server.addr);
-    assert_eq!(first.request(req("1"))?.content(), b"re: 1");
-    let mut second = connect(server.addr);
-    match second.request(req("2")) {
-        Err(TransportError::Closed { .. } | TransportError::Reset { .. }) => {}
-        other => panic!("expected the connection closed, got {other:?}"),
-    }
-    // The first connection is still served, and after it closes a new one is too.
-    assert_eq!(first.request(req("1b"))?.content(), b"re: 1b");
-    first.close()?;
-    let deadline = Instant::now() + LIMIT;
-    while server.handle.connections() > 0 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(10));
-    }
-    let mut third = connect(server.addr);
-    assert_eq!(third.request(req("3"))?.content(), b"re: 3");
-    Ok(())
-}
-
-#[test]
-fn idle_connections_time_out() {
-    let config = ServerConfig {
-        idle_timeout: Some(Duration::from_millis(200)),
-        ..quick()
-    };
-    let server = Running::start("127.0.0.1", config, echo());
-    let s = raw(server.addr);
-    let start = Instant::now();
-    assert_eq!(read_to_end(&s), b"");
-    let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(150), "{waited:?}");
-    assert!(waited < Duration::from_secs(3), "{waited:?}");
-}
-
-#[test]
-fn a_request_that_stalls_times_out() {
-    let config = ServerConfig {
-        read_timeout: Some(Duration::from_millis(200)),
-        idle_timeout: None,
-        ..quick()
-    };
-    let server = Running::start("127.0.0.1", config, echo());
-    let s = raw(server.addr);
-    let wire = encode(&req("never finished")).expect("encode");
-    // Drip the request: progress alone does not extend the deadline. The server closes
-    // the connection part-way (our next write or read then fails or sees the end).
-    let start = Instant::now();
-    let mut closed = false;
-    for b in &wire {
-        if (&s).write_all(&[*b]).is_err() {
-            closed = true;
-            break;
-        }
-        thread::sleep(Duration::from_millis(30));
-    }
-    if !closed {
-        let mut buf = [0u8; 64];
-        closed = matches!((&s).read(&mut buf), Ok(0) | Err(_));
-    }
-    assert!(closed, "the server must close a request that stalls");
-    let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(150), "{waited:?}");
-    assert!(waited < Duration::from_secs(3), "{waited:?}");
-}
-
-#[test]
-fn a_protocol_error_closes_only_that_connection() -> Result<(), TransportError> {
-    let server = Running::start("127.0.0.1", quick(), echo());
-    let mut good = connect(server.addr);
-    assert_eq!(good.request(req("before"))?.content(), b"re: before");
-    let bad = raw(server.addr);
-    (&bad).write_all(b"\x00\x02[]").expect("write");
-    assert_eq!(read_to_end(&bad), b"");
-    assert_eq!(good.request(req("after"))?.content(), b"re: after");
-    Ok(())
-}
-
-#[test]
-fn failing_and_panicking_services_close_the_connection_not_the_server() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    let service = Arc::new(move |m: Message| -> Result<Message, ServiceError> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        match m.content() {
-            b"fail" => Err("no such thing".into()),
-            b"panic" => panic!("service panic (expected by the test)"),
-            other => Ok(Message::binary("x/answer", other.to_vec())),
-        }
-    });
-    let server = Running::start("127.0.0.1", quick(), service);
-    for bad in ["fail", "panic"] {
-        let mut c = connect(server.addr);
-        assert!(matches!(
-            c.request(req(bad)),
-            Err(TransportError::Closed { in_flight: 1, .. })
-        ));
-    }
-    let mut c = connect(server.addr);
-    assert_eq!(c.request(req("fine")).expect("served").content(), b"fine");
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
 #[test]

@@ -4,7 +4,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{encode, Message, PeerError, Phase, ServiceError};
+use sockmsg_protocol::{encode, Message, PeerError, Phase};
+use sockmsg_server::ServiceError;
 use sockmsg_transport_std::{TransportError, UdpEndpoint, MAX_DATAGRAM};
 
 const LIMIT: Duration = Duration::from_secs(5);

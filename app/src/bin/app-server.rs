@@ -23,7 +23,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sockmsg_app::cli::{fail, resolve, secs_or_zero, usage_error, Order};
 use sockmsg_app::demo::DemoService;
-use sockmsg_app::serve::{serve, ServerSettings, Stopper, Transport};
+use sockmsg_app::serve::{serve, ServerConfig, Stopper, Transport};
 use sockmsg_protocol::ByteOrder;
 
 const PROGRAM: &str = "app-server";
@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Transport::default())]
     transport: Transport,
     /// Most connections served at once.
-    #[arg(long, value_name = "N", default_value_t = ServerSettings::default().max_connections)]
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_connections)]
     max_connections: usize,
     /// Close a connection idle this many seconds between requests (0: never).
     #[arg(long, value_name = "SECS", value_parser = secs_or_zero, default_value_t = 60.0)]
@@ -124,14 +124,16 @@ fn main() -> ExitCode {
             )
         }
     };
-    let settings = ServerSettings {
+    let settings = ServerConfig {
         max_connections: args.max_connections,
         idle_timeout: limit(args.idle_timeout),
-        read_timeout: limit(args.read_timeout),
-        write_timeout: limit(args.write_timeout),
-        event_loops: args.workers.map(usize::from),
+        header_deadline: limit(args.read_timeout),
+        write_deadline: limit(args.write_timeout),
+        workers: args
+            .workers
+            .map_or(ServerConfig::default().workers, usize::from),
         close_after_answer: args.close_after_answer,
-        ..ServerSettings::default()
+        ..ServerConfig::default()
     };
     let service = match args.byteorder {
         None => DemoService::new(),

@@ -7,8 +7,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sockmsg_protocol::{Message, Service, ServiceError};
-use sockmsg_transport_mio::{Server, ServerConfig, ShutdownHandle, Stats};
+use sockmsg_protocol::Message;
+use sockmsg_server::{Service, ServiceError};
+use sockmsg_transport_mio::{MioOptions, Server, ServerConfig, ShutdownHandle, Stats};
 
 /// Logs to the test output when `RUST_LOG` is set.
 pub fn init_tracing() {
@@ -62,8 +63,13 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: ServerConfig) -> Running {
+        Running::start_with(config, MioOptions::default())
+    }
+
+    /// [`Running::start`] with options of the mio transport.
+    pub fn start_with(config: ServerConfig, options: MioOptions) -> Running {
         init_tracing();
-        let server = Server::bind("127.0.0.1:0", config).expect("bind on loopback");
+        let server = Server::bind_with("127.0.0.1:0", config, options).expect("bind on loopback");
         let addr = server.local_addr();
         let stats = server.stats();
         let shutdown = server.shutdown_handle();

@@ -1,0 +1,199 @@
+//! The one server configuration every transport reads.
+
+use std::time::Duration;
+
+use sockmsg_protocol::Limits;
+
+/// What the server does once [`ServerConfig::max_connections`] connections are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WhenFull {
+    /// Stop accepting until a connection closes: new connections wait in the kernel's
+    /// backlog (and are refused by the kernel once the backlog is full). The default: a
+    /// client waits a little rather than failing. (The event-loop transport looks again
+    /// every [`crate::ACCEPT_BACKOFF`] while full.)
+    #[default]
+    Wait,
+    /// Keep accepting, and close each connection beyond the maximum at once (the client
+    /// sees its connection closed before any response).
+    Refuse,
+}
+
+/// How a server runs, whatever its transport. Every field has one documented default
+/// ([`ServerConfig::default`]); start from it and change what you need.
+///
+/// The defaults, and why:
+///
+/// | field | default | why |
+/// |---|---|---|
+/// | `header_deadline` | 30 s | a whole message must arrive within 30 s of its first byte: a peer dripping bytes (slowloris) cannot hold a slot longer |
+/// | `idle_timeout` | 60 s | between requests, a connection may wait a minute for its next one (the common keep-alive figure) |
+/// | `write_deadline` | 30 s | a peer that accepts no byte of its answers for as long as a request may take to arrive is gone or hostile |
+/// | `output_cap` | 1 MiB | answers queued per connection; beyond it the server stops reading that peer |
+/// | `max_connections` | 10,000 | an idle connection costs a few KiB and no CPU on every transport, so the cap is set by file descriptors, not memory |
+/// | `when_full` | [`WhenFull::Wait`] | beyond the cap, clients wait in the backlog rather than fail |
+/// | `shutdown_grace` | 5 s | answers in progress get 5 s to flush when the server stops |
+/// | `close_after_answer` | `false` | connections stay open for further requests |
+/// | `workers` | one per core | event loops of the event-loop transports |
+///
+/// A deadline of `None` never fires; one of zero acts as one millisecond.
+///
+/// ```
+/// use std::time::Duration;
+/// use sockmsg_server::ServerConfig;
+/// // A configuration for a test: short deadlines, a small output cap, one event loop.
+/// let config = ServerConfig {
+///     header_deadline: Some(Duration::from_secs(1)),
+///     write_deadline: Some(Duration::from_secs(1)),
+///     output_cap: 64 * 1024,
+///     workers: 1,
+///     ..ServerConfig::default()
+/// };
+/// assert_eq!(config.idle_timeout, Some(Duration::from_secs(60)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// What a peer may make the server accept (header and content sizes, JSON nesting);
+    /// an answer larger than `limits.max_content_len` is not sent either. Default:
+    /// [`Limits::default`].
+    pub limits: Limits,
+    /// Time allowed to receive a whole message once its first byte has arrived. Default:
+    /// 30 s.
+    pub header_deadline: Option<Duration>,
+    /// Longest a connection may stay idle between messages (nothing in progress, nothing
+    /// to send). Default: 60 s.
+    pub idle_timeout: Option<Duration>,
+    /// Longest output may stay pending without the peer accepting any of it. Default: 30 s.
+    pub write_deadline: Option<Duration>,
+    /// Most bytes of answers queued for one connection. While the queue is at or over it,
+    /// no more requests are taken from that peer (its bytes wait in the kernel, then in the
+    /// peer); an answer that would take a non-empty queue over it waits until the queue
+    /// drains, so only an answer larger than the cap is ever queued alone. Default: 1 MiB.
+    pub output_cap: usize,
+    /// Most connections open at once. Default: 10,000.
+    pub max_connections: usize,
+    /// What happens to connections beyond `max_connections`. Default: [`WhenFull::Wait`].
+    pub when_full: WhenFull,
+    /// On shutdown, how long connections may take to flush the answers they owe before
+    /// they are closed anyway. Idle connections, and requests not yet complete, are closed
+    /// at once. Default: 5 s.
+    pub shutdown_grace: Duration,
+    /// Close each connection once its first answer is sent, as the guide's server does,
+    /// for clients that read until the server closes. Default: `false` (connections stay
+    /// open for further requests).
+    pub close_after_answer: bool,
+    /// Event loops (threads) of the event-loop transports. The thread-per-connection
+    /// transport ignores it. Default: the number of cores
+    /// ([`std::thread::available_parallelism`]); zero acts as one.
+    pub workers: usize,
+    /// Length of the kernel's queue of connections not yet accepted. Default: 1,024.
+    pub backlog: i32,
+    /// Disable Nagle's algorithm on accepted connections (`TCP_NODELAY`). Default: `true`.
+    pub nodelay: bool,
+}
+
+/// A century: the longest deadline kept (so that `Instant + deadline` cannot overflow).
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            header_deadline: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(60)),
+            write_deadline: Some(Duration::from_secs(30)),
+            output_cap: 1024 * 1024,
+            max_connections: 10_000,
+            when_full: WhenFull::Wait,
+            shutdown_grace: Duration::from_secs(5),
+            close_after_answer: false,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            backlog: 1024,
+            nodelay: true,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The same configuration with `workers` event loops.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// The same configuration with at most `max` connections open at once.
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// The same configuration with these three deadlines (`None`: never).
+    pub fn with_deadlines(
+        mut self,
+        header: Option<Duration>,
+        idle: Option<Duration>,
+        write: Option<Duration>,
+    ) -> Self {
+        self.header_deadline = header;
+        self.idle_timeout = idle;
+        self.write_deadline = write;
+        self
+    }
+
+    /// The same configuration with output capped at `bytes` per connection.
+    pub fn with_output_cap(mut self, bytes: usize) -> Self {
+        self.output_cap = bytes;
+        self
+    }
+
+    /// The same configuration with these limits on what peers may send.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The same configuration, closing each connection after its first answer.
+    pub fn with_close_after_answer(mut self, close: bool) -> Self {
+        self.close_after_answer = close;
+        self
+    }
+
+    /// Values clamped to something workable: at least one worker, one connection and one
+    /// byte of output; deadlines between 1 ms and a century. Transports call it once.
+    pub fn normalized(mut self) -> Self {
+        let clamp = |d: Option<Duration>| d.map(|d| d.clamp(Duration::from_millis(1), NEVER));
+        self.workers = self.workers.max(1);
+        self.backlog = self.backlog.max(1);
+        self.max_connections = self.max_connections.max(1);
+        self.header_deadline = clamp(self.header_deadline);
+        self.idle_timeout = clamp(self.idle_timeout);
+        self.write_deadline = clamp(self.write_deadline);
+        self.shutdown_grace = self.shutdown_grace.min(NEVER);
+        self.output_cap = self.output_cap.max(1);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalized_clamps_to_workable_values() {
+        let c = ServerConfig {
+            workers: 0,
+            max_connections: 0,
+            output_cap: 0,
+            header_deadline: Some(Duration::ZERO),
+            idle_timeout: Some(Duration::MAX),
+            write_deadline: None,
+            ..ServerConfig::default()
+        }
+        .normalized();
+        assert_eq!(c.workers, 1);
+        assert_eq!(c.max_connections, 1);
+        assert_eq!(c.output_cap, 1);
+        assert_eq!(c.header_deadline, Some(Duration::from_millis(1)));
+        assert_eq!(c.idle_timeout, Some(NEVER));
+        assert_eq!(c.write_deadline, None);
+    }
+}

@@ -1,0 +1,81 @@
+//! # sockmsg-server
+//!
+//! The one server layer of sockmsg, shared by every transport. The protocol crate
+//! ([`sockmsg_protocol`]) knows messages and bytes; a transport knows sockets; everything a
+//! *server* decides lives here, once:
+//!
+//! * [`Service`]: the application, one request in, one answer out; [`call_service`] is the
+//!   one place it is called, with panics caught.
+//! * [`ServerConfig`]: limits, header/idle/write deadlines, output cap, connection cap,
+//!   shutdown grace, `close_after_answer`, event loops: one name and one documented default
+//!   each, read by every transport.
+//! * [`Session`]: one connection's policy without its socket. It owns the protocol
+//!   [`Connection`](sockmsg_protocol::Connection), calls the service for each request,
+//!   queues answers under the output cap, keeps the deadlines, and says what the socket
+//!   should wait for ([`Session::wants_read`], [`Session::wants_write`]) and when to wake
+//!   ([`Session::poll_timeout`]). A transport is a thin loop: sockets in, the session's
+//!   wishes out.
+//! * [`ShutdownHandle`]: a flag plus the wake-ups each transport registers; [`CloseReason`]
+//!   and its one log line ([`CloseReason::log`]); [`accept_error`], the accept-error policy.
+//!
+//! ## Example: a complete (blocking, one-connection) transport in a few lines
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::{TcpListener, TcpStream};
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use sockmsg_protocol::{encode, Message};
+//! use sockmsg_server::{ServerConfig, Service, ServiceError, Session};
+//!
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
+//! let client = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+//!     let mut stream = TcpStream::connect(addr)?;
+//!     stream.write_all(&encode(&Message::binary("text/plain", b"ping".to_vec())).expect("encodable"))?;
+//!     let mut answer = Vec::new();
+//!     stream.read_to_end(&mut answer)?; // the server closes after its answer
+//!     Ok(answer)
+//! });
+//!
+//! // The transport: one accepted socket, driven by the session's wishes.
+//! let service: Arc<dyn Service> = Arc::new(|m: Message| -> Result<Message, ServiceError> {
+//!     Ok(Message::binary("text/plain", [b"pong: ", m.content()].concat()))
+//! });
+//! let config = Arc::new(ServerConfig::default().with_close_after_answer(true).normalized());
+//! let (mut stream, peer) = listener.accept()?;
+//! let mut session = Session::new(service, config, Instant::now());
+//! while !session.is_closed() {
+//!     if session.wants_write() {
+//!         session.write_to(&mut stream, Instant::now())?;
+//!     } else if session.wants_read() {
+//!         session.read_from(&mut stream, Instant::now())?;
+//!     }
+//! }
+//! if let Some(reason) = session.close_reason() {
+//!     reason.log(&peer); // "closing connection to 127.0.0.1:PORT (answered; ...)"
+//! }
+//! drop(stream);
+//! assert!(client.join().expect("client thread")?.ends_with(b"pong: ping"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The real transports add what this loop leaves out: sleeping until
+//! [`Session::poll_timeout`] and calling [`Session::handle_timeout`], many connections,
+//! [`ShutdownHandle`], and the connection cap.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod accept;
+mod close;
+mod config;
+mod service;
+mod session;
+mod shutdown;
+
+pub use accept::{accept_error, AcceptAction, ACCEPT_BACKOFF};
+pub use close::CloseReason;
+pub use config::{ServerConfig, WhenFull};
+pub use service::{call_service, CallError, Service, ServiceError};
+pub use session::{Session, SessionState};
+pub use shutdown::ShutdownHandle;

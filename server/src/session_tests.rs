@@ -1,0 +1,325 @@
+//! The session's policy, driven by hand: no socket, no clock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sockmsg_protocol::{encode, Connection, Event, Message, Role};
+
+use crate::{CloseReason, ServerConfig, Service, ServiceError, Session, SessionState};
+
+/// Answers binary content `C` with `C` repeated `n` times where the content is `n:C`,
+/// fails on `fail`, panics on `panic`.
+fn service() -> Arc<dyn Service> {
+    Arc::new(|m: Message| -> Result<Message, ServiceError> {
+        match m.content() {
+            b"fail" => Err("failing on request".into()),
+            b"panic" => panic!("panicking on request"),
+            c => {
+                let text = std::str::from_utf8(c)?;
+                let (n, body) = text.split_once(':').unwrap_or(("1", text));
+                Ok(Message::binary("x/y", body.repeat(n.parse()?).into_bytes()))
+            }
+        }
+    })
+}
+
+fn session(config: ServerConfig, now: Instant) -> Session {
+    Session::new(service(), Arc::new(config.normalized()), now)
+}
+
+fn request(text: &str) -> Vec<u8> {
+    encode(&Message::binary("x/y", text.as_bytes().to_vec())).expect("encodable")
+}
+
+/// Feeds `bytes` as the socket would, in pieces as large as the session lends.
+fn feed(s: &mut Session, mut bytes: &[u8], now: Instant) {
+    while !bytes.is_empty() && s.wants_read() {
+        let buf = s.read_buf();
+        let n = buf.len().min(bytes.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        s.commit(n, now);
+        bytes = &bytes[n..];
+    }
+}
+
+/// Everything the session has to send, decoded.
+fn drain(s: &mut Session, now: Instant) -> Vec<Vec<u8>> {
+    let mut wire = Vec::new();
+    while s.wants_write() {
+        s.write_to(&mut wire, now).expect("a Vec takes everything");
+    }
+    answers(&wire)
+}
+
+fn answers(wire: &[u8]) -> Vec<Vec<u8>> {
+    let mut client = Connection::new(Role::Client, Default::default());
+    let mut input = wire;
+    let mut out = Vec::new();
+    loop {
+        match client.next_event() {
+            Ok(Event::Message(m)) => out.push(m.content().to_vec()),
+            Ok(Event::NeedData) if !input.is_empty() => {
+                client
+                    .read_from(&mut input, Instant::now())
+                    .expect("reading a slice");
+            }
+            _ => return out,
+        }
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let now = Instant::now();
+    let mut s = session(ServerConfig::default(), now);
+    let wire = [request("a"), request("2:b"), request("3:c")].concat();
+    feed(&mut s, &wire, now);
+    assert_eq!(
+        drain(&mut s, now),
+        [b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()]
+    );
+    assert!(matches!(s.state(), SessionState::Open));
+    assert!(s.wants_read());
+}
+
+#[test]
+fn every_split_gives_the_same_answers() {
+    let wire = [request("one"), request("2:two")].concat();
+    for cut in 0..=wire.len() {
+        let now = Instant::now();
+        let mut s = session(ServerConfig::default(), now);
+        feed(&mut s, &wire[..cut], now);
+        feed(&mut s, &wire[cut..], now);
+        assert_eq!(
+            drain(&mut s, now),
+            [b"one".to_vec(), b"twotwo".to_vec()],
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn output_cap_pauses_requests_until_answers_drain() {
+    let now = Instant::now();
+    let config = ServerConfig::default().with_output_cap(100);
+    let mut s = session(config, now);
+    // Three answers of 80 bytes: the second would take the queue over 100.
+    let wire = [request("80:x"), request("80:y"), request("80:z")].concat();
+    feed(&mut s, &wire, now);
+    assert!(matches!(s.state(), SessionState::Backpressured));
+    assert!(!s.wants_read(), "no reading while the queue is full");
+    // One answer (80 bytes and its framing) is queued; the other two wait.
+    assert!(
+        s.connection().pending_len() < 200,
+        "{}",
+        s.connection().pending_len()
+    );
+    let got = drain(&mut s, now);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[2], vec![b'z'; 80]);
+    assert!(matches!(s.state(), SessionState::Open));
+}
+
+#[test]
+fn an_answer_larger_than_the_cap_is_queued_alone() {
+    let now = Instant::now();
+    let mut s = session(ServerConfig::default().with_output_cap(10), now);
+    feed(&mut s, &[request("1000:a"), request("b")].concat(), now);
+    // The large answer is queued alone; the next one waits.
+    assert!(s.connection().pending_len() > 1000);
+    assert!(
+        s.connection().pending_len() < 1200,
+        "{}",
+        s.connection().pending_len()
+    );
+    assert!(matches!(s.state(), SessionState::Backpressured));
+    assert_eq!(drain(&mut s, now).len(), 2);
+}
+
+#[test]
+fn an_answer_over_the_message_limit_is_not_sent() {
+    let now = Instant::now();
+    let mut config = ServerConfig::default();
+    config.limits.max_content_len = 100;
+    let mut s = session(config, now);
+    feed(&mut s, &[request("a"), request("101:x")].concat(), now);
+    assert_eq!(
+        drain(&mut s, now),
+        [b"a".to_vec()],
+        "the good answer is still sent"
+    );
+    assert!(matches!(
+        s.close_reason(),
+        Some(CloseReason::AnswerTooLarge {
+            len: 101,
+            limit: 100
+        })
+    ));
+}
+
+#[test]
+fn close_after_answer_closes_once_the_answer_is_sent() {
+    let now = Instant::now();
+    let mut s = session(ServerConfig::default().with_close_after_answer(true), now);
+    feed(&mut s, &[request("a"), request("b")].concat(), now);
+    assert!(!s.wants_read());
+    assert_eq!(drain(&mut s, now), [b"a".to_vec()]);
+    assert!(matches!(s.close_reason(), Some(CloseReason::Answered)));
+}
+
+#[test]
+fn half_close_gets_every_answer_then_closes_cleanly() {
+    let now = Instant::now();
+    let mut s = session(ServerConfig::default(), now);
+    feed(&mut s, &[request("a"), request("b")].concat(), now);
+    s.receive_eof(now);
+    assert!(!s.wants_read());
+    assert_eq!(drain(&mut s, now).len(), 2);
+    assert!(matches!(s.close_reason(), Some(CloseReason::PeerClosed)));
+}
+
+#[test]
+fn a_protocol_error_flushes_earlier_answers_then_closes() {
+    let now = Instant::now();
+    let mut s = session(ServerConfig::default(), now);
+    feed(
+        &mut s,
+        &[request("a"), b"\x00\x05{{{{{".to_vec()].concat(),
+        now,
+    );
+    assert_eq!(drain(&mut s, now), [b"a".to_vec()]);
+    match s.close_reason() {
+        Some(r @ CloseReason::Protocol(_)) => assert!(r.is_failure()),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+#[test]
+fn service_failures_and_panics_close_with_their_reason() {
+    for (content, panicked) in [("fail", false), ("panic", true)] {
+        let now = Instant::now();
+        let mut s = session(ServerConfig::default(), now);
+        feed(&mut s, &request(content), now);
+        match s.close_reason() {
+            Some(CloseReason::ServicePanicked) => assert!(panicked),
+            Some(CloseReason::Service(_)) => assert!(!panicked),
+            other => panic!("{content}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn deadlines_header_idle_and_write() {
+    let t0 = Instant::now();
+    let s3 = Some(Duration::from_secs(3));
+    let config = ServerConfig::default().with_deadlines(s3, Some(Duration::from_secs(10)), s3);
+
+    // Idle: nothing arrives.
+    let mut s = session(config.clone(), t0);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    s.handle_timeout(t0 + Duration::from_secs(9));
+    assert!(!s.is_closed());
+    s.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(matches!(s.close_reason(), Some(CloseReason::Idle(_))));
+
+    // Header: one byte of a request, then nothing.
+    let mut s = session(config.clone(), t0);
+    feed(&mut s, &request("a")[..1], t0 + Duration::from_secs(1));
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(4)));
+    s.handle_timeout(t0 + Duration::from_secs(4));
+    assert!(matches!(
+        s.close_reason(),
+        Some(CloseReason::HeaderDeadline(_))
+    ));
+
+    // Write: an answer nobody reads.
+    let mut s = session(config, t0);
+    feed(&mut s, &request("a"), t0);
+    assert!(s.wants_write());
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(3)));
+    s.handle_timeout(t0 + Duration::from_secs(3));
+    assert!(matches!(
+        s.close_reason(),
+        Some(CloseReason::WriteDeadline(_))
+    ));
+}
+
+#[test]
+fn shutdown_closes_a_half_received_request_at_once_and_never_blames_the_peer() {
+    let now = Instant::now();
+    let mut s = session(ServerConfig::default(), now);
+    feed(&mut s, &request("a")[..5], now);
+    s.begin_shutdown(now);
+    assert!(matches!(s.close_reason(), Some(CloseReason::Shutdown)));
+}
+
+#[test]
+fn shutdown_lets_owed_answers_flush_within_the_grace() {
+    let now = Instant::now();
+    let config = ServerConfig {
+        shutdown_grace: Duration::from_secs(2),
+        ..ServerConfig::default()
+    };
+    let mut s = session(config.clone(), now);
+    feed(&mut s, &request("a"), now);
+    s.begin_shutdown(now);
+    assert!(s.wants_write() && !s.wants_read());
+    assert_eq!(drain(&mut s, now), [b"a".to_vec()]);
+    assert!(matches!(s.close_reason(), Some(CloseReason::Shutdown)));
+
+    // An answer never read: closed at the end of the grace, for the shutdown, even if the
+    // socket fails meanwhile.
+    let mut s = session(config, now);
+    feed(&mut s, &request("a"), now);
+    s.begin_shutdown(now);
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(2)));
+    s.abort(CloseReason::Io(std::io::Error::from(
+        std::io::ErrorKind::BrokenPipe,
+    )));
+    assert!(matches!(s.close_reason(), Some(CloseReason::Shutdown)));
+}
+
+#[test]
+fn an_idle_connection_gives_its_buffers_back_soon_after_its_last_request() {
+    let t0 = Instant::now();
+    let mut s = session(ServerConfig::default(), t0);
+    feed(&mut s, &request("a"), t0);
+    assert_eq!(drain(&mut s, t0), [b"a".to_vec()]);
+    let held = s.connection().allocated();
+    assert!(held >= 4096, "kept for the next request: {held}");
+    let at = s.poll_timeout().expect("a wake-up to free them");
+    assert!(at <= t0 + Duration::from_secs(1), "{:?}", at - t0);
+    s.handle_timeout(at);
+    let left = s.connection().allocated();
+    assert!(left < 256, "the buffers are freed: {left} bytes left");
+    assert!(!s.is_closed());
+    // Then only the idle timeout is left.
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+}
+
+#[test]
+fn pending_slices_and_consume_send_the_same_bytes_as_write_to() {
+    let now = Instant::now();
+    let wire_in = [request("a"), request("2:b"), request("3:c")].concat();
+    let mut by_write = session(ServerConfig::default(), now);
+    feed(&mut by_write, &wire_in, now);
+    let mut expected = Vec::new();
+    while by_write.wants_write() {
+        by_write.write_to(&mut expected, now).expect("a Vec");
+    }
+
+    // As an async transport would: borrow the slices, send some, say how much.
+    let mut by_slices = session(ServerConfig::default(), now);
+    feed(&mut by_slices, &wire_in, now);
+    let mut sent = Vec::new();
+    while by_slices.wants_write() {
+        let mut slices = [std::io::IoSlice::new(&[]); 4];
+        let n = by_slices.pending_slices(&mut slices);
+        let first = slices[..n].first().map_or(&[][..], |s| &s[..]);
+        let take = first.len().min(7); // a short write
+        sent.extend_from_slice(&first[..take]);
+        by_slices.consume(take, now);
+    }
+    assert_eq!(sent, expected);
+    assert_eq!(answers(&sent).len(), 3);
+}

@@ -1,0 +1,708 @@
+//! The conformance suite: every case runs against EVERY transport of
+//! [`Transport::ALL`], through `sockmsg_app::serve::spawn`, so a new transport gets the whole
+//! suite by adding its variant there. Clients are plain blocking sockets speaking the
+//! protocol through `sockmsg-protocol`, so the suite depends on no transport's client.
+//!
+//! Loopback only, port 0, every wait bounded. The invalid-vector attacks with good clients
+//! alongside live in `vectors.rs` (`live`), which also runs on every transport.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sockmsg_app::demo::{json_request, request as demo_request, DemoService};
+use sockmsg_app::serve::{spawn, RunningServer, ServerConfig, Transport};
+use sockmsg_protocol::{encode, Connection, Event, Message, Role};
+use sockmsg_server::{Service, ServiceError, WhenFull};
+
+/// Longest any single wait of this suite may take.
+const LIMIT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------
+
+/// Runs `case` on every transport, naming the transport in any failure.
+fn on_every_transport(case: impl Fn(Transport)) {
+    for &transport in Transport::ALL {
+        case(transport);
+    }
+}
+
+/// Binary content `C` is answered `echo:C`; `fail` is a service error, `panic` a panic,
+/// `slow` is answered after 300 ms, `big:N` with N bytes.
+fn test_service() -> Arc<dyn Service> {
+    Arc::new(|m: Message| -> Result<Message, ServiceError> {
+        match m.content() {
+            b"fail" => Err("the test service fails on request".into()),
+            b"panic" => panic!("the test service panics on request (expected by the test)"),
+            b"slow" => {
+                thread::sleep(Duration::from_millis(300));
+                Ok(Message::binary("x/answer", b"echo:slow".to_vec()))
+            }
+            c if c.starts_with(b"big:") => {
+                let n: usize = std::str::from_utf8(&c[4..])?.parse()?;
+                Ok(Message::binary("x/answer", vec![b'b'; n]))
+            }
+            c => Ok(Message::binary("x/answer", [b"echo:", c].concat())),
+        }
+    })
+}
+
+/// Two event loops for the transports that have them; deadlines far beyond the waits
+/// unless a case sets its own.
+fn config() -> ServerConfig {
+    ServerConfig {
+        workers: 2,
+        shutdown_grace: Duration::from_secs(5),
+        ..ServerConfig::default()
+    }
+}
+
+fn start(transport: Transport, config: &ServerConfig, service: Arc<dyn Service>) -> RunningServer {
+    log(); // installed before any server runs
+    spawn(
+        transport,
+        "127.0.0.1:0".parse().expect("addr"),
+        config,
+        service,
+    )
+    .unwrap_or_else(|e| panic!("{transport}: server starts: {e}"))
+}
+
+fn req(text: &str) -> Message {
+    Message::binary("x/request", text.as_bytes().to_vec())
+}
+
+fn wire(messages: &[Message]) -> Vec<u8> {
+    messages
+        .iter()
+        .flat_map(|m| encode(m).expect("encodable"))
+        .collect()
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, LIMIT).expect("connect");
+    s.set_read_timeout(Some(LIMIT)).expect("SO_RCVTIMEO");
+    s.set_write_timeout(Some(LIMIT)).expect("SO_SNDTIMEO");
+    s.set_nodelay(true).expect("TCP_NODELAY");
+    s
+}
+
+/// How the server ended a connection, seen from the client.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Still open after the answers wanted.
+    Open,
+    /// End of stream or reset.
+    Closed,
+}
+
+/// Reads answers from `stream`: `want` of them, or with `want == usize::MAX` until the
+/// server closes. Panics if the stream stays silent for [`LIMIT`].
+fn answers(stream: &mut TcpStream, want: usize) -> (Vec<Message>, End) {
+    let mut conn = Connection::new(Role::Client, Default::default());
+    let mut got = Vec::new();
+    loop {
+        while got.len() < want {
+            match conn.next_event() {
+                Ok(Event::Message(m)) => got.push(m),
+                Ok(Event::NeedData) => break,
+                Ok(Event::End) => return (got, End::Closed),
+                Err(e) => panic!("the server's answers are malformed: {e}"),
+            }
+        }
+        if got.len() >= want {
+            return (got, End::Open);
+        }
+        match conn.read_from(stream, Instant::now()) {
+            Ok(_) => {} // 0: the end of stream, recorded
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return (got, End::Closed),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("no answer or close within {LIMIT:?}: {e}"),
+        }
+    }
+}
+
+/// Contents of `messages`, as text.
+fn contents(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.content()).into_owned())
+        .collect()
+}
+
+/// One request on a new connection, answered.
+fn ask(addr: SocketAddr, text: &str) -> String {
+    let mut s = connect(addr);
+    s.write_all(&wire(&[req(text)])).expect("write");
+    let (got, _) = answers(&mut s, 1);
+    contents(&got).remove(0)
+}
+
+/// Waits until `f` holds, for at most [`LIMIT`].
+fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < LIMIT {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Everything the servers of this binary log (INFO and above).
+fn log() {
+    let _ = sockmsg_tests::log::captured(tracing::Level::INFO);
+}
+
+/// The lines logged so far that mention `needle`.
+fn log_lines(needle: &str) -> Vec<String> {
+    sockmsg_tests::log::lines_with(needle)
+}
+
+/// The `closing connection to ADDR (...)` line of the connection whose client end is
+/// `client`, once logged.
+fn close_line(client: SocketAddr) -> Option<String> {
+    let mut lines = log_lines(&format!("closing connection to {client} "));
+    lines.pop()
+}
+
+/// Asserts that the close of the connection whose client end is `client` is logged, with
+/// `reason` in its line.
+fn assert_close_logged(t: Transport, client: SocketAddr, reason: &str) {
+    assert!(
+        wait_until(|| close_line(client).is_some_and(|l| l.contains(reason))),
+        "{t}: no close line with {reason:?} for {client}: {:?}",
+        close_line(client)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The cases
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn demo_answers_are_the_demo_services() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), Arc::new(DemoService::new()));
+        let demo = DemoService::new();
+        let mut s = connect(server.addr());
+        let requests = [
+            json_request("search", "morpheus"),
+            json_request("search", "ring"),
+            json_request("search", "\u{1f436}"),
+            json_request("search", "nobody"),
+            json_request("lookup", "x"),
+            demo_request("binary", "\u{263a} payload"),
+        ];
+        s.write_all(&wire(&requests)).expect("write");
+        let (got, _) = answers(&mut s, requests.len());
+        for (request, answer) in requests.iter().zip(&got) {
+            assert_eq!(
+                Some(answer),
+                demo.respond(request).ok().as_ref(),
+                "{t}: {request:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), test_service());
+        let mut s = connect(server.addr());
+        let requests: Vec<Message> = (0..200).map(|i| req(&format!("p{i}"))).collect();
+        s.write_all(&wire(&requests)).expect("write");
+        let (got, end) = answers(&mut s, 200);
+        let want: Vec<String> = (0..200).map(|i| format!("echo:p{i}")).collect();
+        assert_eq!(contents(&got), want, "{t}");
+        assert_eq!(end, End::Open, "{t}: keep-alive by default");
+        // And the connection serves again.
+        s.write_all(&wire(&[req("again")])).expect("write");
+        assert_eq!(contents(&answers(&mut s, 1).0), ["echo:again"], "{t}");
+    });
+}
+
+#[test]
+fn every_split_of_a_request_is_answered() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), test_service());
+        let bytes = wire(&[req("split me")]);
+        for cut in 1..bytes.len() {
+            let mut s = connect(server.addr());
+            s.write_all(&bytes[..cut]).expect("write");
+            thread::sleep(Duration::from_millis(1));
+            s.write_all(&bytes[cut..]).expect("write");
+            assert_eq!(
+                contents(&answers(&mut s, 1).0),
+                ["echo:split me"],
+                "{t}: cut {cut}"
+            );
+        }
+        // And one byte at a time on one connection.
+        let mut s = connect(server.addr());
+        for b in &bytes {
+            s.write_all(std::slice::from_ref(b)).expect("write");
+        }
+        assert_eq!(
+            contents(&answers(&mut s, 1).0),
+            ["echo:split me"],
+            "{t}: byte by byte"
+        );
+    });
+}
+
+#[test]
+fn half_close_gets_every_answer_then_the_end() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), test_service());
+        let mut s = connect(server.addr());
+        let client = s.local_addr().expect("local addr");
+        s.write_all(&wire(&[req("a"), req("b"), req("c")]))
+            .expect("write");
+        s.shutdown(Shutdown::Write).expect("half-close");
+        let (got, end) = answers(&mut s, usize::MAX);
+        assert_eq!(contents(&got), ["echo:a", "echo:b", "echo:c"], "{t}");
+        assert_eq!(end, End::Closed, "{t}");
+        assert_close_logged(t, client, "the client closed it");
+    });
+}
+
+#[test]
+fn a_request_and_its_fin_in_one_segment_are_both_seen() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), test_service());
+        for i in 0..20 {
+            let mut s = connect(server.addr());
+            // One write then the FIN, at once: often one segment with the data.
+            s.write_all(&wire(&[req(&format!("fin {i}"))]))
+                .expect("write");
+            s.shutdown(Shutdown::Write).expect("half-close");
+            let (got, end) = answers(&mut s, usize::MAX);
+            assert_eq!(contents(&got), [format!("echo:fin {i}")], "{t}");
+            assert_eq!(end, End::Closed, "{t}");
+        }
+    });
+}
+
+#[test]
+fn close_after_answer_closes_each_connection_after_its_answer() {
+    on_every_transport(|t| {
+        let config = config().with_close_after_answer(true);
+        let server = start(t, &config, test_service());
+        let mut s = connect(server.addr());
+        let client = s.local_addr().expect("local addr");
+        let started = Instant::now();
+        s.write_all(&wire(&[req("once")])).expect("write");
+        // A client that reads until the server closes, as the guide's does.
+        let (got, end) = answers(&mut s, usize::MAX);
+        assert_eq!(contents(&got), ["echo:once"], "{t}");
+        assert_eq!(end, End::Closed, "{t}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{t}: closed at once"
+        );
+        assert_close_logged(t, client, "answered");
+    });
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    on_every_transport(|t| {
+        let idle = Duration::from_millis(300);
+        let config = ServerConfig {
+            idle_timeout: Some(idle),
+            ..config()
+        };
+        let server = start(t, &config, test_service());
+        let mut s = connect(server.addr());
+        let client = s.local_addr().expect("local addr");
+        s.write_all(&wire(&[req("then silence")])).expect("write");
+        assert_eq!(
+            contents(&answers(&mut s, 1).0),
+            ["echo:then silence"],
+            "{t}"
+        );
+        let answered = Instant::now();
+        let (more, end) = answers(&mut s, usize::MAX);
+        let after = answered.elapsed();
+        assert!(more.is_empty() && end == End::Closed, "{t}");
+        assert!(
+            after >= idle - Duration::from_millis(50) && after < idle * 10,
+            "{t}: closed {after:?} after the answer"
+        );
+        assert_close_logged(t, client, "idle for");
+    });
+}
+
+#[test]
+fn slowloris_peers_are_closed_at_the_header_deadline_while_good_clients_are_served() {
+    on_every_transport(|t| {
+        const SLOW: usize = 8;
+        let deadline = Duration::from_millis(800);
+        let config = ServerConfig {
+            header_deadline: Some(deadline),
+            ..config()
+        };
+        let server = start(t, &config, test_service());
+        let addr = server.addr();
+        let bytes = wire(&[req("slowly, slowly")]);
+        let slow: Vec<TcpStream> = (0..SLOW).map(|_| connect(addr)).collect();
+        for s in &slow {
+            s.set_nonblocking(true).expect("non-blocking");
+        }
+        let started = Instant::now();
+        let mut closed_after: Vec<Option<Duration>> = vec![None; SLOW];
+        let mut sent = 0;
+        let mut good = 0;
+        while started.elapsed() < deadline * 4 && closed_after.iter().any(Option::is_none) {
+            for (mut s, closed) in slow.iter().zip(closed_after.iter_mut()) {
+                if closed.is_some() {
+                    continue;
+                }
+                let mut buf = [0u8; 64];
+                match s.read(&mut buf) {
+                    Ok(0) => *closed = Some(started.elapsed()),
+                    Ok(n) => panic!("{t}: a slow peer got {n} bytes of an answer"),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Some(byte) = bytes.get(sent..sent + 1) {
+                            if s.write(byte).is_err() {
+                                *closed = Some(started.elapsed());
+                            }
+                        }
+                    }
+                    Err(_) => *closed = Some(started.elapsed()),
+                }
+            }
+            sent += 1;
+            // Meanwhile a good client is answered at once.
+            assert_eq!(
+                ask(addr, &format!("good {good}")),
+                format!("echo:good {good}")
+            );
+            good += 1;
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            sent < bytes.len(),
+            "{t}: the slow request must still be incomplete"
+        );
+        for (i, closed) in closed_after.iter().enumerate() {
+            let after = closed.unwrap_or_else(|| panic!("{t}: slow peer {i} was never closed"));
+            assert!(
+                after >= deadline - Duration::from_millis(100) && after < deadline * 3,
+                "{t}: slow peer {i} closed after {after:?}, deadline {deadline:?}"
+            );
+        }
+        for s in &slow {
+            let client = s.local_addr().expect("local addr");
+            assert_close_logged(t, client, "not complete");
+        }
+        assert!(good >= 3, "{t}: good requests {good}");
+    });
+}
+
+#[test]
+fn a_client_that_never_reads_is_capped_and_closed_at_the_write_deadline() {
+    on_every_transport(|t| {
+        let write_deadline = Duration::from_millis(700);
+        let config = ServerConfig {
+            output_cap: 64 * 1024,
+            write_deadline: Some(write_deadline),
+            workers: 1, // the good clients share the loop with the bad one
+            ..config()
+        };
+        let server = start(t, &config, test_service());
+        let mut bad = connect(server.addr());
+        let client = bad.local_addr().expect("local addr");
+        // Requests for 256 KiB answers, never read: far more than the socket buffers hold.
+        let batch = wire(&vec![req("big:262144"); 64]);
+        bad.set_write_timeout(Some(Duration::from_millis(300)))
+            .expect("SO_SNDTIMEO");
+        let started = Instant::now();
+        let _ = bad.write_all(&batch); // stalls once the server stops reading, or is closed
+
+        // Good clients are served meanwhile.
+        for i in 0..5 {
+            assert_eq!(
+                ask(server.addr(), &format!("good {i}")),
+                format!("echo:good {i}")
+            );
+        }
+        // The server gives up at the write deadline: its close shows in the log.
+        assert!(
+            wait_until(|| close_line(client).is_some()),
+            "{t}: the never-reading client was not closed"
+        );
+        let took = started.elapsed();
+        let line = close_line(client).unwrap_or_default();
+        assert!(line.contains("accepted no answer bytes"), "{t}: {line}");
+        assert!(
+            took < write_deadline * 6 + Duration::from_secs(1),
+            "{t}: {took:?}"
+        );
+        // It got some answers, not all: the rest were never queued.
+        bad.set_read_timeout(Some(LIMIT)).expect("timeout");
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match bad.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        assert!(received < 64 * 262_144, "{t}: {received} bytes");
+    });
+}
+
+#[test]
+fn an_answer_larger_than_the_output_cap_is_sent_alone() {
+    on_every_transport(|t| {
+        let config = ServerConfig {
+            output_cap: 1024,
+            ..config()
+        };
+        let server = start(t, &config, test_service());
+        let mut s = connect(server.addr());
+        s.write_all(&wire(&[req("big:10000"), req("small"), req("big:3000")]))
+            .expect("write");
+        let (got, _) = answers(&mut s, 3);
+        assert_eq!(got[0].content().len(), 10_000, "{t}");
+        assert_eq!(got[1].content(), b"echo:small", "{t}");
+        assert_eq!(got[2].content().len(), 3_000, "{t}");
+        // Pipelining far past a small cap pauses and resumes, answers in order.
+        let requests: Vec<Message> = (0..300).map(|i| req(&format!("c{i}"))).collect();
+        s.write_all(&wire(&requests)).expect("write");
+        let (got, _) = answers(&mut s, 300);
+        assert_eq!(
+            got.last().map(|m| m.content()),
+            Some(&b"echo:c299"[..]),
+            "{t}"
+        );
+    });
+}
+
+#[test]
+fn an_answer_over_the_message_limit_is_not_sent() {
+    on_every_transport(|t| {
+        let mut config = config();
+        config.limits.max_content_len = 1000;
+        let server = start(t, &config, test_service());
+        let mut s = connect(server.addr());
+        let client = s.local_addr().expect("local addr");
+        s.write_all(&wire(&[req("fine"), req("big:1001")]))
+            .expect("write");
+        let (got, end) = answers(&mut s, usize::MAX);
+        assert_eq!(contents(&got), ["echo:fine"], "{t}");
+        assert_eq!(end, End::Closed, "{t}");
+        assert_close_logged(t, client, "over the message limit");
+    });
+}
+
+#[test]
+fn large_messages_round_trip() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), test_service());
+        let size = 3 * 1024 * 1024 + 17;
+        let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut s = connect(server.addr());
+        let bytes = wire(&[Message::binary("x/y", content.clone()), req("after")]);
+        let writer = {
+            let mut w = s.try_clone().expect("clone");
+            thread::spawn(move || w.write_all(&bytes))
+        };
+        let (got, _) = answers(&mut s, 2);
+        writer.join().expect("writer").expect("write");
+        assert_eq!(got[0].content().len(), size + 5, "{t}");
+        assert!(got[0].content()[5..] == content[..], "{t}");
+        assert_eq!(got[1].content(), b"echo:after", "{t}");
+    });
+}
+
+#[test]
+fn protocol_errors_and_service_failures_close_only_their_connection() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), test_service());
+        let mut good = connect(server.addr());
+        good.write_all(&wire(&[req("before")])).expect("write");
+        assert_eq!(contents(&answers(&mut good, 1).0), ["echo:before"], "{t}");
+
+        // A protocol error after a good request: that answer first, then the close.
+        let mut bad = connect(server.addr());
+        let bad_addr = bad.local_addr().expect("local addr");
+        bad.write_all(&[wire(&[req("first")]), b"\x00\x02[]".to_vec()].concat())
+            .expect("write");
+        let (got, end) = answers(&mut bad, usize::MAX);
+        assert_eq!(
+            (contents(&got), end),
+            (vec!["echo:first".to_owned()], End::Closed),
+            "{t}"
+        );
+        assert_close_logged(t, bad_addr, "protocol error");
+
+        for (poison, reason) in [
+            ("fail", "the service failed"),
+            ("panic", "the service panicked"),
+        ] {
+            let mut s = connect(server.addr());
+            let addr = s.local_addr().expect("local addr");
+            s.write_all(&wire(&[req(poison)])).expect("write");
+            let (got, end) = answers(&mut s, usize::MAX);
+            assert!(got.is_empty() && end == End::Closed, "{t}: {poison}");
+            assert_close_logged(t, addr, reason);
+        }
+        good.write_all(&wire(&[req("after")])).expect("write");
+        assert_eq!(contents(&answers(&mut good, 1).0), ["echo:after"], "{t}");
+    });
+}
+
+#[test]
+fn shutdown_with_a_half_received_request_is_clean_and_prompt() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), test_service());
+        let mut idle = connect(server.addr());
+        let mut half = connect(server.addr());
+        let idle_addr = idle.local_addr().expect("local addr");
+        let half_addr = half.local_addr().expect("local addr");
+        idle.write_all(&wire(&[req("x")])).expect("write");
+        assert_eq!(contents(&answers(&mut idle, 1).0), ["echo:x"], "{t}");
+        let bytes = wire(&[req("never finished")]);
+        half.write_all(&bytes[..bytes.len() / 2]).expect("write");
+        thread::sleep(Duration::from_millis(100)); // received by the server
+
+        let started = Instant::now();
+        let result = server.stop(LIMIT);
+        let took = started.elapsed();
+        assert!(result.is_ok(), "{t}: {result:?}");
+        assert!(took < Duration::from_secs(2), "{t}: shutdown took {took:?}");
+        for (s, addr) in [(&mut idle, idle_addr), (&mut half, half_addr)] {
+            let (got, end) = answers(s, usize::MAX);
+            assert!(got.is_empty() && end == End::Closed, "{t}");
+            let line = close_line(addr).unwrap_or_default();
+            assert!(
+                line.contains("the server is shutting down"),
+                "{t}: {line:?}"
+            );
+            assert!(!line.contains("WARN"), "{t}: {line:?}");
+        }
+        let blamed = log_lines(&format!("{half_addr}"))
+            .into_iter()
+            .filter(|l| l.contains("protocol") || l.contains("client"))
+            .collect::<Vec<_>>();
+        assert!(blamed.is_empty(), "{t}: {blamed:?}");
+    });
+}
+
+#[test]
+fn shutdown_lets_an_answer_in_progress_finish() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), test_service());
+        let mut s = connect(server.addr());
+        s.write_all(&wire(&[req("slow")])).expect("write");
+        thread::sleep(Duration::from_millis(100)); // the service is at work
+        let addr = server.addr();
+        let started = Instant::now();
+        let result = server.stop(LIMIT);
+        assert!(result.is_ok(), "{t}: {result:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{t}");
+        let (got, end) = answers(&mut s, usize::MAX);
+        assert_eq!(contents(&got), ["echo:slow"], "{t}");
+        assert_eq!(end, End::Closed, "{t}");
+        // No longer listening.
+        assert!(TcpStream::connect_timeout(&addr, LIMIT).is_err(), "{t}");
+    });
+}
+
+#[test]
+fn connections_beyond_the_maximum_wait_or_are_refused() {
+    on_every_transport(|t| {
+        // Wait: the next connection is served once a slot is free.
+        let config_wait = ServerConfig {
+            max_connections: 1,
+            ..config()
+        };
+        let server = start(t, &config_wait, test_service());
+        let mut first = connect(server.addr());
+        first.write_all(&wire(&[req("1")])).expect("write");
+        assert_eq!(contents(&answers(&mut first, 1).0), ["echo:1"], "{t}");
+        let mut second = connect(server.addr());
+        second.write_all(&wire(&[req("2")])).expect("write");
+        second
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let mut byte = [0u8; 1];
+        assert!(
+            matches!(second.read(&mut byte), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock),
+            "{t}: the second connection must wait"
+        );
+        drop(first);
+        second.set_read_timeout(Some(LIMIT)).expect("timeout");
+        assert_eq!(contents(&answers(&mut second, 1).0), ["echo:2"], "{t}");
+        drop(second);
+        drop(server);
+
+        // Refuse: the extra connection is closed at once; a slot freed is reused.
+        let config_refuse = ServerConfig {
+            max_connections: 1,
+            when_full: WhenFull::Refuse,
+            ..config()
+        };
+        let server = start(t, &config_refuse, test_service());
+        let mut first = connect(server.addr());
+        first.write_all(&wire(&[req("1")])).expect("write");
+        assert_eq!(contents(&answers(&mut first, 1).0), ["echo:1"], "{t}");
+        let mut extra = connect(server.addr());
+        let (got, end) = answers(&mut extra, usize::MAX);
+        assert!(got.is_empty() && end == End::Closed, "{t}");
+        drop(first);
+        assert!(
+            wait_until(|| {
+                let mut s = connect(server.addr());
+                s.write_all(&wire(&[req("3")])).is_ok()
+                    && matches!(answers(&mut s, 1), (ref got, End::Open) if got.len() == 1)
+            }),
+            "{t}: a freed slot is reused"
+        );
+    });
+}
+
+#[test]
+fn many_clients_at_once_are_all_answered() {
+    on_every_transport(|t| {
+        let server = start(t, &config(), test_service());
+        let addr = server.addr();
+        let done = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..32)
+            .map(|c| {
+                let done = Arc::clone(&done);
+                thread::spawn(move || {
+                    // Each thread keeps 8 connections open, 10 requests each, pipelined.
+                    let mut conns: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
+                    for (k, s) in conns.iter_mut().enumerate() {
+                        let requests: Vec<Message> =
+                            (0..10).map(|r| req(&format!("{c}.{k}.{r}"))).collect();
+                        s.write_all(&wire(&requests)).expect("write");
+                    }
+                    for (k, s) in conns.iter_mut().enumerate() {
+                        let (got, _) = answers(s, 10);
+                        let want: Vec<String> =
+                            (0..10).map(|r| format!("echo:{c}.{k}.{r}")).collect();
+                        assert_eq!(contents(&got), want);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join()
+                .unwrap_or_else(|_| panic!("{t}: a client thread failed"));
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 256, "{t}");
+    });
+}
