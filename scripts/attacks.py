@@ -4,7 +4,9 @@
 Run through `scripts/attacks.sh`, which builds the binaries and passes their paths:
 
     attacks.py --server target/release/app-server --client target/release/app-client \
-               [--transport mio] [--transport std] [--only NAME]
+               [--transport mio] [--transport std] [--only NAME] [--verbose]
+
+Without --transport, every transport `app-server` lists in its usage error.
 
 Every attack starts its own server on 127.0.0.1, port 0, so each row starts from the same
 baseline, and stops it afterwards. Figures of the server process come from /proc:
@@ -573,6 +575,15 @@ ATTACKS = {
 }
 
 
+def transports_of(server):
+    """The transports `app-server` accepts, as its usage error for a bad one lists them."""
+    p = subprocess.run([server, "--transport", "?"], capture_output=True, timeout=10)
+    for line in p.stderr.decode(errors="replace").splitlines():
+        if "possible values:" in line:
+            return [v.strip() for v in line.split("possible values:")[1].strip(" ]").split(",")]
+    return ["mio", "std"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--server", required=True)
@@ -581,7 +592,7 @@ def main():
     ap.add_argument("--verbose", action="store_true", help="show server logs where useful")
     ap.add_argument("--only", action="append", help="attack names: " + ", ".join(ATTACKS) + ", client")
     args = ap.parse_args()
-    transports = args.transport or ["mio", "std"]
+    transports = args.transport or transports_of(args.server)
     only = args.only or list(ATTACKS) + ["client"]
     start = time.monotonic()
     for name in only:

@@ -2,7 +2,7 @@
 # The attacks of issue 12 against a release app-server on each transport, and against
 # app-client (fake servers), on 127.0.0.1 only; prints the table of RELIABILITY.md.
 #
-#   scripts/attacks.sh                     # every attack, mio and std (about 3 minutes)
+#   scripts/attacks.sh                     # every attack on every transport (about 75 s)
 #   scripts/attacks.sh --transport std     # one transport
 #   scripts/attacks.sh --only keys --only client
 #
