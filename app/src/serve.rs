@@ -24,17 +24,21 @@ pub enum Transport {
     Mio,
     /// Blocking sockets, one thread per connection (`sockmsg-transport-std`).
     Std,
+    /// A tokio runtime, one task per connection (`sockmsg-transport-tokio`); `workers`
+    /// runtime threads, 1 meaning a current-thread runtime.
+    Tokio,
 }
 
 impl Transport {
     /// Every transport, for tests that run on each.
-    pub const ALL: &'static [Transport] = &[Transport::Mio, Transport::Std];
+    pub const ALL: &'static [Transport] = &[Transport::Mio, Transport::Std, Transport::Tokio];
 
-    /// The name used on the command line (`mio`, `std`).
+    /// The name used on the command line (`mio`, `std`, `tokio`).
     pub fn name(self) -> &'static str {
         match self {
             Transport::Mio => "mio",
             Transport::Std => "std",
+            Transport::Tokio => "tokio",
         }
     }
 }
@@ -89,6 +93,12 @@ pub fn serve(
         }
         Transport::Std => {
             let server = sockmsg_transport_std::Server::bind(addr, config.clone())?;
+            let handle = server.shutdown_handle();
+            ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
+            server.serve(service)
+        }
+        Transport::Tokio => {
+            let server = sockmsg_transport_tokio::Server::bind(addr, config.clone())?;
             let handle = server.shutdown_handle();
             ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
             server.serve(service)

@@ -13,7 +13,7 @@ use sockmsg_tests::{
 };
 
 /// The transports `app-server --transport` is tested with.
-const TRANSPORTS: &[&str] = &["mio", "std"];
+const TRANSPORTS: &[&str] = &["mio", "std", "tokio"];
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -154,6 +154,7 @@ fn guide_client_against_app_server() {
 fn app_client_against_app_server_keeps_the_server_running() {
     let mut configs: Vec<Vec<&str>> = TRANSPORTS.iter().map(|t| vec!["--transport", t]).collect();
     configs.push(vec!["--transport", "mio", "--workers", "1"]);
+    configs.push(vec!["--transport", "tokio", "--workers", "1"]);
     for args in configs {
         let (server, port) = start_app_server(&args);
         for case in &DEMO_CASES[..2] {
@@ -350,7 +351,7 @@ fn failures_exit_1_with_a_clear_message() {
 }
 
 #[test]
-fn app_server_workers_apply_to_mio_only() {
+fn app_server_workers_apply_to_the_event_loop_transports_only() {
     let out = run_bounded(
         "app-server",
         Command::new(env!("CARGO_BIN_EXE_app-server")).args([
@@ -366,8 +367,9 @@ fn app_server_workers_apply_to_mio_only() {
     // Options that do not go together: a usage error.
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .starts_with("app-server: --workers sets the mio transport's event loops"),
+        String::from_utf8_lossy(&out.stderr).starts_with(
+            "app-server: --workers sets the event loops of the mio and tokio transports"
+        ),
         "{}",
         describe(&out)
     );

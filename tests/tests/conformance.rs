@@ -6,10 +6,11 @@
 //! Loopback only, port 0, every wait bounded. The invalid-vector attacks with good clients
 //! alongside live in `vectors.rs` (`live`), which also runs on every transport.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -84,8 +85,23 @@ fn wire(messages: &[Message]) -> Vec<u8> {
         .collect()
 }
 
+/// Where the log stood when each client connected. Client ports are reused (the cases of
+/// this binary run in parallel, on every transport): a line about a client address that was
+/// written before that client connected is about an earlier connection with the same port.
+fn marks() -> MutexGuard<'static, HashMap<SocketAddr, usize>> {
+    static MARKS: OnceLock<Mutex<HashMap<SocketAddr, usize>>> = OnceLock::new();
+    MARKS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
+    let mark = sockmsg_tests::log::captured(tracing::Level::INFO)
+        .lock()
+        .map_or_else(|e| e.into_inner().len(), |log| log.len());
     let s = TcpStream::connect_timeout(&addr, LIMIT).expect("connect");
+    marks().insert(s.local_addr().expect("local addr"), mark);
     s.set_read_timeout(Some(LIMIT)).expect("SO_RCVTIMEO");
     s.set_write_timeout(Some(LIMIT)).expect("SO_SNDTIMEO");
     s.set_nodelay(true).expect("TCP_NODELAY");
@@ -160,15 +176,23 @@ fn log() {
     let _ = sockmsg_tests::log::captured(tracing::Level::INFO);
 }
 
-/// The lines logged so far that mention `needle`.
-fn log_lines(needle: &str) -> Vec<String> {
-    sockmsg_tests::log::lines_with(needle)
+/// The lines about the connection whose client end is `client` (logged since it
+/// connected) that contain `needle`.
+fn lines_about(client: SocketAddr, needle: &str) -> Vec<String> {
+    let mark = marks().get(&client).copied().unwrap_or(0);
+    let text = sockmsg_tests::log::text();
+    text.get(mark..)
+        .unwrap_or(&text)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The `closing connection to ADDR (...)` line of the connection whose client end is
 /// `client`, once logged.
 fn close_line(client: SocketAddr) -> Option<String> {
-    let mut lines = log_lines(&format!("closing connection to {client} "));
+    let mut lines = lines_about(client, &format!("closing connection to {client} "));
     lines.pop()
 }
 
@@ -591,7 +615,7 @@ fn shutdown_with_a_half_received_request_is_clean_and_prompt() {
             );
             assert!(!line.contains("WARN"), "{t}: {line:?}");
         }
-        let blamed = log_lines(&format!("{half_addr}"))
+        let blamed = lines_about(half_addr, &format!("{half_addr}"))
             .into_iter()
             .filter(|l| l.contains("protocol") || l.contains("client"))
             .collect::<Vec<_>>();

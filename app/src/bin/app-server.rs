@@ -1,7 +1,7 @@
 //! `app-server`: the guide's demo server, on a sockmsg transport.
 //!
 //! ```text
-//! app-server [HOST] [PORT] [--transport mio|std] [--max-connections N]
+//! app-server [HOST] [PORT] [--transport mio|std|tokio] [--max-connections N]
 //!            [--idle-timeout SECS] [--read-timeout SECS] [--write-timeout SECS]
 //!            [--byteorder little|big] [--workers N] [--close-after-answer] [-v|--trace]
 //! ```
@@ -68,8 +68,9 @@ struct Args {
     /// Byte order written in response headers (default: this machine's, as the guide).
     #[arg(long, value_enum)]
     byteorder: Option<Order>,
-    /// Event loops (threads) of the mio transport (default: one per core). Fewer than the
-    /// cores leaves room for other work on the machine, such as a load generator.
+    /// Event loops (threads) of the mio transport, or runtime threads of the tokio transport
+    /// (1: a current-thread runtime); default: one per core. Fewer than the cores leaves
+    /// room for other work on the machine, such as a load generator.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
     /// Close each connection once its answer is sent, as the guide's server does (default:
@@ -100,11 +101,11 @@ fn signal_name(signal: i32) -> &'static str {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.workers.is_some() && args.transport != Transport::Mio {
+    if args.workers.is_some() && args.transport == Transport::Std {
         return usage_error(
             PROGRAM,
             format!(
-                "--workers sets the mio transport's event loops; the {} transport runs a thread per connection",
+                "--workers sets the event loops of the mio and tokio transports; the {} transport runs a thread per connection",
                 args.transport
             ),
         );

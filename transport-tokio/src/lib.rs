@@ -1,0 +1,64 @@
+//! # sockmsg-transport-tokio
+//!
+//! The message protocol of the Python sockets guide on tokio, driven by the sans-IO core
+//! ([`sockmsg_protocol`]): the same machine, the same limits and the same verdicts as the
+//! other transports.
+//!
+//! * [`Codec`]: `tokio_util::codec::{Decoder, Encoder}` for [`Message`], so
+//!   `Framed::new(stream, Codec::default())` speaks the protocol.
+//! * [`Client`]: an async client (connect with a timeout, host names accepted, request,
+//!   pipelining with answers in order, half-close), with errors that name the address.
+//! * [`Server`]: the server layer's [`Session`](sockmsg_server::Session) on tokio: the same
+//!   [`Service`](sockmsg_server::Service), the same
+//!   [`ServerConfig`](sockmsg_server::ServerConfig) (limits, deadlines from the core's
+//!   timers, output cap, connection cap, graceful shutdown on a
+//!   [`ShutdownHandle`](sockmsg_server::ShutdownHandle)) as every other transport, on a
+//!   current-thread or multi-thread runtime.
+//!
+//! Examples: `examples/tokio_echo_server.rs` and `examples/tokio_echo_client.rs` (the guide's echo
+//! pair), `examples/tokio_framed.rs` (`Framed` with `StreamExt` / `SinkExt` on loopback).
+//!
+//! ## Example: `Framed` over an in-memory pipe
+//!
+//! ```
+//! use futures_util::{SinkExt, StreamExt};
+//! use sockmsg_transport_tokio::{Codec, Message};
+//! use tokio_util::codec::Framed;
+//!
+//! type BoxError = Box<dyn std::error::Error + Send + Sync>;
+//!
+//! # fn main() -> Result<(), BoxError> {
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! runtime.block_on(async {
+//!     let (near, far) = tokio::io::duplex(64); // a tiny pipe: messages arrive in pieces
+//!     let mut client = Framed::new(near, Codec::default());
+//!     let mut server = Framed::new(far, Codec::default());
+//!
+//!     let request = Message::json(&serde_json::json!({"action": "search", "value": "ring"}))?;
+//!     let answering = tokio::spawn(async move {
+//!         let request = server.next().await.ok_or("no request")??;
+//!         let value = request.json_content::<serde_json::Value>()?["value"].to_string();
+//!         server.send(Message::json(&serde_json::json!({"result": value}))?).await?;
+//!         Ok::<_, BoxError>(())
+//!     });
+//!     client.send(request).await?;
+//!     let answer = client.next().await.ok_or("no answer")??;
+//!     assert_eq!(answer.content(), br#"{"result": "\"ring\""}"#);
+//!     answering.await??;
+//!     Ok::<_, BoxError>(())
+//! })
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod codec;
+pub mod error;
+pub mod server;
+
+pub use client::{Client, ClientConfig};
+pub use codec::{Codec, CodecError};
+pub use error::{ClientError, Op};
+pub use server::Server;
+pub use sockmsg_protocol::{Limits, Message};

@@ -1,0 +1,441 @@
+//! The async server: a thin tokio loop over the server layer's [`Session`].
+//!
+//! Everything a server decides (the service call and its panics, the output cap, the
+//! header/idle/write deadlines, `close_after_answer`, the shutdown grace, why a connection
+//! closed) is the [`Session`]'s, exactly as on the other transports; this module only
+//! moves bytes when the session wants them moved, sleeps until the instant it names, and
+//! accepts connections under [`ServerConfig::max_connections`].
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use sockmsg_server::{
+    accept_error, AcceptAction, CloseReason, ServerConfig, Service, Session, ShutdownHandle,
+    WhenFull,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Most slices handed to one vectored write.
+const MAX_SLICES: usize = 64;
+
+/// After the shutdown grace, how long [`Server::run`] waits for connection tasks to notice
+/// it.
+const AFTER_GRACE: Duration = Duration::from_secs(1);
+
+/// A server on tokio: accepts connections, runs each on its own task through the server
+/// layer's [`Session`], until its [`ShutdownHandle`] is used.
+///
+/// [`Server::serve`] builds the runtime itself from [`ServerConfig::workers`] (1: a
+/// current-thread runtime; N: a multi-thread runtime of N worker threads) and blocks;
+/// [`Server::run`] runs inside a runtime you already have.
+///
+/// The service is called on the runtime's threads: a service that blocks for long holds
+/// up the other connections of that thread, as on an event-loop transport.
+///
+/// ```
+/// use std::sync::Arc;
+/// use sockmsg_protocol::Message;
+/// use sockmsg_server::{ServerConfig, Service, ServiceError};
+/// use sockmsg_transport_tokio::{Client, ClientConfig, Server};
+///
+/// let service: Arc<dyn Service> = Arc::new(|m: Message| -> Result<Message, ServiceError> {
+///     Ok(Message::binary("text/plain", [b"pong: ", m.content()].concat()))
+/// });
+/// let server = Server::bind("127.0.0.1:0".parse()?, ServerConfig::default().with_workers(1))?;
+/// let (addr, stop) = (server.local_addr(), server.shutdown_handle());
+/// let serving = std::thread::spawn(move || server.serve(service));
+///
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// let answer = runtime.block_on(async {
+///     let mut client = Client::connect(addr, &ClientConfig::default()).await?;
+///     let answer = client.request(Message::binary("text/plain", b"ping".to_vec())).await?;
+///     client.close().await?;
+///     Ok::<_, sockmsg_transport_tokio::ClientError>(answer)
+/// })?;
+/// assert_eq!(answer.content(), b"pong: ping");
+/// stop.shutdown();
+/// serving.join().expect("server thread")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    config: Arc<ServerConfig>,
+    shutdown: ShutdownHandle,
+    token: CancellationToken,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) with [`ServerConfig::backlog`]. Nothing is
+    /// accepted until [`Server::serve`] or [`Server::run`]; no runtime is needed yet.
+    pub fn bind(addr: SocketAddr, config: ServerConfig) -> io::Result<Server> {
+        let config = config.normalized();
+        let domain = socket2::Domain::for_address(addr);
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(config.backlog)?;
+        socket.set_nonblocking(true)?;
+        let listener: std::net::TcpListener = socket.into();
+        let local_addr = listener.local_addr()?;
+        let shutdown = ShutdownHandle::new();
+        let token = CancellationToken::new();
+        let wake = token.clone();
+        shutdown.on_shutdown(move || wake.cancel());
+        Ok(Server {
+            listener,
+            local_addr,
+            config: Arc::new(config),
+            shutdown,
+            token,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The configuration it runs under (normalized).
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// A handle that stops the server gracefully, from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Builds a runtime of [`ServerConfig::workers`] threads (1: current-thread) and runs
+    /// [`Server::run`] on it until the server has shut down.
+    pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
+        let workers = self.config.workers;
+        let mut builder = if workers <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(workers);
+            b
+        };
+        let runtime = builder.enable_all().thread_name("sockmsg-tokio").build()?;
+        runtime.block_on(self.run(service))
+    }
+
+    /// Serves `service` until [`ShutdownHandle::shutdown`], on the current runtime (which
+    /// needs its I/O and time drivers: `enable_all`). Each connection runs on its own task
+    /// (up to [`ServerConfig::max_connections`]); a connection ends when the client closes,
+    /// on a protocol error, a deadline or a service error, with one log line
+    /// ([`CloseReason::log`]); other connections go on.
+    ///
+    /// On shutdown it stops accepting and closes the listening socket; idle connections and
+    /// requests not yet complete are closed at once; answers owed get
+    /// [`ServerConfig::shutdown_grace`] to flush. It returns once every connection task
+    /// has ended, or a second after the grace (a task can outlive that only inside a
+    /// service call that blocks; [`Server::serve`] then drops it with its runtime).
+    pub async fn run(self, service: Arc<dyn Service>) -> io::Result<()> {
+        let Server {
+            listener,
+            local_addr,
+            config,
+            token,
+            ..
+        } = self;
+        let listener = TcpListener::from_std(listener)?;
+        // The semaphore counts in u32 for `acquire_many`: more connections than that is
+        // beyond any descriptor limit anyway.
+        let max = config.max_connections.min(u32::MAX as usize);
+        let slots = Arc::new(Semaphore::new(max));
+        info!("serving on {local_addr} (up to {max} connections)");
+        loop {
+            let mut permit = None;
+            if config.when_full == WhenFull::Wait {
+                permit = match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        warn!("{max} connections open (max_connections): new connections wait in the backlog");
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            p = Arc::clone(&slots).acquire_owned() => {
+                                info!("below max_connections again: accepting");
+                                p.ok()
+                            }
+                        }
+                    }
+                };
+            }
+            let accepted = tokio::select! {
+                _ = token.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    if let AcceptAction::Backoff(pause) = accept_error(&e) {
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                    continue;
+                }
+            };
+            let permit = match permit {
+                Some(p) => p,
+                None => match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // Only reachable with WhenFull::Refuse.
+                        CloseReason::Full.log(&peer);
+                        continue;
+                    }
+                },
+            };
+            let session = Session::new(Arc::clone(&service), Arc::clone(&config), Instant::now());
+            let token = token.clone();
+            tokio::spawn(async move {
+                serve_connection(stream, peer, session, token).await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        finish(&slots, max, &config).await;
+        info!("server on {local_addr} stopped");
+        Ok(())
+    }
+}
+
+/// After the accept loop: waits for the connections to flush what they owe (each closes
+/// by itself at the end of the grace); a connection task gives its slot back as it ends.
+async fn finish(slots: &Semaphore, max: usize, config: &ServerConfig) {
+    let open = max.saturating_sub(slots.available_permits());
+    if open > 0 {
+        info!("stopped accepting; waiting for {open} connection(s) to finish");
+    }
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let limit = config.shutdown_grace + AFTER_GRACE;
+    if tokio::time::timeout(limit, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        warn!(
+            "{} connection task(s) still running {limit:?} after the shutdown (in the service?); not waiting for them",
+            max.saturating_sub(slots.available_permits())
+        );
+    }
+}
+
+/// What woke a connection's task.
+enum Wake {
+    /// The server is shutting down.
+    Shutdown,
+    /// The socket is readable (or closed for reading).
+    Readable,
+    /// The socket is writable.
+    Writable,
+    /// The session's deadline came.
+    Timer,
+    /// Polling the socket failed.
+    Failed(io::Error),
+}
+
+/// Writes what the session has pending until the socket would block.
+fn write_pending(stream: &TcpStream, session: &mut Session) {
+    while session.wants_write() {
+        let written = {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = session.pending_slices(&mut slices);
+            match slices.get(..count).unwrap_or_default() {
+                [one] => stream.try_write(one),
+                several => stream.try_write_vectored(several),
+            }
+        };
+        match written {
+            Ok(0) => {
+                session.abort(CloseReason::Io(io::ErrorKind::WriteZero.into()));
+                return;
+            }
+            Ok(n) => session.consume(n, Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                session.abort(CloseReason::Io(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Between messages, reads go through a buffer on the stack: the socket's readiness may be
+/// stale (tokio clears it only when a read would block), and a session between messages
+/// has given its read buffer back, which lending one for a read that finds nothing would
+/// allocate again, and keep, for as long as the connection stays idle.
+const PROBE: usize = 2048;
+
+/// Reads once into the session (the socket said it was readable).
+fn read_once(stream: &TcpStream, session: &mut Session) {
+    let result = if !session.connection().message_in_progress() {
+        let mut probe = [0u8; PROBE];
+        stream.try_read(&mut probe).inspect(|&n| {
+            let mut arrived = probe.get(..n).unwrap_or_default();
+            let now = Instant::now();
+            while !arrived.is_empty() && !session.is_closed() {
+                let buf = session.read_buf();
+                let k = buf.len().min(arrived.len());
+                if k == 0 {
+                    break;
+                }
+                let (now_in, rest) = arrived.split_at(k);
+                if let Some(dst) = buf.get_mut(..k) {
+                    dst.copy_from_slice(now_in);
+                }
+                session.commit(k, now);
+                arrived = rest;
+            }
+        })
+    } else {
+        stream.try_read(session.read_buf()).inspect(|&n| {
+            if n > 0 {
+                session.commit(n, Instant::now());
+            }
+        })
+    };
+    match result {
+        Ok(0) => session.receive_eof(Instant::now()),
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) => {}
+        Err(e) => session.abort(CloseReason::Io(e)),
+    }
+}
+
+/// One connection's task: the session's wishes, carried out on the runtime.
+///
+/// A plain function returning an `async move` block rather than an `async fn`: the block
+/// holds each of its inputs once, where an `async fn` can hold both the argument and the
+/// binding it is moved into (the session alone is 600 bytes), and every idle connection
+/// pays for the size of this future.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut session: Session,
+    token: CancellationToken,
+) -> impl Future<Output = ()> {
+    async move {
+        info!("accepted connection from {peer}");
+        if let Err(e) = stream.set_nodelay(session.config().nodelay) {
+            debug!("cannot set TCP_NODELAY for {peer}: {e}");
+        }
+        let cancelled = token.cancelled_owned();
+        tokio::pin!(cancelled);
+        let mut shutting = false;
+        // One timer, armed at the session's deadline; moved only when that deadline comes
+        // sooner (firing early is harmless: the session re-checks and names the next one).
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            write_pending(&stream, &mut session);
+            if session.is_closed() {
+                break;
+            }
+            let (want_read, want_write) = (session.wants_read(), session.wants_write());
+            if let Some(at) = session.poll_timeout() {
+                if armed.is_none_or(|a| at < a) {
+                    timer.as_mut().reset(at.into());
+                    armed = Some(at);
+                }
+            }
+            // Readiness is polled in place (no future per wait): what an idle connection
+            // costs is the size of this task.
+            let wake = std::future::poll_fn(|cx| {
+                if !shutting && cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Shutdown);
+                }
+                if want_read {
+                    if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                        return Poll::Ready(r.map_or_else(Wake::Failed, |()| Wake::Readable));
+                    }
+                }
+                if want_write {
+                    if let Poll::Ready(r) = stream.poll_write_ready(cx) {
+                        return Poll::Ready(r.map_or_else(Wake::Failed, |()| Wake::Writable));
+                    }
+                }
+                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Shutdown => {
+                    shutting = true;
+                    session.begin_shutdown(Instant::now());
+                }
+                Wake::Readable => read_once(&stream, &mut session),
+                Wake::Writable => {} // written at the top of the loop
+                Wake::Timer => {
+                    armed = None;
+                    session.handle_timeout(Instant::now());
+                }
+                Wake::Failed(e) => session.abort(CloseReason::Io(e)),
+            }
+        }
+        if let Some(reason) = session.close_reason() {
+            reason.log(&peer);
+        }
+        // Errors ignored: the peer may be gone already; dropping the stream closes it anyway.
+        let _ = stream.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use sockmsg_protocol::Message;
+    use sockmsg_server::{ServerConfig, Service, ServiceError, Session};
+    use tokio_util::sync::CancellationToken;
+
+    /// What an idle connection costs is mostly this task: keep it small (the session
+    /// itself is about 600 bytes of it).
+    #[test]
+    fn a_connection_task_stays_small() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let service: Arc<dyn Service> =
+                Arc::new(|m: Message| -> Result<Message, ServiceError> { Ok(m) });
+            let config = Arc::new(ServerConfig::default());
+            let session = Session::new(service, config, Instant::now());
+            let session_size = std::mem::size_of_val(&session);
+            let task = super::serve_connection(stream, addr, session, CancellationToken::new());
+            let size = std::mem::size_of_val(&task);
+            assert!(
+                size <= session_size + 512,
+                "the connection task is {size} bytes, the session {session_size}"
+            );
+        });
+    }
+}
