@@ -13,9 +13,13 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sockmsg_app::serve::Transport;
 use sockmsg_tests::ChildGuard;
 
-const TRANSPORTS: &[&str] = &["mio", "std"];
+/// Every transport `app-server --transport` takes.
+fn transports() -> impl Iterator<Item = &'static str> {
+    Transport::ALL.iter().map(|t| t.name())
+}
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// `app-server 127.0.0.1 0 --transport T ARGS...` at its default log level, once it
@@ -164,7 +168,7 @@ fn many_distinct_keys_cost_cpu_linear_in_the_request() {
         "text/json",
         format!(r#"{{"action": "search", "value": {value}}}"#).as_bytes(),
     );
-    for transport in TRANSPORTS {
+    for transport in transports() {
         let (server, addr) = start(transport, &[]);
         let before = cpu_time(server.id());
         let answer = exchange(addr, &request);
@@ -204,7 +208,7 @@ fn full_header_of_zeros() -> Vec<u8> {
 fn full_header_attackers_hold_a_small_multiple_of_their_bytes() {
     let attack = full_header_of_zeros();
     let n = 256;
-    for transport in TRANSPORTS {
+    for transport in transports() {
         let (server, addr) = start(transport, &["--max-connections", "300"]);
         let base = status_bytes(server.id(), "VmRSS");
         let mut held = Vec::with_capacity(n);
@@ -255,7 +259,7 @@ fn a_peer_cannot_forge_or_flood_log_lines() {
         "text/json\r2030-01-01 ERROR carriage return",
         long.as_str(),
     ];
-    for transport in TRANSPORTS {
+    for transport in transports() {
         let (server, addr) = start(transport, &["--trace"]);
         for content_type in types {
             exchange(addr, &message(content_type, content));
@@ -300,7 +304,7 @@ fn a_16_mib_request_of_nested_singletons_costs_a_small_multiple_and_is_given_bac
     value.push_str("[0]]");
     let request = message("text/json", format!("{body}{value}}}").as_bytes());
     drop(value);
-    for transport in TRANSPORTS {
+    for transport in transports() {
         let (server, addr) = start(transport, &[]);
         let base = status_bytes(server.id(), "VmRSS");
         let got = exchange(addr, &request);
@@ -334,7 +338,7 @@ fn a_16_mib_request_of_nested_singletons_costs_a_small_multiple_and_is_given_bac
 #[test]
 fn idle_connections_cost_no_cpu_and_one_fd_each() {
     let n = 1000;
-    for transport in TRANSPORTS {
+    for transport in transports() {
         let (server, addr) = start(transport, &[]);
         let fds = || {
             std::fs::read_dir(format!("/proc/{}/fd", server.id()))
