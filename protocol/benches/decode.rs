@@ -171,7 +171,7 @@ fn bench_large(c: &mut Criterion) {
 }
 
 /// Hostile JSON shapes of about 1 MiB as `text/json` content (checked as it completes),
-/// and a full 65,535-byte header of distinct extra keys: cost must stay linear in the bytes,
+/// and full 65,535-byte headers (distinct extra keys; one extra key of `[0,0,...]`): cost must stay linear in the bytes,
 /// so a regression to quadratic shows here as a collapse in bytes/s (issue 12).
 fn bench_adversarial(c: &mut Criterion) {
     const SIZE: usize = 1 << 20;
@@ -210,6 +210,12 @@ fn bench_adversarial(c: &mut Criterion) {
     }
     numbers.push(']');
     shapes.push(("many numbers", numbers));
+    let mut singletons = String::from("[[0]");
+    while singletons.len() < SIZE {
+        singletons.push_str(",[0]");
+    }
+    singletons.push(']');
+    shapes.push(("many tiny containers ([[0],[0],...])", singletons));
 
     let mut g = c.benchmark_group("adversarial-json-1MiB");
     g.sample_size(10);
@@ -244,6 +250,21 @@ fn bench_adversarial(c: &mut Criterion) {
     wire.extend_from_slice(header.as_bytes());
     g.throughput(Throughput::Bytes(wire.len() as u64));
     g.bench_function("64 KiB header of distinct extra keys", |b| {
+        b.iter(|| black_box(decode(black_box(&wire), &Limits::default()).expect("valid")))
+    });
+    // A full header whose one extra key holds `[0,0,...]` (the held-header attack of
+    // issue 12: kept as raw JSON text, it must not cost more than its bytes).
+    let mut header = String::from(
+        "{\"byteorder\": \"big\", \"content-type\": \"x\", \"content-encoding\": \"binary\", \"content-length\": 0, \"x\": [0",
+    );
+    while header.len() + 4 <= MAX_HEADER_LEN {
+        header.push_str(",0");
+    }
+    header.push_str("]}");
+    let mut wire = (header.len() as u16).to_be_bytes().to_vec();
+    wire.extend_from_slice(header.as_bytes());
+    g.throughput(Throughput::Bytes(wire.len() as u64));
+    g.bench_function("64 KiB header of one extra key [0,0,...]", |b| {
         b.iter(|| black_box(decode(black_box(&wire), &Limits::default()).expect("valid")))
     });
     g.finish();
