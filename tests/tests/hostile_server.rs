@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_app::demo::shapes::{request as shape_request, Shape};
-use sockmsg_app::demo::{self, DemoService};
 use sockmsg_app::serve::{spawn, RunningServer, ServerConfig, Transport};
+use sockmsg_demo::shapes::{request as shape_request, Shape};
+use sockmsg_demo::{self as demo, DemoService};
 use sockmsg_protocol::{encode, Limits, Message};
 use sockmsg_transport_std::{Client, ClientConfig};
 
