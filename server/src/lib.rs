@@ -67,6 +67,7 @@
 #![warn(missing_docs)]
 
 mod accept;
+mod budget;
 mod close;
 mod config;
 mod service;
@@ -74,6 +75,7 @@ mod session;
 mod shutdown;
 
 pub use accept::{accept_error, AcceptAction, ACCEPT_BACKOFF};
+pub use budget::MemoryBudget;
 pub use close::CloseReason;
 pub use config::{ServerConfig, WhenFull};
 pub use service::{call_service, CallError, Service, ServiceError};
