@@ -247,17 +247,21 @@ impl Worker {
 
     fn accept(&mut self, now: Instant) {
         for _ in 0..ACCEPT_BUDGET {
-            let Some(listener) = self.listener.as_ref() else {
+            if self.listener.is_none() {
                 return;
-            };
-            if self.config.when_full == WhenFull::Wait
+            }
+            if self.config.when_full != WhenFull::Refuse
                 && self.stats.shared.open.load(Relaxed) >= self.config.max_connections
+                && !(self.config.when_full == WhenFull::EvictIdle && self.evict_idle(now))
             {
                 // New connections wait in the backlog; look again shortly (a close on
                 // another loop raises no event here).
                 self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
                 return;
             }
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer, now),
                 Err(e) => match accept_error(&e) {
@@ -271,6 +275,24 @@ impl Worker {
             }
         }
         self.accept_again = true;
+    }
+
+    /// At the connection cap ([`WhenFull::EvictIdle`]): closes this loop's connection idle
+    /// the longest, to admit a new one; `false` if none of its connections is idle.
+    fn evict_idle(&mut self, now: Instant) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter_map(|(key, c)| c.session.idle_since().map(|since| (since, key)))
+            .min();
+        let Some((_, key)) = victim else {
+            return false;
+        };
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.session.abort(CloseReason::Evicted);
+        }
+        self.settle(key, now);
+        true
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
@@ -300,7 +322,8 @@ impl Worker {
         }
         LoopCounters::add(&self.counters().accepted);
         self.next_id += 1;
-        let mut session = Session::new(Arc::clone(&self.service), Arc::clone(&self.config), now);
+        let mut session = Session::new(Arc::clone(&self.service), Arc::clone(&self.config), now)
+            .with_budget(self.stats.shared.budget.clone(), now);
         if self.stop_by.is_some() {
             session.begin_shutdown(now);
         }
@@ -439,7 +462,9 @@ impl Worker {
             }
             conn.scheduled = None;
             conn.session.handle_timeout(now);
-            self.settle(key, now);
+            // `drive`, not only `settle`: a session that waited for room in the memory
+            // budget reads again what the socket already signalled.
+            self.drive(key, now);
         }
     }
 

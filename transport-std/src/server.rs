@@ -10,14 +10,15 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, ServerConfig, Service, Session, ShutdownHandle,
-    WhenFull,
+    accept_error, AcceptAction, CloseReason, MemoryBudget, ServerConfig, Service, Session,
+    ShutdownHandle, WhenFull,
 };
 use tracing::{debug, info, info_span, warn};
 
@@ -28,11 +29,31 @@ struct Shared {
     changed: Condvar,
 }
 
-/// The open connections: how many, and each one's socket, to wake or force it closed.
+/// The open connections: how many, and each one's socket (to wake or force it closed)
+/// and mark (to find the one idle the longest).
 #[derive(Debug, Default)]
 struct State {
     active: usize,
-    streams: HashMap<u64, Arc<TcpStream>>,
+    streams: HashMap<u64, (Arc<TcpStream>, Arc<Mark>)>,
+}
+
+/// What a connection's thread tells the accept loop, and the accept loop tells it.
+#[derive(Debug, Default)]
+struct Mark {
+    /// 0 while busy; else 1 + milliseconds from the server's start to when it went idle.
+    idle_since: AtomicU64,
+    /// Set by the accept loop: close as [`CloseReason::Evicted`].
+    evicted: AtomicBool,
+}
+
+impl Mark {
+    fn note(&self, session: &Session, epoch: Instant) {
+        let since = session.idle_since().map_or(0, |at| {
+            let ms = at.saturating_duration_since(epoch).as_millis();
+            u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+        });
+        self.idle_since.store(since, Relaxed);
+    }
 }
 
 impl Shared {
@@ -44,7 +65,7 @@ impl Shared {
 
     /// Shuts down `how` every open socket (ignoring sockets already closed).
     fn shutdown_sockets(&self, how: Shutdown) {
-        for stream in self.lock().streams.values() {
+        for (stream, _) in self.lock().streams.values() {
             let _ = stream.shutdown(how);
         }
     }
@@ -60,6 +81,7 @@ pub struct Server {
     config: Arc<ServerConfig>,
     shared: Arc<Shared>,
     shutdown: ShutdownHandle,
+    budget: MemoryBudget,
 }
 
 impl Server {
@@ -95,12 +117,14 @@ impl Server {
             }
         });
         info!("listening on {local_addr}");
+        let budget = MemoryBudget::for_config(&config);
         Ok(Server {
             listener,
             local_addr,
             config: Arc::new(config),
             shared,
             shutdown,
+            budget,
         })
     }
 
@@ -112,6 +136,12 @@ impl Server {
     /// The configuration in force (normalized: [`ServerConfig::normalized`]).
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The memory budget its connections share ([`ServerConfig::memory_budget`]), with its
+    /// figures.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// A handle that stops the server from another thread.
@@ -135,14 +165,19 @@ impl Server {
             config,
             shared,
             shutdown,
+            budget,
         } = self;
+        let epoch = Instant::now();
         let max = config.max_connections;
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let mut next_id: u64 = 0;
         info!("serving on {local_addr} (up to {max} connections)");
 
         while !shutdown.is_shutdown() {
-            if config.when_full == WhenFull::Wait && !wait_for_a_slot(&shared, &shutdown, max) {
+            let evict = config.when_full == WhenFull::EvictIdle;
+            if config.when_full != WhenFull::Refuse
+                && !wait_for_a_slot(&shared, &shutdown, max, evict)
+            {
                 break;
             }
             let (stream, peer) = match listener.accept() {
@@ -163,6 +198,7 @@ impl Server {
             }
             threads.retain(|t| !t.is_finished());
             let stream = Arc::new(stream);
+            let mark = Arc::new(Mark::default());
             let id = next_id;
             next_id += 1;
             {
@@ -174,19 +210,23 @@ impl Server {
                     continue;
                 }
                 state.active += 1;
-                state.streams.insert(id, Arc::clone(&stream));
+                state
+                    .streams
+                    .insert(id, (Arc::clone(&stream), Arc::clone(&mark)));
             }
             let guard = ConnectionGuard {
                 shared: Arc::clone(&shared),
                 id,
             };
-            let session = Session::new(Arc::clone(&service), Arc::clone(&config), Instant::now());
+            let now = Instant::now();
+            let session = Session::new(Arc::clone(&service), Arc::clone(&config), now)
+                .with_budget(budget.clone(), now);
             let handle = shutdown.clone();
             let spawned = thread::Builder::new()
                 .name(format!("sockmsg-conn-{id}"))
                 .spawn(move || {
                     let _guard = guard;
-                    serve_connection(&stream, peer, session, &handle);
+                    serve_connection(&stream, peer, session, &handle, (&mark, epoch));
                 });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -203,20 +243,31 @@ impl Server {
 }
 
 /// Blocks while `max` connections are open; `false` if the server shut down meanwhile.
-fn wait_for_a_slot(shared: &Shared, shutdown: &ShutdownHandle, max: usize) -> bool {
+/// With `evict`, closes the connection idle the longest to make room
+/// ([`WhenFull::EvictIdle`]), one at a time.
+fn wait_for_a_slot(shared: &Shared, shutdown: &ShutdownHandle, max: usize, evict: bool) -> bool {
     let mut state = shared.lock();
     if state.active < max {
         return true;
     }
-    warn!(
-        "{} connections open (max_connections): new connections wait in the backlog",
-        state.active
-    );
+    if !evict || !evict_idle(&state) {
+        warn!(
+            "{} connections open (max_connections): new connections wait in the backlog",
+            state.active
+        );
+    }
     while state.active >= max && !shutdown.is_shutdown() {
-        // Bounded: the shutdown's notification may come between the check and the wait.
+        // Bounded: the shutdown's notification may come between the check and the wait;
+        // with `evict`, a connection may have gone idle meanwhile.
+        let pause = if evict {
+            evict_idle(&state);
+            Duration::from_millis(50)
+        } else {
+            Duration::from_secs(1)
+        };
         state = shared
             .changed
-            .wait_timeout(state, Duration::from_secs(1))
+            .wait_timeout(state, pause)
             .map(|(s, _)| s)
             .unwrap_or_else(|e| e.into_inner().0);
     }
@@ -225,6 +276,28 @@ fn wait_for_a_slot(shared: &Shared, shutdown: &ShutdownHandle, max: usize) -> bo
         return false;
     }
     info!("below max_connections again: accepting");
+    true
+}
+
+/// Marks the connection idle the longest as evicted and shuts its socket down under its
+/// thread (which then closes it as [`CloseReason::Evicted`]); `false` if none is idle.
+/// Does nothing while an eviction is under way.
+fn evict_idle(state: &State) -> bool {
+    let marks = || state.streams.values();
+    if marks().any(|(_, m)| m.evicted.load(Relaxed)) {
+        return true;
+    }
+    let victim = marks()
+        .filter_map(|(stream, m)| {
+            let since = m.idle_since.load(Relaxed);
+            (since > 0).then_some((since, stream, m))
+        })
+        .min_by_key(|(since, _, _)| *since);
+    let Some((_, stream, mark)) = victim else {
+        return false;
+    };
+    mark.evicted.store(true, Relaxed);
+    let _ = stream.shutdown(Shutdown::Both);
     true
 }
 
@@ -328,6 +401,7 @@ fn serve_connection(
     peer: SocketAddr,
     mut session: Session,
     shutdown: &ShutdownHandle,
+    (mark, epoch): (&Mark, Instant),
 ) {
     let span = info_span!("conn", %peer);
     let _enter = span.enter();
@@ -341,9 +415,13 @@ fn serve_connection(
         if shutdown.is_shutdown() {
             session.begin_shutdown(now);
         }
+        if mark.evicted.load(Relaxed) {
+            session.abort(CloseReason::Evicted);
+        }
         if let Some(reason) = session.close_reason() {
             break reason;
         }
+        mark.note(&session, epoch);
         let result = if session.wants_write() {
             write_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_write_timeout(t))
@@ -351,7 +429,7 @@ fn serve_connection(
         } else if session.wants_read() {
             read_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_read_timeout(t))
-                .and_then(|()| read(stream, &mut session, shutdown))
+                .and_then(|()| read(stream, &mut session, shutdown, mark))
         } else {
             // Nothing to read or write, not closed: only a deadline can move it.
             if let Some(at) = session.poll_timeout() {
@@ -381,11 +459,18 @@ fn serve_connection(
 
 /// Reads once into the session. A read of 0 bytes after the server began shutting down is
 /// the shutdown's own `shutdown(2)`, not the peer closing.
-fn read(stream: &TcpStream, session: &mut Session, shutdown: &ShutdownHandle) -> io::Result<()> {
+fn read(
+    stream: &TcpStream,
+    session: &mut Session,
+    shutdown: &ShutdownHandle,
+    mark: &Mark,
+) -> io::Result<()> {
     let n = (&*stream).read(session.read_buf())?;
     let now = Instant::now();
     if n > 0 {
         session.commit(n, now);
+    } else if mark.evicted.load(Relaxed) {
+        session.abort(CloseReason::Evicted);
     } else if shutdown.is_shutdown() {
         session.begin_shutdown(now);
     } else {
