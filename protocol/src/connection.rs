@@ -465,9 +465,11 @@ impl Connection {
     }
 
     /// Gives the connection a buffer for [`Connection::read_buf`] to lend (its bytes are
-    /// overwritten); ignored if it has one already.
-    pub fn give_read_buffer(&mut self, buf: Vec<u8>) {
-        self.decoder.give_read_buffer(buf);
+    /// overwritten); hands it back if the connection has one already. A slice lent by
+    /// [`Connection::read_buf`] and not committed is lent no more once the buffer is
+    /// taken: commit only what was read since.
+    pub fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.decoder.give_read_buffer(buf)
     }
 
     /// Frees the buffers that hold nothing, so an idle connection holds no buffer.

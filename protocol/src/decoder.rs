@@ -427,21 +427,28 @@ impl Decoder {
     /// while the connection is idle); the next read allocates one, or uses the one given
     /// back with [`Decoder::give_read_buffer`].
     pub(crate) fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
-        if self.rpos != self.rend || self.rbuf.capacity() == 0 || !matches!(self.lent, Lent::None) {
+        if self.rpos != self.rend || self.rbuf.capacity() == 0 {
             return None;
+        }
+        // A slice lent and not committed (a read that found nothing) is lent no more.
+        if let Lent::Staging(_) = self.lent {
+            self.lent = Lent::None;
         }
         self.rpos = 0;
         self.rend = 0;
         Some(mem::take(&mut self.rbuf))
     }
 
-    /// Gives a staging buffer to a decoder that has none (its contents are overwritten;
-    /// ignored if the decoder has one already).
-    pub(crate) fn give_read_buffer(&mut self, buf: Vec<u8>) {
-        if self.rbuf.capacity() == 0 && matches!(self.lent, Lent::None) {
+    /// Gives a staging buffer to a decoder that has none (its contents are overwritten);
+    /// hands it back if the decoder has one already.
+    pub(crate) fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.rbuf.capacity() == 0 && !matches!(self.lent, Lent::Staging(_)) {
             self.rbuf = buf;
             self.rpos = 0;
             self.rend = 0;
+            None
+        } else {
+            Some(buf)
         }
     }
 

@@ -1217,7 +1217,11 @@ fn a_read_buffer_can_be_taken_while_idle_and_given_back() {
         .expect("idle: the staging buffer comes out");
     assert!(buf.capacity() >= 4096);
     assert_eq!(conn.read_alloc_need(), 4096);
-    conn.give_read_buffer(buf);
+    assert!(conn.give_read_buffer(buf).is_none(), "taken");
     assert_eq!(conn.read_alloc_need(), 0);
+    assert!(
+        conn.give_read_buffer(vec![0; 64]).is_some(),
+        "it has one already"
+    );
     assert_eq!(feed_conn(&mut conn, &wire, now).len(), 1);
 }

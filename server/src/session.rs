@@ -241,6 +241,25 @@ impl Session {
         &self.conn
     }
 
+    /// Takes the buffer the session reads into, if the connection is idle (nothing being
+    /// received, nothing to send), for the transport to keep in a pool and lend to the
+    /// next connection that reads ([`Session::give_read_buffer`]): a burst of connections
+    /// that each read a request then needs as many buffers as read at once, not one per
+    /// connection left behind in the allocator.
+    pub fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
+        if self.is_idle() {
+            self.conn.take_read_buffer()
+        } else {
+            None
+        }
+    }
+
+    /// Gives the session a buffer to read into (see [`Session::take_read_buffer`]); hands
+    /// it back if the session has one already.
+    pub fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.conn.give_read_buffer(buf)
+    }
+
     /// A slice to read into; say how much arrived with [`Session::commit`].
     pub fn read_buf(&mut self) -> &mut [u8] {
         self.conn.read_buf()

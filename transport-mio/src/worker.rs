@@ -29,6 +29,8 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const READ_BUDGET: usize = 16;
 /// Accepts per turn before connections get theirs.
 const ACCEPT_BUDGET: usize = 256;
+/// Read buffers a loop keeps to lend to its connections while they read.
+const POOL_MAX: usize = 64;
 /// Stale timer entries tolerated beyond twice the open connections before compacting.
 const TIMER_SLACK: usize = 1024;
 
@@ -129,6 +131,8 @@ pub(crate) struct Worker {
     stop_by: Option<Instant>,
     /// Highest output queue this loop has reported to the shared high-water mark.
     local_max_output: usize,
+    /// Read buffers taken back from idle connections, lent to the next that read.
+    pool: Vec<Vec<u8>>,
 }
 
 impl Worker {
@@ -157,6 +161,7 @@ impl Worker {
             accept_retry_at: None,
             stop_by: None,
             local_max_output: 0,
+            pool: Vec::new(),
         }
     }
 
@@ -376,6 +381,11 @@ impl Worker {
                 break;
             }
             reads += 1;
+            if let Some(buf) = self.pool.pop() {
+                if let Some(back) = session.give_read_buffer(buf) {
+                    self.pool.push(back);
+                }
+            }
             let buf = session.read_buf();
             let lent = buf.len();
             match conn.stream.read(buf) {
@@ -402,6 +412,12 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => session.abort(CloseReason::Io(e)),
+            }
+        }
+        if self.pool.len() < POOL_MAX {
+            // Idle again: its read buffer goes back to the loop, not to the allocator.
+            if let Some(buf) = session.take_read_buffer() {
+                self.pool.push(buf);
             }
         }
         let id = conn.id;
