@@ -22,7 +22,7 @@ const RELEASE_DELAY: Duration = Duration::from_millis(100);
 
 /// A message part (header or content) larger than this that the memory budget cannot
 /// take is refused; a smaller one waits for room.
-pub const LARGE_MESSAGE: usize = 64 * 1024;
+pub(crate) const LARGE_MESSAGE: usize = 64 * 1024;
 
 /// How often a session held back by a full memory budget looks for room again.
 const BUDGET_RETRY: Duration = Duration::from_millis(20);
