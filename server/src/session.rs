@@ -24,6 +24,10 @@ const RELEASE_DELAY: Duration = Duration::from_millis(100);
 /// take is refused; a smaller one waits for room.
 pub(crate) const LARGE_MESSAGE: usize = 64 * 1024;
 
+/// A new part (header or content) larger than this may not take the last eighth of the
+/// memory budget, which stays for small requests (and the read buffers they need).
+const SMALL_PART: usize = 16 * 1024;
+
 /// How often a session held back by a full memory budget looks for room again.
 const BUDGET_RETRY: Duration = Duration::from_millis(20);
 
@@ -134,7 +138,8 @@ impl Session {
     /// A new connection accepted at `now`, answered by `service` under `config` (which
     /// transports share between sessions, normalized: [`ServerConfig::normalized`]). The
     /// header, idle and write deadlines and the output cap are handed to the protocol
-    /// machine, which keeps them.
+    /// machine, which keeps them. A transport then hands it the server's one memory
+    /// budget ([`Session::with_budget`]); until then it counts against one of its own.
     pub fn new(service: Arc<dyn Service>, config: Arc<ServerConfig>, now: Instant) -> Session {
         let deadlines = Deadlines {
             header: config.header_deadline,
@@ -495,10 +500,15 @@ impl Session {
             self.charged = desired;
             true
         } else {
-            let new_large = key != self.admitted && promise > LARGE_MESSAGE;
+            let new_part = key != self.admitted;
+            let new_large = new_part && promise > LARGE_MESSAGE;
             let limit = self.budget.limit();
-            // Large messages may not take the last eighth: it stays for small ones.
-            let ceiling = if new_large { limit - limit / 8 } else { limit };
+            // Larger parts may not take the last eighth: it stays for small requests.
+            let ceiling = if new_part && promise > SMALL_PART {
+                limit - limit / 8
+            } else {
+                limit
+            };
             if self.budget.try_charge(desired - self.charged, ceiling) {
                 self.charged = desired;
                 true
