@@ -590,14 +590,17 @@ impl Decoder {
                         parse_header(bytes, &self.limits)
                     } else {
                         let take = (len - self.hbuf.len()).min(src.len());
-                        if self.hbuf.capacity() < len {
-                            // The whole header's buffer at once, if the allowance covers it.
-                            let grow = len - self.hbuf.capacity();
-                            if grow > self.allowance {
+                        let need = self.hbuf.len() + take;
+                        let cap = self.hbuf.capacity();
+                        if need > cap {
+                            // Grows with the bytes received (doubling), within the allowance.
+                            let most = cap.saturating_add(self.allowance).min(len);
+                            if need > most {
                                 return Ok(None);
                             }
-                            self.hbuf.reserve_exact(len - self.hbuf.len());
-                            self.spend(grow);
+                            let new_cap = need.max(cap.saturating_mul(2)).min(most);
+                            self.hbuf.reserve_exact(new_cap - self.hbuf.len());
+                            self.spend(self.hbuf.capacity().saturating_sub(cap));
                         }
                         let (bytes, rest) = src.split_at(take);
                         *src = rest;
