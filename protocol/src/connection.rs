@@ -4,7 +4,7 @@
 use std::io::{self, IoSlice};
 use std::time::Instant;
 
-use crate::decoder::{Decoder, Event};
+use crate::decoder::{Decoder, Event, Receiving};
 use crate::encoder::Encoder;
 use crate::error::{LocalError, PeerError};
 use crate::limits::{Deadlines, Limits, Timeout};
@@ -474,6 +474,48 @@ impl Connection {
     /// memory right now.
     pub fn allocated(&self) -> usize {
         self.decoder.allocated() + self.encoder.allocated()
+    }
+
+    /// The message being received, once its size is known: where it starts, the bytes
+    /// announced for the part arriving now (a header that arrives in pieces, then the
+    /// content) and how many of them are not allocated yet. A server that keeps a memory
+    /// budget reserves `to_allocate` before reading on, or refuses the message: the
+    /// machine never allocates more than that for it.
+    pub fn receiving(&self) -> Option<Receiving> {
+        self.decoder.receiving()
+    }
+
+    /// Bytes the next [`Connection::read_buf`] would allocate outside
+    /// [`Connection::receiving`] (its staging buffer), so that a budget can be checked
+    /// before, not after, the allocation.
+    pub fn read_alloc_need(&self) -> usize {
+        self.decoder.read_alloc_need()
+    }
+
+    /// Bounds what the machine may allocate from now on to receive headers and contents
+    /// (`usize::MAX`, the default: no bound). A server keeping a memory budget reserves
+    /// [`Receiving::to_allocate`] and allows exactly that; a part that needs more stays
+    /// staged ([`Connection::next_event`] answers [`Event::NeedData`]) until the allowance
+    /// is raised. The staging buffer itself is sized by [`Connection::read_alloc_need`].
+    pub fn set_alloc_allowance(&mut self, bytes: usize) {
+        self.decoder.set_alloc_allowance(bytes);
+    }
+
+    /// Takes the buffer [`Connection::read_buf`] lends between messages, if it holds no
+    /// byte not yet decoded, so that a transport can keep such buffers in a pool while
+    /// connections are idle instead of freeing each one into the allocator; `None` if
+    /// there is none or it is in use. The next read allocates one unless one is given back
+    /// with [`Connection::give_read_buffer`].
+    pub fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
+        self.decoder.take_read_buffer()
+    }
+
+    /// Gives the connection a buffer for [`Connection::read_buf`] to lend (its bytes are
+    /// overwritten); hands it back if the connection has one already. A slice lent by
+    /// [`Connection::read_buf`] and not committed is lent no more once the buffer is
+    /// taken: commit only what was read since.
+    pub fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.decoder.give_read_buffer(buf)
     }
 
     /// Frees the buffers that hold nothing, so an idle connection holds no buffer.

@@ -26,6 +26,21 @@ pub(crate) const DEFAULT_READ_BUF: usize = 16 * 1024;
 /// A header buffer larger than this is freed once its header is parsed.
 const HBUF_KEEP: usize = 4 * 1024;
 
+/// The message a connection is receiving, as far as its size is known
+/// ([`crate::Connection::receiving`]): what a server must be ready to allocate for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Receiving {
+    /// Stream offset where the message starts (tells one message from the next).
+    pub start: u64,
+    /// Bytes announced for the part now arriving: the header's length while the header
+    /// arrives in pieces, then the content's length.
+    pub announced: usize,
+    /// Of those, bytes not allocated yet: the most the connection will still allocate to
+    /// receive this part.
+    pub to_allocate: usize,
+}
+
 /// What the decoder has for you.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -89,6 +104,9 @@ pub(crate) struct Decoder {
     rpos: usize,
     rend: usize,
     read_buf_size: usize,
+    /// Bytes of header and content buffer the decoder may still allocate
+    /// ([`Decoder::set_alloc_allowance`]); `usize::MAX`: no bound.
+    allowance: usize,
     lent: Lent,
     eof: bool,
     /// Stream offset of the next byte the state machine will consume.
@@ -112,6 +130,7 @@ impl Decoder {
             rpos: 0,
             rend: 0,
             read_buf_size: DEFAULT_READ_BUF,
+            allowance: usize::MAX,
             lent: Lent::None,
             eof: false,
             position: 0,
@@ -130,6 +149,13 @@ impl Decoder {
     /// The limits in force.
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Bounds what the decoder may allocate from now on for headers and contents
+    /// (`usize::MAX`: no bound). A part that needs more waits, its bytes staged, until the
+    /// allowance is raised.
+    pub(crate) fn set_alloc_allowance(&mut self, bytes: usize) {
+        self.allowance = bytes;
     }
 
     /// Decodes from `input`, advancing it past the bytes consumed. Returns at most one
@@ -152,6 +178,8 @@ impl Decoder {
             }
             match result {
                 Ok(Some(m)) => return Ok(Event::Message(m)),
+                // Stopped by the allocation allowance, bytes still staged.
+                Ok(None) if self.rpos < self.rend => return Ok(Event::NeedData),
                 Ok(None) => {}
                 Err(e) => return Err(self.fail(e)),
             }
@@ -177,16 +205,20 @@ impl Decoder {
         if let State::Content { len, .. } = self.state {
             let remaining = len - self.filled;
             if self.rpos == self.rend && remaining >= self.read_buf_size {
-                if self.content.len() == self.filled {
-                    self.reserve_content(self.filled + 1, len);
-                    // Initialise one window (what `recv` may write), no more.
-                    let window = self.read_buf_size.max(CONTENT_WINDOW);
-                    let end = (self.filled + window).min(self.content.capacity()).min(len);
-                    self.content.resize(end, 0);
+                // Past the allowance, the staging buffer is lent instead.
+                let room = self.content.len() > self.filled
+                    || self.reserve_content(self.filled + self.read_buf_size, len);
+                if room {
+                    if self.content.len() == self.filled {
+                        // Initialise one window (what `recv` may write), no more.
+                        let window = self.read_buf_size.max(CONTENT_WINDOW);
+                        let end = (self.filled + window).min(self.content.capacity()).min(len);
+                        self.content.resize(end, 0);
+                    }
+                    let spare = self.content.get_mut(self.filled..).unwrap_or_default();
+                    self.lent = Lent::Content(spare.len());
+                    return spare;
                 }
-                let spare = self.content.get_mut(self.filled..).unwrap_or_default();
-                self.lent = Lent::Content(spare.len());
-                return spare;
             }
         }
         self.compact_staging();
@@ -298,6 +330,68 @@ impl Decoder {
         self.rbuf.capacity() + self.hbuf.capacity() + self.content.capacity()
     }
 
+    /// The message being received, if its size is known: where it starts in the stream,
+    /// the bytes its header announced for the part now arriving (the header while it is
+    /// split, then the content), and how many of them are not allocated yet.
+    pub(crate) fn receiving(&self) -> Option<Receiving> {
+        let (announced, allocated) = match self.state {
+            State::Header { len } => (len, self.hbuf.capacity()),
+            State::Content { len, .. } => (len, self.content.capacity()),
+            _ => return None,
+        };
+        Some(Receiving {
+            start: self.message_start,
+            announced,
+            to_allocate: announced.saturating_sub(allocated),
+        })
+    }
+
+    /// Bytes the next [`Decoder::read_buf`] would allocate for its staging buffer (0 when
+    /// it lends the content buffer of a large content, whose growth [`Decoder::receiving`]
+    /// covers, or when the staging buffer has room).
+    pub(crate) fn read_alloc_need(&self) -> usize {
+        if let State::Content { len, .. } = self.state {
+            if self.rpos == self.rend && len - self.filled >= self.read_buf_size {
+                return 0;
+            }
+        }
+        let rend = self.rend - self.rpos;
+        if self.rbuf.len() == self.rend || self.rbuf.len() < self.read_buf_size {
+            (rend + self.read_buf_size).saturating_sub(self.rbuf.capacity())
+        } else {
+            0
+        }
+    }
+
+    /// Takes the staging buffer out, if it holds no unread byte (to keep it in a pool
+    /// while the connection is idle); the next read allocates one, or uses the one given
+    /// back with [`Decoder::give_read_buffer`].
+    pub(crate) fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
+        if self.rpos != self.rend || self.rbuf.capacity() == 0 {
+            return None;
+        }
+        // A slice lent and not committed (a read that found nothing) is lent no more.
+        if let Lent::Staging(_) = self.lent {
+            self.lent = Lent::None;
+        }
+        self.rpos = 0;
+        self.rend = 0;
+        Some(mem::take(&mut self.rbuf))
+    }
+
+    /// Gives a staging buffer to a decoder that has none (its contents are overwritten);
+    /// hands it back if the decoder has one already.
+    pub(crate) fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.rbuf.capacity() == 0 && !matches!(self.lent, Lent::Staging(_)) {
+            self.rbuf = buf;
+            self.rpos = 0;
+            self.rend = 0;
+            None
+        } else {
+            Some(buf)
+        }
+    }
+
     /// Frees the buffers that hold nothing, so an idle connection costs only the decoder
     /// itself.
     pub(crate) fn release_buffers(&mut self) {
@@ -345,20 +439,35 @@ impl Decoder {
     /// Makes sure at least `need` content bytes (of `total`) are allocated: when it must
     /// grow, at least one step, at least double what is filled, never more than `total`.
     /// Allocates only; nothing is initialised here.
-    fn reserve_content(&mut self, need: usize, total: usize) {
-        if need > self.content.capacity() {
+    /// `false` (nothing allocated) if the allowance does not cover `need`.
+    fn reserve_content(&mut self, need: usize, total: usize) -> bool {
+        let cap = self.content.capacity();
+        if need > cap {
+            let most = cap.saturating_add(self.allowance).min(total);
+            if need > most {
+                return false;
+            }
             let new_cap = need
                 .max(self.filled.saturating_mul(2))
                 .max(CONTENT_STEP)
-                .min(total);
+                .min(most);
             // Exact: `reserve` would round the capacity up to a power of two.
             self.content
                 .reserve_exact(new_cap.saturating_sub(self.content.len()));
+            self.spend(self.content.capacity().saturating_sub(cap));
+        }
+        true
+    }
+
+    fn spend(&mut self, bytes: usize) {
+        if self.allowance != usize::MAX {
+            self.allowance = self.allowance.saturating_sub(bytes);
         }
     }
 
     /// Appends received content bytes: over zeroes lent to `recv` and not written, then
     /// past the initialised part without zeroing first.
+    /// The caller made sure the allowance covers them.
     fn put_content(&mut self, bytes: &[u8], total: usize) {
         let end = self.filled + bytes.len();
         self.reserve_content(end, total);
@@ -421,6 +530,18 @@ impl Decoder {
                         parse_header(bytes, &self.limits)
                     } else {
                         let take = (len - self.hbuf.len()).min(src.len());
+                        let need = self.hbuf.len() + take;
+                        let cap = self.hbuf.capacity();
+                        if need > cap {
+                            // Grows with the bytes received (doubling), within the allowance.
+                            let most = cap.saturating_add(self.allowance).min(len);
+                            if need > most {
+                                return Ok(None);
+                            }
+                            let new_cap = need.max(cap.saturating_mul(2)).min(most);
+                            self.hbuf.reserve_exact(new_cap - self.hbuf.len());
+                            self.spend(self.hbuf.capacity().saturating_sub(cap));
+                        }
                         let (bytes, rest) = src.split_at(take);
                         *src = rest;
                         self.hbuf.extend_from_slice(bytes);
@@ -452,7 +573,14 @@ impl Decoder {
                 State::Content { len, .. } => {
                     let len = *len;
                     if self.filled < len {
-                        let take = (len - self.filled).min(src.len());
+                        let most = self
+                            .content
+                            .capacity()
+                            .saturating_add(self.allowance)
+                            .min(len);
+                        let take = (len - self.filled)
+                            .min(src.len())
+                            .min(most.saturating_sub(self.filled));
                         if take == 0 {
                             return Ok(None);
                         }
@@ -461,6 +589,7 @@ impl Decoder {
                         if self.filled == 0 && take == len {
                             // The whole content is here: one exact allocation, one copy.
                             self.content = bytes.to_vec();
+                            self.spend(take);
                             self.filled = take;
                         } else {
                             self.put_content(bytes, len);

@@ -115,7 +115,7 @@ mod protoheader;
 pub mod sniff;
 
 pub use connection::{Connection, Role};
-pub use decoder::Event;
+pub use decoder::{Event, Receiving};
 pub use error::{Error, JsonKind, LocalError, PeerError, Phase};
 pub use header::{parse_header, ByteOrder, Header};
 pub use limits::{Deadlines, Limits, Timeout, MAX_HEADER_LEN};

@@ -1147,3 +1147,81 @@ fn close_and_end_of_stream_say_what_the_transport_should_wait_for() {
         "bytes after the end of stream are misuse"
     );
 }
+
+/// Feeds `bytes` through `conn`'s one way in while it lends room; returns the messages.
+fn feed_conn(conn: &mut Connection, mut bytes: &[u8], now: Instant) -> Vec<Message> {
+    let mut out = Vec::new();
+    loop {
+        while let Ok(Event::Message(m)) = conn.next_event() {
+            out.push(m);
+        }
+        if bytes.is_empty() {
+            return out;
+        }
+        let buf = conn.read_buf();
+        let n = buf.len().min(bytes.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        conn.commit(n, now).expect("within the slice");
+        bytes = &bytes[n..];
+    }
+}
+
+#[test]
+fn the_allocation_allowance_holds_content_back_until_raised() {
+    let now = Instant::now();
+    let content = vec![7u8; 200 * 1024];
+    let wire = [
+        encode(&Message::binary("x/y", b"small".to_vec())).expect("encodable"),
+        encode(&Message::binary("x/y", content.clone())).expect("encodable"),
+    ]
+    .concat();
+    let mut conn = Connection::server().with_read_buf_size(4096);
+    conn.set_alloc_allowance(0);
+    // Even a small content is copied out of the staging buffer: it waits for an allowance.
+    let got = feed_conn(&mut conn, &wire[..4096], now);
+    assert!(got.is_empty());
+    let r = conn.receiving().expect("the first content is known");
+    assert_eq!((r.announced, r.to_allocate), (5, 5));
+    assert!(
+        conn.read_alloc_need() > 0,
+        "staging is full: a read would grow it"
+    );
+    conn.set_alloc_allowance(5);
+    let got = feed_conn(&mut conn, &[], now);
+    assert_eq!(got.len(), 1);
+    // The second: 200 KiB announced, nothing allocated until allowed.
+    let r = conn.receiving().expect("the second content is known");
+    assert_eq!((r.announced, r.to_allocate), (content.len(), content.len()));
+    let before = conn.allocated();
+    conn.set_alloc_allowance(0);
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert_eq!(
+        conn.allocated(),
+        before,
+        "nothing allocated past the allowance"
+    );
+    conn.set_alloc_allowance(r.to_allocate);
+    let got = feed_conn(&mut conn, &wire[4096..], now);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].content(), &content[..]);
+}
+
+#[test]
+fn a_read_buffer_can_be_taken_while_idle_and_given_back() {
+    let now = Instant::now();
+    let mut conn = Connection::server().with_read_buf_size(4096);
+    let wire = encode(&Message::binary("x/y", b"one".to_vec())).expect("encodable");
+    assert_eq!(feed_conn(&mut conn, &wire, now).len(), 1);
+    let buf = conn
+        .take_read_buffer()
+        .expect("idle: the staging buffer comes out");
+    assert!(buf.capacity() >= 4096);
+    assert_eq!(conn.read_alloc_need(), 4096);
+    assert!(conn.give_read_buffer(buf).is_none(), "taken");
+    assert_eq!(conn.read_alloc_need(), 0);
+    assert!(
+        conn.give_read_buffer(vec![0; 64]).is_some(),
+        "it has one already"
+    );
+    assert_eq!(feed_conn(&mut conn, &wire, now).len(), 1);
+}

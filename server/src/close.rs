@@ -45,12 +45,27 @@ pub enum CloseReason {
     /// [`crate::ServerConfig::max_connections`] connections were open
     /// ([`crate::WhenFull::Refuse`]).
     Full,
+    /// The server-wide [`crate::ServerConfig::memory_budget`] had no room for what the
+    /// peer sent (a large message announced) or for the service's answer.
+    OverBudget {
+        /// What did not fit: `"request"` or `"answer"`.
+        what: &'static str,
+        /// Bytes it needed.
+        need: usize,
+        /// The budget, in bytes.
+        budget: usize,
+    },
+    /// No byte of a first request arrived within the first-byte deadline.
+    FirstByteDeadline(Duration),
+    /// Closed while idle to make room for a new connection at the connection cap
+    /// ([`crate::WhenFull::EvictIdle`]).
+    Evicted,
 }
 
 impl CloseReason {
     /// Short names of the kinds of reason, in the order of [`CloseReason::index`]: for
     /// counters and metrics.
-    pub const LABELS: [&'static str; 13] = [
+    pub const LABELS: [&'static str; 16] = [
         "clean",
         "answered",
         "idle-timeout",
@@ -64,6 +79,9 @@ impl CloseReason {
         "io-error",
         "shutdown",
         "full",
+        "over-budget",
+        "first-byte-deadline",
+        "evicted",
     ];
 
     /// The position of this kind of reason in [`CloseReason::LABELS`].
@@ -82,6 +100,9 @@ impl CloseReason {
             CloseReason::Io(_) => 10,
             CloseReason::Shutdown => 11,
             CloseReason::Full => 12,
+            CloseReason::OverBudget { .. } => 13,
+            CloseReason::FirstByteDeadline(_) => 14,
+            CloseReason::Evicted => 15,
         }
     }
 
@@ -91,7 +112,7 @@ impl CloseReason {
     }
 
     /// `true` for a failure worth a `warn` line: the peer broke the protocol, the service
-    /// failed, or an answer could not be sent.
+    /// failed, an answer could not be sent, or the memory budget was full.
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
@@ -100,6 +121,7 @@ impl CloseReason {
                 | CloseReason::ServicePanicked
                 | CloseReason::AnswerTooLarge { .. }
                 | CloseReason::BadAnswer(_)
+                | CloseReason::OverBudget { .. }
         )
     }
 
@@ -146,6 +168,16 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::Shutdown => f.write_str("the server is shutting down"),
             CloseReason::Full => f.write_str("max_connections connections are open"),
+            CloseReason::OverBudget { what, need, budget } => write!(
+                f,
+                "no room for a {what} of {need} bytes in the server's memory budget of {budget} bytes; refused"
+            ),
+            CloseReason::FirstByteDeadline(t) => {
+                write!(f, "no request began within {t:?} of connecting")
+            }
+            CloseReason::Evicted => {
+                f.write_str("idle the longest when a new connection came at max_connections")
+            }
         }
     }
 }
@@ -173,6 +205,13 @@ mod tests {
             CloseReason::Io(io::Error::from(io::ErrorKind::BrokenPipe)),
             CloseReason::Shutdown,
             CloseReason::Full,
+            CloseReason::OverBudget {
+                what: "request",
+                need: 2,
+                budget: 1,
+            },
+            CloseReason::FirstByteDeadline(Duration::from_secs(1)),
+            CloseReason::Evicted,
         ];
         for (i, r) in all.iter().enumerate() {
             assert_eq!(r.index(), i, "{r}");

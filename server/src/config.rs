@@ -4,14 +4,21 @@ use std::time::Duration;
 
 use sockmsg_protocol::Limits;
 
+use crate::budget::MemoryBudget;
+
 /// What the server does once [`ServerConfig::max_connections`] connections are open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum WhenFull {
-    /// Stop accepting until a connection closes: new connections wait in the kernel's
-    /// backlog (and are refused by the kernel once the backlog is full). The default: a
-    /// client waits a little rather than failing. (The event-loop transport looks again
-    /// every [`crate::ACCEPT_BACKOFF`] while full.)
+    /// Close the connection idle the longest (nothing being received, nothing to send) to
+    /// admit the new one; if no connection is idle, wait as [`WhenFull::Wait`] does. The
+    /// default: together with [`ServerConfig::first_byte_deadline`], connections held open
+    /// in silence cannot shut good clients out for more than a moment. (The event-loop
+    /// transport chooses among the connections of the loop that accepts.)
     #[default]
+    EvictIdle,
+    /// Stop accepting until a connection closes: new connections wait in the kernel's
+    /// backlog (and are refused by the kernel once the backlog is full). (The event-loop
+    /// transport looks again every [`crate::ACCEPT_BACKOFF`] while full.)
     Wait,
     /// Keep accepting, and close each connection beyond the maximum at once (the client
     /// sees its connection closed before any response).
@@ -25,12 +32,14 @@ pub enum WhenFull {
 ///
 /// | field | default | why |
 /// |---|---|---|
+/// | `first_byte_deadline` | 10 s | a new connection must start its first request within 10 s: a client that connects means to talk; a silent one cannot hold a slot for the idle timeout |
 /// | `header_deadline` | 30 s | a whole message must arrive within 30 s of its first byte: a peer dripping bytes (slowloris) cannot hold a slot longer |
 /// | `idle_timeout` | 60 s | between requests, a connection may wait a minute for its next one (the common keep-alive figure) |
 /// | `write_deadline` | 30 s | a peer that accepts no byte of its answers for as long as a request may take to arrive is gone or hostile |
 /// | `output_cap` | 1 MiB | answers queued per connection; beyond it the server stops reading that peer |
+/// | `memory_budget` | 256 MiB | input and output held over all connections: 16 messages of the largest size (16 MiB) in flight at once, or 10,000 connections reading (4 KiB each) and still 13 of them; a small share of a server's memory, so a flood of large messages cannot take the machine down |
 /// | `max_connections` | 10,000 | an idle connection costs a few KiB and no CPU on every transport, so the cap is set by file descriptors, not memory |
-/// | `when_full` | [`WhenFull::Wait`] | beyond the cap, clients wait in the backlog rather than fail |
+/// | `when_full` | [`WhenFull::EvictIdle`] | at the cap, the connection idle the longest makes room: silent connections cannot lock good clients out |
 /// | `shutdown_grace` | 5 s | answers in progress get 5 s to flush when the server stops |
 /// | `close_after_answer` | `false` | connections stay open for further requests |
 /// | `workers` | one per core | event loops of the event-loop transports |
@@ -56,6 +65,10 @@ pub struct ServerConfig {
     /// an answer larger than `limits.max_content_len` is not sent either. Default:
     /// [`Limits::default`].
     pub limits: Limits,
+    /// Time a new connection has to send the first byte of its first request; after that,
+    /// [`ServerConfig::header_deadline`] and [`ServerConfig::idle_timeout`] apply. Default:
+    /// 10 s.
+    pub first_byte_deadline: Option<Duration>,
     /// Time allowed to receive a whole message once its first byte has arrived. Default:
     /// 30 s.
     pub header_deadline: Option<Duration>,
@@ -69,6 +82,19 @@ pub struct ServerConfig {
     /// peer); an answer that would take a non-empty queue over it waits until the queue
     /// drains, so only an answer larger than the cap is ever queued alone. Default: 1 MiB.
     pub output_cap: usize,
+    /// Bytes held for input and output across all connections of the server: read
+    /// buffers, messages being received (reserved in full when their header arrives, so
+    /// a message admitted always completes), answers queued. Near it the server stops
+    /// reading from peers (backpressure: their bytes wait in the kernel) and refuses
+    /// messages of more than 64 KiB that do not fit under seven eighths of it (the last
+    /// eighth is kept for small messages) with [`crate::CloseReason::OverBudget`]; an
+    /// answer larger than [`ServerConfig::output_cap`] is sent only if it fits. Default:
+    /// 256 MiB.
+    pub memory_budget: usize,
+    /// The budget's counter, to read its figures ([`MemoryBudget::peak`]...) or to share
+    /// one budget between servers; `None`: each server counts its own
+    /// ([`MemoryBudget::for_config`]). Default: `None`.
+    pub memory_meter: Option<MemoryBudget>,
     /// Most connections open at once. Default: 10,000.
     pub max_connections: usize,
     /// What happens to connections beyond `max_connections`. Default: [`WhenFull::Wait`].
@@ -98,12 +124,15 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             limits: Limits::default(),
+            first_byte_deadline: Some(Duration::from_secs(10)),
             header_deadline: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(60)),
             write_deadline: Some(Duration::from_secs(30)),
             output_cap: 1024 * 1024,
+            memory_budget: 256 * 1024 * 1024,
+            memory_meter: None,
             max_connections: 10_000,
-            when_full: WhenFull::Wait,
+            when_full: WhenFull::EvictIdle,
             shutdown_grace: Duration::from_secs(5),
             close_after_answer: false,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -139,6 +168,18 @@ impl ServerConfig {
         self
     }
 
+    /// The same configuration with `bytes` of memory budget for the whole server.
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// The same configuration with this first-byte deadline (`None`: never).
+    pub fn with_first_byte_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.first_byte_deadline = deadline;
+        self
+    }
+
     /// The same configuration with output capped at `bytes` per connection.
     pub fn with_output_cap(mut self, bytes: usize) -> Self {
         self.output_cap = bytes;
@@ -164,6 +205,7 @@ impl ServerConfig {
         self.workers = self.workers.max(1);
         self.backlog = self.backlog.max(1);
         self.max_connections = self.max_connections.max(1);
+        self.first_byte_deadline = clamp(self.first_byte_deadline);
         self.header_deadline = clamp(self.header_deadline);
         self.idle_timeout = clamp(self.idle_timeout);
         self.write_deadline = clamp(self.write_deadline);

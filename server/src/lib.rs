@@ -15,6 +15,15 @@
 //!   should wait for ([`Session::wants_read`], [`Session::wants_write`]) and when to wake
 //!   ([`Session::poll_timeout`]). A transport is a thin loop: sockets in, the session's
 //!   wishes out.
+//! * [`MemoryBudget`]: one count, per server, of the bytes all its connections hold for
+//!   input and output ([`ServerConfig::memory_budget`], 256 MiB by default). Sessions
+//!   reserve before their connection allocates; near the budget they stop reading, and a
+//!   message over 64 KiB that does not fit is refused ([`CloseReason::OverBudget`]).
+//! * Fair slots: a new connection must start a request within
+//!   [`ServerConfig::first_byte_deadline`] (10 s), and at
+//!   [`ServerConfig::max_connections`] the connection idle the longest is closed to admit
+//!   the new one ([`WhenFull::EvictIdle`], the default; [`Session::idle_since`] tells the
+//!   transport which), so silent connections cannot lock good clients out.
 //! * [`ShutdownHandle`]: a flag plus the wake-ups each transport registers; [`CloseReason`]
 //!   and its one log line ([`CloseReason::log`]); [`accept_error`], the accept-error policy.
 //!
@@ -67,6 +76,7 @@
 #![warn(missing_docs)]
 
 mod accept;
+mod budget;
 mod close;
 mod config;
 mod service;
@@ -74,6 +84,7 @@ mod session;
 mod shutdown;
 
 pub use accept::{accept_error, AcceptAction, ACCEPT_BACKOFF};
+pub use budget::MemoryBudget;
 pub use close::CloseReason;
 pub use config::{ServerConfig, WhenFull};
 pub use service::{call_service, CallError, Service, ServiceError};

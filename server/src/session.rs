@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{Connection, Deadlines, Event, LocalError, Message, Role, Timeout};
 
+use crate::budget::MemoryBudget;
 use crate::close::CloseReason;
 use crate::config::ServerConfig;
 use crate::service::{call_service, Service};
@@ -18,6 +19,17 @@ const READ_BUF: usize = 4 * 1024;
 /// (and zero) the read buffer again for every request of a keep-alive connection; an idle
 /// connection holds no buffer after this.
 const RELEASE_DELAY: Duration = Duration::from_millis(100);
+
+/// A message part (header or content) larger than this that the memory budget cannot
+/// take is refused; a smaller one waits for room.
+pub(crate) const LARGE_MESSAGE: usize = 64 * 1024;
+
+/// A new part (header or content) larger than this may not take the last eighth of the
+/// memory budget, which stays for small requests (and the read buffers they need).
+const SMALL_PART: usize = 16 * 1024;
+
+/// How often a session held back by a full memory budget looks for room again.
+const BUDGET_RETRY: Duration = Duration::from_millis(20);
 
 /// Where a [`Session`] stands: the state of one server connection.
 #[derive(Debug)]
@@ -92,6 +104,24 @@ pub struct Session {
     requests: u64,
     /// When to free the buffers of a connection found idle ([`RELEASE_DELAY`]).
     release_at: Option<Instant>,
+    /// The server's memory budget, and what this session has charged to it (its buffers
+    /// plus reservations for what it is about to receive).
+    budget: MemoryBudget,
+    charged: usize,
+    /// The part being received (start, announced size) whose memory is reserved.
+    admitted: Option<(u64, usize)>,
+    /// Set while the budget has no room for what the next read needs: when to look again.
+    budget_retry: Option<Instant>,
+    /// Until the first byte arrives: when the first-byte deadline passes.
+    first_byte_by: Option<Instant>,
+    /// Since when the connection has been idle (nothing in progress, nothing to send).
+    idle_since: Option<Instant>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.budget.release(self.charged);
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -108,7 +138,8 @@ impl Session {
     /// A new connection accepted at `now`, answered by `service` under `config` (which
     /// transports share between sessions, normalized: [`ServerConfig::normalized`]). The
     /// header, idle and write deadlines and the output cap are handed to the protocol
-    /// machine, which keeps them.
+    /// machine, which keeps them. A transport then hands it the server's one memory
+    /// budget ([`Session::with_budget`]); until then it counts against one of its own.
     pub fn new(service: Arc<dyn Service>, config: Arc<ServerConfig>, now: Instant) -> Session {
         let deadlines = Deadlines {
             header: config.header_deadline,
@@ -119,7 +150,9 @@ impl Session {
             .with_deadlines(deadlines, now)
             .with_output_cap(config.output_cap)
             .with_read_buf_size(READ_BUF);
-        Session {
+        let budget = MemoryBudget::for_config(&config);
+        let first_byte_by = config.first_byte_deadline.map(|d| now + d);
+        let mut session = Session {
             conn,
             service,
             config,
@@ -128,6 +161,40 @@ impl Session {
             grace_until: None,
             requests: 0,
             release_at: None,
+            budget,
+            charged: 0,
+            admitted: None,
+            budget_retry: None,
+            first_byte_by,
+            idle_since: Some(now),
+        };
+        session.account(now);
+        session
+    }
+
+    /// The same session, counting its memory in `budget`, the one its server shares
+    /// between all its sessions ([`MemoryBudget::for_config`]). Without it, a session
+    /// counts against a budget of its own, of [`ServerConfig::memory_budget`] bytes.
+    pub fn with_budget(mut self, budget: MemoryBudget, now: Instant) -> Session {
+        self.budget.release(std::mem::take(&mut self.charged));
+        self.budget = budget;
+        self.admitted = None;
+        self.account(now);
+        self
+    }
+
+    /// The memory budget the session counts against.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Since when the connection has been idle (nothing being received, nothing to send),
+    /// or `None` if it is not: what [`crate::WhenFull::EvictIdle`] compares.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.is_closed() {
+            None
+        } else {
+            self.idle_since
         }
     }
 
@@ -149,10 +216,14 @@ impl Session {
         matches!(self.state, SessionState::Closed(_))
     }
 
-    /// `true` while the socket should be read: requests are taken, and the protocol
-    /// machine wants input (no end of stream, no error, output under the cap).
+    /// `true` while the socket should be read: requests are taken, the protocol machine
+    /// wants input (no end of stream, no error, output under the cap), and the memory
+    /// budget holds what the next read needs (else the session looks again shortly: see
+    /// [`Session::poll_timeout`]).
     pub fn wants_read(&self) -> bool {
-        matches!(self.state, SessionState::Open) && self.conn.wants_read()
+        matches!(self.state, SessionState::Open)
+            && self.conn.wants_read()
+            && self.budget_retry.is_none()
     }
 
     /// `true` while answers wait to be sent.
@@ -175,6 +246,25 @@ impl Session {
         &self.conn
     }
 
+    /// Takes the buffer the session reads into, if the connection is idle (nothing being
+    /// received, nothing to send), for the transport to keep in a pool and lend to the
+    /// next connection that reads ([`Session::give_read_buffer`]): a burst of connections
+    /// that each read a request then needs as many buffers as read at once, not one per
+    /// connection left behind in the allocator.
+    pub fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
+        if self.is_idle() {
+            self.conn.take_read_buffer()
+        } else {
+            None
+        }
+    }
+
+    /// Gives the session a buffer to read into (see [`Session::take_read_buffer`]); hands
+    /// it back if the session has one already.
+    pub fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.conn.give_read_buffer(buf)
+    }
+
     /// A slice to read into; say how much arrived with [`Session::commit`].
     pub fn read_buf(&mut self) -> &mut [u8] {
         self.conn.read_buf()
@@ -183,6 +273,9 @@ impl Session {
     /// Records that `n` bytes were read into [`Session::read_buf`] at `now`, and answers
     /// every request they complete (within the output cap).
     pub fn commit(&mut self, n: usize, now: Instant) {
+        if n > 0 {
+            self.first_byte_by = None;
+        }
         if let Err(e) = self.conn.commit(n, now) {
             // A transport bug (more committed than lent), not the peer's doing.
             self.abort(CloseReason::Io(io::Error::new(
@@ -209,7 +302,7 @@ impl Session {
         reader: &mut R,
         now: Instant,
     ) -> io::Result<usize> {
-        let n = reader.read(self.conn.read_buf())?;
+        let n = reader.read(self.read_buf())?;
         if n == 0 {
             self.receive_eof(now);
         } else {
@@ -246,15 +339,22 @@ impl Session {
     }
 
     /// The instant the session must next be looked at ([`Session::handle_timeout`]), if
-    /// any: the protocol machine's nearest deadline, or the end of the shutdown grace.
+    /// any: the protocol machine's nearest deadline, the first-byte deadline, the end of
+    /// the shutdown grace, or the next look for room in a full memory budget.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_closed() {
             return None;
         }
-        [self.conn.poll_timeout(), self.grace_until, self.release_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.conn.poll_timeout(),
+            self.grace_until,
+            self.release_at,
+            self.budget_retry,
+            self.first_byte_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Closes the connection if a deadline passed by `now` (calling early is harmless).
@@ -270,10 +370,22 @@ impl Session {
             self.release_at = None;
             if self.is_idle() {
                 self.conn.release_buffers();
+                self.account(now);
+            }
+        }
+        if self.budget_retry.is_some_and(|at| at <= now) {
+            self.budget_retry = None;
+            self.process(now);
+            if self.is_closed() {
+                return;
             }
         }
         let cfg = &self.config;
         let reason = match self.conn.handle_timeout(now) {
+            // The machine's own deadlines first: the idle timeout when it is as short.
+            None if self.first_byte_by.is_some_and(|at| at <= now) => {
+                CloseReason::FirstByteDeadline(cfg.first_byte_deadline.unwrap_or_default())
+            }
             None => return,
             Some(Timeout::Header) => {
                 CloseReason::HeaderDeadline(cfg.header_deadline.unwrap_or_default())
@@ -313,6 +425,13 @@ impl Session {
         self.parked = None;
         self.state = SessionState::Closed(reason);
         self.conn.release_buffers();
+        self.budget_retry = None;
+        // Only what is still allocated stays charged, until the session is dropped.
+        let real = self.conn.allocated();
+        if real < self.charged {
+            self.budget.release(self.charged - real);
+            self.charged = real;
+        }
     }
 
     /// `true` if `answer` may be queued now: the queue is empty, or stays within the cap.
@@ -333,10 +452,118 @@ impl Session {
             .map_or(true, |size| pending.saturating_add(size) <= cap)
     }
 
-    /// Takes requests and answers them until input, room under the cap or the
-    /// connection's life runs out; then closes a drained connection, and frees the
+    /// Takes requests and answers them until input, room under the cap or budget, or
+    /// the connection's life runs out; then closes a drained connection, and frees the
     /// buffers of an idle one.
     fn process(&mut self, now: Instant) {
+        loop {
+            self.take_requests(now);
+            self.close_if_drained();
+            let before = self.admitted;
+            self.account(now);
+            // A part newly reserved may have bytes staged: decode on.
+            if self.admitted == before || self.admitted.is_none() || self.is_closed() {
+                break;
+            }
+        }
+        if self.is_idle() && !self.is_closed() {
+            self.idle_since.get_or_insert(now);
+        } else {
+            self.idle_since = None;
+        }
+        if self.release_at.is_none() && self.is_idle() && self.conn.allocated() > 0 {
+            // Idle: what the decoder and encoder hold goes back soon, unless a request
+            // comes first (see `handle_timeout`).
+            self.release_at = Some(now + RELEASE_DELAY);
+        }
+    }
+
+    /// Brings the budget up to date with what the connection holds and what its next
+    /// read needs, reserving before any allocation: the part being received (in full,
+    /// once its size is known) and the staging buffer. A large part that does not fit is
+    /// refused ([`CloseReason::OverBudget`]); anything else waits for room (no reading
+    /// meanwhile).
+    fn account(&mut self, now: Instant) {
+        let real = self.conn.allocated();
+        let taking = matches!(self.state, SessionState::Open | SessionState::Backpressured);
+        let receiving = if taking { self.conn.receiving() } else { None };
+        let key = receiving.map(|r| (r.start, r.announced));
+        let promise = receiving.map_or(0, |r| r.to_allocate);
+        let staging = if taking && self.conn.wants_read() {
+            self.conn.read_alloc_need()
+        } else {
+            0
+        };
+        let desired = real.saturating_add(promise).saturating_add(staging);
+        let granted = if desired <= self.charged {
+            self.budget.release(self.charged - desired);
+            self.charged = desired;
+            true
+        } else {
+            let new_part = key != self.admitted;
+            let new_large = new_part && promise > LARGE_MESSAGE;
+            let limit = self.budget.limit();
+            // Larger parts may not take the last eighth: it stays for small requests.
+            let ceiling = if new_part && promise > SMALL_PART {
+                limit - limit / 8
+            } else {
+                limit
+            };
+            if self.budget.try_charge(desired - self.charged, ceiling) {
+                self.charged = desired;
+                true
+            } else {
+                if real > self.charged {
+                    // Allocated already (an answer, say): it is counted, whatever the room.
+                    self.budget.charge(real - self.charged);
+                    self.charged = real;
+                }
+                if new_large {
+                    self.budget.note_refused();
+                    let need = receiving.map_or(promise, |r| r.announced);
+                    self.drain(CloseReason::OverBudget {
+                        what: "request",
+                        need,
+                        budget: limit,
+                    });
+                    self.close_if_drained();
+                    self.conn.set_alloc_allowance(0);
+                    self.budget_retry = None;
+                    self.account(now);
+                    return;
+                }
+                false
+            }
+        };
+        if granted {
+            self.admitted = key;
+            self.budget_retry = None;
+        } else {
+            self.budget_retry = Some(now + BUDGET_RETRY);
+        }
+        let allowance = if key.is_some() && key == self.admitted {
+            promise
+        } else {
+            0
+        };
+        self.conn.set_alloc_allowance(allowance);
+    }
+
+    /// A draining connection with nothing more to send is closed.
+    fn close_if_drained(&mut self) {
+        if let SessionState::Draining(_) = self.state {
+            if !self.conn.wants_write() && self.parked.is_none() {
+                if let SessionState::Draining(reason) =
+                    std::mem::replace(&mut self.state, SessionState::Open)
+                {
+                    self.state = SessionState::Closed(reason);
+                }
+            }
+        }
+    }
+
+    /// The request loop of [`Session::process`].
+    fn take_requests(&mut self, now: Instant) {
         loop {
             if self.is_closed() {
                 return;
@@ -374,20 +601,6 @@ impl Session {
                 Err(e) => self.drain(CloseReason::Protocol(e)),
             }
         }
-        if let SessionState::Draining(_) = self.state {
-            if !self.conn.wants_write() && self.parked.is_none() {
-                if let SessionState::Draining(reason) =
-                    std::mem::replace(&mut self.state, SessionState::Open)
-                {
-                    self.state = SessionState::Closed(reason);
-                }
-            }
-        }
-        if self.release_at.is_none() && self.is_idle() && self.conn.allocated() > 0 {
-            // Idle: what the decoder and encoder hold goes back soon, unless a request
-            // comes first (see `handle_timeout`).
-            self.release_at = Some(now + RELEASE_DELAY);
-        }
     }
 
     /// Nothing in progress either way.
@@ -408,6 +621,21 @@ impl Session {
     }
 
     fn queue(&mut self, answer: Message, now: Instant) {
+        let size = answer.content().len();
+        if size > self.config.output_cap {
+            // Larger than the output cap, so queued alone: only if the budget has room.
+            if self.budget.try_charge(size, self.budget.limit()) {
+                self.charged += size;
+            } else {
+                self.budget.note_refused();
+                self.state = SessionState::Draining(CloseReason::OverBudget {
+                    what: "answer",
+                    need: size,
+                    budget: self.budget.limit(),
+                });
+                return;
+            }
+        }
         if let Err(e) = self.conn.send(answer, now) {
             self.parked = None;
             let reason = match e {

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{encode, Connection, Event, Message, Role};
 
-use crate::{CloseReason, ServerConfig, Service, ServiceError, Session, SessionState};
+use crate::{
+    CloseReason, MemoryBudget, ServerConfig, Service, ServiceError, Session, SessionState,
+};
 
 /// Answers binary content `C` with `C` repeated `n` times where the content is `n:C`,
 /// fails on `fail`, panics on `panic`.
@@ -322,4 +324,102 @@ fn pending_slices_and_consume_send_the_same_bytes_as_write_to() {
     }
     assert_eq!(sent, expected);
     assert_eq!(answers(&sent).len(), 3);
+}
+
+/// A request with `len` bytes of content of which only `sent` are on the wire.
+fn partial(len: usize, sent: usize) -> Vec<u8> {
+    let mut wire = encode(&Message::binary("x/y", vec![b'a'; len])).expect("encodable");
+    wire.truncate(wire.len() - (len - sent));
+    wire
+}
+
+#[test]
+fn the_budget_reserves_a_large_message_refuses_the_next_and_never_goes_past() {
+    let now = Instant::now();
+    let budget = MemoryBudget::new(1024 * 1024);
+    let config = ServerConfig::default();
+    let mut sessions: Vec<Session> = (0..4)
+        .map(|_| session(config.clone(), now).with_budget(budget.clone(), now))
+        .collect();
+    // 4 x 400 KiB announced (most of it sent) under 1 MiB: two fit under seven eighths.
+    for s in &mut sessions {
+        feed(s, &partial(400 * 1024, 390 * 1024), now);
+    }
+    let refused: Vec<_> = sessions
+        .iter()
+        .filter(|s| matches!(s.close_reason(), Some(CloseReason::OverBudget { .. })))
+        .collect();
+    assert_eq!(refused.len(), 2, "{sessions:?}");
+    assert_eq!(budget.refused(), 2);
+    assert!(budget.peak() <= budget.limit(), "{budget:?}");
+    // A small request still gets room and its answer.
+    let mut small = session(config, now).with_budget(budget.clone(), now);
+    feed(&mut small, &request("3:ok"), now);
+    assert_eq!(drain(&mut small, now), [b"okokok".to_vec()]);
+    assert!(budget.peak() <= budget.limit(), "{budget:?}");
+    // Everything is given back when the sessions go.
+    drop(sessions);
+    drop(small);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn a_full_budget_holds_reading_back_until_there_is_room() {
+    let now = Instant::now();
+    let budget = MemoryBudget::new(64 * 1024);
+    let mut big = session(ServerConfig::default(), now).with_budget(budget.clone(), now);
+    // 40 KiB in progress: small enough to wait rather than be refused.
+    feed(&mut big, &partial(40 * 1024, 30 * 1024), now);
+    let mut other = session(ServerConfig::default(), now).with_budget(budget.clone(), now);
+    feed(&mut other, &partial(40 * 1024, 1024), now);
+    assert!(!other.wants_read(), "no room: the other waits");
+    assert!(other.close_reason().is_none());
+    assert!(other
+        .poll_timeout()
+        .is_some_and(|at| at <= now + Duration::from_millis(20)));
+    // The first completes and goes: the other reads again at its next look.
+    feed(&mut big, &vec![b'a'; 10 * 1024], now);
+    assert_eq!(drain(&mut big, now).len(), 1);
+    drop(big);
+    other.handle_timeout(now + Duration::from_millis(20));
+    assert!(other.wants_read());
+    assert!(budget.peak() <= budget.limit(), "{budget:?}");
+}
+
+#[test]
+fn an_answer_over_the_output_cap_needs_room_in_the_budget() {
+    let now = Instant::now();
+    let budget = MemoryBudget::new(256 * 1024);
+    let config = ServerConfig::default().with_output_cap(64 * 1024);
+    let mut s = session(config, now).with_budget(budget.clone(), now);
+    // 100,000 x "xyz" = 300,000 bytes: over the cap, queued alone only if it fits.
+    feed(&mut s, &request("100000:xyz"), now);
+    assert!(
+        matches!(
+            s.close_reason(),
+            Some(CloseReason::OverBudget { what: "answer", .. })
+        ),
+        "{s:?}"
+    );
+    assert!(drain(&mut s, now).is_empty());
+}
+
+#[test]
+fn a_silent_connection_closes_at_the_first_byte_deadline_a_talking_one_does_not() {
+    let now = Instant::now();
+    let config = ServerConfig::default().with_first_byte_deadline(Some(Duration::from_secs(2)));
+    let mut silent = session(config.clone(), now);
+    assert_eq!(silent.poll_timeout(), Some(now + Duration::from_secs(2)));
+    assert_eq!(silent.idle_since(), Some(now));
+    silent.handle_timeout(now + Duration::from_secs(2));
+    assert!(matches!(
+        silent.close_reason(),
+        Some(CloseReason::FirstByteDeadline(_))
+    ));
+    let mut talking = session(config, now);
+    feed(&mut talking, &request("hi"), now);
+    assert_eq!(drain(&mut talking, now), [b"hi".to_vec()]);
+    talking.handle_timeout(now + Duration::from_secs(3));
+    assert!(talking.close_reason().is_none());
+    assert!(talking.idle_since().is_some());
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use sockmsg_app::serve::{spawn, RunningServer, ServerConfig, Transport};
 use sockmsg_demo::{json_request, request as demo_request, DemoService};
 use sockmsg_protocol::{encode, Connection, Event, Message, Role};
-use sockmsg_server::{Service, ServiceError, WhenFull};
+use sockmsg_server::{MemoryBudget, Service, ServiceError, WhenFull};
 
 /// Longest any single wait of this suite may take.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -649,6 +649,7 @@ fn connections_beyond_the_maximum_wait_or_are_refused() {
         // Wait: the next connection is served once a slot is free.
         let config_wait = ServerConfig {
             max_connections: 1,
+            when_full: WhenFull::Wait,
             ..config()
         };
         let server = start(t, &config_wait, test_service());
@@ -728,5 +729,179 @@ fn many_clients_at_once_are_all_answered() {
                 .unwrap_or_else(|_| panic!("{t}: a client thread failed"));
         }
         assert_eq!(done.load(Ordering::SeqCst), 256, "{t}");
+    });
+}
+
+/// `true` once the server closed `stream` (end of stream or reset), within [`LIMIT`].
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+/// `true` if `stream` is still open and silent after `wait`.
+fn still_open(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut byte = [0u8; 1];
+    let open =
+        matches!(stream.read(&mut byte), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock);
+    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+    open
+}
+
+#[test]
+fn silent_connections_at_the_cap_cannot_lock_out_a_good_client() {
+    on_every_transport(|t| {
+        let first_byte = Duration::from_millis(1500);
+        let base = ServerConfig {
+            max_connections: 4,
+            workers: 1,
+            first_byte_deadline: Some(first_byte),
+            ..config()
+        };
+        // EvictIdle (the default): the good client is served at once, in place of the
+        // connection silent the longest.
+        let server = start(t, &base, test_service());
+        let mut silent: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let s = connect(server.addr());
+                thread::sleep(Duration::from_millis(30));
+                s
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        assert_eq!(ask(server.addr(), "good"), "echo:good", "{t}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "{t}: served in {:?}",
+            started.elapsed()
+        );
+        let oldest = silent[0].local_addr().expect("addr");
+        assert!(
+            closed_by_server(&mut silent[0]),
+            "{t}: the oldest is evicted"
+        );
+        assert_close_logged(t, oldest, "idle the longest");
+        assert!(
+            still_open(&mut silent[3], Duration::from_millis(100)),
+            "{t}"
+        );
+        // The first-byte deadline closes the others.
+        for s in &mut silent[1..] {
+            assert!(closed_by_server(s), "{t}");
+        }
+        assert!(
+            started.elapsed() < first_byte + Duration::from_secs(2),
+            "{t}"
+        );
+        drop(server);
+
+        // Wait: the good client waits for the first-byte deadline, no longer.
+        let wait = ServerConfig {
+            when_full: WhenFull::Wait,
+            ..base
+        };
+        let server = start(t, &wait, test_service());
+        let silent: Vec<TcpStream> = (0..4).map(|_| connect(server.addr())).collect();
+        thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        assert_eq!(ask(server.addr(), "patient"), "echo:patient", "{t}");
+        let waited = started.elapsed();
+        assert!(
+            waited < first_byte + Duration::from_secs(1),
+            "{t}: waited {waited:?}"
+        );
+        assert!(
+            waited > first_byte / 2,
+            "{t}: waited only {waited:?}: was the cap applied?"
+        );
+        drop(silent);
+    });
+}
+
+/// The start of a request announcing `len` bytes of content, with `sent` of them.
+fn partial_request(len: usize, sent: usize) -> Vec<u8> {
+    let mut bytes = wire(&[Message::binary("x/request", vec![b'a'; len])]);
+    bytes.truncate(bytes.len() - (len - sent));
+    bytes
+}
+
+#[test]
+fn the_memory_budget_bounds_large_messages_and_good_clients_are_served() {
+    on_every_transport(|t| {
+        let budget = MemoryBudget::new(1024 * 1024);
+        let config = ServerConfig {
+            memory_meter: Some(budget.clone()),
+            ..config()
+        };
+        let server = start(t, &config, test_service());
+        // 6 clients send most of a 400 KiB request under a 1 MiB budget: two fit.
+        let mut big: Vec<TcpStream> = (0..6)
+            .map(|_| {
+                let mut s = connect(server.addr());
+                s.write_all(&partial_request(400 * 1024, 300 * 1024))
+                    .or_else(|e| match e.kind() {
+                        // Refused (and reset) before all of it was written.
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Ok(()),
+                        _ => Err(e),
+                    })
+                    .expect("write");
+                s
+            })
+            .collect();
+        assert!(
+            wait_until(|| budget.refused() >= 4),
+            "{t}: refused {}",
+            budget.refused()
+        );
+        let refused: Vec<usize> = (0..big.len())
+            .filter(|&i| !still_open(&mut big[i], Duration::from_millis(50)))
+            .collect();
+        assert_eq!(refused.len(), 4, "{t}: {refused:?}");
+        // Good clients are still served.
+        for i in 0..5 {
+            assert_eq!(
+                ask(server.addr(), &format!("small{i}")),
+                format!("echo:small{i}"),
+                "{t}"
+            );
+        }
+        assert!(budget.peak() <= budget.limit(), "{t}: {budget:?}");
+        assert!(
+            sockmsg_tests::log::lines_with("server's memory budget of 1048576 bytes").len() >= 4,
+            "{t}: the close is logged"
+        );
+        drop(big);
+        assert!(wait_until(|| budget.used() < 64 * 1024), "{t}: {budget:?}");
+    });
+}
+
+#[test]
+fn an_answer_alone_over_the_output_cap_is_sent_only_within_the_budget() {
+    on_every_transport(|t| {
+        let budget = MemoryBudget::new(512 * 1024);
+        let config = ServerConfig {
+            output_cap: 64 * 1024,
+            memory_meter: Some(budget.clone()),
+            ..config()
+        };
+        let server = start(t, &config, test_service());
+        let mut s = connect(server.addr());
+        s.write_all(&wire(&[req("big:200000")])).expect("write");
+        let (got, end) = answers(&mut s, 1);
+        assert_eq!((got.len(), end), (1, End::Open), "{t}");
+        assert_eq!(got[0].content().len(), 200_000, "{t}");
+        s.write_all(&wire(&[req("big:600000")])).expect("write");
+        let (got, end) = answers(&mut s, usize::MAX);
+        assert!(got.is_empty() && end == End::Closed, "{t}: {}", got.len());
+        assert_eq!(budget.refused(), 1, "{t}");
+        assert!(budget.peak() <= budget.limit(), "{t}: {budget:?}");
     });
 }

@@ -97,7 +97,7 @@ impl Server {
             loops,
             local_addr,
             shutdown,
-            stats: Stats::new(n),
+            stats: Stats::new(n, sockmsg_server::MemoryBudget::for_config(&config)),
             config,
             options,
         })

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use sockmsg_server::CloseReason;
+use sockmsg_server::{CloseReason, MemoryBudget};
 
 /// One loop's counters, on a cache line of their own so loops never contend.
 #[derive(Debug, Default)]
@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) open: AtomicUsize,
     pub(crate) max_open: AtomicUsize,
     pub(crate) max_output: AtomicUsize,
+    /// The server's memory budget, shared by every session of every loop.
+    pub(crate) budget: MemoryBudget,
 }
 
 /// A live view of a server's counters; cheap to clone, usable from any thread, before,
@@ -88,6 +90,17 @@ pub struct StatsSnapshot {
     pub closed_io_error: u64,
     /// Connections closed by the server's shutdown.
     pub closed_shutdown: u64,
+    /// Connections closed because the memory budget had no room for a large request or
+    /// answer.
+    pub closed_over_budget: u64,
+    /// Connections closed because no request began within the first-byte deadline.
+    pub closed_first_byte: u64,
+    /// Idle connections closed to admit a new one at the connection cap.
+    pub closed_evicted: u64,
+    /// Bytes held or reserved for input and output now, over all connections.
+    pub memory_held: usize,
+    /// The most bytes ever held or reserved at once (at most the budget).
+    pub memory_peak: usize,
 }
 
 impl StatsSnapshot {
@@ -102,19 +115,29 @@ impl StatsSnapshot {
             + self.closed_service_error
             + self.closed_io_error
             + self.closed_shutdown
+            + self.closed_over_budget
+            + self.closed_first_byte
+            + self.closed_evicted
     }
 }
 
 impl Stats {
-    pub(crate) fn new(loops: usize) -> Stats {
+    pub(crate) fn new(loops: usize, budget: MemoryBudget) -> Stats {
         Stats {
             shared: Arc::new(Shared {
                 loops: (0..loops).map(|_| LoopCounters::default()).collect(),
                 open: AtomicUsize::new(0),
                 max_open: AtomicUsize::new(0),
                 max_output: AtomicUsize::new(0),
+                budget,
             }),
         }
+    }
+
+    /// The server's memory budget (its figures: [`MemoryBudget::used`],
+    /// [`MemoryBudget::peak`], [`MemoryBudget::refused`]).
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.shared.budget
     }
 
     /// Connections open now.
@@ -128,6 +151,8 @@ impl Stats {
             open: self.open(),
             max_open: self.shared.max_open.load(Relaxed),
             max_output_queued: self.shared.max_output.load(Relaxed),
+            memory_held: self.shared.budget.used(),
+            memory_peak: self.shared.budget.peak(),
             ..StatsSnapshot::default()
         };
         for l in self.shared.loops.iter() {
@@ -153,6 +178,9 @@ impl Stats {
                 c("service-error") + c("service-panic") + c("answer-too-large") + c("bad-answer");
             s.closed_io_error += c("io-error");
             s.closed_shutdown += c("shutdown");
+            s.closed_over_budget += c("over-budget");
+            s.closed_first_byte += c("first-byte-deadline");
+            s.closed_evicted += c("evicted");
         }
         s
     }

@@ -29,6 +29,8 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const READ_BUDGET: usize = 16;
 /// Accepts per turn before connections get theirs.
 const ACCEPT_BUDGET: usize = 256;
+/// Read buffers a loop keeps to lend to its connections while they read.
+const POOL_MAX: usize = 64;
 /// Stale timer entries tolerated beyond twice the open connections before compacting.
 const TIMER_SLACK: usize = 1024;
 
@@ -129,6 +131,8 @@ pub(crate) struct Worker {
     stop_by: Option<Instant>,
     /// Highest output queue this loop has reported to the shared high-water mark.
     local_max_output: usize,
+    /// Read buffers taken back from idle connections, lent to the next that read.
+    pool: Vec<Vec<u8>>,
 }
 
 impl Worker {
@@ -157,6 +161,7 @@ impl Worker {
             accept_retry_at: None,
             stop_by: None,
             local_max_output: 0,
+            pool: Vec::new(),
         }
     }
 
@@ -247,17 +252,21 @@ impl Worker {
 
     fn accept(&mut self, now: Instant) {
         for _ in 0..ACCEPT_BUDGET {
-            let Some(listener) = self.listener.as_ref() else {
+            if self.listener.is_none() {
                 return;
-            };
-            if self.config.when_full == WhenFull::Wait
+            }
+            if self.config.when_full != WhenFull::Refuse
                 && self.stats.shared.open.load(Relaxed) >= self.config.max_connections
+                && !(self.config.when_full == WhenFull::EvictIdle && self.evict_idle(now))
             {
                 // New connections wait in the backlog; look again shortly (a close on
                 // another loop raises no event here).
                 self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
                 return;
             }
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer, now),
                 Err(e) => match accept_error(&e) {
@@ -271,6 +280,24 @@ impl Worker {
             }
         }
         self.accept_again = true;
+    }
+
+    /// At the connection cap ([`WhenFull::EvictIdle`]): closes this loop's connection idle
+    /// the longest, to admit a new one; `false` if none of its connections is idle.
+    fn evict_idle(&mut self, now: Instant) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter_map(|(key, c)| c.session.idle_since().map(|since| (since, key)))
+            .min();
+        let Some((_, key)) = victim else {
+            return false;
+        };
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.session.abort(CloseReason::Evicted);
+        }
+        self.settle(key, now);
+        true
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
@@ -300,7 +327,8 @@ impl Worker {
         }
         LoopCounters::add(&self.counters().accepted);
         self.next_id += 1;
-        let mut session = Session::new(Arc::clone(&self.service), Arc::clone(&self.config), now);
+        let mut session = Session::new(Arc::clone(&self.service), Arc::clone(&self.config), now)
+            .with_budget(self.stats.shared.budget.clone(), now);
         if self.stop_by.is_some() {
             session.begin_shutdown(now);
         }
@@ -353,6 +381,11 @@ impl Worker {
                 break;
             }
             reads += 1;
+            if let Some(buf) = self.pool.pop() {
+                if let Some(back) = session.give_read_buffer(buf) {
+                    self.pool.push(back);
+                }
+            }
             let buf = session.read_buf();
             let lent = buf.len();
             match conn.stream.read(buf) {
@@ -379,6 +412,12 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => session.abort(CloseReason::Io(e)),
+            }
+        }
+        if self.pool.len() < POOL_MAX {
+            // Idle again: its read buffer goes back to the loop, not to the allocator.
+            if let Some(buf) = session.take_read_buffer() {
+                self.pool.push(buf);
             }
         }
         let id = conn.id;
@@ -439,7 +478,9 @@ impl Worker {
             }
             conn.scheduled = None;
             conn.session.handle_timeout(now);
-            self.settle(key, now);
+            // `drive`, not only `settle`: a session that waited for room in the memory
+            // budget reads again what the socket already signalled.
+            self.drive(key, now);
         }
     }
 

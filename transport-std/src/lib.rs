@@ -76,6 +76,6 @@ pub mod udp;
 pub use client::{Client, ClientConfig, Deadline, ServerAddr};
 pub use error::{Op, TransportError};
 pub use framed::Framed;
-pub use server::Server;
+pub use server::{Server, MAX_THREADS};
 pub use sockmsg_server::{ServerConfig, ShutdownHandle, WhenFull};
 pub use udp::{decode_datagram, UdpEndpoint, MAX_DATAGRAM};

@@ -10,16 +10,23 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, ServerConfig, Service, Session, ShutdownHandle,
-    WhenFull,
+    accept_error, AcceptAction, CloseReason, MemoryBudget, ServerConfig, Service, Session,
+    ShutdownHandle, WhenFull,
 };
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, debug_span, info, warn};
+
+/// Most connections (threads) served at once, whatever [`ServerConfig::max_connections`]
+/// says: tracing-subscriber's registry serves at most 4,096 threads that use spans, and a
+/// thread per connection past a few thousand is the wrong transport anyway (the mio and
+/// tokio transports hold 10,000 connections in a few threads).
+pub const MAX_THREADS: usize = 4_000;
 
 /// What the accept loop, the connection threads and the shutdown wake-up share.
 #[derive(Debug, Default)]
@@ -28,11 +35,31 @@ struct Shared {
     changed: Condvar,
 }
 
-/// The open connections: how many, and each one's socket, to wake or force it closed.
+/// The open connections: how many, and each one's socket (to wake or force it closed)
+/// and mark (to find the one idle the longest).
 #[derive(Debug, Default)]
 struct State {
     active: usize,
-    streams: HashMap<u64, Arc<TcpStream>>,
+    streams: HashMap<u64, (Arc<TcpStream>, Arc<Mark>)>,
+}
+
+/// What a connection's thread tells the accept loop, and the accept loop tells it.
+#[derive(Debug, Default)]
+struct Mark {
+    /// 0 while busy; else 1 + milliseconds from the server's start to when it went idle.
+    idle_since: AtomicU64,
+    /// Set by the accept loop: close as [`CloseReason::Evicted`].
+    evicted: AtomicBool,
+}
+
+impl Mark {
+    fn note(&self, session: &impl Driven, epoch: Instant) {
+        let since = session.idle_since().map_or(0, |at| {
+            let ms = at.saturating_duration_since(epoch).as_millis();
+            u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+        });
+        self.idle_since.store(since, Relaxed);
+    }
 }
 
 impl Shared {
@@ -44,7 +71,7 @@ impl Shared {
 
     /// Shuts down `how` every open socket (ignoring sockets already closed).
     fn shutdown_sockets(&self, how: Shutdown) {
-        for stream in self.lock().streams.values() {
+        for (stream, _) in self.lock().streams.values() {
             let _ = stream.shutdown(how);
         }
     }
@@ -60,6 +87,7 @@ pub struct Server {
     config: Arc<ServerConfig>,
     shared: Arc<Shared>,
     shutdown: ShutdownHandle,
+    budget: MemoryBudget,
 }
 
 impl Server {
@@ -95,12 +123,14 @@ impl Server {
             }
         });
         info!("listening on {local_addr}");
+        let budget = MemoryBudget::for_config(&config);
         Ok(Server {
             listener,
             local_addr,
             config: Arc::new(config),
             shared,
             shutdown,
+            budget,
         })
     }
 
@@ -112,6 +142,12 @@ impl Server {
     /// The configuration in force (normalized: [`ServerConfig::normalized`]).
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The memory budget its connections share ([`ServerConfig::memory_budget`]), with its
+    /// figures.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// A handle that stops the server from another thread.
@@ -129,7 +165,9 @@ impl Server {
     /// [`ServerConfig::shutdown_grace`] to flush, after which remaining sockets are shut
     /// down under their threads, which are joined (bounded) before returning.
     pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
-        self.serve_with(move |config, now| Some(Session::new(Arc::clone(&service), config, now)))
+        self.serve_with(move |config, budget, now| {
+            Some(Session::new(Arc::clone(&service), config, now).with_budget(budget.clone(), now))
+        })
     }
 
     /// As [`Server::serve`], with TLS in front of every connection (feature `tls`): `tls`
@@ -144,7 +182,8 @@ impl Server {
         service: Arc<dyn sockmsg_tls::PeerService>,
         tls: Arc<sockmsg_tls::rustls::ServerConfig>,
     ) -> io::Result<()> {
-        self.serve_with(move |config, now| {
+        // The TLS session counts against a budget of its own (not yet the server's).
+        self.serve_with(move |config, _budget, now| {
             match sockmsg_tls::TlsSession::accept(
                 Arc::clone(&tls),
                 Arc::clone(&service),
@@ -163,7 +202,7 @@ impl Server {
     /// The accept loop, with `make` building each connection's machine.
     fn serve_with<D: Driven + 'static>(
         self,
-        make: impl Fn(Arc<ServerConfig>, Instant) -> Option<D>,
+        make: impl Fn(Arc<ServerConfig>, &MemoryBudget, Instant) -> Option<D>,
     ) -> io::Result<()> {
         let Server {
             listener,
@@ -171,14 +210,25 @@ impl Server {
             config,
             shared,
             shutdown,
+            budget,
         } = self;
-        let max = config.max_connections;
+        let epoch = Instant::now();
+        let max = config.max_connections.min(MAX_THREADS);
+        if max < config.max_connections {
+            warn!(
+                "max_connections {} is more than a thread per connection allows here: {max}",
+                config.max_connections
+            );
+        }
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let mut next_id: u64 = 0;
         info!("serving on {local_addr} (up to {max} connections)");
 
         while !shutdown.is_shutdown() {
-            if config.when_full == WhenFull::Wait && !wait_for_a_slot(&shared, &shutdown, max) {
+            let evict = config.when_full == WhenFull::EvictIdle;
+            if config.when_full != WhenFull::Refuse
+                && !wait_for_a_slot(&shared, &shutdown, max, evict)
+            {
                 break;
             }
             let (stream, peer) = match listener.accept() {
@@ -199,6 +249,7 @@ impl Server {
             }
             threads.retain(|t| !t.is_finished());
             let stream = Arc::new(stream);
+            let mark = Arc::new(Mark::default());
             let id = next_id;
             next_id += 1;
             {
@@ -210,13 +261,15 @@ impl Server {
                     continue;
                 }
                 state.active += 1;
-                state.streams.insert(id, Arc::clone(&stream));
+                state
+                    .streams
+                    .insert(id, (Arc::clone(&stream), Arc::clone(&mark)));
             }
             let guard = ConnectionGuard {
                 shared: Arc::clone(&shared),
                 id,
             };
-            let Some(session) = make(Arc::clone(&config), Instant::now()) else {
+            let Some(session) = make(Arc::clone(&config), &budget, Instant::now()) else {
                 continue;
             };
             let handle = shutdown.clone();
@@ -224,7 +277,7 @@ impl Server {
                 .name(format!("sockmsg-conn-{id}"))
                 .spawn(move || {
                     let _guard = guard;
-                    serve_connection(&stream, peer, session, &handle);
+                    serve_connection(&stream, peer, session, &handle, (&mark, epoch));
                 });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -241,20 +294,31 @@ impl Server {
 }
 
 /// Blocks while `max` connections are open; `false` if the server shut down meanwhile.
-fn wait_for_a_slot(shared: &Shared, shutdown: &ShutdownHandle, max: usize) -> bool {
+/// With `evict`, closes the connection idle the longest to make room
+/// ([`WhenFull::EvictIdle`]), one at a time.
+fn wait_for_a_slot(shared: &Shared, shutdown: &ShutdownHandle, max: usize, evict: bool) -> bool {
     let mut state = shared.lock();
     if state.active < max {
         return true;
     }
-    warn!(
-        "{} connections open (max_connections): new connections wait in the backlog",
-        state.active
-    );
+    if !evict || !evict_idle(&state) {
+        warn!(
+            "{} connections open (max_connections): new connections wait in the backlog",
+            state.active
+        );
+    }
     while state.active >= max && !shutdown.is_shutdown() {
-        // Bounded: the shutdown's notification may come between the check and the wait.
+        // Bounded: the shutdown's notification may come between the check and the wait;
+        // with `evict`, a connection may have gone idle meanwhile.
+        let pause = if evict {
+            evict_idle(&state);
+            Duration::from_millis(50)
+        } else {
+            Duration::from_secs(1)
+        };
         state = shared
             .changed
-            .wait_timeout(state, Duration::from_secs(1))
+            .wait_timeout(state, pause)
             .map(|(s, _)| s)
             .unwrap_or_else(|e| e.into_inner().0);
     }
@@ -263,6 +327,28 @@ fn wait_for_a_slot(shared: &Shared, shutdown: &ShutdownHandle, max: usize) -> bo
         return false;
     }
     info!("below max_connections again: accepting");
+    true
+}
+
+/// Marks the connection idle the longest as evicted and shuts its socket down under its
+/// thread (which then closes it as [`CloseReason::Evicted`]); `false` if none is idle.
+/// Does nothing while an eviction is under way.
+fn evict_idle(state: &State) -> bool {
+    let marks = || state.streams.values();
+    if marks().any(|(_, m)| m.evicted.load(Relaxed)) {
+        return true;
+    }
+    let victim = marks()
+        .filter_map(|(stream, m)| {
+            let since = m.idle_since.load(Relaxed);
+            (since > 0).then_some((since, stream, m))
+        })
+        .min_by_key(|(since, _, _)| *since);
+    let Some((_, stream, mark)) = victim else {
+        return false;
+    };
+    mark.evicted.store(true, Relaxed);
+    let _ = stream.shutdown(Shutdown::Both);
     true
 }
 
@@ -366,8 +452,12 @@ fn serve_connection<D: Driven>(
     peer: SocketAddr,
     mut session: D,
     shutdown: &ShutdownHandle,
+    (mark, epoch): (&Mark, Instant),
 ) {
-    let span = info_span!("conn", %peer);
+    // At debug level only: a span entered on a thread registers that thread with
+    // tracing-subscriber's registry, which serves at most 4,096 threads at once (past that
+    // it panics). Every line at the default level names the peer itself.
+    let span = debug_span!("conn", %peer);
     let _enter = span.enter();
     info!("accepted connection from {peer}");
     if let Err(e) = stream.set_nodelay(session.config().nodelay) {
@@ -379,9 +469,13 @@ fn serve_connection<D: Driven>(
         if shutdown.is_shutdown() {
             session.begin_shutdown(now);
         }
+        if mark.evicted.load(Relaxed) {
+            session.abort(CloseReason::Evicted);
+        }
         if session.is_done() {
             break;
         }
+        mark.note(&session, epoch);
         let result = if session.wants_write() {
             write_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_write_timeout(t))
@@ -389,7 +483,7 @@ fn serve_connection<D: Driven>(
         } else if session.wants_read() {
             read_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_read_timeout(t))
-                .and_then(|()| session.read(stream, shutdown))
+                .and_then(|()| session.read(stream, shutdown, &mark.evicted))
         } else {
             // Nothing to read or write, not closed: only a deadline can move it.
             if let Some(at) = session.poll_timeout() {
@@ -426,11 +520,20 @@ fn serve_connection<D: Driven>(
 trait Driven: Send {
     fn config(&self) -> &ServerConfig;
     fn is_done(&self) -> bool;
+    /// Since when nothing is in progress or pending (`None` while busy): the accept loop
+    /// evicts the connection idle the longest ([`WhenFull::EvictIdle`]).
+    fn idle_since(&self) -> Option<Instant>;
     fn wants_read(&self) -> bool;
     fn wants_write(&self) -> bool;
-    /// Reads once. A read of 0 bytes after the server began shutting down is the
-    /// shutdown's own `shutdown(2)`, not the peer closing.
-    fn read(&mut self, stream: &TcpStream, shutdown: &ShutdownHandle) -> io::Result<()>;
+    /// Reads once. A read of 0 bytes after the server began shutting down, or after the
+    /// accept loop chose this connection for eviction (`evicted`), is the server's own
+    /// `shutdown(2)`, not the peer closing.
+    fn read(
+        &mut self,
+        stream: &TcpStream,
+        shutdown: &ShutdownHandle,
+        evicted: &AtomicBool,
+    ) -> io::Result<()>;
     fn write(&mut self, stream: &TcpStream, now: Instant) -> io::Result<()>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn handle_timeout(&mut self, now: Instant);
@@ -448,6 +551,10 @@ impl Driven for Session {
         self.is_closed()
     }
 
+    fn idle_since(&self) -> Option<Instant> {
+        Session::idle_since(self)
+    }
+
     fn wants_read(&self) -> bool {
         Session::wants_read(self)
     }
@@ -456,11 +563,18 @@ impl Driven for Session {
         Session::wants_write(self)
     }
 
-    fn read(&mut self, stream: &TcpStream, shutdown: &ShutdownHandle) -> io::Result<()> {
+    fn read(
+        &mut self,
+        stream: &TcpStream,
+        shutdown: &ShutdownHandle,
+        evicted: &AtomicBool,
+    ) -> io::Result<()> {
         let n = (&*stream).read(self.read_buf())?;
         let now = Instant::now();
         if n > 0 {
             self.commit(n, now);
+        } else if evicted.load(Relaxed) {
+            Session::abort(self, CloseReason::Evicted);
         } else if shutdown.is_shutdown() {
             Session::begin_shutdown(self, now);
         } else {
@@ -506,6 +620,10 @@ impl Driven for sockmsg_tls::TlsSession {
         sockmsg_tls::TlsSession::is_done(self)
     }
 
+    fn idle_since(&self) -> Option<Instant> {
+        self.session().idle_since()
+    }
+
     fn wants_read(&self) -> bool {
         sockmsg_tls::Tls::wants_read(self)
     }
@@ -514,7 +632,16 @@ impl Driven for sockmsg_tls::TlsSession {
         sockmsg_tls::Tls::wants_write(self)
     }
 
-    fn read(&mut self, stream: &TcpStream, shutdown: &ShutdownHandle) -> io::Result<()> {
+    fn read(
+        &mut self,
+        stream: &TcpStream,
+        shutdown: &ShutdownHandle,
+        evicted: &AtomicBool,
+    ) -> io::Result<()> {
+        if evicted.load(Relaxed) {
+            sockmsg_tls::TlsSession::abort(self, CloseReason::Evicted);
+            return Ok(());
+        }
         if shutdown.is_shutdown() {
             sockmsg_tls::TlsSession::begin_shutdown(self, Instant::now());
             return Ok(());

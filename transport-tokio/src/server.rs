@@ -6,16 +6,18 @@
 //! moves bytes when the session wants them moved, sleeps until the instant it names, and
 //! accepts connections under [`ServerConfig::max_connections`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, ServerConfig, Service, Session, ShutdownHandle,
-    WhenFull,
+    accept_error, AcceptAction, CloseReason, MemoryBudget, ServerConfig, Service, Session,
+    ShutdownHandle, WhenFull,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -72,6 +74,7 @@ pub struct Server {
     config: Arc<ServerConfig>,
     shutdown: ShutdownHandle,
     token: CancellationToken,
+    budget: MemoryBudget,
 }
 
 impl Server {
@@ -91,12 +94,14 @@ impl Server {
         let token = CancellationToken::new();
         let wake = token.clone();
         shutdown.on_shutdown(move || wake.cancel());
+        let budget = MemoryBudget::for_config(&config);
         Ok(Server {
             listener,
             local_addr,
             config: Arc::new(config),
             shutdown,
             token,
+            budget,
         })
     }
 
@@ -113,6 +118,12 @@ impl Server {
     /// A handle that stops the server gracefully, from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    /// The server-wide memory budget its connections draw on
+    /// ([`ServerConfig::memory_budget`]): what they hold now and at most.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// Builds a runtime of [`ServerConfig::workers`] threads (1: current-thread) and runs
@@ -147,8 +158,10 @@ impl Server {
             local_addr,
             config,
             token,
+            budget,
             ..
         } = self;
+        let conns = Idle::default();
         let listener = TcpListener::from_std(listener)?;
         // The semaphore counts in u32 for `acquire_many`: more connections than that is
         // beyond any descriptor limit anyway.
@@ -157,11 +170,15 @@ impl Server {
         info!("serving on {local_addr} (up to {max} connections)");
         loop {
             let mut permit = None;
-            if config.when_full == WhenFull::Wait {
+            if config.when_full != WhenFull::Refuse {
                 permit = match Arc::clone(&slots).try_acquire_owned() {
                     Ok(p) => Some(p),
                     Err(_) => {
-                        warn!("{max} connections open (max_connections): new connections wait in the backlog");
+                        if config.when_full == WhenFull::EvictIdle && conns.evict_longest_idle() {
+                            debug!("{max} connections open (max_connections): evicting the one idle the longest");
+                        } else {
+                            warn!("{max} connections open (max_connections): new connections wait in the backlog");
+                        }
                         tokio::select! {
                             _ = token.cancelled() => break,
                             p = Arc::clone(&slots).acquire_owned() => {
@@ -199,10 +216,15 @@ impl Server {
                     }
                 },
             };
-            let session = Session::new(Arc::clone(&service), Arc::clone(&config), Instant::now());
-            let token = token.clone();
+            let now = Instant::now();
+            let session = Session::new(Arc::clone(&service), Arc::clone(&config), now)
+                .with_budget(budget.clone(), now);
+            // The connection's own token: cancelled with the server's (shutdown), or alone
+            // to evict it (its mark then says so).
+            let token = token.child_token();
+            let mark = conns.register(&token);
             tokio::spawn(async move {
-                serve_connection(stream, peer, session, token).await;
+                serve_connection(stream, peer, session, token, mark).await;
                 drop(permit);
             });
         }
@@ -332,6 +354,7 @@ fn serve_connection(
     peer: SocketAddr,
     mut session: Session,
     token: CancellationToken,
+    mark: Arc<AtomicU64>,
 ) -> impl Future<Output = ()> {
     async move {
         info!("accepted connection from {peer}");
@@ -351,6 +374,7 @@ fn serve_connection(
             if session.is_closed() {
                 break;
             }
+            note_idle(&mark, &session);
             let (want_read, want_write) = (session.wants_read(), session.wants_write());
             if let Some(at) = session.poll_timeout() {
                 if armed.is_none_or(|a| at < a) {
@@ -381,6 +405,9 @@ fn serve_connection(
             })
             .await;
             match wake {
+                Wake::Shutdown if mark.load(Relaxed) == EVICTED => {
+                    session.abort(CloseReason::Evicted);
+                }
                 Wake::Shutdown => {
                     shutting = true;
                     session.begin_shutdown(Instant::now());
@@ -430,12 +457,88 @@ mod tests {
             let config = Arc::new(ServerConfig::default());
             let session = Session::new(service, config, Instant::now());
             let session_size = std::mem::size_of_val(&session);
-            let task = super::serve_connection(stream, addr, session, CancellationToken::new());
+            let task = super::serve_connection(
+                stream,
+                addr,
+                session,
+                CancellationToken::new(),
+                Default::default(),
+            );
             let size = std::mem::size_of_val(&task);
             assert!(
                 size <= session_size + 512,
                 "the connection task is {size} bytes, the session {session_size}"
             );
         });
+    }
+}
+
+/// A connection's mark while it is evicted ([`Idle::evict_longest_idle`]).
+const EVICTED: u64 = u64::MAX;
+
+/// Milliseconds since the first call, for idle marks.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Records in `mark` since when the session is idle (0: busy; else 1 + milliseconds since
+/// [`epoch`]), unless it is being evicted.
+fn note_idle(mark: &AtomicU64, session: &Session) {
+    let since = session.idle_since().map_or(0, |at| {
+        let ms = at.saturating_duration_since(epoch()).as_millis();
+        u64::try_from(ms).unwrap_or(EVICTED - 2).min(EVICTED - 2) + 1
+    });
+    let _ = mark.fetch_update(Relaxed, Relaxed, |m| (m != EVICTED).then_some(since));
+}
+
+/// The accept loop's view of its connections for [`WhenFull::EvictIdle`]: each one's idle
+/// mark and token. Entries of ended connections (the task dropped its mark) are dropped
+/// lazily, so the table stays proportional to the connections open.
+#[derive(Default)]
+struct Idle {
+    conns: Mutex<HashMap<u64, (Arc<AtomicU64>, CancellationToken)>>,
+    next: AtomicU64,
+}
+
+impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<AtomicU64>, CancellationToken)>> {
+        // Nothing is left half-updated by a panic: each update is one statement.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new connection's mark (busy).
+    fn register(&self, token: &CancellationToken) -> Arc<AtomicU64> {
+        let mark = Arc::new(AtomicU64::new(0));
+        let id = self.next.fetch_add(1, Relaxed);
+        let mut conns = self.lock();
+        // Amortized: the table is swept each time it doubles past the live connections.
+        if conns.len() >= 64 && conns.len().is_power_of_two() {
+            conns.retain(|_, (m, _)| Arc::strong_count(m) > 1);
+        }
+        conns.insert(id, (Arc::clone(&mark), token.clone()));
+        mark
+    }
+
+    /// Evicts the connection idle the longest (nothing in progress, nothing pending);
+    /// `false` if none is idle.
+    fn evict_longest_idle(&self) -> bool {
+        let mut conns = self.lock();
+        conns.retain(|_, (m, _)| Arc::strong_count(m) > 1);
+        let victim = conns
+            .iter()
+            .filter_map(|(id, (m, _))| {
+                let since = m.load(Relaxed);
+                (since != 0 && since != EVICTED).then_some((since, *id))
+            })
+            .min();
+        let Some((_, id)) = victim else {
+            return false;
+        };
+        if let Some((mark, token)) = conns.remove(&id) {
+            mark.store(EVICTED, Relaxed);
+            token.cancel();
+        }
+        true
     }
 }

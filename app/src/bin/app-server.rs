@@ -3,6 +3,7 @@
 //! ```text
 //! app-server [HOST] [PORT] [--transport mio|std|tokio] [--max-connections N]
 //!            [--idle-timeout SECS] [--read-timeout SECS] [--write-timeout SECS]
+//!            [--first-byte-timeout SECS] [--memory-budget MIB]
 //!            [--byteorder little|big] [--workers N] [--close-after-answer] [-v|--trace]
 //!            [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
 //! ```
@@ -12,6 +13,13 @@
 //! (mutual TLS), and the client's name is logged. A plaintext or failed handshake closes
 //! that connection with one log line naming the reason; a silent peer is closed at the
 //! TLS handshake deadline (10 s). TLS runs on the std transport (`--transport std`).
+//!
+//! Memory goes back to the system after a burst: on Linux with glibc, unless
+//! `MALLOC_MMAP_THRESHOLD_` is already set, the program runs itself again at once with it
+//! set to 128 KiB, so that buffers of large messages are always mapped and unmapped on
+//! their own. Without it glibc raises the threshold after the first large buffer is freed,
+//! and every thread's arena keeps the next ones (measured: 8 requests of 16 MiB left
+//! `--transport std` at +112 MiB, mio at +56 MiB; with it both returned to their baseline).
 //!
 //! Prints `listening on ADDR` to stdout once listening; logs go to stderr (`RUST_LOG`,
 //! default `info`; `--trace` adds each request and answer). SIGINT (Ctrl-C), SIGTERM or
@@ -67,6 +75,15 @@ struct Args {
     /// Close a connection idle this many seconds between requests (0: never).
     #[arg(long, value_name = "SECS", value_parser = secs_or_zero, default_value_t = 60.0)]
     idle_timeout: f64,
+    /// Close a new connection that sends no byte of a request within this many seconds
+    /// (0: never; then only --idle-timeout applies).
+    #[arg(long, value_name = "SECS", value_parser = secs_or_zero, default_value_t = 10.0)]
+    first_byte_timeout: f64,
+    /// Memory for input and output over all connections, in MiB: near it the server
+    /// stops reading, and refuses requests over 64 KiB that do not fit.
+    #[arg(long, value_name = "MIB", default_value_t = (ServerConfig::default().memory_budget >> 20) as u64,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    memory_budget: u64,
     /// Close a connection whose request takes longer than this to arrive (0: never).
     #[arg(long, value_name = "SECS", value_parser = secs_or_zero, default_value_t = 30.0)]
     read_timeout: f64,
@@ -116,7 +133,32 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
+/// Runs the program again with glibc's mmap threshold fixed at 128 KiB (see the crate
+/// documentation), unless it is set already; returns only if that is not possible.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_mmap_threshold() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    // `exec` returns only if it failed: the program then runs as it is.
+    let _ = command.args(args).env(VAR, "131072").exec();
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_mmap_threshold() {}
+
 fn main() -> ExitCode {
+    fix_mmap_threshold();
     let args = Args::parse();
     if args.workers.is_some() && args.transport == Transport::Std {
         return usage_error(
@@ -155,6 +197,8 @@ fn main() -> ExitCode {
         max_connections: args.max_connections,
         idle_timeout: limit(args.idle_timeout),
         header_deadline: limit(args.read_timeout),
+        first_byte_deadline: limit(args.first_byte_timeout),
+        memory_budget: usize::try_from(args.memory_budget << 20).unwrap_or(usize::MAX),
         write_deadline: limit(args.write_timeout),
         workers: args
             .workers
