@@ -76,6 +76,7 @@
 #![warn(missing_docs)]
 
 mod accept;
+pub mod addr;
 mod budget;
 mod close;
 mod config;
@@ -84,6 +85,7 @@ mod session;
 mod shutdown;
 
 pub use accept::{accept_error, AcceptAction, ACCEPT_BACKOFF};
+pub use addr::ServerAddr;
 pub use budget::MemoryBudget;
 pub use close::CloseReason;
 pub use config::{ServerConfig, WhenFull};

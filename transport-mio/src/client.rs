@@ -1,11 +1,10 @@
 //! A multi-connection client on one mio loop: the guide's `multiconn-client`, with
 //! pipelining.
 
+pub use sockmsg_server::ServerAddr;
 use std::fmt;
 use std::io::{self, Read};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs,
-};
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -14,82 +13,10 @@ use sockmsg_protocol::sniff::{describe, sniff, Sniff, SNIFF_LEN};
 use sockmsg_protocol::{Connection, Event, Foreign, Limits, Message, Role};
 use tracing::{debug, trace};
 
-/// Something a [`MultiClient`] can connect to: anything [`ToSocketAddrs`] accepts (a
-/// `SocketAddr`, `"host:port"`, `("host", port)`, an IP address and a port), with a name
-/// for errors.
-pub trait ServerAddr: ToSocketAddrs {
-    /// How errors name it (`localhost:8080`, `[::1]:8080`).
-    fn name(&self) -> String;
-}
-
-macro_rules! server_addr_display {
-    ($($t:ty),*) => {$(
-        impl ServerAddr for $t {
-            fn name(&self) -> String {
-                self.to_string()
-            }
-        }
-    )*};
-}
-server_addr_display!(SocketAddr, SocketAddrV4, SocketAddrV6, str, String);
-
-macro_rules! server_addr_ip {
-    ($($t:ty),*) => {$(
-        impl ServerAddr for ($t, u16) {
-            fn name(&self) -> String {
-                SocketAddr::from((self.0, self.1)).to_string()
-            }
-        }
-    )*};
-}
-server_addr_ip!(IpAddr, Ipv4Addr, Ipv6Addr);
-
-/// `host:port`, with brackets around an IPv6 literal.
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-impl ServerAddr for (&str, u16) {
-    fn name(&self) -> String {
-        host_port(self.0, self.1)
-    }
-}
-
-impl ServerAddr for (String, u16) {
-    fn name(&self) -> String {
-        host_port(&self.0, self.1)
-    }
-}
-
-impl ServerAddr for &[SocketAddr] {
-    fn name(&self) -> String {
-        let names: Vec<String> = self.iter().map(SocketAddr::to_string).collect();
-        names.join(", ")
-    }
-}
-
-impl<T: ServerAddr + ?Sized> ServerAddr for &T {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-}
-
-/// Every address `addr` resolves to; an error naming it otherwise.
 fn resolve(addr: &(impl ServerAddr + ?Sized)) -> io::Result<Vec<SocketAddr>> {
     let named =
         |e: io::Error| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", addr.name()));
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(named)?.collect();
-    if addrs.is_empty() {
-        return Err(named(io::Error::new(
-            io::ErrorKind::NotFound,
-            "the resolver returned no address",
-        )));
-    }
-    Ok(addrs)
+    sockmsg_server::addr::resolve(addr).map_err(named)
 }
 
 /// `e`, with the address it concerns in its message (its kind kept).

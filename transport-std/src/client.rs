@@ -1,10 +1,8 @@
 //! The blocking client: one TCP connection, whole messages, one request after another.
 
+pub use sockmsg_server::ServerAddr;
 use std::io::{self, Read, Write};
-use std::net::{
-    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream,
-    ToSocketAddrs,
-};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use sockmsg_protocol::sniff::{describe, sniff, Sniff, SNIFF_LEN};
@@ -108,83 +106,13 @@ impl Deadline {
     }
 }
 
-/// Something a client can connect to: anything [`ToSocketAddrs`] accepts (a `SocketAddr`,
-/// `"host:port"`, `("host", port)`, an IP address and a port), with a name for errors.
-pub trait ServerAddr: ToSocketAddrs {
-    /// How errors name it (`localhost:8080`, `[::1]:8080`).
-    fn name(&self) -> String;
-}
-
-macro_rules! server_addr_display {
-    ($($t:ty),*) => {$(
-        impl ServerAddr for $t {
-            fn name(&self) -> String {
-                self.to_string()
-            }
-        }
-    )*};
-}
-server_addr_display!(SocketAddr, SocketAddrV4, SocketAddrV6, str, String);
-
-macro_rules! server_addr_ip {
-    ($($t:ty),*) => {$(
-        impl ServerAddr for ($t, u16) {
-            fn name(&self) -> String {
-                SocketAddr::from((self.0, self.1)).to_string()
-            }
-        }
-    )*};
-}
-server_addr_ip!(IpAddr, Ipv4Addr, Ipv6Addr);
-
-/// `host:port`, with brackets around an IPv6 literal.
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-impl ServerAddr for (&str, u16) {
-    fn name(&self) -> String {
-        host_port(self.0, self.1)
-    }
-}
-
-impl ServerAddr for (String, u16) {
-    fn name(&self) -> String {
-        host_port(&self.0, self.1)
-    }
-}
-
-impl ServerAddr for &[SocketAddr] {
-    fn name(&self) -> String {
-        let names: Vec<String> = self.iter().map(SocketAddr::to_string).collect();
-        names.join(", ")
-    }
-}
-
-impl<T: ServerAddr + ?Sized> ServerAddr for &T {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-}
-
 /// Every address `addr` resolves to, or [`TransportError::Resolve`] naming it.
 fn resolve(addr: &(impl ServerAddr + ?Sized)) -> Result<Vec<SocketAddr>, TransportError> {
     let resolve_error = |source| TransportError::Resolve {
         host: addr.name(),
         source,
     };
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(resolve_error)?.collect();
-    if addrs.is_empty() {
-        return Err(resolve_error(io::Error::new(
-            io::ErrorKind::NotFound,
-            "the resolver returned no address",
-        )));
-    }
-    Ok(addrs)
+    sockmsg_server::addr::resolve(addr).map_err(resolve_error)
 }
 
 /// The stream, keeping a copy of its first [`SNIFF_LEN`] bytes (to say what a peer that
