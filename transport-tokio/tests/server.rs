@@ -197,8 +197,16 @@ fn dropping_the_server_mid_message_delivers_what_it_owes_and_leaks_no_task_or_de
             };
             let server = Server::bind("127.0.0.1:0".parse().expect("addr"), config).expect("bind");
             let addr = server.local_addr();
+            // The echo service, counting the requests it has taken (acknowledged).
+            let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counted = Arc::clone(&calls);
+            let inner = echo();
+            let service: Arc<dyn Service> = Arc::new(move |m: Message| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                inner.call(m)
+            });
             // No ShutdownHandle taken: the only way this server ends is being dropped.
-            let serving = tokio::spawn(server.run(echo()));
+            let serving = tokio::spawn(server.run(service));
 
             let mut answered = Vec::new();
             for i in 0..10 {
@@ -223,6 +231,15 @@ fn dropping_the_server_mid_message_delivers_what_it_owes_and_leaks_no_task_or_de
                 owed.queue(req(&format!("p{i}"))).expect("queue");
             }
             owed.flush().await.expect("flush");
+            // Dropped once the service has taken all 60 requests (answers may still be
+            // owed: they are queued or being written).
+            for _ in 0..1000 {
+                if calls.load(std::sync::atomic::Ordering::SeqCst) == 60 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 60);
             // The server task and one task per connection: 21 of them.
             assert_eq!(alive_tasks_settle(22).await, 22);
 
