@@ -2,23 +2,31 @@
 # Server benchmark: the echo baseline, app-server on each transport, and the Python
 # one-shot server written from PROTOCOL.md, all measured with the same app-bench.
 #
-#   scripts/bench-servers.sh [-r RUNS] [-d SECONDS] [-s LIST] [-o DIR] [--no-build]
+#   scripts/bench-servers.sh [-r RUNS] [-d SECONDS] [-s LIST] [-S LIST] [-o DIR] [--no-build]
 #
 #   -r RUNS      runs of each measurement (default 3; the table quotes medians)
 #   -d SECONDS   length of one run (default 5)
-#   -s LIST      scenarios to run, comma-separated: ka8, ka64, os8 (default all three)
+#   -s LIST      scenarios to run, comma-separated: ka8, ka64, os8, pl16 (default all four)
+#   -S LIST      servers to run, comma-separated, from: echo, echoN, app-std, app-mio,
+#                app-mio1, app-tokio1, tokio-base, python (default all; the echo baseline
+#                is always run, every ratio is to it)
 #   -o DIR       keep the raw app-bench JSON and the server logs there (default: a
 #                temporary directory, removed at exit)
 #   --no-build   use the release binaries already built
 #
 # Scenarios: keep-alive with 8 and with 64 connections, and one-shot (connect, request,
-# answer, close) with 8 connections. sockmsg servers get the guide's 146-byte JSON search;
+# answer, close) with 8 connections, and pipelined (16 requests in flight on each of 8
+# keep-alive connections). sockmsg servers get the guide's 146-byte JSON search;
 # the echo baseline gets 146 raw bytes echoed back (app-bench --echo), the same bytes per
 # request, so every figure is also given as a ratio of the echo baseline in the same round
 # (the median of the per-round ratios):
 # of the one-loop echo server, and of the echo server with a loop per core (the like for
 # like of app-server's default). app-server's mio transport is measured both with its
 # default (a loop per core) and with --workers 1 (the like for like of the one-loop echo).
+# app-server's tokio transport is measured with --workers 1 (a current-thread runtime), next
+# to tokio-baseline, the same demo server written as a competent tokio user writes it
+# without sockmsg (tokio-util codec + serde_json, current-thread runtime; it answers byte
+# for byte as app-server does).
 # Runs are interleaved (round 1 of every server and scenario, then round 2, ...) so that
 # drift in the machine's load spreads over all servers alike.
 #
@@ -34,7 +42,8 @@ set -euo pipefail
 
 RUNS=3
 SECS=5
-ONLY="ka8,ka64,os8"
+ONLY="ka8,ka64,os8,pl16"
+SERVERS="echo,echoN,app-std,app-mio,app-mio1,app-tokio1,tokio-base,python"
 OUT=""
 BUILD=1
 while [ $# -gt 0 ]; do
@@ -44,7 +53,8 @@ while [ $# -gt 0 ]; do
         -s) ONLY="$2"; shift 2 ;;
         -o) OUT="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -S) SERVERS="$2"; shift 2 ;;
+        -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-servers: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -91,7 +101,7 @@ if [ "$BUILD" = 1 ]; then
     log "building release binaries"
     cargo build --release -q -p sockmsg-app -p sockmsg-bench --bins >&2
 fi
-for b in app-bench echo-baseline app-server; do
+for b in app-bench echo-baseline app-server tokio-baseline; do
     [ -x "$BIN/$b" ] || { log "missing $BIN/$b (build with cargo build --release -p sockmsg-app -p sockmsg-bench)"; exit 2; }
 done
 
@@ -122,6 +132,9 @@ start() {
     return 1
 }
 
+# wanted NAME: whether -S names this server.
+wanted() { case ",$SERVERS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
 # Servers: name, what the table calls it, kind of requests, whether it keeps connections.
 NAMES=()
 declare -A LABEL PORTS KIND KEEPALIVE CMD SPID
@@ -137,12 +150,15 @@ else
 fi
 # The echo baseline with one loop per core, as app-server's mio transport runs by default.
 LOOPS=$(nproc 2>/dev/null || echo 2)
-if start echoN "$OUT/echoN.log" "$BIN/echo-baseline" 127.0.0.1 0 --workers "$LOOPS"; then
+if ! wanted echoN; then
+    :
+elif start echoN "$OUT/echoN.log" "$BIN/echo-baseline" 127.0.0.1 0 --workers "$LOOPS"; then
     add_server echoN "echo baseline, $LOOPS loops" echo 1 "echo-baseline 127.0.0.1 PORT --workers $LOOPS"
 else
     log "the echo baseline with $LOOPS loops did not start, skipped: $(head -c 300 "$OUT/echoN.log")"
 fi
 for transport in std mio; do
+    wanted "app-$transport" || continue
     if start "app-$transport" "$OUT/app-$transport.log" \
         env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 --transport "$transport"; then
         add_server "app-$transport" "app-server --transport $transport" json 1 \
@@ -153,14 +169,36 @@ for transport in std mio; do
 done
 # The mio transport with one event loop, as the echo baseline has: on a 2-core machine the
 # load generator needs the other core.
-if start app-mio1 "$OUT/app-mio1.log" \
+if ! wanted app-mio1; then
+    :
+elif start app-mio1 "$OUT/app-mio1.log" \
     env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 --transport mio --workers 1; then
     add_server app-mio1 "app-server --transport mio --workers 1" json 1 \
         "RUST_LOG=warn app-server 127.0.0.1 PORT --transport mio --workers 1"
 else
     log "app-server --workers 1 did not start, skipped: $(head -c 300 "$OUT/app-mio1.log")"
 fi
-if start python "$OUT/python.log" python3 "$ROOT/tests/python/oneshot_server.py" 127.0.0.1 0 \
+# The tokio transport on a current-thread runtime, and the idiomatic tokio server.
+if ! wanted app-tokio1; then
+    :
+elif start app-tokio1 "$OUT/app-tokio1.log" \
+    env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 --transport tokio --workers 1; then
+    add_server app-tokio1 "app-server --transport tokio --workers 1" json 1 \
+        "RUST_LOG=warn app-server 127.0.0.1 PORT --transport tokio --workers 1"
+else
+    log "app-server --transport tokio --workers 1 did not start, skipped: $(head -c 300 "$OUT/app-tokio1.log")"
+fi
+if ! wanted tokio-base; then
+    :
+elif start tokio-base "$OUT/tokio-base.log" "$BIN/tokio-baseline" 127.0.0.1 0; then
+    add_server tokio-base "idiomatic tokio server (tokio-util codec + serde_json, current-thread)" json 1 \
+        "tokio-baseline 127.0.0.1 PORT"
+else
+    log "tokio-baseline did not start, skipped: $(head -c 300 "$OUT/tokio-base.log")"
+fi
+if ! wanted python; then
+    :
+elif start python "$OUT/python.log" python3 "$ROOT/tests/python/oneshot_server.py" 127.0.0.1 0 \
     --port-file "$OUT/python.port"; then
     add_server python "Python one-shot server (tests/python/oneshot_server.py)" json 0 \
         "python3 tests/python/oneshot_server.py 127.0.0.1 PORT"
@@ -169,14 +207,15 @@ else
 fi
 
 SCENARIOS=()
-for sc in ka8 ka64 os8; do
+for sc in ka8 ka64 os8 pl16; do
     case ",$ONLY," in *",$sc,"*) SCENARIOS+=("$sc") ;; esac
 done
-[ ${#SCENARIOS[@]} -gt 0 ] || { echo "bench-servers: -s takes ka8, ka64 and/or os8" >&2; exit 2; }
+[ ${#SCENARIOS[@]} -gt 0 ] || { echo "bench-servers: -s takes ka8, ka64, os8 and/or pl16" >&2; exit 2; }
 declare -A SC_TITLE SC_ARGS
 SC_TITLE[ka8]="keep-alive, 8 connections"; SC_ARGS[ka8]="-c 8"
 SC_TITLE[ka64]="keep-alive, 64 connections"; SC_ARGS[ka64]="-c 64"
 SC_TITLE[os8]="one-shot (connect, request, answer, close), 8 connections"; SC_ARGS[os8]="-c 8 --one-shot"
+SC_TITLE[pl16]="pipelined 16 deep, 8 connections"; SC_ARGS[pl16]="-c 8 -P 16"
 
 bench_args() { # NAME SCENARIO -> app-bench arguments after HOST PORT
     local extra=""
@@ -217,7 +256,7 @@ done
     echo "Machine: $(uname -srm); $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || echo '?'), $(nproc 2>/dev/null || echo '?') CPUs; $(rustc --version 2>/dev/null || echo 'rustc ?'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
     echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')."
     echo
-    echo "Reproduce: \`scripts/bench-servers.sh -r $RUNS -d $SECS -s $ONLY\`. Each figure is the median of $RUNS runs of ${SECS} s; each ratio is the median over rounds of the ratio within a round (the runs of a round are back to back); client and servers share the machine (loopback). Server CPU is user + system time of the server's process during the run (/proc/PID/stat, 10 ms ticks), per right answer."
+    echo "Reproduce: \`scripts/bench-servers.sh -r $RUNS -d $SECS -s $ONLY -S $SERVERS\`. Each figure is the median of $RUNS runs of ${SECS} s; each ratio is the median over rounds of the ratio within a round (the runs of a round are back to back); client and servers share the machine (loopback). Server CPU is user + system time of the server's process during the run (/proc/PID/stat, 10 ms ticks), per right answer."
     echo "Servers (started on port 0; PORT is the one each reported):"
     echo
     for name in "${NAMES[@]}"; do
@@ -233,12 +272,14 @@ names = sys.argv[5:5 + count]
 labels = {
     "echo": "echo baseline", "app-std": "app-server std", "app-mio": "app-server mio",
     "app-mio1": "app-server mio, 1 loop", "echoN": "echo baseline, a loop per core",
-    "python": "Python one-shot",
+    "python": "Python one-shot", "app-tokio1": "app-server tokio, current-thread",
+    "tokio-base": "idiomatic tokio server",
 }
 scenarios = [
     ("ka8", "keep-alive, 8 connections", "-c 8"),
     ("ka64", "keep-alive, 64 connections", "-c 64"),
     ("os8", "one-shot (connect, request, answer, close), 8 connections", "-c 8 --one-shot"),
+    ("pl16", "pipelined 16 deep, 8 connections", "-c 8 -P 16"),
 ]
 
 def load(name, sc):
@@ -289,8 +330,8 @@ for sc, title, args in scenarios:
               "better; \"CPU vs echo\" is the median over rounds of this server's CPU per "
               "request ÷ the echo baseline's in the same round).")
         print()
-    print("| server | requests/s (median) | vs echo | vs echo, a loop per core | server CPU µs/request (median) | CPU vs echo | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | requests/s of each run | CPU µs/request of each run |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    print("| server | requests/s (median) | vs echo | vs echo, a loop per core | server CPU µs/request (median) | CPU vs echo | vs idiomatic tokio | CPU vs idiomatic tokio | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | requests/s of each run | CPU µs/request of each run |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for name, rs, m in rows:
         def lat(k):
             xs = [r["latency"][k] for r in rs if r.get("latency")]
@@ -306,7 +347,7 @@ for sc, title, args in scenarios:
         missing = runs - len(rs)
         if missing:
             each += f" ({missing} run(s) failed)"
-        print(f"| {labels.get(name, name)} | {m:.0f} | {ratio} | {ratio_n} | {cpu_med} | {cpu_ratio} | {lat('p50_us')} | {lat('p90_us')} "
+        print(f"| {labels.get(name, name)} | {m:.0f} | {ratio} | {ratio_n} | {cpu_med} | {cpu_ratio} | {paired(name, 'tokio-base')} | {paired(name, 'tokio-base', cpu_by_round)} | {lat('p50_us')} | {lat('p90_us')} "
               f"| {lat('p99_us')} | {lat('p999_us')} | {lat('max_us')} | {errors} | {each} | {each_cpu} |")
     print()
     print(f"Command: `app-bench 127.0.0.1 PORT {args} -d {secs}s --server-pid PID --json` (with `--echo` for the echo baseline).")

@@ -497,3 +497,31 @@ fn echo_baseline_failures_are_one_line_and_exit_1() {
         .expect("run echo-baseline");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn tokio_baseline_answers_the_demo_requests_as_app_server() {
+    let dir = temp_dir("tokio-baseline");
+    let port_file = dir.join("port");
+    let child = Command::new(env!("CARGO_BIN_EXE_tokio-baseline"))
+        .args(["127.0.0.1", "0", "--port-file"])
+        .arg(&port_file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn tokio-baseline");
+    let _server = Spawned { child, dir };
+    let port = wait_port(&port_file);
+    // app-bench checks every answer against the demo service's own (DemoService::respond).
+    for extra in [
+        &["-P", "4"][..],
+        &["--one-shot"],
+        &["--value", "neo"],
+        &["--binary"],
+    ] {
+        let mut args = vec!["127.0.0.1", &port, "-c", "2", "-n", "200", "-q"];
+        args.extend_from_slice(extra);
+        let (code, v, stderr) = run_json(&args);
+        assert_eq!(code, Some(0), "{extra:?}: {v} {stderr}");
+        assert_eq!(v["ok"], 200, "{extra:?}: {v}");
+        assert_eq!(v["errors"]["total"], 0, "{extra:?}: {v}");
+    }
+}

@@ -152,6 +152,11 @@ impl Server {
     /// [`ServerConfig::shutdown_grace`] to flush. It returns once every connection task
     /// has ended, or a second after the grace (a task can outlive that only inside a
     /// service call that blocks; [`Server::serve`] then drops it with its runtime).
+    ///
+    /// Dropping the returned future (or aborting the task running it) shuts the server
+    /// down likewise: the listening socket closes at once and each connection finishes on
+    /// its own task as above (answers owed get the grace, then it closes), so no
+    /// connection task outlives the drop by more than the grace.
     pub async fn run(self, service: Arc<dyn Service>) -> io::Result<()> {
         let Server {
             listener,
@@ -162,6 +167,9 @@ impl Server {
             ..
         } = self;
         let conns = Idle::default();
+        // Dropped mid-way (the future dropped, its task aborted): the connection tasks,
+        // which are not this future's, still hear of the shutdown.
+        let _shutdown_on_drop = token.clone().drop_guard();
         let listener = TcpListener::from_std(listener)?;
         // The semaphore counts in u32 for `acquire_many`: more connections than that is
         // beyond any descriptor limit anyway.

@@ -1,6 +1,7 @@
 //! The tokio server's own cases (the conformance suite in `tests/` runs the shared ones):
-//! shutdown in the middle of messages ends every task and closes every descriptor, and
-//! answers acknowledged before it are all delivered; both runtime flavours serve.
+//! shutdown in the middle of messages, or the server's future dropped there, ends every
+//! task and closes every descriptor (counted: the runtime's alive tasks, /proc/self/fd),
+//! and answers acknowledged before it are all delivered; both runtime flavours serve.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -162,4 +163,130 @@ fn current_thread_and_multi_thread_runtimes_serve_alike() {
         stop.shutdown();
         serving.join().expect("server thread").expect("served");
     }
+}
+
+/// Tasks alive on the current runtime, once the count settles at `want` (it is not
+/// strongly consistent across worker threads), or whatever it is after five seconds.
+async fn alive_tasks_settle(want: usize) -> usize {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    for _ in 0..500 {
+        if metrics.num_alive_tasks() == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    metrics.num_alive_tasks()
+}
+
+#[test]
+fn dropping_the_server_mid_message_delivers_what_it_owes_and_leaks_no_task_or_descriptor() {
+    let _serial = serial();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(BOUND, async {
+            let fds_before = open_fds();
+            let tasks_before = alive_tasks_settle(0).await;
+            assert_eq!(tasks_before, 0, "block_on's future is not a task");
+            let config = ServerConfig {
+                shutdown_grace: Duration::from_millis(500),
+                ..ServerConfig::default()
+            };
+            let server = Server::bind("127.0.0.1:0".parse().expect("addr"), config).expect("bind");
+            let addr = server.local_addr();
+            // The echo service, counting the requests it has taken (acknowledged).
+            let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counted = Arc::clone(&calls);
+            let inner = echo();
+            let service: Arc<dyn Service> = Arc::new(move |m: Message| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                inner.call(m)
+            });
+            // No ShutdownHandle taken: the only way this server ends is being dropped.
+            let serving = tokio::spawn(server.run(service));
+
+            let mut answered = Vec::new();
+            for i in 0..10 {
+                let mut c = Client::connect(addr, &ClientConfig::default())
+                    .await
+                    .expect("connect");
+                let answer = c.request(req(&format!("n{i}"))).await.expect("answer");
+                assert_eq!(answer.content(), format!("echo:n{i}").as_bytes());
+                answered.push(c);
+            }
+            let mut partial = Vec::new();
+            for _ in 0..10 {
+                let mut s = TcpStream::connect(addr).await.expect("connect");
+                let wire = encode(&req("never finished")).expect("encode");
+                s.write_all(&wire[..wire.len() / 2]).await.expect("half");
+                partial.push(s);
+            }
+            let mut owed = Client::connect(addr, &ClientConfig::default())
+                .await
+                .expect("connect");
+            for i in 0..50 {
+                owed.queue(req(&format!("p{i}"))).expect("queue");
+            }
+            owed.flush().await.expect("flush");
+            // Dropped once the service has taken all 60 requests (answers may still be
+            // owed: they are queued or being written).
+            for _ in 0..1000 {
+                if calls.load(std::sync::atomic::Ordering::SeqCst) == 60 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 60);
+            // The server task and one task per connection: 21 of them.
+            assert_eq!(alive_tasks_settle(22).await, 22);
+
+            serving.abort();
+            let ended = serving.await;
+            assert!(ended.as_ref().is_err_and(|e| e.is_cancelled()), "{ended:?}");
+            // The listener closed with the server's future.
+            let refused = TcpStream::connect(addr).await;
+            assert!(refused.is_err(), "{refused:?}");
+            // Every answer owed arrives, in order, then the connection closes.
+            for i in 0..50 {
+                let a = owed.recv().await.expect("owed answer");
+                assert_eq!(a.content(), format!("echo:p{i}").as_bytes());
+            }
+            assert!(matches!(
+                owed.recv().await,
+                Err(ClientError::Closed { in_flight: 0, .. })
+            ));
+            // Idle and half-sent connections are closed, not left open.
+            for mut c in answered {
+                let r = c.recv().await;
+                assert!(
+                    matches!(
+                        r,
+                        Err(ClientError::Closed { .. } | ClientError::Reset { .. })
+                    ),
+                    "{r:?}"
+                );
+            }
+            for mut s in partial {
+                let mut rest = Vec::new();
+                let r = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest).await;
+                assert!(
+                    r.map_or(true, |n| n == 0),
+                    "nothing is answered to half a request"
+                );
+            }
+            drop(owed);
+            // No connection task is left, and no descriptor of the server's.
+            assert_eq!(
+                alive_tasks_settle(0).await,
+                0,
+                "connection tasks left running"
+            );
+            assert_eq!(open_fds(), fds_before, "descriptors left open");
+        })
+        .await
+        .expect("bounded");
+    });
 }
