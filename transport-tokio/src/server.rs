@@ -182,18 +182,36 @@ impl Server {
                 permit = match Arc::clone(&slots).try_acquire_owned() {
                     Ok(p) => Some(p),
                     Err(_) => {
-                        if config.when_full == WhenFull::EvictIdle && conns.evict_longest_idle() {
-                            debug!("{max} connections open (max_connections): evicting the one idle the longest");
-                        } else {
+                        let evict = config.when_full == WhenFull::EvictIdle;
+                        if !evict {
                             warn!("{max} connections open (max_connections): new connections wait in the backlog");
                         }
-                        tokio::select! {
-                            _ = token.cancelled() => break,
-                            p = Arc::clone(&slots).acquire_owned() => {
-                                info!("below max_connections again: accepting");
-                                p.ok()
+                        // With EvictIdle, the connection idle the longest is closed; if none
+                        // is idle yet (all busy, or just accepted), look again shortly.
+                        let mut waited = None;
+                        // One eviction per slot: its connection gives the slot back as it ends.
+                        let mut evicted = false;
+                        loop {
+                            if evict && !evicted && conns.evict_longest_idle() {
+                                evicted = true;
+                                debug!("{max} connections open (max_connections): evicted the one idle the longest");
+                            }
+                            tokio::select! {
+                                _ = token.cancelled() => break,
+                                p = Arc::clone(&slots).acquire_owned() => {
+                                    waited = p.ok();
+                                    break;
+                                }
+                                _ = tokio::time::sleep(EVICT_RETRY), if evict && !evicted => {}
                             }
                         }
+                        if waited.is_none() {
+                            break;
+                        }
+                        if !evict {
+                            info!("below max_connections again: accepting");
+                        }
+                        waited
                     }
                 };
             }
@@ -480,6 +498,9 @@ mod tests {
         });
     }
 }
+
+/// How often the accept loop looks again for an idle connection to evict, at the cap.
+const EVICT_RETRY: Duration = Duration::from_millis(50);
 
 /// A connection's mark while it is evicted ([`Idle::evict_longest_idle`]).
 const EVICTED: u64 = u64::MAX;
