@@ -51,7 +51,19 @@ pub mod engine;
 pub mod report;
 pub mod workload;
 
+use std::path::Path;
 use std::time::Duration;
+
+/// Writes `port` (the number and a newline) to `path` for a script waiting on a server
+/// started with `--port-file`: written to a temporary file, then renamed, so a reader
+/// never sees a partial file. The error is `cannot write PATH: why`.
+pub fn write_port_file(path: &Path, port: u16) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    std::fs::write(&tmp, format!("{port}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
 
 /// Parses a duration written as a number with an optional unit: `500ms`, `10s`, `10`
 /// (seconds), `1.5s`, `2m`.

@@ -51,12 +51,7 @@ fn serve(args: &Args) -> Result<(), String> {
         .ok_or_else(|| "no event loop was made".to_owned())?;
     let local = server.local_addr().map_err(|e| e.to_string())?;
     if let Some(path) = &args.port_file {
-        // Write, then rename: a reader never sees a partial file.
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(format!(".tmp{}", std::process::id()));
-        std::fs::write(&tmp, format!("{}\n", local.port()))
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        sockmsg_bench::write_port_file(path, local.port())?;
     }
     for (i, other) in servers.into_iter().enumerate() {
         std::thread::Builder::new()

@@ -61,11 +61,7 @@ fn serve(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         if let Some(path) = &args.port_file {
-            let mut tmp = path.clone().into_os_string();
-            tmp.push(format!(".tmp{}", std::process::id()));
-            std::fs::write(&tmp, format!("{}\n", local.port()))
-                .and_then(|()| std::fs::rename(&tmp, path))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            sockmsg_bench::write_port_file(path, local.port())?;
         }
         println!("listening on {local}");
         loop {
