@@ -30,13 +30,7 @@ fn start(transport: &str, args: &[&str]) -> (ChildGuard, SocketAddr) {
         .args(args)
         .env_remove("RUST_LOG");
     let mut server = ChildGuard::spawn("app-server", &mut cmd);
-    let line = server
-        .next_line(LIMIT)
-        .expect("app-server prints its listening line");
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let addr = server.listening_addr(LIMIT);
     (server, addr)
 }
 

@@ -33,14 +33,13 @@ fn start_app_server(args: &[&str]) -> (ChildGuard, u16) {
         .args(args)
         .env_remove("RUST_LOG");
     let mut server = ChildGuard::spawn("app-server", &mut cmd);
-    let line = server
-        .next_line(LIMIT)
-        .expect("app-server prints its listening line");
-    let port = line
-        .strip_prefix("listening on 127.0.0.1:")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    (server, port)
+    let addr = server.listening_addr(LIMIT);
+    assert_eq!(
+        addr.ip().to_string(),
+        "127.0.0.1",
+        "app-server bound {addr}"
+    );
+    (server, addr.port())
 }
 
 /// The request bytes `case` must produce: PROTOCOL.md's where it gives them, else the

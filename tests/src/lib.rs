@@ -349,6 +349,17 @@ impl ChildGuard {
         self.lines.as_ref()?.recv_timeout(limit).ok()
     }
 
+    /// The address a server prints first on stdout (`listening on ADDR`), waiting at most
+    /// `limit`; panics (naming the line) if the first line is something else.
+    pub fn listening_addr(&mut self, limit: Duration) -> std::net::SocketAddr {
+        let line = self
+            .next_line(limit)
+            .unwrap_or_else(|| panic!("{} printed no listening line", self.name));
+        line.strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{}: unexpected first line {line:?}", self.name))
+    }
+
     /// Sends a signal by name (`INT`, `TERM`, ...) with `kill(1)`.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
