@@ -10,15 +10,14 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, MemoryBudget, ServerConfig, Service, Session,
-    ShutdownHandle, WhenFull,
+    accept_error, AcceptAction, CloseReason, IdleMark, MemoryBudget, ServerConfig, Service,
+    Session, ShutdownHandle, WhenFull,
 };
 use tracing::{debug, debug_span, info, warn};
 
@@ -40,26 +39,7 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     active: usize,
-    streams: HashMap<u64, (Arc<TcpStream>, Arc<Mark>)>,
-}
-
-/// What a connection's thread tells the accept loop, and the accept loop tells it.
-#[derive(Debug, Default)]
-struct Mark {
-    /// 0 while busy; else 1 + milliseconds from the server's start to when it went idle.
-    idle_since: AtomicU64,
-    /// Set by the accept loop: close as [`CloseReason::Evicted`].
-    evicted: AtomicBool,
-}
-
-impl Mark {
-    fn note(&self, session: &impl Driven, epoch: Instant) {
-        let since = session.idle_since().map_or(0, |at| {
-            let ms = at.saturating_duration_since(epoch).as_millis();
-            u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
-        });
-        self.idle_since.store(since, Relaxed);
-    }
+    streams: HashMap<u64, (Arc<TcpStream>, Arc<IdleMark>)>,
 }
 
 impl Shared {
@@ -212,7 +192,6 @@ impl Server {
             shutdown,
             budget,
         } = self;
-        let epoch = Instant::now();
         let max = config.max_connections.min(MAX_THREADS);
         if max < config.max_connections {
             warn!(
@@ -249,7 +228,7 @@ impl Server {
             }
             threads.retain(|t| !t.is_finished());
             let stream = Arc::new(stream);
-            let mark = Arc::new(Mark::default());
+            let mark = Arc::new(IdleMark::default());
             let id = next_id;
             next_id += 1;
             {
@@ -277,7 +256,7 @@ impl Server {
                 .name(format!("sockmsg-conn-{id}"))
                 .spawn(move || {
                     let _guard = guard;
-                    serve_connection(&stream, peer, session, &handle, (&mark, epoch));
+                    serve_connection(&stream, peer, session, &handle, &mark);
                 });
             match spawned {
                 Ok(t) => threads.push(t),
@@ -335,19 +314,13 @@ fn wait_for_a_slot(shared: &Shared, shutdown: &ShutdownHandle, max: usize, evict
 /// Does nothing while an eviction is under way.
 fn evict_idle(state: &State) -> bool {
     let marks = || state.streams.values();
-    if marks().any(|(_, m)| m.evicted.load(Relaxed)) {
+    if marks().any(|(_, m)| m.is_evicted()) {
         return true;
     }
-    let victim = marks()
-        .filter_map(|(stream, m)| {
-            let since = m.idle_since.load(Relaxed);
-            (since > 0).then_some((since, stream, m))
-        })
-        .min_by_key(|(since, _, _)| *since);
-    let Some((_, stream, mark)) = victim else {
+    let Some((stream, mark)) = IdleMark::longest_idle(marks().map(|(s, m)| (&**m, (s, m)))) else {
         return false;
     };
-    mark.evicted.store(true, Relaxed);
+    mark.evict();
     let _ = stream.shutdown(Shutdown::Both);
     true
 }
@@ -452,7 +425,7 @@ fn serve_connection<D: Driven>(
     peer: SocketAddr,
     mut session: D,
     shutdown: &ShutdownHandle,
-    (mark, epoch): (&Mark, Instant),
+    mark: &IdleMark,
 ) {
     // At debug level only: a span entered on a thread registers that thread with
     // tracing-subscriber's registry, which serves at most 4,096 threads at once (past that
@@ -469,13 +442,13 @@ fn serve_connection<D: Driven>(
         if shutdown.is_shutdown() {
             session.begin_shutdown(now);
         }
-        if mark.evicted.load(Relaxed) {
+        if mark.is_evicted() {
             session.abort(CloseReason::Evicted);
         }
         if session.is_done() {
             break;
         }
-        mark.note(&session, epoch);
+        mark.note(session.idle_since());
         let result = if session.wants_write() {
             write_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_write_timeout(t))
@@ -483,7 +456,7 @@ fn serve_connection<D: Driven>(
         } else if session.wants_read() {
             read_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_read_timeout(t))
-                .and_then(|()| session.read(stream, shutdown, &mark.evicted))
+                .and_then(|()| session.read(stream, shutdown, mark))
         } else {
             // Nothing to read or write, not closed: only a deadline can move it.
             if let Some(at) = session.poll_timeout() {
@@ -532,7 +505,7 @@ trait Driven: Send {
         &mut self,
         stream: &TcpStream,
         shutdown: &ShutdownHandle,
-        evicted: &AtomicBool,
+        evicted: &IdleMark,
     ) -> io::Result<()>;
     fn write(&mut self, stream: &TcpStream, now: Instant) -> io::Result<()>;
     fn poll_timeout(&self) -> Option<Instant>;
@@ -567,13 +540,13 @@ impl Driven for Session {
         &mut self,
         stream: &TcpStream,
         shutdown: &ShutdownHandle,
-        evicted: &AtomicBool,
+        evicted: &IdleMark,
     ) -> io::Result<()> {
         let n = (&*stream).read(self.read_buf())?;
         let now = Instant::now();
         if n > 0 {
             self.commit(n, now);
-        } else if evicted.load(Relaxed) {
+        } else if evicted.is_evicted() {
             Session::abort(self, CloseReason::Evicted);
         } else if shutdown.is_shutdown() {
             Session::begin_shutdown(self, now);
@@ -636,9 +609,9 @@ impl Driven for sockmsg_tls::TlsSession {
         &mut self,
         stream: &TcpStream,
         shutdown: &ShutdownHandle,
-        evicted: &AtomicBool,
+        evicted: &IdleMark,
     ) -> io::Result<()> {
-        if evicted.load(Relaxed) {
+        if evicted.is_evicted() {
             sockmsg_tls::TlsSession::abort(self, CloseReason::Evicted);
             return Ok(());
         }

@@ -11,13 +11,13 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, MemoryBudget, ServerConfig, Service, Session,
-    ShutdownHandle, WhenFull,
+    accept_error, AcceptAction, CloseReason, IdleMark, MemoryBudget, ServerConfig, Service,
+    Session, ShutdownHandle, WhenFull,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -380,7 +380,7 @@ fn serve_connection(
     peer: SocketAddr,
     mut session: Session,
     token: CancellationToken,
-    mark: Arc<AtomicU64>,
+    mark: Arc<IdleMark>,
 ) -> impl Future<Output = ()> {
     async move {
         info!("accepted connection from {peer}");
@@ -400,7 +400,7 @@ fn serve_connection(
             if session.is_closed() {
                 break;
             }
-            note_idle(&mark, &session);
+            mark.note(session.idle_since());
             let (want_read, want_write) = (session.wants_read(), session.wants_write());
             if let Some(at) = session.poll_timeout() {
                 if armed.is_none_or(|a| at < a) {
@@ -431,7 +431,7 @@ fn serve_connection(
             })
             .await;
             match wake {
-                Wake::Shutdown if mark.load(Relaxed) == EVICTED => {
+                Wake::Shutdown if mark.is_evicted() => {
                     session.abort(CloseReason::Evicted);
                 }
                 Wake::Shutdown => {
@@ -502,43 +502,24 @@ mod tests {
 /// How often the accept loop looks again for an idle connection to evict, at the cap.
 const EVICT_RETRY: Duration = Duration::from_millis(50);
 
-/// A connection's mark while it is evicted ([`Idle::evict_longest_idle`]).
-const EVICTED: u64 = u64::MAX;
-
-/// Milliseconds since the first call, for idle marks.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Records in `mark` since when the session is idle (0: busy; else 1 + milliseconds since
-/// [`epoch`]), unless it is being evicted.
-fn note_idle(mark: &AtomicU64, session: &Session) {
-    let since = session.idle_since().map_or(0, |at| {
-        let ms = at.saturating_duration_since(epoch()).as_millis();
-        u64::try_from(ms).unwrap_or(EVICTED - 2).min(EVICTED - 2) + 1
-    });
-    let _ = mark.fetch_update(Relaxed, Relaxed, |m| (m != EVICTED).then_some(since));
-}
-
 /// The accept loop's view of its connections for [`WhenFull::EvictIdle`]: each one's idle
 /// mark and token. Entries of ended connections (the task dropped its mark) are dropped
 /// lazily, so the table stays proportional to the connections open.
 #[derive(Default)]
 struct Idle {
-    conns: Mutex<HashMap<u64, (Arc<AtomicU64>, CancellationToken)>>,
+    conns: Mutex<HashMap<u64, (Arc<IdleMark>, CancellationToken)>>,
     next: AtomicU64,
 }
 
 impl Idle {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<AtomicU64>, CancellationToken)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<IdleMark>, CancellationToken)>> {
         // Nothing is left half-updated by a panic: each update is one statement.
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A new connection's mark (busy).
-    fn register(&self, token: &CancellationToken) -> Arc<AtomicU64> {
-        let mark = Arc::new(AtomicU64::new(0));
+    fn register(&self, token: &CancellationToken) -> Arc<IdleMark> {
+        let mark = Arc::new(IdleMark::default());
         let id = self.next.fetch_add(1, Relaxed);
         let mut conns = self.lock();
         // Amortized: the table is swept each time it doubles past the live connections.
@@ -554,18 +535,11 @@ impl Idle {
     fn evict_longest_idle(&self) -> bool {
         let mut conns = self.lock();
         conns.retain(|_, (m, _)| Arc::strong_count(m) > 1);
-        let victim = conns
-            .iter()
-            .filter_map(|(id, (m, _))| {
-                let since = m.load(Relaxed);
-                (since != 0 && since != EVICTED).then_some((since, *id))
-            })
-            .min();
-        let Some((_, id)) = victim else {
+        let Some(id) = IdleMark::longest_idle(conns.iter().map(|(id, (m, _))| (&**m, *id))) else {
             return false;
         };
         if let Some((mark, token)) = conns.remove(&id) {
-            mark.store(EVICTED, Relaxed);
+            mark.evict();
             token.cancel();
         }
         true
