@@ -24,6 +24,9 @@
 //!   [`ServerConfig::max_connections`] the connection idle the longest is closed to admit
 //!   the new one ([`WhenFull::EvictIdle`], the default; [`Session::idle_since`] tells the
 //!   transport which), so silent connections cannot lock good clients out.
+//! * [`Driven`]: what a transport's connection loop drives, a plaintext [`Session`] or a
+//!   TLS composition with one inside (`sockmsg_tls::TlsSession`), with the same wishes and
+//!   bytes in and out through `io::Read`/`io::Write`: each transport writes its loop once.
 //! * [`ShutdownHandle`]: a flag plus the wake-ups each transport registers; [`CloseReason`]
 //!   and its one log line ([`CloseReason::log`]); [`accept_error`], the accept-error policy.
 //!
@@ -80,6 +83,7 @@ pub mod addr;
 mod budget;
 mod close;
 mod config;
+mod driven;
 mod idle;
 mod service;
 mod session;
@@ -90,6 +94,7 @@ pub use addr::ServerAddr;
 pub use budget::MemoryBudget;
 pub use close::CloseReason;
 pub use config::{ServerConfig, WhenFull};
+pub use driven::Driven;
 pub use idle::IdleMark;
 pub use service::{call_service, CallError, Service, ServiceError};
 pub use session::{Session, SessionState};

@@ -518,6 +518,12 @@ impl<P: Plaintext> Tls<P> {
                     after: self.handshake_timeout.unwrap_or_default(),
                 });
             }
+        } else if self.plaintext_held && self.conn.wants_read() {
+            // The plaintext side takes input again after a deadline of its own (a server
+            // session that waited for room in the memory budget): move what rustls held
+            // back, which nothing else would (rustls wants no records while it holds it).
+            self.drain_plaintext(now);
+            self.deliver_eof();
         }
         passed
     }

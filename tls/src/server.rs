@@ -3,12 +3,14 @@
 //! [`PeerService`], a service that sees who the client is.
 
 use std::fmt;
-use std::io::IoSlice;
+use std::io::{self, IoSlice, Read, Write};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use sockmsg_protocol::{Connection, Message};
-use sockmsg_server::{CloseReason, ServerConfig, Service, ServiceError, Session};
+use sockmsg_server::{
+    CloseReason, Driven, MemoryBudget, ServerConfig, Service, ServiceError, Session,
+};
 
 use crate::conn::{Plaintext, Tls, TlsTimeout};
 use crate::error::TlsError;
@@ -75,6 +77,9 @@ impl Service for Bound {
 pub struct ServerSide {
     session: Session,
     peer: Arc<OnceLock<Option<PeerIdentity>>>,
+    /// [`TlsSession::abort`] ended it at once: nothing more is read or written (not even
+    /// `close_notify`: the socket may be broken).
+    aborted: bool,
 }
 
 impl fmt::Debug for ServerSide {
@@ -82,6 +87,7 @@ impl fmt::Debug for ServerSide {
         f.debug_struct("ServerSide")
             .field("session", &self.session)
             .field("peer", &self.peer.get())
+            .field("aborted", &self.aborted)
             .finish()
     }
 }
@@ -138,25 +144,45 @@ impl Plaintext for ServerSide {
 }
 
 /// One server connection over TLS: rustls in front of a server [`Session`]. A transport
-/// drives it as it drives a plaintext session, with the TLS composition's one way in and
-/// out:
+/// drives it exactly as it drives a plaintext session, through the server layer's
+/// [`Driven`] trait (implemented here, so every transport's one loop serves TLS too), with
+/// the TLS composition's one way in and out:
 ///
-/// * while [`Tls::wants_write`]: [`Tls::write_tls`] to the socket;
-/// * while [`Tls::wants_read`]: [`Tls::read_tls`] from the socket;
+/// * while [`Tls::wants_write`]: [`Tls::write_tls`] to the socket ([`Driven::write_to`]);
+/// * while [`Tls::wants_read`]: [`Tls::read_tls`] from the socket ([`Driven::read_from`]);
 /// * sleep until [`Tls::poll_timeout`] (the handshake deadline, then the session's
 ///   deadlines), then [`Tls::handle_timeout`];
 /// * on shutdown, [`TlsSession::begin_shutdown`];
-/// * once [`TlsSession::is_done`], log [`TlsSession::end`] and close the socket.
+/// * once [`TlsSession::is_done`], log [`TlsSession::end`] ([`Driven::log_close`]) and
+///   close the socket.
 pub type TlsSession = Tls<ServerSide>;
 
 impl Tls<ServerSide> {
     /// A connection accepted at `now`: `tls` for the handshake (see
     /// [`crate::server_config`]), `service` answering (told who the client is), `config`
     /// the server's policy, as for a plaintext [`Session`].
+    ///
+    /// Its session counts against [`MemoryBudget::for_config`]: the configuration's
+    /// `memory_meter` if set, else a budget of its own; a transport passes its server's
+    /// one budget with [`TlsSession::accept_with_budget`].
     pub fn accept(
         tls: Arc<rustls::ServerConfig>,
         service: Arc<dyn PeerService>,
         config: Arc<ServerConfig>,
+        now: Instant,
+    ) -> Result<TlsSession, TlsError> {
+        let budget = MemoryBudget::for_config(&config);
+        TlsSession::accept_with_budget(tls, service, config, budget, now)
+    }
+
+    /// As [`TlsSession::accept`], the session counting its memory in `budget`, the one its
+    /// server shares between all its connections (see [`Session::with_budget`]). What
+    /// rustls itself holds (its record buffers) is not counted.
+    pub fn accept_with_budget(
+        tls: Arc<rustls::ServerConfig>,
+        service: Arc<dyn PeerService>,
+        config: Arc<ServerConfig>,
+        budget: MemoryBudget,
         now: Instant,
     ) -> Result<TlsSession, TlsError> {
         let peer = Arc::new(OnceLock::new());
@@ -165,8 +191,9 @@ impl Tls<ServerSide> {
             peer: Arc::clone(&peer),
         });
         let side = ServerSide {
-            session: Session::new(bound, config, now),
+            session: Session::new(bound, config, now).with_budget(budget, now),
             peer,
+            aborted: false,
         };
         Tls::server(tls, side, now)
     }
@@ -182,15 +209,21 @@ impl Tls<ServerSide> {
         self.inner_mut().session.begin_shutdown(now);
     }
 
-    /// Ends the connection at once for `reason` (a socket error, say).
+    /// Ends the connection at once for `reason` (a socket error, say): nothing more is
+    /// read or written, not even `close_notify` (the socket may be broken).
     pub fn abort(&mut self, reason: CloseReason) {
-        self.inner_mut().session.abort(reason);
+        let side = self.inner_mut();
+        side.session.abort(reason);
+        side.aborted = true;
     }
 
     /// `true` once the connection is over and nothing is left to write: close the socket.
     pub fn is_done(&self) -> bool {
-        (self.error().is_some() || self.timed_out().is_some() || self.session().is_closed())
-            && !self.wants_write()
+        self.inner().aborted
+            || ((self.error().is_some()
+                || self.timed_out().is_some()
+                || self.session().is_closed())
+                && !self.wants_write())
     }
 
     /// Why the connection ended, once it did: the TLS failure, the handshake deadline, or
@@ -210,6 +243,74 @@ impl Tls<ServerSide> {
             return Some(End::Timeout(t));
         }
         self.session().close_reason().map(End::Session)
+    }
+}
+
+/// A TLS connection, driven by a transport's loop as a plaintext [`Session`] is.
+impl Driven for TlsSession {
+    fn session(&self) -> &Session {
+        TlsSession::session(self)
+    }
+
+    fn wants_read(&self) -> bool {
+        !self.inner().aborted && Tls::wants_read(self)
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.inner().aborted && Tls::wants_write(self)
+    }
+
+    fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R, now: Instant) -> io::Result<usize> {
+        self.read_tls(reader, now)
+    }
+
+    fn write_to<W: Write + ?Sized>(&mut self, writer: &mut W, now: Instant) -> io::Result<usize> {
+        self.write_tls(writer, now)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Tls::poll_timeout(self)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Tls::handle_timeout(self, now);
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        TlsSession::begin_shutdown(self, now);
+    }
+
+    fn abort(&mut self, reason: CloseReason) {
+        TlsSession::abort(self, reason);
+    }
+
+    fn is_done(&self) -> bool {
+        TlsSession::is_done(self)
+    }
+
+    fn close_reason(&self) -> Option<&CloseReason> {
+        match self.end() {
+            Some(End::Session(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
+    fn is_failure(&self) -> bool {
+        self.end().is_some_and(|end| end.is_failure())
+    }
+
+    fn log_close(&self, peer: &dyn fmt::Display) {
+        if let Some(end) = self.end() {
+            end.log(peer);
+        }
+    }
+
+    fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        self.inner_mut().session.give_read_buffer(buf)
+    }
+
+    fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
+        self.inner_mut().session.take_read_buffer()
     }
 }
 

@@ -8,7 +8,7 @@
 //! share the socket (`Arc<TcpStream>`; `&TcpStream` reads and writes).
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, IdleMark, MemoryBudget, ServerConfig, Service,
+    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, ServerConfig, Service,
     Session, ShutdownHandle, WhenFull,
 };
 use tracing::{debug, debug_span, info, warn};
@@ -162,12 +162,12 @@ impl Server {
         service: Arc<dyn sockmsg_tls::PeerService>,
         tls: Arc<sockmsg_tls::rustls::ServerConfig>,
     ) -> io::Result<()> {
-        // The TLS session counts against a budget of its own (not yet the server's).
-        self.serve_with(move |config, _budget, now| {
-            match sockmsg_tls::TlsSession::accept(
+        self.serve_with(
+            move |config, budget, now| match sockmsg_tls::TlsSession::accept_with_budget(
                 Arc::clone(&tls),
                 Arc::clone(&service),
                 config,
+                budget.clone(),
                 now,
             ) {
                 Ok(session) => Some(session),
@@ -175,8 +175,8 @@ impl Server {
                     warn!("dropping a connection: cannot start TLS: {e}");
                     None
                 }
-            }
-        })
+            },
+        )
     }
 
     /// The accept loop, with `make` building each connection's machine.
@@ -419,7 +419,8 @@ impl Armed {
     }
 }
 
-/// One connection's thread: the session's wishes, carried out with blocking calls.
+/// One connection's thread: the wishes of its [`Driven`] machine (a plaintext [`Session`],
+/// or a TLS session), carried out with blocking calls.
 fn serve_connection<D: Driven>(
     stream: &TcpStream,
     peer: SocketAddr,
@@ -433,7 +434,7 @@ fn serve_connection<D: Driven>(
     let span = debug_span!("conn", %peer);
     let _enter = span.enter();
     info!("accepted connection from {peer}");
-    if let Err(e) = stream.set_nodelay(session.config().nodelay) {
+    if let Err(e) = stream.set_nodelay(session.session().config().nodelay) {
         debug!("cannot set TCP_NODELAY: {e}");
     }
     let (mut read_armed, mut write_armed) = (Armed::default(), Armed::default());
@@ -452,11 +453,11 @@ fn serve_connection<D: Driven>(
         let result = if session.wants_write() {
             write_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_write_timeout(t))
-                .and_then(|()| session.write(stream, now))
+                .and_then(|()| session.write_to(&mut &*stream, now).map(drop))
         } else if session.wants_read() {
             read_armed
                 .arm(session.poll_timeout(), now, |t| stream.set_read_timeout(t))
-                .and_then(|()| session.read(stream, shutdown, mark))
+                .and_then(|()| read(stream, &mut session, shutdown, mark))
         } else {
             // Nothing to read or write, not closed: only a deadline can move it.
             if let Some(at) = session.poll_timeout() {
@@ -483,168 +484,29 @@ fn serve_connection<D: Driven>(
             Err(e) => session.abort(CloseReason::Io(e)),
         }
     }
-    session.log_end(&peer);
+    session.log_close(&peer);
     // Errors ignored: the peer may be gone already; dropping the stream closes it anyway.
     let _ = stream.shutdown(Shutdown::Write);
 }
 
-/// What one connection's thread drives: a plaintext [`Session`] or (feature `tls`) a
-/// [`sockmsg_tls::TlsSession`], with the same wishes.
-trait Driven: Send {
-    fn config(&self) -> &ServerConfig;
-    fn is_done(&self) -> bool;
-    /// Since when nothing is in progress or pending (`None` while busy): the accept loop
-    /// evicts the connection idle the longest ([`WhenFull::EvictIdle`]).
-    fn idle_since(&self) -> Option<Instant>;
-    fn wants_read(&self) -> bool;
-    fn wants_write(&self) -> bool;
-    /// Reads once. A read of 0 bytes after the server began shutting down, or after the
-    /// accept loop chose this connection for eviction (`evicted`), is the server's own
-    /// `shutdown(2)`, not the peer closing.
-    fn read(
-        &mut self,
-        stream: &TcpStream,
-        shutdown: &ShutdownHandle,
-        evicted: &IdleMark,
-    ) -> io::Result<()>;
-    fn write(&mut self, stream: &TcpStream, now: Instant) -> io::Result<()>;
-    fn poll_timeout(&self) -> Option<Instant>;
-    fn handle_timeout(&mut self, now: Instant);
-    fn begin_shutdown(&mut self, now: Instant);
-    fn abort(&mut self, reason: CloseReason);
-    fn log_end(&self, peer: &SocketAddr);
-}
-
-impl Driven for Session {
-    fn config(&self) -> &ServerConfig {
-        Session::config(self)
+/// Reads once: blocks until the socket is readable (a peek, under the socket's read
+/// timeout), then hands the bytes to the machine with the instant they arrived. A peek of
+/// 0 bytes after the server began shutting down, or after the accept loop chose this
+/// connection for eviction, is the server's own `shutdown(2)`, not the peer closing.
+fn read<D: Driven>(
+    stream: &TcpStream,
+    session: &mut D,
+    shutdown: &ShutdownHandle,
+    evicted: &IdleMark,
+) -> io::Result<()> {
+    let arrived = stream.peek(&mut [0u8; 1])?;
+    let now = Instant::now();
+    if arrived == 0 && evicted.is_evicted() {
+        session.abort(CloseReason::Evicted);
+    } else if arrived == 0 && shutdown.is_shutdown() {
+        session.begin_shutdown(now);
+    } else {
+        session.read_from(&mut &*stream, now)?;
     }
-
-    fn is_done(&self) -> bool {
-        self.is_closed()
-    }
-
-    fn idle_since(&self) -> Option<Instant> {
-        Session::idle_since(self)
-    }
-
-    fn wants_read(&self) -> bool {
-        Session::wants_read(self)
-    }
-
-    fn wants_write(&self) -> bool {
-        Session::wants_write(self)
-    }
-
-    fn read(
-        &mut self,
-        stream: &TcpStream,
-        shutdown: &ShutdownHandle,
-        evicted: &IdleMark,
-    ) -> io::Result<()> {
-        let n = (&*stream).read(self.read_buf())?;
-        let now = Instant::now();
-        if n > 0 {
-            self.commit(n, now);
-        } else if evicted.is_evicted() {
-            Session::abort(self, CloseReason::Evicted);
-        } else if shutdown.is_shutdown() {
-            Session::begin_shutdown(self, now);
-        } else {
-            self.receive_eof(now);
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, stream: &TcpStream, now: Instant) -> io::Result<()> {
-        self.write_to(&mut &*stream, now).map(drop)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Session::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        Session::handle_timeout(self, now);
-    }
-
-    fn begin_shutdown(&mut self, now: Instant) {
-        Session::begin_shutdown(self, now);
-    }
-
-    fn abort(&mut self, reason: CloseReason) {
-        Session::abort(self, reason);
-    }
-
-    fn log_end(&self, peer: &SocketAddr) {
-        if let Some(reason) = self.close_reason() {
-            reason.log(peer);
-        }
-    }
-}
-
-#[cfg(feature = "tls")]
-impl Driven for sockmsg_tls::TlsSession {
-    fn config(&self) -> &ServerConfig {
-        self.session().config()
-    }
-
-    fn is_done(&self) -> bool {
-        sockmsg_tls::TlsSession::is_done(self)
-    }
-
-    fn idle_since(&self) -> Option<Instant> {
-        self.session().idle_since()
-    }
-
-    fn wants_read(&self) -> bool {
-        sockmsg_tls::Tls::wants_read(self)
-    }
-
-    fn wants_write(&self) -> bool {
-        sockmsg_tls::Tls::wants_write(self)
-    }
-
-    fn read(
-        &mut self,
-        stream: &TcpStream,
-        shutdown: &ShutdownHandle,
-        evicted: &IdleMark,
-    ) -> io::Result<()> {
-        if evicted.is_evicted() {
-            sockmsg_tls::TlsSession::abort(self, CloseReason::Evicted);
-            return Ok(());
-        }
-        if shutdown.is_shutdown() {
-            sockmsg_tls::TlsSession::begin_shutdown(self, Instant::now());
-            return Ok(());
-        }
-        self.read_tls(&mut &*stream, Instant::now()).map(drop)
-    }
-
-    fn write(&mut self, stream: &TcpStream, now: Instant) -> io::Result<()> {
-        self.write_tls(&mut &*stream, now).map(drop)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        sockmsg_tls::Tls::poll_timeout(self)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        sockmsg_tls::Tls::handle_timeout(self, now);
-    }
-
-    fn begin_shutdown(&mut self, now: Instant) {
-        sockmsg_tls::TlsSession::begin_shutdown(self, now);
-    }
-
-    fn abort(&mut self, reason: CloseReason) {
-        sockmsg_tls::TlsSession::abort(self, reason);
-    }
-
-    fn log_end(&self, peer: &SocketAddr) {
-        if let Some(end) = self.end() {
-            end.log(peer);
-        }
-    }
+    Ok(())
 }
