@@ -106,10 +106,11 @@ pub fn serve(
     }
 }
 
-/// As [`serve`], with TLS in front of every connection: `tls` for the handshake
-/// ([`sockmsg_tls::server_config`]; client certificates required when it has a client CA),
-/// `service` told who each client is. TLS runs on the std transport for now; the mio and
-/// tokio transports refuse it (`InvalidInput`).
+/// As [`serve`], with TLS in front of every connection, on any transport: `tls` for the
+/// handshake ([`sockmsg_tls::server_config`]; client certificates required when it has a
+/// client CA), `service` told who each client is. Every transport drives the same
+/// composition (`sockmsg_tls::TlsSession`, a [`sockmsg_server::Driven`] machine), so a
+/// failed handshake or a plaintext peer is logged by the same line on each.
 pub fn serve_tls(
     transport: Transport,
     addr: SocketAddr,
@@ -119,12 +120,20 @@ pub fn serve_tls(
     ready: impl FnOnce(SocketAddr, Stopper),
 ) -> io::Result<()> {
     match transport {
-        Transport::Mio | Transport::Tokio => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "TLS runs on the std transport for now (--transport std)",
-        )),
+        Transport::Mio => {
+            let server = sockmsg_transport_mio::Server::bind(addr, config.clone())?;
+            let handle = server.shutdown_handle();
+            ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
+            server.serve_tls(service, tls)
+        }
         Transport::Std => {
             let server = sockmsg_transport_std::Server::bind(addr, config.clone())?;
+            let handle = server.shutdown_handle();
+            ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
+            server.serve_tls(service, tls)
+        }
+        Transport::Tokio => {
+            let server = sockmsg_transport_tokio::Server::bind(addr, config.clone())?;
             let handle = server.shutdown_handle();
             ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
             server.serve_tls(service, tls)

@@ -240,16 +240,19 @@ fn each_handshake_failure_has_its_own_line() {
     );
 }
 
-/// `app-server --tls-*` on the std transport, port 0; stopped (killed) when dropped.
+/// The transports `app-server --transport` takes.
+const TRANSPORTS: [&str; 3] = ["mio", "std", "tokio"];
+
+/// `app-server --tls-*` on `transport`, port 0; stopped (killed) when dropped.
 struct AppServer {
     child: Child,
     port: u16,
 }
 
 impl AppServer {
-    fn start(certs: &Path, client_ca: bool) -> AppServer {
+    fn start(certs: &Path, client_ca: bool, transport: &str) -> AppServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-server"));
-        cmd.args(["127.0.0.1", "0", "--transport", "std"])
+        cmd.args(["127.0.0.1", "0", "--transport", transport])
             .arg("--tls-cert")
             .arg(certs.join("server.pem"))
             .arg("--tls-key")
@@ -257,7 +260,7 @@ impl AppServer {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         if client_ca {
             cmd.arg("--tls-client-ca").arg(certs.join("ca.pem"));
         }
@@ -272,6 +275,16 @@ impl AppServer {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         AppServer { child, port }
+    }
+
+    /// Stops it and returns what it logged (warnings and errors).
+    fn log(mut self) -> String {
+        let _ = self.child.kill();
+        let mut log = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut log);
+        }
+        log
     }
 }
 
@@ -306,15 +319,30 @@ fn python_client(port: u16, certs: &Path, with_cert: bool, value: &str) -> Outpu
 fn app_server_over_tls_answers_python_ssl_and_app_client() {
     let dir = TempDir::new("tls-server");
     write_certs(dir.path(), None);
-    let server = AppServer::start(dir.path(), false);
-    let py = python_client(server.port, dir.path(), false, "morpheus");
-    assert!(py.status.success(), "{py:?}");
+    let mut plaintext_lines = Vec::new();
+    for transport in TRANSPORTS {
+        plaintext_lines.push(over_tls_on(transport, dir.path()));
+    }
+    // The same line on every transport (the composition is one, and so is its log).
+    assert!(
+        plaintext_lines.iter().all(|l| *l == plaintext_lines[0]),
+        "{plaintext_lines:#?}"
+    );
+}
+
+/// Python's `ssl` and `app-client --tls` against `app-server --tls-*` on `transport`, and a
+/// plaintext client; returns the server's line about that client, without its address.
+fn over_tls_on(transport: &str, certs: &Path) -> String {
+    let dir = certs;
+    let server = AppServer::start(dir, false, transport);
+    let py = python_client(server.port, dir, false, "morpheus");
+    assert!(py.status.success(), "{transport}: {py:?}");
     assert_eq!(
         stdout(&py),
         "got result: Follow the white rabbit. \u{1f430}\n"
     );
-    let rust = client(server.port, &["search", "ring"], dir.path());
-    assert!(rust.status.success(), "{rust:?}");
+    let rust = client(server.port, &["search", "ring"], dir);
+    assert!(rust.status.success(), "{transport}: {rust:?}");
     assert_eq!(
         stdout(&rust),
         "got result: In the caves beneath the Misty Mountains. \u{1f48d}\n"
@@ -325,15 +353,34 @@ fn app_server_over_tls_answers_python_ssl_and_app_client() {
         .env("RUST_LOG", "warn")
         .output()
         .expect("app-client");
-    assert_eq!(plain.status.code(), Some(1));
-    assert!(stderr(&plain).contains("TLS"), "{}", stderr(&plain));
+    assert_eq!(plain.status.code(), Some(1), "{transport}");
+    assert!(
+        stderr(&plain).contains("TLS"),
+        "{transport}: {}",
+        stderr(&plain)
+    );
+    // The server closed it with one line naming the reason.
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("closing connection to"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{transport}: {log}");
+    let line = lines[0];
+    assert!(
+        line.contains("WARN") && line.contains("TLS") && line.contains("plaintext"),
+        "{transport}: {line}"
+    );
+    // Without the time stamp and the client's address.
+    let reason = line.split_once(" (").map_or(line, |(_, r)| r);
+    reason.to_owned()
 }
 
 #[test]
 fn app_server_mutual_tls_both_ways() {
     let dir = TempDir::new("tls-server-mutual");
     write_certs(dir.path(), None);
-    let server = AppServer::start(dir.path(), true);
+    let server = AppServer::start(dir.path(), true, "std");
     let py_refused = python_client(server.port, dir.path(), false, "ring");
     assert_eq!(py_refused.status.code(), Some(1), "{py_refused:?}");
     let py = python_client(server.port, dir.path(), true, "ring");
@@ -366,18 +413,17 @@ fn app_server_mutual_tls_both_ways() {
         stdout(&accepted),
         "got result: Follow the white rabbit. \u{1f430}\n"
     );
-    // TLS on the mio transport is refused as a usage error.
-    let mio = Command::new(env!("CARGO_BIN_EXE_app-server"))
-        .args([
-            "127.0.0.1",
-            "0",
-            "--tls-cert",
-            "a.pem",
-            "--tls-key",
-            "b.pem",
-        ])
-        .output()
-        .expect("app-server");
-    assert_eq!(mio.status.code(), Some(2));
-    assert!(stderr(&mio).contains("--transport std"), "{}", stderr(&mio));
+    // Mutual TLS on the other transports too.
+    for transport in ["mio", "tokio"] {
+        let server = AppServer::start(dir.path(), true, transport);
+        let py = python_client(server.port, dir.path(), true, "ring");
+        assert!(py.status.success(), "{transport}: {py:?}");
+        let refused = python_client(server.port, dir.path(), false, "ring");
+        assert_eq!(refused.status.code(), Some(1), "{transport}: {refused:?}");
+        let log = server.log();
+        assert!(
+            log.contains("closing connection to") && log.contains("certificate"),
+            "{transport}: {log}"
+        );
+    }
 }

@@ -9,20 +9,22 @@ use std::thread;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
-use sockmsg_server::{ServerConfig, Service, ShutdownHandle};
+use sockmsg_server::{Driven, ServerConfig, Service, Session, ShutdownHandle};
 use tracing::{info, warn};
 
 use crate::config::{ListenerMode, MioOptions};
 use crate::stats::Stats;
-use crate::worker::{LoopSetup, Worker, WAKER};
+use crate::worker::{Accept, LoopSetup, Worker, WAKER};
 
 /// A bound, not yet running, event-loop server.
 ///
 /// [`Server::bind`] creates the listening socket(s) and one `mio::Poll` per event loop
 /// ([`ServerConfig::workers`]); [`Server::serve`] runs the loops, one thread each, until
 /// [`ShutdownHandle::shutdown`]. Each loop accepts connections and drives each one's
-/// [`sockmsg_server::Session`]: reads and writes until `WouldBlock` (edge-triggered),
-/// registers the interest the session wants, and sleeps until the nearest deadline it names.
+/// [`sockmsg_server::Session`] (with [`Server::serve_tls`], a TLS session with one inside,
+/// through the same loop: [`sockmsg_server::Driven`]): reads and writes until `WouldBlock`
+/// (edge-triggered), registers the interest the machine wants, and sleeps until the nearest
+/// deadline it names.
 #[derive(Debug)]
 pub struct Server {
     loops: Vec<LoopSetup>,
@@ -135,6 +137,47 @@ impl Server {
     /// [`ServerConfig::shutdown_grace`] to flush. Returns the first error an event loop
     /// failed with (the others are then stopped too).
     pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
+        let make: Accept<Session> = Arc::new(move |config, budget, now| {
+            Some(Session::new(Arc::clone(&service), config, now).with_budget(budget.clone(), now))
+        });
+        self.serve_with(make)
+    }
+
+    /// As [`Server::serve`], with TLS in front of every connection (feature `tls`), on the
+    /// same event loops: `tls` for the handshake ([`sockmsg_tls::server_config`]), `service`
+    /// told who each client is ([`sockmsg_tls::PeerService`]; [`sockmsg_tls::AnyPeer`] for
+    /// a plain service). Each connection is its socket, rustls and its session
+    /// ([`sockmsg_tls::TlsSession`]); the interest registered is derived from both machines
+    /// after every event, as rustls's own mio example does. A failed handshake or a
+    /// plaintext peer closes that connection with one log line naming the reason; the
+    /// handshake deadline is [`sockmsg_tls::DEFAULT_HANDSHAKE_TIMEOUT`].
+    #[cfg(feature = "tls")]
+    pub fn serve_tls(
+        self,
+        service: Arc<dyn sockmsg_tls::PeerService>,
+        tls: Arc<sockmsg_tls::rustls::ServerConfig>,
+    ) -> io::Result<()> {
+        let make: Accept<sockmsg_tls::TlsSession> =
+            Arc::new(
+                move |config, budget, now| match sockmsg_tls::TlsSession::accept_with_budget(
+                    Arc::clone(&tls),
+                    Arc::clone(&service),
+                    config,
+                    budget.clone(),
+                    now,
+                ) {
+                    Ok(session) => Some(session),
+                    Err(e) => {
+                        warn!("dropping a connection: cannot start TLS: {e}");
+                        None
+                    }
+                },
+            );
+        self.serve_with(make)
+    }
+
+    /// The event loops, with `make` building each connection's machine.
+    fn serve_with<D: Driven + 'static>(self, make: Accept<D>) -> io::Result<()> {
         info!(
             addr = %self.local_addr,
             workers = self.loops.len(),
@@ -148,7 +191,7 @@ impl Server {
             let worker = Worker::new(
                 index,
                 setup,
-                Arc::clone(&service),
+                Arc::clone(&make),
                 Arc::clone(&config),
                 self.stats.clone(),
                 self.shutdown.clone(),

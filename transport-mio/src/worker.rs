@@ -1,8 +1,11 @@
 //! One event loop: a `Poll`, its share of the listener, its connections (a [`Slab`]) and a
-//! timer heap. Each connection is a socket and a [`Session`] of the server layer: the loop
-//! moves bytes between them and asks the session what to wait for and when to wake.
+//! timer heap. Each connection is a socket and a [`Driven`] machine of the server layer (a
+//! plaintext [`Session`], or a TLS session with one inside): the loop moves bytes between
+//! them and asks the machine what to wait for and when to wake. The loop is generic over
+//! the machine, so plaintext and TLS are served by the same code.
 
 use std::io::{self, Read};
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -12,8 +15,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, ServerConfig, Service, Session, SessionState,
-    ShutdownHandle, WhenFull, ACCEPT_BACKOFF,
+    accept_error, AcceptAction, CloseReason, Driven, MemoryBudget, ServerConfig, Session,
+    SessionState, ShutdownHandle, WhenFull, ACCEPT_BACKOFF,
 };
 use tracing::{debug, error, info};
 
@@ -62,10 +65,15 @@ enum Readiness {
     Closing,
 }
 
-/// One accepted connection: its socket, its session, and the loop's bookkeeping.
-struct Conn {
+/// Makes the machine of a connection accepted at an instant, with the server's memory
+/// budget; `None` drops the connection (it could not start, and said why).
+pub(crate) type Accept<D> =
+    Arc<dyn Fn(Arc<ServerConfig>, &MemoryBudget, Instant) -> Option<D> + Send + Sync>;
+
+/// One accepted connection: its socket, its machine, and the loop's bookkeeping.
+struct Conn<D> {
     stream: TcpStream,
-    session: Session,
+    session: D,
     peer: SocketAddr,
     /// Distinguishes this connection from earlier ones under the same key.
     id: u64,
@@ -109,15 +117,31 @@ impl Observer<'_> {
     }
 }
 
-/// The event loop.
-pub(crate) struct Worker {
+/// Reads from the socket and notes whether the read was short (the socket drained),
+/// whatever machine asked for the bytes.
+struct Counted<'a> {
+    stream: &'a mut TcpStream,
+    lent: usize,
+    got: usize,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.lent = buf.len();
+        self.got = self.stream.read(buf)?;
+        Ok(self.got)
+    }
+}
+
+/// The event loop, over connections driven by `D`.
+pub(crate) struct Worker<D> {
     index: usize,
     poll: Poll,
     listener: Option<TcpListener>,
     events_capacity: usize,
-    conns: Slab<Box<Conn>>,
+    conns: Slab<Box<Conn<D>>>,
     timers: Timers,
-    service: Arc<dyn Service>,
+    make: Accept<D>,
     config: Arc<ServerConfig>,
     stats: Stats,
     shutdown: ShutdownHandle,
@@ -133,17 +157,18 @@ pub(crate) struct Worker {
     local_max_output: usize,
     /// Read buffers taken back from idle connections, lent to the next that read.
     pool: Vec<Vec<u8>>,
+    _driven: PhantomData<fn() -> D>,
 }
 
-impl Worker {
+impl<D: Driven> Worker<D> {
     pub(crate) fn new(
         index: usize,
         setup: LoopSetup,
-        service: Arc<dyn Service>,
+        make: Accept<D>,
         config: Arc<ServerConfig>,
         stats: Stats,
         shutdown: ShutdownHandle,
-    ) -> Worker {
+    ) -> Worker<D> {
         Worker {
             index,
             poll: setup.poll,
@@ -151,7 +176,7 @@ impl Worker {
             events_capacity: setup.events_capacity,
             conns: Slab::new(),
             timers: Timers::new(),
-            service,
+            make,
             config,
             stats,
             shutdown,
@@ -162,6 +187,7 @@ impl Worker {
             stop_by: None,
             local_max_output: 0,
             pool: Vec::new(),
+            _driven: PhantomData,
         }
     }
 
@@ -325,10 +351,15 @@ impl Worker {
             shared.open.fetch_sub(1, Relaxed);
             return;
         }
+        let Some(mut session) =
+            (self.make)(Arc::clone(&self.config), &self.stats.shared.budget, now)
+        else {
+            let _ = self.poll.registry().deregister(&mut stream);
+            shared.open.fetch_sub(1, Relaxed);
+            return;
+        };
         LoopCounters::add(&self.counters().accepted);
         self.next_id += 1;
-        let mut session = Session::new(Arc::clone(&self.service), Arc::clone(&self.config), now)
-            .with_budget(self.stats.shared.budget.clone(), now);
         if self.stop_by.is_some() {
             session.begin_shutdown(now);
         }
@@ -350,7 +381,6 @@ impl Worker {
     /// write what is pending, read while the session wants input (up to the read budget),
     /// then brings the registration and the timer up to date.
     fn drive(&mut self, key: usize, now: Instant) {
-        let shutting_down = self.stop_by.is_some();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -359,15 +389,15 @@ impl Worker {
             counters: &self.stats.shared.loops[self.index],
             max_output: &self.stats.shared.max_output,
             local_max_output: &mut self.local_max_output,
-            requests: session.requests(),
-            paused: matches!(session.state(), SessionState::Backpressured),
+            requests: session.session().requests(),
+            paused: matches!(session.session().state(), SessionState::Backpressured),
         };
         let mut reads = 0;
         let mut again = false;
         loop {
             while session.wants_write() {
                 match session.write_to(&mut conn.stream, now) {
-                    Ok(_) => observer.note(session),
+                    Ok(_) => observer.note(session.session()),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => session.abort(CloseReason::Io(e)),
@@ -386,26 +416,21 @@ impl Worker {
                     self.pool.push(back);
                 }
             }
-            let buf = session.read_buf();
-            let lent = buf.len();
-            match conn.stream.read(buf) {
-                Ok(0) => {
-                    conn.readiness = Readiness::Drained;
-                    if shutting_down {
-                        session.begin_shutdown(now);
-                    } else {
-                        session.receive_eof(now);
-                    }
-                }
-                Ok(n) => {
+            let mut socket = Counted {
+                stream: &mut conn.stream,
+                lent: 0,
+                got: 0,
+            };
+            match session.read_from(&mut socket, now) {
+                Ok(0) => conn.readiness = Readiness::Drained, // the end of stream, recorded
+                Ok(_) => {
                     // A short read drained the socket: with edge-triggered readiness any
                     // byte arriving after it raises a new event, so skip the read that
                     // would only say `WouldBlock` (as tokio does).
-                    if n < lent && conn.readiness == Readiness::Readable {
+                    if socket.got < socket.lent && conn.readiness == Readiness::Readable {
                         conn.readiness = Readiness::Drained;
                     }
-                    session.commit(n, now);
-                    observer.note(session);
+                    observer.note(session.session());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.readiness = Readiness::Drained;
@@ -434,7 +459,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.session.is_closed() {
+        if conn.session.is_done() {
             self.close(key);
             return;
         }
@@ -501,12 +526,12 @@ impl Worker {
             return;
         };
         self.stats.shared.open.fetch_sub(1, Relaxed);
-        let reason = conn
-            .session
-            .close_reason()
-            .unwrap_or(&CloseReason::Shutdown);
-        self.counters().closed(reason);
-        reason.log(&conn.peer);
+        // A connection that ended below its session (a failed TLS handshake) is counted by
+        // no reason of the session's; its line names why.
+        if let Some(reason) = conn.session.close_reason() {
+            self.counters().closed(reason);
+        }
+        conn.session.log_close(&conn.peer);
         // Dropping the stream closes the socket, which also removes it from the poll.
     }
 

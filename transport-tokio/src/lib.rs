@@ -14,6 +14,12 @@
 //!   timers, output cap, connection cap, graceful shutdown on a
 //!   [`ShutdownHandle`](sockmsg_server::ShutdownHandle)) as every other transport, on a
 //!   current-thread or multi-thread runtime.
+//! * TLS (feature `tls`): `Server::serve_tls` / `Server::run_tls` serve every connection
+//!   through a `sockmsg_tls::TlsSession` on the same connection task as a plaintext
+//!   session (both are a [`Driven`](sockmsg_server::Driven) machine). Not `tokio-rustls`:
+//!   rustls is composed with the session sans-IO in `sockmsg-tls`, once for every
+//!   transport, so the handshake deadline, the log line of a failed handshake and the
+//!   peer's identity are the same here as on the std and mio transports.
 //!
 //! Examples: `examples/tokio_echo_server.rs` and `examples/tokio_echo_client.rs` (the guide's echo
 //! pair), `examples/tokio_framed.rs` (`Framed` with `StreamExt` / `SinkExt` on loopback).

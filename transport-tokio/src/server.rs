@@ -16,7 +16,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, IdleMark, MemoryBudget, ServerConfig, Service,
+    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, ServerConfig, Service,
     Session, ShutdownHandle, WhenFull,
 };
 use tokio::io::AsyncWriteExt;
@@ -24,9 +24,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-/// Most slices handed to one vectored write.
-const MAX_SLICES: usize = 64;
 
 /// After the shutdown grace, how long [`Server::run`] waits for connection tasks to notice
 /// it.
@@ -129,6 +126,21 @@ impl Server {
     /// Builds a runtime of [`ServerConfig::workers`] threads (1: current-thread) and runs
     /// [`Server::run`] on it until the server has shut down.
     pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
+        self.runtime()?.block_on(self.run(service))
+    }
+
+    /// As [`Server::serve`], with TLS in front of every connection (feature `tls`): see
+    /// [`Server::run_tls`].
+    #[cfg(feature = "tls")]
+    pub fn serve_tls(
+        self,
+        service: Arc<dyn sockmsg_tls::PeerService>,
+        tls: Arc<sockmsg_tls::rustls::ServerConfig>,
+    ) -> io::Result<()> {
+        self.runtime()?.block_on(self.run_tls(service, tls))
+    }
+
+    fn runtime(&self) -> io::Result<tokio::runtime::Runtime> {
         let workers = self.config.workers;
         let mut builder = if workers <= 1 {
             tokio::runtime::Builder::new_current_thread()
@@ -137,8 +149,7 @@ impl Server {
             b.worker_threads(workers);
             b
         };
-        let runtime = builder.enable_all().thread_name("sockmsg-tokio").build()?;
-        runtime.block_on(self.run(service))
+        builder.enable_all().thread_name("sockmsg-tokio").build()
     }
 
     /// Serves `service` until [`ShutdownHandle::shutdown`], on the current runtime (which
@@ -158,6 +169,50 @@ impl Server {
     /// its own task as above (answers owed get the grace, then it closes), so no
     /// connection task outlives the drop by more than the grace.
     pub async fn run(self, service: Arc<dyn Service>) -> io::Result<()> {
+        self.run_with(move |config, budget, now| {
+            Some(Session::new(Arc::clone(&service), config, now).with_budget(budget.clone(), now))
+        })
+        .await
+    }
+
+    /// As [`Server::run`], with TLS in front of every connection (feature `tls`), on the
+    /// same connection tasks: `tls` for the handshake ([`sockmsg_tls::server_config`]),
+    /// `service` told who each client is ([`sockmsg_tls::PeerService`];
+    /// [`sockmsg_tls::AnyPeer`] for a plain service). Each task drives a
+    /// [`sockmsg_tls::TlsSession`] (rustls composed with the session, the sans-IO way, in
+    /// `sockmsg-tls`) exactly as it drives a plaintext session, not `tokio-rustls`: the
+    /// composition lives in one place for every transport. A failed handshake or a
+    /// plaintext peer closes that connection with one log line naming the reason; the
+    /// handshake deadline is [`sockmsg_tls::DEFAULT_HANDSHAKE_TIMEOUT`].
+    #[cfg(feature = "tls")]
+    pub async fn run_tls(
+        self,
+        service: Arc<dyn sockmsg_tls::PeerService>,
+        tls: Arc<sockmsg_tls::rustls::ServerConfig>,
+    ) -> io::Result<()> {
+        self.run_with(
+            move |config, budget, now| match sockmsg_tls::TlsSession::accept_with_budget(
+                Arc::clone(&tls),
+                Arc::clone(&service),
+                config,
+                budget.clone(),
+                now,
+            ) {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    warn!("dropping a connection: cannot start TLS: {e}");
+                    None
+                }
+            },
+        )
+        .await
+    }
+
+    /// The accept loop, with `make` building each connection's machine.
+    async fn run_with<D: Driven + 'static>(
+        self,
+        make: impl Fn(Arc<ServerConfig>, &MemoryBudget, Instant) -> Option<D>,
+    ) -> io::Result<()> {
         let Server {
             listener,
             local_addr,
@@ -243,8 +298,9 @@ impl Server {
                 },
             };
             let now = Instant::now();
-            let session = Session::new(Arc::clone(&service), Arc::clone(&config), now)
-                .with_budget(budget.clone(), now);
+            let Some(session) = make(Arc::clone(&config), &budget, now) else {
+                continue;
+            };
             // The connection's own token: cancelled with the server's (shutdown), or alone
             // to evict it (its mark then says so).
             let token = token.child_token();
@@ -295,23 +351,43 @@ enum Wake {
     Failed(io::Error),
 }
 
-/// Writes what the session has pending until the socket would block.
-fn write_pending(stream: &TcpStream, session: &mut Session) {
+/// The socket as an `io::Read`/`io::Write` for the connection's machine: tokio's
+/// `try_read`/`try_write`, after the runtime said the socket was ready (`WouldBlock` when
+/// that readiness was stale).
+struct Try<'a>(&'a TcpStream);
+
+impl io::Read for Try<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl io::Write for Try<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match bufs {
+            [one] => self.0.try_write(one),
+            several => self.0.try_write_vectored(several),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes what the machine has pending until the socket would block.
+fn write_pending<D: Driven>(stream: &TcpStream, session: &mut D) {
     while session.wants_write() {
-        let written = {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = session.pending_slices(&mut slices);
-            match slices.get(..count).unwrap_or_default() {
-                [one] => stream.try_write(one),
-                several => stream.try_write_vectored(several),
-            }
-        };
-        match written {
+        match session.write_to(&mut Try(stream), Instant::now()) {
             Ok(0) => {
                 session.abort(CloseReason::Io(io::ErrorKind::WriteZero.into()));
                 return;
             }
-            Ok(n) => session.consume(n, Instant::now()),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
@@ -328,37 +404,48 @@ fn write_pending(stream: &TcpStream, session: &mut Session) {
 /// allocate again, and keep, for as long as the connection stays idle.
 const PROBE: usize = 2048;
 
-/// Reads once into the session (the socket said it was readable).
-fn read_once(stream: &TcpStream, session: &mut Session) {
-    let result = if !session.connection().message_in_progress() {
+/// Bytes already read, handed to the machine as a reader: never the end of stream (that
+/// is the socket's to say), `WouldBlock` once taken or when the machine lends no room.
+struct Arrived<'a>(&'a [u8]);
+
+impl io::Read for Arrived<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.0.len());
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let (now_in, rest) = self.0.split_at(n);
+        if let Some(dst) = buf.get_mut(..n) {
+            dst.copy_from_slice(now_in);
+        }
+        self.0 = rest;
+        Ok(n)
+    }
+}
+
+/// Reads once into the machine (the socket said it was readable).
+fn read_once<D: Driven>(stream: &TcpStream, session: &mut D) {
+    let result = if !session.session().connection().message_in_progress() {
         let mut probe = [0u8; PROBE];
-        stream.try_read(&mut probe).inspect(|&n| {
-            let mut arrived = probe.get(..n).unwrap_or_default();
+        stream.try_read(&mut probe).and_then(|n| {
             let now = Instant::now();
-            while !arrived.is_empty() && !session.is_closed() {
-                let buf = session.read_buf();
-                let k = buf.len().min(arrived.len());
-                if k == 0 {
-                    break;
-                }
-                let (now_in, rest) = arrived.split_at(k);
-                if let Some(dst) = buf.get_mut(..k) {
-                    dst.copy_from_slice(now_in);
-                }
-                session.commit(k, now);
-                arrived = rest;
+            if n == 0 {
+                // The end of stream, recorded by the machine.
+                return session.read_from(&mut io::empty(), now);
             }
+            let mut arrived = Arrived(probe.get(..n).unwrap_or_default());
+            while !arrived.0.is_empty() && !session.is_done() {
+                if session.read_from(&mut arrived, now).is_err() {
+                    break; // it takes no more (cannot happen: it wanted to read)
+                }
+            }
+            Ok(n)
         })
     } else {
-        stream.try_read(session.read_buf()).inspect(|&n| {
-            if n > 0 {
-                session.commit(n, Instant::now());
-            }
-        })
+        session.read_from(&mut Try(stream), Instant::now())
     };
     match result {
-        Ok(0) => session.receive_eof(Instant::now()),
-        Ok(_) => {}
+        Ok(_) => {} // 0: the end of stream, recorded
         Err(e)
             if matches!(
                 e.kind(),
@@ -368,23 +455,24 @@ fn read_once(stream: &TcpStream, session: &mut Session) {
     }
 }
 
-/// One connection's task: the session's wishes, carried out on the runtime.
+/// One connection's task: the wishes of its [`Driven`] machine (a plaintext [`Session`],
+/// or a TLS session), carried out on the runtime: the same task for both.
 ///
 /// A plain function returning an `async move` block rather than an `async fn`: the block
 /// holds each of its inputs once, where an `async fn` can hold both the argument and the
 /// binding it is moved into (the session alone is 600 bytes), and every idle connection
 /// pays for the size of this future.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-fn serve_connection(
+fn serve_connection<D: Driven>(
     mut stream: TcpStream,
     peer: SocketAddr,
-    mut session: Session,
+    mut session: D,
     token: CancellationToken,
     mark: Arc<IdleMark>,
 ) -> impl Future<Output = ()> {
     async move {
         info!("accepted connection from {peer}");
-        if let Err(e) = stream.set_nodelay(session.config().nodelay) {
+        if let Err(e) = stream.set_nodelay(session.session().config().nodelay) {
             debug!("cannot set TCP_NODELAY for {peer}: {e}");
         }
         let cancelled = token.cancelled_owned();
@@ -397,7 +485,7 @@ fn serve_connection(
         let mut armed: Option<Instant> = None;
         loop {
             write_pending(&stream, &mut session);
-            if session.is_closed() {
+            if session.is_done() {
                 break;
             }
             mark.note(session.idle_since());
@@ -447,9 +535,7 @@ fn serve_connection(
                 Wake::Failed(e) => session.abort(CloseReason::Io(e)),
             }
         }
-        if let Some(reason) = session.close_reason() {
-            reason.log(&peer);
-        }
+        session.log_close(&peer);
         // Errors ignored: the peer may be gone already; dropping the stream closes it anyway.
         let _ = stream.shutdown().await;
     }

@@ -12,7 +12,7 @@
 //! `--tls-client-ca` also requires each client to present a certificate signed by that CA
 //! (mutual TLS), and the client's name is logged. A plaintext or failed handshake closes
 //! that connection with one log line naming the reason; a silent peer is closed at the
-//! TLS handshake deadline (10 s). TLS runs on the std transport (`--transport std`).
+//! TLS handshake deadline (10 s). TLS runs on every transport, with the same log lines.
 //!
 //! Memory goes back to the system after a burst: on Linux with glibc, unless
 //! `MALLOC_MMAP_THRESHOLD_` is already set, the program runs itself again at once with it
@@ -165,15 +165,6 @@ fn main() -> ExitCode {
             PROGRAM,
             format!(
                 "--workers sets the event loops of the mio and tokio transports; the {} transport runs a thread per connection",
-                args.transport
-            ),
-        );
-    }
-    if args.tls_cert.is_some() && args.transport != Transport::Std {
-        return usage_error(
-            PROGRAM,
-            format!(
-                "TLS runs on the std transport for now, not {}: add --transport std",
                 args.transport
             ),
         );
