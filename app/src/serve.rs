@@ -197,16 +197,42 @@ pub fn spawn(
     config: &ServerConfig,
     service: Arc<dyn Service>,
 ) -> io::Result<RunningServer> {
-    let (tx, rx) = mpsc::channel();
     let config = config.clone();
+    spawn_with(transport, move |ready| {
+        serve(transport, addr, &config, service, ready)
+    })
+}
+
+/// As [`spawn`], with TLS in front of every connection ([`serve_tls`]); `service` answers
+/// every client alike.
+pub fn spawn_tls(
+    transport: Transport,
+    addr: SocketAddr,
+    config: &ServerConfig,
+    service: Arc<dyn Service>,
+    tls: Arc<sockmsg_tls::rustls::ServerConfig>,
+) -> io::Result<RunningServer> {
+    let config = config.clone();
+    let service: Arc<dyn sockmsg_tls::PeerService> = Arc::new(sockmsg_tls::AnyPeer(service));
+    spawn_with(transport, move |ready| {
+        serve_tls(transport, addr, &config, service, tls, ready)
+    })
+}
+
+/// Runs `run` (which calls its argument once listening) on a new thread.
+fn spawn_with(
+    transport: Transport,
+    run: impl FnOnce(Box<dyn FnOnce(SocketAddr, Stopper)>) -> io::Result<()> + Send + 'static,
+) -> io::Result<RunningServer> {
+    let (tx, rx) = mpsc::channel();
     let thread = thread::Builder::new()
         .name(format!("sockmsg-{transport}-server"))
         .spawn(move || {
             let ready_tx = tx.clone();
-            let result = serve(transport, addr, &config, service, move |addr, stopper| {
+            let result = run(Box::new(move |addr, stopper| {
                 // The receiver outlives the server unless spawn() itself gave up.
                 let _ = ready_tx.send(Started::Ready(addr, stopper));
-            });
+            }));
             let _ = tx.send(Started::Done(result));
         })?;
     match rx.recv() {

@@ -3,6 +3,16 @@
 //! suite by adding its variant there. Clients are plain blocking sockets speaking the
 //! protocol through `sockmsg-protocol`, so the suite depends on no transport's client.
 //!
+//! Each case runs twice on each transport: in plaintext, then over TLS
+//! (`sockmsg_app::serve::spawn_tls`). Over TLS the case's sockets connect to a TLS proxy
+//! of this harness ([`Proxy`]) that wraps each connection to the server in the library's
+//! rustls client configuration (certificates made at test time with rcgen): what a case
+//! writes is the plaintext written into the TLS client, piece by piece as it was written
+//! (so splits of the sockmsg stream still reach the server as separate records), and what
+//! the server answers comes back decrypted; half-closes, closes and resets are passed on.
+//! The server's log names the proxy's end of each connection: the harness translates
+//! (`server_side`). A case that means nothing over TLS is named in [`PLAIN_ONLY`] with why.
+//!
 //! Loopback only, port 0, every wait bounded. The invalid-vector attacks with good clients
 //! alongside live in `vectors.rs` (`live`), which also runs on every transport.
 
@@ -14,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sockmsg_app::serve::{spawn, RunningServer, ServerConfig, Transport};
+use sockmsg_app::serve::{spawn, spawn_tls, RunningServer, ServerConfig, Transport};
 use sockmsg_demo::{json_request, request as demo_request, DemoService};
 use sockmsg_protocol::{encode, Connection, Event, Message, Role};
 use sockmsg_server::{MemoryBudget, Service, ServiceError, WhenFull};
@@ -26,10 +36,46 @@ const LIMIT: Duration = Duration::from_secs(10);
 // The harness
 // ---------------------------------------------------------------------------------------
 
-/// Runs `case` on every transport, naming the transport in any failure.
-fn on_every_transport(case: impl Fn(Transport)) {
+/// One run of a case: a transport, in plaintext or over TLS. Displayed as `mio` or
+/// `mio+tls` in failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Target {
+    transport: Transport,
+    tls: bool,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tls = if self.tls { "+tls" } else { "" };
+        write!(f, "{}{tls}", self.transport)
+    }
+}
+
+/// Cases that run in plaintext only, by name, with why they mean nothing over TLS. None
+/// so far: through the proxy every case keeps its meaning (splits of the sockmsg stream
+/// are splits of the plaintext written into the TLS client).
+const PLAIN_ONLY: &[(&str, &str)] = &[];
+
+/// Runs `case` on every transport, in plaintext and over TLS, naming the run in any
+/// failure.
+fn on_every_transport(case: impl Fn(Target)) {
+    let name = thread::current().name().unwrap_or_default().to_owned();
+    let plain_only = PLAIN_ONLY
+        .iter()
+        .find(|(case, _)| name.ends_with(case))
+        .map(|(_, why)| *why);
     for &transport in Transport::ALL {
-        case(transport);
+        case(Target {
+            transport,
+            tls: false,
+        });
+        match plain_only {
+            Some(why) => eprintln!("{name}: not run over TLS ({transport}): {why}"),
+            None => case(Target {
+                transport,
+                tls: true,
+            }),
+        }
     }
 }
 
@@ -63,15 +109,287 @@ fn config() -> ServerConfig {
     }
 }
 
-fn start(transport: Transport, config: &ServerConfig, service: Arc<dyn Service>) -> RunningServer {
+/// A server of a case: the server itself, and over TLS the proxy its clients go through.
+struct Server {
+    server: RunningServer,
+    proxy: Option<Proxy>,
+}
+
+impl Server {
+    /// Where the case's clients connect: the server, or the TLS proxy in front of it.
+    fn addr(&self) -> SocketAddr {
+        self.proxy.as_ref().map_or(self.server.addr(), |p| p.addr)
+    }
+
+    /// Stops the server (see [`RunningServer::stop`]), then the proxy's listener.
+    fn stop(mut self, timeout: Duration) -> io::Result<()> {
+        let result = self.server.stop(timeout);
+        if let Some(proxy) = self.proxy.take() {
+            proxy.stop();
+        }
+        result
+    }
+}
+
+fn start(t: Target, config: &ServerConfig, service: Arc<dyn Service>) -> Server {
     log(); // installed before any server runs
-    spawn(
-        transport,
-        "127.0.0.1:0".parse().expect("addr"),
-        config,
-        service,
-    )
-    .unwrap_or_else(|e| panic!("{transport}: server starts: {e}"))
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    if !t.tls {
+        let server = spawn(t.transport, addr, config, service)
+            .unwrap_or_else(|e| panic!("{t}: server starts: {e}"));
+        return Server {
+            server,
+            proxy: None,
+        };
+    }
+    let (server_tls, _) = tls_configs();
+    let server = spawn_tls(t.transport, addr, config, service, Arc::clone(server_tls))
+        .unwrap_or_else(|e| panic!("{t}: server starts: {e}"));
+    let proxy = Proxy::start(server.addr());
+    Server {
+        server,
+        proxy: Some(proxy),
+    }
+}
+
+/// The server's and the client's TLS configurations: a test CA made once (rcgen), a
+/// server certificate for `localhost` and 127.0.0.1.
+fn tls_configs() -> &'static (
+    Arc<sockmsg_tls::rustls::ServerConfig>,
+    Arc<sockmsg_tls::rustls::ClientConfig>,
+) {
+    use sockmsg_tls::certs::{Authority, Spec, Usage};
+    use sockmsg_tls::{client_config, server_config, ClientOptions, Pem, ServerOptions};
+    static CONFIGS: OnceLock<(
+        Arc<sockmsg_tls::rustls::ServerConfig>,
+        Arc<sockmsg_tls::rustls::ClientConfig>,
+    )> = OnceLock::new();
+    CONFIGS.get_or_init(|| {
+        let ca = Authority::new("conformance CA", 1).expect("CA");
+        let cert = ca
+            .issue(&Spec::new(
+                Usage::Server,
+                "localhost",
+                &["localhost", "127.0.0.1"],
+                1,
+            ))
+            .expect("server certificate");
+        let server = server_config(&ServerOptions::new(
+            Pem::memory("server.pem", cert.cert_pem),
+            Pem::memory("server-key.pem", cert.key_pem),
+        ))
+        .expect("server config");
+        let client = client_config(&ClientOptions {
+            ca: Some(Pem::memory("ca.pem", ca.cert_pem())),
+            ..ClientOptions::default()
+        })
+        .expect("client config");
+        (server, client)
+    })
+}
+
+/// The proxy's end of each connection it made to a server, by the case's end of it, with
+/// when it was made: the server's log names the proxy's end.
+fn proxied() -> MutexGuard<'static, HashMap<SocketAddr, (SocketAddr, Instant)>> {
+    static PROXIED: OnceLock<Mutex<HashMap<SocketAddr, (SocketAddr, Instant)>>> = OnceLock::new();
+    PROXIED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The address the server sees for the case's client `client`: the proxy's end over TLS.
+fn server_side(client: SocketAddr) -> SocketAddr {
+    proxied().get(&client).map_or(client, |&(up, _)| up)
+}
+
+/// A TLS proxy on loopback: each connection accepted is carried to `upstream` over TLS
+/// (the library's client configuration, server name `localhost`), by two threads, one per
+/// direction, with no buffering beyond one read: a case's backpressure reaches the server.
+struct Proxy {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    accepting: Option<thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("proxy addr");
+        lock(PROXY_ADDRS.get_or_init(Mutex::default)).push(addr);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let accepting = thread::spawn(move || {
+            // Polled, so that stopping closes the listener promptly (bounded by the flag).
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((down, client)) => {
+                        if let Err(e) = Proxy::carry(down, client, upstream) {
+                            eprintln!("proxy: {client}: {e}");
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => eprintln!("proxy: accept: {e}"),
+                }
+            }
+        });
+        Proxy {
+            addr,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+
+    /// Closes the listener (connections already carried go on until either end closes).
+    fn stop(self) {
+        drop(self);
+    }
+
+    fn carry(down: TcpStream, client: SocketAddr, upstream: SocketAddr) -> io::Result<()> {
+        use sockmsg_tls::rustls::{pki_types::ServerName, ClientConnection};
+        down.set_nonblocking(false)?;
+        down.set_nodelay(true)?;
+        let up = TcpStream::connect_timeout(&upstream, LIMIT)?;
+        up.set_nodelay(true)?;
+        proxied().insert(client, (up.local_addr()?, Instant::now()));
+        let (_, client_tls) = tls_configs();
+        let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+        let mut tls =
+            ClientConnection::new(Arc::clone(client_tls), name).map_err(io::Error::other)?;
+        // Plaintext written before the handshake completes waits in rustls, whatever its size.
+        tls.set_buffer_limit(None);
+        let tls = Arc::new(Mutex::new(tls));
+        let up_writer = Arc::new(Mutex::new(up.try_clone()?));
+        // The ClientHello at once, as a client's handshake starts at connect.
+        flush(&tls, &up_writer)?;
+        let (tls2, up_writer2) = (Arc::clone(&tls), Arc::clone(&up_writer));
+        let (mut down_r, down_w) = (down.try_clone()?, down);
+        let (up_r, up_w) = (up.try_clone()?, up);
+        // The case to the server: its bytes as written, encrypted.
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match down_r.read(&mut buf) {
+                    Ok(0) => {
+                        // The half-close follows what was written, which waits in rustls
+                        // until the handshake completes (bounded: the server may never
+                        // answer it).
+                        let started = Instant::now();
+                        while lock(&tls2).is_handshaking() && started.elapsed() < LIMIT {
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                        let _ = flush(&tls2, &up_writer2);
+                        let _ = up_w.shutdown(Shutdown::Write);
+                        return;
+                    }
+                    Ok(n) => {
+                        let written = lock(&tls2).writer().write_all(&buf[..n]);
+                        if written.is_err() || flush(&tls2, &up_writer2).is_err() {
+                            let _ = down_r.shutdown(Shutdown::Both);
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        let _ = up_w.shutdown(Shutdown::Both);
+                        return;
+                    }
+                }
+            }
+        });
+        // The server to the case: its records, decrypted.
+        thread::spawn(move || {
+            let mut up_r = up_r;
+            let mut down_w = down_w;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match up_r.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        // A reset: passed on as one.
+                        let _ = down_w.shutdown(Shutdown::Both);
+                        return;
+                    }
+                };
+                let (plain, ended) = {
+                    let mut tls = lock(&tls);
+                    let mut rest = &buf[..n];
+                    let mut plain = Vec::new();
+                    let mut closed = n == 0;
+                    // Decrypted bytes are taken after each record read: rustls holds only
+                    // 16 KiB of them.
+                    while !rest.is_empty() && !closed {
+                        closed =
+                            tls.read_tls(&mut rest).is_err() || tls.process_new_packets().is_err();
+                        loop {
+                            let mut chunk = [0u8; 16 * 1024];
+                            match tls.reader().read(&mut chunk) {
+                                Ok(0) => {
+                                    closed = true; // close_notify
+                                    break;
+                                }
+                                Ok(k) => plain.extend_from_slice(&chunk[..k]),
+                                Err(_) => break, // WouldBlock: all taken; or a truncation
+                            }
+                        }
+                    }
+                    (plain, closed)
+                };
+                // Only when there is something to send (the handshake): the other
+                // direction may hold the socket, blocked until the server reads.
+                if lock(&tls).wants_write() {
+                    let _ = flush(&tls, &up_writer);
+                }
+                if down_w.write_all(&plain).is_err() {
+                    let _ = up_r.shutdown(Shutdown::Both);
+                    return;
+                }
+                if ended {
+                    let _ = down_w.shutdown(Shutdown::Write);
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accepting.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends the TLS records the client connection has ready, in order: taken while holding
+/// the socket (so two threads cannot send theirs out of order), written while holding
+/// only the socket (so the other direction goes on meanwhile).
+fn flush(
+    tls: &Mutex<sockmsg_tls::rustls::ClientConnection>,
+    up: &Mutex<TcpStream>,
+) -> io::Result<()> {
+    let mut up = lock(up);
+    let mut out = Vec::new();
+    {
+        let mut tls = lock(tls);
+        while tls.wants_write() {
+            tls.write_tls(&mut out)?;
+        }
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    up.write_all(&out)
 }
 
 fn req(text: &str) -> Message {
@@ -100,13 +418,37 @@ fn connect(addr: SocketAddr) -> TcpStream {
     let mark = sockmsg_tests::log::captured(tracing::Level::INFO)
         .lock()
         .map_or_else(|e| e.into_inner().len(), |log| log.len());
+    let connected = Instant::now();
     let s = TcpStream::connect_timeout(&addr, LIMIT).expect("connect");
-    marks().insert(s.local_addr().expect("local addr"), mark);
+    let local = s.local_addr().expect("local addr");
+    marks().insert(local, mark);
+    if is_proxy(addr) {
+        // Over TLS: wait until the proxy made its connection to the server (its end is
+        // what the server's log names).
+        let made = wait_until(|| {
+            proxied()
+                .get(&local)
+                .is_some_and(|&(_, at)| at >= connected)
+        });
+        assert!(made, "the TLS proxy did not connect {local} to the server");
+    } else {
+        // A plaintext client: the server sees it as it is, whatever a proxied connection
+        // from the same port was before.
+        proxied().remove(&local);
+    }
     s.set_read_timeout(Some(LIMIT)).expect("SO_RCVTIMEO");
     s.set_write_timeout(Some(LIMIT)).expect("SO_SNDTIMEO");
     s.set_nodelay(true).expect("TCP_NODELAY");
     s
 }
+
+/// `true` if `addr` is a TLS proxy of this harness (it made connections for clients).
+fn is_proxy(addr: SocketAddr) -> bool {
+    lock(PROXY_ADDRS.get_or_init(Mutex::default)).contains(&addr)
+}
+
+/// The listening addresses of the TLS proxies started.
+static PROXY_ADDRS: OnceLock<Mutex<Vec<SocketAddr>>> = OnceLock::new();
 
 /// How the server ended a connection, seen from the client.
 #[derive(Debug, PartialEq, Eq)]
@@ -180,6 +522,8 @@ fn log() {
 /// connected) that contain `needle`.
 fn lines_about(client: SocketAddr, needle: &str) -> Vec<String> {
     let mark = marks().get(&client).copied().unwrap_or(0);
+    // Over TLS the server names the proxy's end of the connection.
+    let needle = &needle.replace(&client.to_string(), &server_side(client).to_string());
     let text = sockmsg_tests::log::text();
     text.get(mark..)
         .unwrap_or(&text)
@@ -198,7 +542,7 @@ fn close_line(client: SocketAddr) -> Option<String> {
 
 /// Asserts that the close of the connection whose client end is `client` is logged, with
 /// `reason` in its line.
-fn assert_close_logged(t: Transport, client: SocketAddr, reason: &str) {
+fn assert_close_logged(t: Target, client: SocketAddr, reason: &str) {
     assert!(
         wait_until(|| close_line(client).is_some_and(|l| l.contains(reason))),
         "{t}: no close line with {reason:?} for {client}: {:?}",

@@ -7,7 +7,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use sockmsg_protocol::{Connection, Message};
+use sockmsg_protocol::{Connection, Message, Timeout};
 use sockmsg_server::{
     CloseReason, Driven, MemoryBudget, ServerConfig, Service, ServiceError, Session,
 };
@@ -273,7 +273,15 @@ impl Driven for TlsSession {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        Tls::handle_timeout(self, now);
+        let passed = Tls::handle_timeout(self, now);
+        if passed == Some(TlsTimeout::Protocol(Timeout::Write)) && !self.session().is_closed() {
+            // TLS records waited past the write deadline: the session's own reason, so the
+            // line is the one a plaintext connection gets.
+            let limit = self.session().config().write_deadline.unwrap_or_default();
+            self.inner_mut()
+                .session
+                .abort(CloseReason::WriteDeadline(limit));
+        }
     }
 
     fn begin_shutdown(&mut self, now: Instant) {

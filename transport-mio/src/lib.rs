@@ -36,7 +36,7 @@
 //!   conformance suite (`tests/tests/conformance.rs`).
 //! * **Memory**: an idle connection holds no buffer (the session releases them when nothing
 //!   is in progress); a large content is received in place.
-//! * **TLS** (feature `tls`): [`Server::serve_tls`] runs the same loops with each
+//! * **TLS** (feature `tls`): `Server::serve_tls` runs the same loops with each
 //!   connection a socket, rustls and its session (`sockmsg_tls::TlsSession`); the loop is
 //!   generic over the server layer's [`Driven`](sockmsg_server::Driven) machine, so the
 //!   interest is derived from both machines after every event, with no second copy of
