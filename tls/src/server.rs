@@ -365,3 +365,154 @@ impl fmt::Display for End<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod driven {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use sockmsg_protocol::{Connection, Event, Message};
+    use sockmsg_server::{CloseReason, Driven, MemoryBudget, ServerConfig, ServiceError};
+
+    use super::{AnyPeer, PeerService, TlsSession};
+    use crate::certs::{Authority, Spec, Usage};
+    use crate::{client_config, server_config, ClientOptions, Pem, ServerOptions};
+    use crate::{TlsConnection, TlsError};
+
+    fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let ca = Authority::new("driven CA", 1).expect("CA");
+        let cert = ca
+            .issue(&Spec::new(Usage::Server, "localhost", &["localhost"], 1))
+            .expect("certificate");
+        let server = server_config(&ServerOptions::new(
+            Pem::memory("server.pem", cert.cert_pem),
+            Pem::memory("server-key.pem", cert.key_pem),
+        ))
+        .expect("server config");
+        let client = client_config(&ClientOptions {
+            ca: Some(Pem::memory("ca.pem", ca.cert_pem())),
+            ..ClientOptions::default()
+        })
+        .expect("client config");
+        (server, client)
+    }
+
+    fn echo() -> Arc<dyn PeerService> {
+        Arc::new(AnyPeer(Arc::new(
+            |m: Message| -> Result<Message, ServiceError> { Ok(m) },
+        )))
+    }
+
+    /// Moves bytes between `client` and a server machine driven only through [`Driven`],
+    /// as a transport's loop does, until neither has more to say.
+    fn pump<D: Driven>(server: &mut D, client: &mut TlsConnection) {
+        let now = Instant::now();
+        for _ in 0..64 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire, now).expect("a Vec takes all");
+            }
+            let mut rest = &wire[..];
+            while !rest.is_empty() && server.wants_read() {
+                server.read_from(&mut rest, now).expect("a slice reads");
+            }
+            let mut back = Vec::new();
+            while server.wants_write() {
+                server.write_to(&mut back, now).expect("a Vec takes all");
+            }
+            let mut rest = &back[..];
+            while !rest.is_empty() {
+                client.read_tls(&mut rest, now).expect("a slice reads");
+            }
+            if wire.is_empty() && back.is_empty() {
+                return;
+            }
+        }
+        panic!("the exchange did not settle");
+    }
+
+    #[test]
+    fn a_tls_session_is_driven_as_a_plain_one_and_draws_on_the_servers_budget() {
+        let (server_tls, client_tls) = configs();
+        let now = Instant::now();
+        let budget = MemoryBudget::new(1 << 20);
+        let config = Arc::new(ServerConfig::default().normalized());
+        let mut server =
+            TlsSession::accept_with_budget(server_tls, echo(), config, budget.clone(), now)
+                .expect("server");
+        let mut client = TlsConnection::client(client_tls, "localhost", Connection::client(), now)
+            .expect("client");
+        let request = Message::binary("x/request", vec![b'r'; 100_000]);
+        client.send(request.clone(), now).expect("send");
+        pump(&mut server, &mut client);
+        assert_eq!(client.next_event(), Ok(Event::Message(request)));
+        assert!(server.idle_since().is_some(), "idle after its answer");
+        assert!(!server.is_done());
+        // Its session counts in the budget it was given, not in one of its own.
+        assert!(
+            budget.peak() >= 100_000,
+            "the request was charged to the server's budget: {budget:?}"
+        );
+        // The client closes between messages: a clean end, the session's own reason.
+        client.close();
+        pump(&mut server, &mut client);
+        assert!(server.is_done());
+        assert_eq!(
+            Driven::close_reason(&server).map(CloseReason::label),
+            Some("clean")
+        );
+        assert!(!Driven::is_failure(&server));
+        drop(server);
+        assert_eq!(budget.used(), 0, "{budget:?}");
+    }
+
+    #[test]
+    fn an_aborted_tls_session_is_done_at_once_without_close_notify() {
+        let (server_tls, client_tls) = configs();
+        let now = Instant::now();
+        let config = Arc::new(ServerConfig::default().normalized());
+        let mut server = TlsSession::accept(server_tls, echo(), config, now).expect("server");
+        let mut client = TlsConnection::client(client_tls, "localhost", Connection::client(), now)
+            .expect("client");
+        pump(&mut server, &mut client);
+        assert!(!server.is_handshaking());
+        Driven::abort(
+            &mut server,
+            CloseReason::Io(std::io::ErrorKind::BrokenPipe.into()),
+        );
+        // A broken socket takes nothing more: no close_notify waits to be written.
+        assert!(Driven::is_done(&server));
+        assert!(!Driven::wants_write(&server) && !Driven::wants_read(&server));
+        assert_eq!(
+            Driven::close_reason(&server).map(CloseReason::label),
+            Some("io-error")
+        );
+    }
+
+    #[test]
+    fn a_plaintext_peer_ends_below_the_session_as_a_failure() {
+        let (server_tls, _) = configs();
+        let now = Instant::now();
+        let config = Arc::new(ServerConfig::default().normalized());
+        let mut server = TlsSession::accept(server_tls, echo(), config, now).expect("server");
+        let plaintext = sockmsg_protocol::encode(&Message::binary("x/request", b"hi".to_vec()))
+            .expect("encodes");
+        let mut rest = &plaintext[..];
+        while !rest.is_empty() && Driven::wants_read(&server) {
+            Driven::read_from(&mut server, &mut rest, now).expect("a slice reads");
+        }
+        let mut alert = Vec::new();
+        while Driven::wants_write(&server) {
+            Driven::write_to(&mut server, &mut alert, now).expect("a Vec takes all");
+        }
+        assert!(Driven::is_done(&server));
+        assert!(
+            matches!(server.error(), Some(TlsError::NotTls { .. })),
+            "{:?}",
+            server.error()
+        );
+        // No reason of the session's (it never started): counted apart, logged as TLS.
+        assert!(Driven::close_reason(&server).is_none());
+        assert!(Driven::is_failure(&server));
+    }
+}

@@ -21,10 +21,10 @@ use crate::worker::{Accept, LoopSetup, Worker, WAKER};
 /// [`Server::bind`] creates the listening socket(s) and one `mio::Poll` per event loop
 /// ([`ServerConfig::workers`]); [`Server::serve`] runs the loops, one thread each, until
 /// [`ShutdownHandle::shutdown`]. Each loop accepts connections and drives each one's
-/// [`sockmsg_server::Session`] (with `Server::serve_tls`, feature `tls`, a TLS session with one inside,
-/// through the same loop: [`sockmsg_server::Driven`]): reads and writes until `WouldBlock`
-/// (edge-triggered), registers the interest the machine wants, and sleeps until the nearest
-/// deadline it names.
+/// [`sockmsg_server::Session`] (with `Server::serve_tls`, feature `tls`, a TLS session
+/// with one inside, through the same loop: [`sockmsg_server::Driven`]): reads and writes
+/// until `WouldBlock` (edge-triggered), registers the interest the machine wants, and
+/// sleeps until the nearest deadline it names.
 #[derive(Debug)]
 pub struct Server {
     loops: Vec<LoopSetup>,
