@@ -732,17 +732,7 @@ impl Session {
                 self.queue(*answer, now);
                 continue;
             }
-            if let Some(released) = self.next_answer() {
-                match released {
-                    Ok(answer) => self.answer(answer, now),
-                    Err(e) => {
-                        // As for a sync service: no answer after a failed one.
-                        if let Dispatch::HandOut(h) = &mut self.dispatch {
-                            h.forget();
-                        }
-                        self.drain(e.into());
-                    }
-                }
+            if self.release_owed(now) {
                 continue;
             }
             if matches!(self.state, SessionState::Draining(_)) {
@@ -800,17 +790,51 @@ impl Session {
             && self.answers_owed() == 0
     }
 
-    /// The oldest owed answer, if it has come back: the next to queue, in request order.
-    fn next_answer(&mut self) -> Option<Result<Message, CallError>> {
+    /// Queues the oldest owed answer if it has come back (answers go out in request
+    /// order); `true` if it did. A failed one, or an answer refused before, ends the
+    /// answers: as for a sync service, none is sent after it.
+    fn release_owed(&mut self, now: Instant) -> bool {
+        if matches!(self.dispatch, Dispatch::Call(_)) {
+            return false;
+        }
+        let refused = self.answer_refused();
         let Dispatch::HandOut(h) = &mut self.dispatch else {
-            return None;
+            return false;
         };
-        let front = h.owed.front_mut()?;
-        let answer = front.answer.take()?;
+        if refused {
+            h.forget();
+            return false;
+        }
+        let Some(front) = h.owed.front_mut() else {
+            return false;
+        };
+        let Some(answer) = front.answer.take() else {
+            return false;
+        };
         h.bytes -= front.bytes;
         h.owed.pop_front();
         h.first += 1;
-        Some(answer)
+        match answer {
+            Ok(answer) => self.answer(answer, now),
+            Err(e) => {
+                h.forget();
+                self.drain(e.into());
+            }
+        }
+        true
+    }
+
+    /// `true` once an answer was refused (over the message limit, not encodable, or over
+    /// the memory budget): the connection closes for it after the answers before it.
+    fn answer_refused(&self) -> bool {
+        matches!(
+            self.state,
+            SessionState::Draining(
+                CloseReason::AnswerTooLarge { .. }
+                    | CloseReason::BadAnswer(_)
+                    | CloseReason::OverBudget { what: "answer", .. }
+            )
+        )
     }
 
     /// Bytes held for requests handed out and answers waiting for earlier ones.

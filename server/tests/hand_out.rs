@@ -229,10 +229,17 @@ fn an_answer_over_the_message_limit_is_refused() {
     let mut config = ServerConfig::default();
     config.limits.max_content_len = 100;
     let mut s = session(config, now);
-    feed(&mut s, &request("big"), now);
-    let (id, _) = s.take_request().expect("request");
-    s.give_answer(id, Ok(Message::binary("x/y", vec![0; 101])), now);
-    assert!(sent(&mut s, now).is_empty());
+    let wire: Vec<u8> = ["small", "big", "after"]
+        .iter()
+        .flat_map(|r| request(r))
+        .collect();
+    feed(&mut s, &wire, now);
+    let taken = take_all(&mut s);
+    s.give_answer(taken[2].0, Ok(answer_to(&taken[2].1)), now);
+    s.give_answer(taken[1].0, Ok(Message::binary("x/y", vec![0; 101])), now);
+    s.give_answer(taken[0].0, Ok(answer_to(&taken[0].1)), now);
+    // The answer before is sent; none after the refused one.
+    assert_eq!(sent(&mut s, now), ["re:small"]);
     assert!(matches!(
         s.close_reason(),
         Some(CloseReason::AnswerTooLarge {

@@ -10,14 +10,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use sockmsg_protocol::Message;
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, IdleMark, MemoryBudget, ServerConfig, Service,
-    Session, ShutdownHandle, WhenFull,
+    accept_error, call_async_service, AcceptAction, Answering, AsyncService, CallError,
+    CloseReason, IdleMark, MemoryBudget, RequestId, ServerConfig, Service, Session, ShutdownHandle,
+    WhenFull,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -129,6 +132,56 @@ impl Server {
     /// Builds a runtime of [`ServerConfig::workers`] threads (1: current-thread) and runs
     /// [`Server::run`] on it until the server has shut down.
     pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
+        self.runtime()?.block_on(self.run(service))
+    }
+
+    /// [`Server::serve`] for a service that awaits: runs [`Server::run_async`].
+    pub fn serve_async(self, service: Arc<dyn AsyncService>) -> io::Result<()> {
+        self.runtime()?.block_on(self.run_async(service))
+    }
+
+    /// Serves `service`, whose answers take awaiting (a database, another server), as
+    /// [`Server::run`] serves a sync one, under the same rules: each connection's task
+    /// polls the answers of its requests (up to [`ServerConfig::max_in_flight`] at once,
+    /// beyond which it stops reading that peer) and sends them in request order, under the
+    /// output cap; a service that fails or panics closes that connection only (once the
+    /// answers before are sent); a connection waiting for answers is not idle (no idle
+    /// deadline, no eviction); on shutdown, answers in progress get the grace. A
+    /// connection's answers run on its task (concurrently with each other, on one thread at
+    /// a time): spawn inside the service for work that should run in parallel.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use sockmsg_protocol::Message;
+    /// use sockmsg_server::{AsyncService, ServerConfig, ServiceError};
+    /// use sockmsg_transport_tokio::{Client, ClientConfig, Server};
+    ///
+    /// let service: Arc<dyn AsyncService> = Arc::new(|m: Message| async move {
+    ///     tokio::time::sleep(Duration::from_millis(10)).await; // a database, say
+    ///     Ok::<_, ServiceError>(Message::binary("text/plain", [b"pong: ", m.content()].concat()))
+    /// });
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// let answer = runtime.block_on(async {
+    ///     let server = Server::bind("127.0.0.1:0".parse()?, ServerConfig::default())?;
+    ///     let (addr, stop) = (server.local_addr(), server.shutdown_handle());
+    ///     let serving = tokio::spawn(server.run_async(service));
+    ///     let mut client = Client::connect(addr, &ClientConfig::default()).await?;
+    ///     let answer = client.request(Message::binary("text/plain", b"ping".to_vec())).await?;
+    ///     client.close().await?;
+    ///     stop.shutdown();
+    ///     serving.await??;
+    ///     Ok::<_, Box<dyn std::error::Error>>(answer)
+    /// })?;
+    /// assert_eq!(answer.content(), b"pong: ping");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn run_async(self, service: Arc<dyn AsyncService>) -> io::Result<()> {
+        self.run_with(Dispatch::Async(service)).await
+    }
+
+    /// The runtime [`Server::serve`] builds.
+    fn runtime(&self) -> io::Result<tokio::runtime::Runtime> {
         let workers = self.config.workers;
         let mut builder = if workers <= 1 {
             tokio::runtime::Builder::new_current_thread()
@@ -137,8 +190,7 @@ impl Server {
             b.worker_threads(workers);
             b
         };
-        let runtime = builder.enable_all().thread_name("sockmsg-tokio").build()?;
-        runtime.block_on(self.run(service))
+        builder.enable_all().thread_name("sockmsg-tokio").build()
     }
 
     /// Serves `service` until [`ShutdownHandle::shutdown`], on the current runtime (which
@@ -158,6 +210,10 @@ impl Server {
     /// its own task as above (answers owed get the grace, then it closes), so no
     /// connection task outlives the drop by more than the grace.
     pub async fn run(self, service: Arc<dyn Service>) -> io::Result<()> {
+        self.run_with(Dispatch::Sync(service)).await
+    }
+
+    async fn run_with(self, dispatch: Dispatch) -> io::Result<()> {
         let Server {
             listener,
             local_addr,
@@ -243,16 +299,29 @@ impl Server {
                 },
             };
             let now = Instant::now();
-            let session = Session::new(Arc::clone(&service), Arc::clone(&config), now)
-                .with_budget(budget.clone(), now);
             // The connection's own token: cancelled with the server's (shutdown), or alone
             // to evict it (its mark then says so).
             let token = token.child_token();
             let mark = conns.register(&token);
-            tokio::spawn(async move {
-                serve_connection(stream, peer, session, token, mark).await;
-                drop(permit);
-            });
+            match &dispatch {
+                Dispatch::Sync(service) => {
+                    let session = Session::new(Arc::clone(service), Arc::clone(&config), now)
+                        .with_budget(budget.clone(), now);
+                    tokio::spawn(async move {
+                        serve_connection(stream, peer, session, token, mark, Called).await;
+                        drop(permit);
+                    });
+                }
+                Dispatch::Async(service) => {
+                    let session = Session::new_async(Arc::clone(&config), now)
+                        .with_budget(budget.clone(), now);
+                    let answers = Awaited::new(Arc::clone(service));
+                    tokio::spawn(async move {
+                        serve_connection(stream, peer, session, token, mark, answers).await;
+                        drop(permit);
+                    });
+                }
+            }
         }
         drop(listener);
         finish(&slots, max, &config).await;
@@ -281,6 +350,90 @@ async fn finish(slots: &Semaphore, max: usize, config: &ServerConfig) {
     }
 }
 
+/// The service a server runs.
+enum Dispatch {
+    Sync(Arc<dyn Service>),
+    Async(Arc<dyn AsyncService>),
+}
+
+/// How a connection task answers its requests, besides moving bytes.
+trait Answers: Send + 'static {
+    /// Starts answering each request the session hands out.
+    fn start(&mut self, session: &mut Session);
+    /// Polls the answers in progress: `Ready` once one or more have ended.
+    fn poll_answers(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// Gives the session the answers that ended.
+    fn deliver(&mut self, session: &mut Session);
+}
+
+/// A sync service: the session calls it in place, so there is nothing to do here (and
+/// the connection task compiles as if this did not exist).
+struct Called;
+
+impl Answers for Called {
+    #[inline(always)]
+    fn start(&mut self, _: &mut Session) {}
+    #[inline(always)]
+    fn poll_answers(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+    #[inline(always)]
+    fn deliver(&mut self, _: &mut Session) {}
+}
+
+/// An async service's answers in progress on one connection (at most
+/// [`ServerConfig::max_in_flight`]: the session hands out no more), polled by its task.
+/// Dropped with the task, which cancels them.
+struct Awaited {
+    service: Arc<dyn AsyncService>,
+    running: Vec<(RequestId, Answering)>,
+    ended: Vec<(RequestId, Result<Message, CallError>)>,
+}
+
+impl Awaited {
+    fn new(service: Arc<dyn AsyncService>) -> Awaited {
+        Awaited {
+            service,
+            running: Vec::new(),
+            ended: Vec::new(),
+        }
+    }
+}
+
+impl Answers for Awaited {
+    fn start(&mut self, session: &mut Session) {
+        while let Some((id, request)) = session.take_request() {
+            self.running
+                .push((id, call_async_service(&*self.service, request)));
+        }
+    }
+
+    fn poll_answers(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut i = 0;
+        while let Some((_, answering)) = self.running.get_mut(i) {
+            match Pin::new(answering).poll(cx) {
+                Poll::Ready(result) => {
+                    let (id, _) = self.running.swap_remove(i);
+                    self.ended.push((id, result));
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        if self.ended.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+
+    fn deliver(&mut self, session: &mut Session) {
+        let now = Instant::now();
+        for (id, result) in self.ended.drain(..) {
+            session.give_answer(id, result, now);
+        }
+    }
+}
+
 /// What woke a connection's task.
 enum Wake {
     /// The server is shutting down.
@@ -291,6 +444,8 @@ enum Wake {
     Writable,
     /// The session's deadline came.
     Timer,
+    /// Answers of an async service ended.
+    Answered,
     /// Polling the socket failed.
     Failed(io::Error),
 }
@@ -375,12 +530,13 @@ fn read_once(stream: &TcpStream, session: &mut Session) {
 /// binding it is moved into (the session alone is 600 bytes), and every idle connection
 /// pays for the size of this future.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-fn serve_connection(
+fn serve_connection<A: Answers>(
     mut stream: TcpStream,
     peer: SocketAddr,
     mut session: Session,
     token: CancellationToken,
     mark: Arc<IdleMark>,
+    mut answers: A,
 ) -> impl Future<Output = ()> {
     async move {
         info!("accepted connection from {peer}");
@@ -400,6 +556,9 @@ fn serve_connection(
             if session.is_closed() {
                 break;
             }
+            // After every step that can hand requests out (reading, answers given back,
+            // output drained by the write just above).
+            answers.start(&mut session);
             mark.note(session.idle_since());
             let (want_read, want_write) = (session.wants_read(), session.wants_write());
             if let Some(at) = session.poll_timeout() {
@@ -413,6 +572,10 @@ fn serve_connection(
             let wake = std::future::poll_fn(|cx| {
                 if !shutting && cancelled.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Shutdown);
+                }
+                // First, so that an answer just started is polled (and can wake the task).
+                if answers.poll_answers(cx).is_ready() {
+                    return Poll::Ready(Wake::Answered);
                 }
                 if want_read {
                     if let Poll::Ready(r) = stream.poll_read_ready(cx) {
@@ -440,6 +603,7 @@ fn serve_connection(
                 }
                 Wake::Readable => read_once(&stream, &mut session),
                 Wake::Writable => {} // written at the top of the loop
+                Wake::Answered => answers.deliver(&mut session),
                 Wake::Timer => {
                     armed = None;
                     session.handle_timeout(Instant::now());
@@ -447,6 +611,8 @@ fn serve_connection(
                 Wake::Failed(e) => session.abort(CloseReason::Io(e)),
             }
         }
+        // Answers still in progress (the connection ended first) are cancelled.
+        drop(answers);
         if let Some(reason) = session.close_reason() {
             reason.log(&peer);
         }
@@ -489,6 +655,7 @@ mod tests {
                 session,
                 CancellationToken::new(),
                 Default::default(),
+                super::Called,
             );
             let size = std::mem::size_of_val(&task);
             assert!(
