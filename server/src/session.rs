@@ -793,10 +793,18 @@ impl Session {
     /// Queues the oldest owed answer if it has come back (answers go out in request
     /// order); `true` if it did. A failed one, or an answer refused before, ends the
     /// answers: as for a sync service, none is sent after it.
+    #[inline]
     fn release_owed(&mut self, now: Instant) -> bool {
         if matches!(self.dispatch, Dispatch::Call(_)) {
             return false;
         }
+        self.release_owed_answer(now)
+    }
+
+    /// [`Session::release_owed`] for a session that hands its requests out (out of line:
+    /// the sync path's loop stays as it was).
+    #[inline(never)]
+    fn release_owed_answer(&mut self, now: Instant) -> bool {
         let refused = self.answer_refused();
         let Dispatch::HandOut(h) = &mut self.dispatch else {
             return false;
@@ -853,6 +861,7 @@ impl Session {
     }
 
     /// Queues the service's `answer`, or parks it until the queue drains enough.
+    #[inline(always)] // the sync path's, called for every request
     fn answer(&mut self, answer: Message, now: Instant) {
         if self.fits(&answer) {
             self.queue(answer, now);
