@@ -45,7 +45,7 @@ const AFTER_GRACE: Duration = Duration::from_secs(1);
 /// The service is called on the runtime's threads: a service that blocks for long holds
 /// up the other connections of that thread, as on an event-loop transport. A service that
 /// waits on I/O (a database, another server) is better an
-/// [`AsyncService`](sockmsg_server::AsyncService), run by [`Server::run_async`].
+/// [`AsyncService`], run by [`Server::run_async`].
 ///
 /// ```
 /// use std::sync::Arc;
