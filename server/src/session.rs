@@ -129,6 +129,16 @@ enum Dispatch {
     HandOut(Box<HandOut>),
 }
 
+/// What [`Session::release_owed`] did.
+enum Owing {
+    /// Queued the oldest owed answer.
+    Released,
+    /// Nothing to queue; another request may be handed out.
+    Room,
+    /// Nothing to queue; [`ServerConfig::max_in_flight`] answers are owed.
+    Full,
+}
+
 /// A request handed out by [`Session::take_request`], to name it when its answer comes
 /// back ([`Session::give_answer`]). Ids grow in request order within a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -732,8 +742,16 @@ impl Session {
                 self.queue(*answer, now);
                 continue;
             }
-            if self.release_owed(now) {
-                continue;
+            // One check on the sync path: the rest is out of line.
+            if !matches!(self.dispatch, Dispatch::Call(_)) {
+                match self.release_owed(now) {
+                    Owing::Released => continue,
+                    Owing::Full if !matches!(self.state, SessionState::Draining(_)) => {
+                        self.state = SessionState::Backpressured;
+                        break;
+                    }
+                    Owing::Full | Owing::Room => {}
+                }
             }
             if matches!(self.state, SessionState::Draining(_)) {
                 break;
@@ -743,36 +761,17 @@ impl Session {
                 self.state = SessionState::Backpressured;
                 break;
             }
-            if let Dispatch::HandOut(h) = &self.dispatch {
-                if h.owed.len() >= self.config.max_in_flight {
-                    self.state = SessionState::Backpressured;
-                    break;
-                }
-            }
             self.state = SessionState::Open;
             match self.conn.next_event() {
                 Ok(Event::Message(request)) => {
                     self.requests += 1;
-                    let called = match &mut self.dispatch {
-                        Dispatch::Call(service) => call_service(&**service, request),
-                        Dispatch::HandOut(h) => {
-                            let id = RequestId(h.first + h.owed.len() as u64);
-                            let bytes = request.content().len();
-                            h.owed.push_back(Owed {
-                                bytes,
-                                answer: None,
-                            });
-                            h.bytes += bytes;
-                            h.ready.push_back((id, request));
-                            if self.config.close_after_answer {
-                                self.drain(CloseReason::Answered);
-                            }
-                            continue;
+                    if let Dispatch::Call(service) = &self.dispatch {
+                        match call_service(&**service, request) {
+                            Ok(answer) => self.answer(answer, now),
+                            Err(e) => self.drain(e.into()),
                         }
-                    };
-                    match called {
-                        Ok(answer) => self.answer(answer, now),
-                        Err(e) => self.drain(e.into()),
+                    } else {
+                        self.hand_out(request);
                     }
                 }
                 Ok(Event::NeedData) => break,
@@ -790,34 +789,50 @@ impl Session {
             && self.answers_owed() == 0
     }
 
-    /// Queues the oldest owed answer if it has come back (answers go out in request
-    /// order); `true` if it did. A failed one, or an answer refused before, ends the
-    /// answers: as for a sync service, none is sent after it.
-    #[inline]
-    fn release_owed(&mut self, now: Instant) -> bool {
-        if matches!(self.dispatch, Dispatch::Call(_)) {
-            return false;
+    /// Hands `request` out to the transport ([`Session::take_request`]): owed from now on.
+    #[inline(never)]
+    fn hand_out(&mut self, request: Message) {
+        if let Dispatch::HandOut(h) = &mut self.dispatch {
+            let id = RequestId(h.first + h.owed.len() as u64);
+            let bytes = request.content().len();
+            h.owed.push_back(Owed {
+                bytes,
+                answer: None,
+            });
+            h.bytes += bytes;
+            h.ready.push_back((id, request));
         }
-        self.release_owed_answer(now)
+        if self.config.close_after_answer {
+            self.drain(CloseReason::Answered);
+        }
     }
 
-    /// [`Session::release_owed`] for a session that hands its requests out (out of line:
-    /// the sync path's loop stays as it was).
+    /// For a session that hands its requests out: queues the oldest owed answer if it
+    /// has come back (answers go out in request order), else says whether another
+    /// request may be handed out ([`ServerConfig::max_in_flight`]). A failed answer, or an
+    /// answer refused before, ends the answers: as for a sync service, none is sent after
+    /// it. Out of line: the sync path's loop stays as it was.
     #[inline(never)]
-    fn release_owed_answer(&mut self, now: Instant) -> bool {
+    fn release_owed(&mut self, now: Instant) -> Owing {
         let refused = self.answer_refused();
+        let max = self.config.max_in_flight;
         let Dispatch::HandOut(h) = &mut self.dispatch else {
-            return false;
+            return Owing::Room;
         };
         if refused {
             h.forget();
-            return false;
+            return Owing::Room;
         }
+        let room = if h.owed.len() < max {
+            Owing::Room
+        } else {
+            Owing::Full
+        };
         let Some(front) = h.owed.front_mut() else {
-            return false;
+            return room;
         };
         let Some(answer) = front.answer.take() else {
-            return false;
+            return room;
         };
         h.bytes -= front.bytes;
         h.owed.pop_front();
@@ -829,7 +844,7 @@ impl Session {
                 self.drain(e.into());
             }
         }
-        true
+        Owing::Released
     }
 
     /// `true` once an answer was refused (over the message limit, not encodable, or over
