@@ -295,23 +295,36 @@ impl Session {
     /// sent. An id not owed (answered already, or forgotten after an earlier failure or
     /// the connection's end) is ignored.
     pub fn give_answer(&mut self, id: RequestId, result: Result<Message, CallError>, now: Instant) {
+        self.give_answers([(id, result)], now);
+    }
+
+    /// [`Session::give_answer`] for several answers at once (in any order), cheaper than
+    /// one at a time: the session moves on once, after taking them all.
+    pub fn give_answers<I>(&mut self, answers: I, now: Instant)
+    where
+        I: IntoIterator<Item = (RequestId, Result<Message, CallError>)>,
+    {
         let Dispatch::HandOut(h) = &mut self.dispatch else {
             return;
         };
-        let Some(index) = id.0.checked_sub(h.first) else {
-            return;
-        };
-        let Some(owed) = usize::try_from(index).ok().and_then(|i| h.owed.get_mut(i)) else {
-            return;
-        };
-        if owed.answer.is_some() {
-            return;
+        let mut taken = false;
+        for (id, result) in answers {
+            let Some(index) = id.0.checked_sub(h.first) else {
+                continue;
+            };
+            let Some(owed) = usize::try_from(index).ok().and_then(|i| h.owed.get_mut(i)) else {
+                continue;
+            };
+            if owed.answer.is_some() {
+                continue;
+            }
+            let bytes = result.as_ref().map_or(0, |a| a.content().len());
+            h.bytes = h.bytes - owed.bytes + bytes;
+            owed.bytes = bytes;
+            owed.answer = Some(result);
+            taken = true;
         }
-        let bytes = result.as_ref().map_or(0, |a| a.content().len());
-        h.bytes = h.bytes - owed.bytes + bytes;
-        owed.bytes = bytes;
-        owed.answer = Some(result);
-        if !self.is_closed() {
+        if taken && !self.is_closed() {
             self.process(now);
         }
     }

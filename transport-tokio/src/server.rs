@@ -429,10 +429,7 @@ impl Answers for Awaited {
     }
 
     fn deliver(&mut self, session: &mut Session) {
-        let now = Instant::now();
-        for (id, result) in self.ended.drain(..) {
-            session.give_answer(id, result, now);
-        }
+        session.give_answers(self.ended.drain(..), Instant::now());
     }
 }
 
