@@ -42,6 +42,7 @@ pub enum WhenFull {
 /// | `when_full` | [`WhenFull::EvictIdle`] | at the cap, the connection idle the longest makes room: silent connections cannot lock good clients out |
 /// | `shutdown_grace` | 5 s | answers in progress get 5 s to flush when the server stops |
 /// | `close_after_answer` | `false` | connections stay open for further requests |
+/// | `max_in_flight` | 32 | answers an [`AsyncService`](crate::AsyncService) may have in progress per connection: twice a 16-deep pipeline, and a bound on what one peer makes the service do at once |
 /// | `workers` | one per core | event loops of the event-loop transports |
 ///
 /// A deadline of `None` never fires; one of zero acts as one millisecond.
@@ -107,6 +108,12 @@ pub struct ServerConfig {
     /// for clients that read until the server closes. Default: `false` (connections stay
     /// open for further requests).
     pub close_after_answer: bool,
+    /// Most answers of an [`AsyncService`](crate::AsyncService) in progress at once on one
+    /// connection (requests taken, answers not yet queued): beyond it no more requests
+    /// are taken from that peer until the oldest is answered (its bytes wait in the
+    /// kernel). A sync [`Service`](crate::Service) answers one request at a time. Default:
+    /// 32; zero acts as one.
+    pub max_in_flight: usize,
     /// Event loops (threads) of the event-loop transports. The thread-per-connection
     /// transport ignores it. Default: the number of cores
     /// ([`std::thread::available_parallelism`]); zero acts as one.
@@ -135,6 +142,7 @@ impl Default for ServerConfig {
             when_full: WhenFull::EvictIdle,
             shutdown_grace: Duration::from_secs(5),
             close_after_answer: false,
+            max_in_flight: 32,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             backlog: 1024,
             nodelay: true,
@@ -198,8 +206,15 @@ impl ServerConfig {
         self
     }
 
-    /// Values clamped to something workable: at least one worker, one connection and one
-    /// byte of output; deadlines between 1 ms and a century. Transports call it once.
+    /// The same configuration with at most `max` answers of an async service in progress
+    /// per connection ([`ServerConfig::max_in_flight`]).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// Values clamped to something workable: at least one worker, one connection, one
+    /// byte of output and one answer in flight; deadlines between 1 ms and a century. Transports call it once.
     pub fn normalized(mut self) -> Self {
         let clamp = |d: Option<Duration>| d.map(|d| d.clamp(Duration::from_millis(1), NEVER));
         self.workers = self.workers.max(1);
@@ -211,6 +226,7 @@ impl ServerConfig {
         self.write_deadline = clamp(self.write_deadline);
         self.shutdown_grace = self.shutdown_grace.min(NEVER);
         self.output_cap = self.output_cap.max(1);
+        self.max_in_flight = self.max_in_flight.max(1);
         self
     }
 }
@@ -225,6 +241,7 @@ mod tests {
             workers: 0,
             max_connections: 0,
             output_cap: 0,
+            max_in_flight: 0,
             header_deadline: Some(Duration::ZERO),
             idle_timeout: Some(Duration::MAX),
             write_deadline: None,
@@ -234,6 +251,7 @@ mod tests {
         assert_eq!(c.workers, 1);
         assert_eq!(c.max_connections, 1);
         assert_eq!(c.output_cap, 1);
+        assert_eq!(c.max_in_flight, 1);
         assert_eq!(c.header_deadline, Some(Duration::from_millis(1)));
         assert_eq!(c.idle_timeout, Some(NEVER));
         assert_eq!(c.write_deadline, None);

@@ -5,7 +5,10 @@
 //! *server* decides lives here, once:
 //!
 //! * [`Service`]: the application, one request in, one answer out; [`call_service`] is the
-//!   one place it is called, with panics caught.
+//!   one place it is called, with panics caught. [`AsyncService`]: the same for services
+//!   that await (a database, another server), runtime-agnostic; the session hands their
+//!   requests out ([`Session::take_request`]) and takes their answers back in any order
+//!   ([`Session::give_answer`]), sending them in request order.
 //! * [`ServerConfig`]: limits, header/idle/write deadlines, output cap, connection cap,
 //!   shutdown grace, `close_after_answer`, event loops: one name and one documented default
 //!   each, read by every transport.
@@ -80,6 +83,7 @@
 
 mod accept;
 pub mod addr;
+mod async_service;
 mod budget;
 mod close;
 mod config;
@@ -91,11 +95,12 @@ mod shutdown;
 
 pub use accept::{accept_error, AcceptAction, ACCEPT_BACKOFF};
 pub use addr::ServerAddr;
+pub use async_service::{call_async_service, AnswerFuture, Answering, AsyncService};
 pub use budget::MemoryBudget;
 pub use close::CloseReason;
 pub use config::{ServerConfig, WhenFull};
 pub use driven::Driven;
 pub use idle::IdleMark;
 pub use service::{call_service, CallError, Service, ServiceError};
-pub use session::{Session, SessionState};
+pub use session::{RequestId, Session, SessionState};
 pub use shutdown::ShutdownHandle;

@@ -1,5 +1,6 @@
 //! One connection's server policy, with no socket: the machine a transport drives.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use sockmsg_protocol::{Connection, Deadlines, Event, LocalError, Message, Role, 
 use crate::budget::MemoryBudget;
 use crate::close::CloseReason;
 use crate::config::ServerConfig;
-use crate::service::{call_service, Service};
+use crate::service::{call_service, CallError, Service};
 
 /// Bytes the session lends for one read outside large content: enough for a burst of
 /// pipelined requests; content of at least this size is received in place.
@@ -36,8 +37,9 @@ const BUDGET_RETRY: Duration = Duration::from_millis(20);
 pub enum SessionState {
     /// Taking requests: the socket should be read.
     Open,
-    /// The answers queued reached [`ServerConfig::output_cap`]: no request is taken (and
-    /// the socket is not read) until they drain.
+    /// The answers queued reached [`ServerConfig::output_cap`], or the answers in progress
+    /// [`ServerConfig::max_in_flight`]: no request is taken (and the socket is not read)
+    /// until they drain.
     Backpressured,
     /// No more requests: the answers owed are being sent, then the connection closes for
     /// the reason held.
@@ -93,7 +95,7 @@ pub enum SessionState {
 /// ```
 pub struct Session {
     conn: Connection,
-    service: Arc<dyn Service>,
+    dispatch: Dispatch,
     config: Arc<ServerConfig>,
     state: SessionState,
     /// An answer waiting for the queue to drain enough to take it under the cap.
@@ -116,6 +118,61 @@ pub struct Session {
     first_byte_by: Option<Instant>,
     /// Since when the connection has been idle (nothing in progress, nothing to send).
     idle_since: Option<Instant>,
+}
+
+/// Who answers a session's requests.
+enum Dispatch {
+    /// A sync service, called in place as each request is taken.
+    Call(Arc<dyn Service>),
+    /// The transport ([`Session::take_request`], [`Session::give_answer`]): an async
+    /// service. Boxed: a sync session pays one pointer for it.
+    HandOut(Box<HandOut>),
+}
+
+/// What [`Session::release_owed`] did.
+enum Owing {
+    /// Queued the oldest owed answer.
+    Released,
+    /// Nothing to queue; another request may be handed out.
+    Room,
+    /// Nothing to queue; [`ServerConfig::max_in_flight`] answers are owed.
+    Full,
+}
+
+/// A request handed out by [`Session::take_request`], to name it when its answer comes
+/// back ([`Session::give_answer`]). Ids grow in request order within a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+/// One request handed out, until its answer is queued.
+struct Owed {
+    /// Bytes charged for it: the request's content, then its answer's.
+    bytes: usize,
+    /// The answer, once given back (it waits here for the answers before it).
+    answer: Option<Result<Message, CallError>>,
+}
+
+/// The requests of an async service's session between the connection and the queue.
+#[derive(Default)]
+struct HandOut {
+    /// Requests taken from the connection, not yet taken by the transport.
+    ready: VecDeque<(RequestId, Message)>,
+    /// Every request handed out and not yet answered in order, oldest first: the one at
+    /// the front has id `first`.
+    owed: VecDeque<Owed>,
+    first: u64,
+    /// The sum of `owed`'s bytes: what the memory budget counts for them.
+    bytes: usize,
+}
+
+impl HandOut {
+    /// Forgets every request owed (their answers, should they come, are ignored).
+    fn forget(&mut self) {
+        self.first += self.owed.len() as u64;
+        self.owed.clear();
+        self.ready.clear();
+        self.bytes = 0;
+    }
 }
 
 impl Drop for Session {
@@ -141,6 +198,10 @@ impl Session {
     /// machine, which keeps them. A transport then hands it the server's one memory
     /// budget ([`Session::with_budget`]); until then it counts against one of its own.
     pub fn new(service: Arc<dyn Service>, config: Arc<ServerConfig>, now: Instant) -> Session {
+        Session::with_dispatch(Dispatch::Call(service), config, now)
+    }
+
+    fn with_dispatch(dispatch: Dispatch, config: Arc<ServerConfig>, now: Instant) -> Session {
         let deadlines = Deadlines {
             header: config.header_deadline,
             idle: config.idle_timeout,
@@ -154,7 +215,7 @@ impl Session {
         let first_byte_by = config.first_byte_deadline.map(|d| now + d);
         let mut session = Session {
             conn,
-            service,
+            dispatch,
             config,
             state: SessionState::Open,
             parked: None,
@@ -170,6 +231,111 @@ impl Session {
         };
         session.account(now);
         session
+    }
+
+    /// A new connection accepted at `now` whose requests are answered by the transport
+    /// rather than by a [`Service`] called in place: the way to run an
+    /// [`AsyncService`](crate::AsyncService). Everything else is as for
+    /// [`Session::new`] (deadlines, output cap, budget, shutdown, `close_after_answer`).
+    ///
+    /// The transport takes each request with [`Session::take_request`], starts its answer
+    /// ([`call_async_service`](crate::call_async_service)), and gives the outcome back with
+    /// [`Session::give_answer`] in whatever order the answers end; the session queues them
+    /// in request order. At most [`ServerConfig::max_in_flight`] are owed at once: beyond
+    /// that no more requests are taken. While answers are owed and nothing waits to be
+    /// sent, the idle and header deadlines wait (the peer is waiting for us); a failed or
+    /// panicked answer closes the connection once the answers before it are sent.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use sockmsg_protocol::{encode, Message};
+    /// use sockmsg_server::{ServerConfig, Session};
+    ///
+    /// let now = Instant::now();
+    /// let mut session = Session::new_async(Arc::new(ServerConfig::default()), now);
+    /// let mut wire = Vec::new();
+    /// for text in ["first", "second"] {
+    ///     wire.extend(encode(&Message::binary("text/plain", text.as_bytes().to_vec()))?);
+    /// }
+    /// session.read_buf()[..wire.len()].copy_from_slice(&wire);
+    /// session.commit(wire.len(), now);
+    /// let (a, first) = session.take_request().expect("first");
+    /// let (b, second) = session.take_request().expect("second");
+    /// // The second answer is ready first: it waits for the first.
+    /// session.give_answer(b, Ok(second), now);
+    /// assert!(!session.wants_write());
+    /// session.give_answer(a, Ok(first), now);
+    /// let mut out = Vec::new();
+    /// while session.wants_write() {
+    ///     session.write_to(&mut out, now)?;
+    /// }
+    /// let first_at = out.windows(5).position(|w| w == b"first");
+    /// let second_at = out.windows(6).position(|w| w == b"second");
+    /// assert!(first_at < second_at);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new_async(config: Arc<ServerConfig>, now: Instant) -> Session {
+        Session::with_dispatch(Dispatch::HandOut(Box::default()), config, now)
+    }
+
+    /// The next request for the transport to answer ([`Session::new_async`]), with the id
+    /// to give its answer back under; `None` when there is none (and always for a session
+    /// that calls its [`Service`] itself).
+    pub fn take_request(&mut self) -> Option<(RequestId, Message)> {
+        match &mut self.dispatch {
+            Dispatch::HandOut(h) => h.ready.pop_front(),
+            Dispatch::Call(_) => None,
+        }
+    }
+
+    /// The outcome of request `id` ([`Session::take_request`]) at `now`: queued once the
+    /// answers before it are, under the output cap; an error (the service failed or
+    /// panicked) closes the connection for that reason once the answers before it are
+    /// sent. An id not owed (answered already, or forgotten after an earlier failure or
+    /// the connection's end) is ignored.
+    pub fn give_answer(&mut self, id: RequestId, result: Result<Message, CallError>, now: Instant) {
+        self.give_answers([(id, result)], now);
+    }
+
+    /// [`Session::give_answer`] for several answers at once (in any order), cheaper than
+    /// one at a time: the session moves on once, after taking them all.
+    pub fn give_answers<I>(&mut self, answers: I, now: Instant)
+    where
+        I: IntoIterator<Item = (RequestId, Result<Message, CallError>)>,
+    {
+        let Dispatch::HandOut(h) = &mut self.dispatch else {
+            return;
+        };
+        let mut taken = false;
+        for (id, result) in answers {
+            let Some(index) = id.0.checked_sub(h.first) else {
+                continue;
+            };
+            let Some(owed) = usize::try_from(index).ok().and_then(|i| h.owed.get_mut(i)) else {
+                continue;
+            };
+            if owed.answer.is_some() {
+                continue;
+            }
+            let bytes = result.as_ref().map_or(0, |a| a.content().len());
+            h.bytes = h.bytes - owed.bytes + bytes;
+            owed.bytes = bytes;
+            owed.answer = Some(result);
+            taken = true;
+        }
+        if taken && !self.is_closed() {
+            self.process(now);
+        }
+    }
+
+    /// Requests handed out ([`Session::take_request`] or about to be) whose answers are
+    /// not yet queued; always 0 for a session that calls its [`Service`] itself.
+    pub fn answers_owed(&self) -> usize {
+        match &self.dispatch {
+            Dispatch::HandOut(h) => h.owed.len(),
+            Dispatch::Call(_) => 0,
+        }
     }
 
     /// The same session, counting its memory in `budget`, the one its server shares
@@ -346,7 +512,9 @@ impl Session {
             return None;
         }
         [
-            self.conn.poll_timeout(),
+            self.protocol_deadlines()
+                .then(|| self.conn.poll_timeout())
+                .flatten(),
             self.grace_until,
             self.release_at,
             self.budget_retry,
@@ -381,7 +549,12 @@ impl Session {
             }
         }
         let cfg = &self.config;
-        let reason = match self.conn.handle_timeout(now) {
+        let timeout = if self.protocol_deadlines() {
+            self.conn.handle_timeout(now)
+        } else {
+            None
+        };
+        let reason = match timeout {
             // The machine's own deadlines first: the idle timeout when it is as short.
             None if self.first_byte_by.is_some_and(|at| at <= now) => {
                 CloseReason::FirstByteDeadline(cfg.first_byte_deadline.unwrap_or_default())
@@ -423,6 +596,9 @@ impl Session {
             reason
         };
         self.parked = None;
+        if let Dispatch::HandOut(h) = &mut self.dispatch {
+            h.forget();
+        }
         self.state = SessionState::Closed(reason);
         self.conn.release_buffers();
         self.budget_retry = None;
@@ -484,7 +660,7 @@ impl Session {
     /// refused ([`CloseReason::OverBudget`]); anything else waits for room (no reading
     /// meanwhile).
     fn account(&mut self, now: Instant) {
-        let real = self.conn.allocated();
+        let real = self.conn.allocated() + self.held();
         let taking = matches!(self.state, SessionState::Open | SessionState::Backpressured);
         let receiving = if taking { self.conn.receiving() } else { None };
         let key = receiving.map(|r| (r.start, r.announced));
@@ -552,7 +728,7 @@ impl Session {
     /// A draining connection with nothing more to send is closed.
     fn close_if_drained(&mut self) {
         if let SessionState::Draining(_) = self.state {
-            if !self.conn.wants_write() && self.parked.is_none() {
+            if !self.conn.wants_write() && self.parked.is_none() && self.answers_owed() == 0 {
                 if let SessionState::Draining(reason) =
                     std::mem::replace(&mut self.state, SessionState::Open)
                 {
@@ -579,6 +755,17 @@ impl Session {
                 self.queue(*answer, now);
                 continue;
             }
+            // One check on the sync path: the rest is out of line.
+            if !matches!(self.dispatch, Dispatch::Call(_)) {
+                match self.release_owed(now) {
+                    Owing::Released => continue,
+                    Owing::Full if !matches!(self.state, SessionState::Draining(_)) => {
+                        self.state = SessionState::Backpressured;
+                        break;
+                    }
+                    Owing::Full | Owing::Room => {}
+                }
+            }
             if matches!(self.state, SessionState::Draining(_)) {
                 break;
             }
@@ -591,9 +778,13 @@ impl Session {
             match self.conn.next_event() {
                 Ok(Event::Message(request)) => {
                     self.requests += 1;
-                    match call_service(&*self.service, request) {
-                        Ok(answer) => self.answer(answer, now),
-                        Err(e) => self.drain(e.into()),
+                    if let Dispatch::Call(service) = &self.dispatch {
+                        match call_service(&**service, request) {
+                            Ok(answer) => self.answer(answer, now),
+                            Err(e) => self.drain(e.into()),
+                        }
+                    } else {
+                        self.hand_out(request);
                     }
                 }
                 Ok(Event::NeedData) => break,
@@ -605,10 +796,100 @@ impl Session {
 
     /// Nothing in progress either way.
     fn is_idle(&self) -> bool {
-        !self.conn.wants_write() && !self.conn.message_in_progress() && self.parked.is_none()
+        !self.conn.wants_write()
+            && !self.conn.message_in_progress()
+            && self.parked.is_none()
+            && self.answers_owed() == 0
+    }
+
+    /// Hands `request` out to the transport ([`Session::take_request`]): owed from now on.
+    #[inline(never)]
+    fn hand_out(&mut self, request: Message) {
+        if let Dispatch::HandOut(h) = &mut self.dispatch {
+            let id = RequestId(h.first + h.owed.len() as u64);
+            let bytes = request.content().len();
+            h.owed.push_back(Owed {
+                bytes,
+                answer: None,
+            });
+            h.bytes += bytes;
+            h.ready.push_back((id, request));
+        }
+        if self.config.close_after_answer {
+            self.drain(CloseReason::Answered);
+        }
+    }
+
+    /// For a session that hands its requests out: queues the oldest owed answer if it
+    /// has come back (answers go out in request order), else says whether another
+    /// request may be handed out ([`ServerConfig::max_in_flight`]). A failed answer, or an
+    /// answer refused before, ends the answers: as for a sync service, none is sent after
+    /// it. Out of line: the sync path's loop stays as it was.
+    #[inline(never)]
+    fn release_owed(&mut self, now: Instant) -> Owing {
+        let refused = self.answer_refused();
+        let max = self.config.max_in_flight;
+        let Dispatch::HandOut(h) = &mut self.dispatch else {
+            return Owing::Room;
+        };
+        if refused {
+            h.forget();
+            return Owing::Room;
+        }
+        let room = if h.owed.len() < max {
+            Owing::Room
+        } else {
+            Owing::Full
+        };
+        let Some(front) = h.owed.front_mut() else {
+            return room;
+        };
+        let Some(answer) = front.answer.take() else {
+            return room;
+        };
+        h.bytes -= front.bytes;
+        h.owed.pop_front();
+        h.first += 1;
+        match answer {
+            Ok(answer) => self.answer(answer, now),
+            Err(e) => {
+                h.forget();
+                self.drain(e.into());
+            }
+        }
+        Owing::Released
+    }
+
+    /// `true` once an answer was refused (over the message limit, not encodable, or over
+    /// the memory budget): the connection closes for it after the answers before it.
+    fn answer_refused(&self) -> bool {
+        matches!(
+            self.state,
+            SessionState::Draining(
+                CloseReason::AnswerTooLarge { .. }
+                    | CloseReason::BadAnswer(_)
+                    | CloseReason::OverBudget { what: "answer", .. }
+            )
+        )
+    }
+
+    /// Bytes held for requests handed out and answers waiting for earlier ones.
+    fn held(&self) -> usize {
+        match &self.dispatch {
+            Dispatch::HandOut(h) => h.bytes,
+            Dispatch::Call(_) => 0,
+        }
+    }
+
+    /// `false` while answers are owed and nothing waits to be sent: the protocol machine's
+    /// idle and header deadlines then wait, since the peer is waiting for us (its write
+    /// deadline runs only while output is pending, which this leaves on).
+    fn protocol_deadlines(&self) -> bool {
+        self.answers_owed() == 0 || self.conn.wants_write()
     }
 
     /// Queues the service's `answer`, or parks it until the queue drains enough.
+    #[inline(always)] // the sync path's, called for every request
     fn answer(&mut self, answer: Message, now: Instant) {
         if self.fits(&answer) {
             self.queue(answer, now);

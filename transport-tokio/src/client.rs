@@ -51,9 +51,13 @@ impl Default for ClientConfig {
 /// request and waits for its answer; to pipeline, [`Client::queue`] several, then
 /// [`Client::recv`] their answers, which come back in order.
 ///
-/// Cancellation: dropping a [`Client::recv`] or [`Client::flush`] future loses nothing.
-/// Bytes are handed to the core only once a read has completed, and pending output is
-/// marked sent only once a write has completed; calling the method again carries on.
+/// Cancellation: dropping a [`Client::recv`], [`Client::flush`], [`Client::send`] or
+/// [`Client::request`] future, even in the middle of a message, loses nothing. Bytes are
+/// handed to the core only once a read has completed, and pending output is marked sent
+/// only once a write has completed; calling a method again carries on. A message is
+/// queued as soon as `send` or `request` is first polled: if either is dropped after that,
+/// the message is still sent by the next call, and its answer is the next
+/// [`Client::recv`]'s (`tests/cancel.rs` drops each of them mid-message).
 ///
 /// ```
 /// # use sockmsg_transport_tokio::{Client, ClientConfig, ClientError};

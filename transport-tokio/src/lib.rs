@@ -13,7 +13,9 @@
 //!   [`ServerConfig`](sockmsg_server::ServerConfig) (limits, deadlines from the core's
 //!   timers, output cap, connection cap, graceful shutdown on a
 //!   [`ShutdownHandle`](sockmsg_server::ShutdownHandle)) as every other transport, on a
-//!   current-thread or multi-thread runtime.
+//!   current-thread or multi-thread runtime. [`Server::run_async`] runs an
+//!   [`AsyncService`](sockmsg_server::AsyncService) (a service that awaits) under the same
+//!   rules, its answers polled on each connection's task and sent in request order.
 //! * TLS (feature `tls`): `Server::serve_tls` / `Server::run_tls` serve every connection
 //!   through a `sockmsg_tls::TlsSession` on the same connection task as a plaintext
 //!   session (both are a [`Driven`](sockmsg_server::Driven) machine). Not `tokio-rustls`:
@@ -22,7 +24,8 @@
 //!   peer's identity are the same here as on the std and mio transports.
 //!
 //! Examples: `examples/tokio_echo_server.rs` and `examples/tokio_echo_client.rs` (the guide's echo
-//! pair), `examples/tokio_framed.rs` (`Framed` with `StreamExt` / `SinkExt` on loopback).
+//! pair), `examples/tokio_framed.rs` (`Framed` with `StreamExt` / `SinkExt` on loopback),
+//! `examples/async_service.rs` (an async service that asks another sockmsg server).
 //!
 //! ## Example: `Framed` over an in-memory pipe
 //!

@@ -10,14 +10,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use sockmsg_protocol::Message;
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, ServerConfig, Service,
-    Session, ShutdownHandle, WhenFull,
+    accept_error, call_async_service, AcceptAction, Answering, AsyncService, CallError,
+    CloseReason, Driven, IdleMark, MemoryBudget, RequestId, ServerConfig, Service, Session,
+    ShutdownHandle, WhenFull,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -37,7 +40,9 @@ const AFTER_GRACE: Duration = Duration::from_secs(1);
 /// [`Server::run`] runs inside a runtime you already have.
 ///
 /// The service is called on the runtime's threads: a service that blocks for long holds
-/// up the other connections of that thread, as on an event-loop transport.
+/// up the other connections of that thread, as on an event-loop transport. A service that
+/// waits on I/O (a database, another server) is better an
+/// [`AsyncService`], run by [`Server::run_async`].
 ///
 /// ```
 /// use std::sync::Arc;
@@ -140,6 +145,56 @@ impl Server {
         self.runtime()?.block_on(self.run_tls(service, tls))
     }
 
+    /// [`Server::serve`] for a service that awaits: runs [`Server::run_async`].
+    pub fn serve_async(self, service: Arc<dyn AsyncService>) -> io::Result<()> {
+        self.runtime()?.block_on(self.run_async(service))
+    }
+
+    /// Serves `service`, whose answers take awaiting (a database, another server), as
+    /// [`Server::run`] serves a sync one, under the same rules: each connection's task
+    /// polls the answers of its requests (up to [`ServerConfig::max_in_flight`] at once,
+    /// beyond which it stops reading that peer) and sends them in request order, under the
+    /// output cap; a service that fails or panics closes that connection only (once the
+    /// answers before are sent); a connection waiting for answers is not idle (no idle
+    /// deadline, no eviction); on shutdown, answers in progress get the grace. A
+    /// connection's answers run on its task (concurrently with each other, on one thread at
+    /// a time): spawn inside the service for work that should run in parallel.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use sockmsg_protocol::Message;
+    /// use sockmsg_server::{AsyncService, ServerConfig, ServiceError};
+    /// use sockmsg_transport_tokio::{Client, ClientConfig, Server};
+    ///
+    /// let service: Arc<dyn AsyncService> = Arc::new(|m: Message| async move {
+    ///     tokio::time::sleep(Duration::from_millis(10)).await; // a database, say
+    ///     Ok::<_, ServiceError>(Message::binary("text/plain", [b"pong: ", m.content()].concat()))
+    /// });
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// let answer = runtime.block_on(async {
+    ///     let server = Server::bind("127.0.0.1:0".parse()?, ServerConfig::default())?;
+    ///     let (addr, stop) = (server.local_addr(), server.shutdown_handle());
+    ///     let serving = tokio::spawn(server.run_async(service));
+    ///     let mut client = Client::connect(addr, &ClientConfig::default()).await?;
+    ///     let answer = client.request(Message::binary("text/plain", b"ping".to_vec())).await?;
+    ///     client.close().await?;
+    ///     stop.shutdown();
+    ///     serving.await??;
+    ///     Ok::<_, Box<dyn std::error::Error>>(answer)
+    /// })?;
+    /// assert_eq!(answer.content(), b"pong: ping");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn run_async(self, service: Arc<dyn AsyncService>) -> io::Result<()> {
+        self.run_with(
+            |config, budget, now| Some(Session::new_async(config, now).with_budget(budget.clone(), now)),
+            move || Awaited::new(Arc::clone(&service)),
+        )
+        .await
+    }
+
+    /// The runtime [`Server::serve`] builds.
     fn runtime(&self) -> io::Result<tokio::runtime::Runtime> {
         let workers = self.config.workers;
         let mut builder = if workers <= 1 {
@@ -169,9 +224,12 @@ impl Server {
     /// its own task as above (answers owed get the grace, then it closes), so no
     /// connection task outlives the drop by more than the grace.
     pub async fn run(self, service: Arc<dyn Service>) -> io::Result<()> {
-        self.run_with(move |config, budget, now| {
-            Some(Session::new(Arc::clone(&service), config, now).with_budget(budget.clone(), now))
-        })
+        self.run_with(
+            move |config, budget, now| {
+                Some(Session::new(Arc::clone(&service), config, now).with_budget(budget.clone(), now))
+            },
+            || Called,
+        )
         .await
     }
 
@@ -204,14 +262,17 @@ impl Server {
                     None
                 }
             },
+            || Called,
         )
         .await
     }
 
-    /// The accept loop, with `make` building each connection's machine.
-    async fn run_with<D: Driven + 'static>(
+    /// The accept loop, with `make` building each connection's machine and `answering`
+    /// what answers its requests besides the machine itself (an async service's futures).
+    async fn run_with<D: Driven + 'static, A: Answers<D>>(
         self,
         make: impl Fn(Arc<ServerConfig>, &MemoryBudget, Instant) -> Option<D>,
+        answering: impl Fn() -> A,
     ) -> io::Result<()> {
         let Server {
             listener,
@@ -305,8 +366,9 @@ impl Server {
             // to evict it (its mark then says so).
             let token = token.child_token();
             let mark = conns.register(&token);
+            let answers = answering();
             tokio::spawn(async move {
-                serve_connection(stream, peer, session, token, mark).await;
+                serve_connection(stream, peer, session, token, mark, answers).await;
                 drop(permit);
             });
         }
@@ -337,6 +399,82 @@ async fn finish(slots: &Semaphore, max: usize, config: &ServerConfig) {
     }
 }
 
+/// How a connection task answers its requests, besides moving bytes.
+/// `D` is the connection's machine: an async service runs on a plaintext [`Session`].
+trait Answers<D>: Send + 'static {
+    /// Starts answering each request the session hands out.
+    fn start(&mut self, session: &mut D);
+    /// Polls the answers in progress: `Ready` once one or more have ended.
+    fn poll_answers(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// Gives the session the answers that ended.
+    fn deliver(&mut self, session: &mut D);
+}
+
+/// A sync service: the session calls it in place, so there is nothing to do here (and
+/// the connection task compiles as if this did not exist).
+struct Called;
+
+impl<D> Answers<D> for Called {
+    #[inline(always)]
+    fn start(&mut self, _: &mut D) {}
+    #[inline(always)]
+    fn poll_answers(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+    #[inline(always)]
+    fn deliver(&mut self, _: &mut D) {}
+}
+
+/// An async service's answers in progress on one connection (at most
+/// [`ServerConfig::max_in_flight`]: the session hands out no more), polled by its task.
+/// Dropped with the task, which cancels them.
+struct Awaited {
+    service: Arc<dyn AsyncService>,
+    running: Vec<(RequestId, Answering)>,
+    ended: Vec<(RequestId, Result<Message, CallError>)>,
+}
+
+impl Awaited {
+    fn new(service: Arc<dyn AsyncService>) -> Awaited {
+        Awaited {
+            service,
+            running: Vec::new(),
+            ended: Vec::new(),
+        }
+    }
+}
+
+impl Answers<Session> for Awaited {
+    fn start(&mut self, session: &mut Session) {
+        while let Some((id, request)) = session.take_request() {
+            self.running
+                .push((id, call_async_service(&*self.service, request)));
+        }
+    }
+
+    fn poll_answers(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut i = 0;
+        while let Some((_, answering)) = self.running.get_mut(i) {
+            match Pin::new(answering).poll(cx) {
+                Poll::Ready(result) => {
+                    let (id, _) = self.running.swap_remove(i);
+                    self.ended.push((id, result));
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        if self.ended.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+
+    fn deliver(&mut self, session: &mut Session) {
+        session.give_answers(self.ended.drain(..), Instant::now());
+    }
+}
+
 /// What woke a connection's task.
 enum Wake {
     /// The server is shutting down.
@@ -347,6 +485,8 @@ enum Wake {
     Writable,
     /// The session's deadline came.
     Timer,
+    /// Answers of an async service ended.
+    Answered,
     /// Polling the socket failed.
     Failed(io::Error),
 }
@@ -463,12 +603,13 @@ fn read_once<D: Driven>(stream: &TcpStream, session: &mut D) {
 /// binding it is moved into (the session alone is 600 bytes), and every idle connection
 /// pays for the size of this future.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-fn serve_connection<D: Driven>(
+fn serve_connection<D: Driven, A: Answers<D>>(
     mut stream: TcpStream,
     peer: SocketAddr,
     mut session: D,
     token: CancellationToken,
     mark: Arc<IdleMark>,
+    mut answers: A,
 ) -> impl Future<Output = ()> {
     async move {
         info!("accepted connection from {peer}");
@@ -488,6 +629,9 @@ fn serve_connection<D: Driven>(
             if session.is_done() {
                 break;
             }
+            // After every step that can hand requests out (reading, answers given back,
+            // output drained by the write just above).
+            answers.start(&mut session);
             mark.note(session.idle_since());
             let (want_read, want_write) = (session.wants_read(), session.wants_write());
             if let Some(at) = session.poll_timeout() {
@@ -501,6 +645,10 @@ fn serve_connection<D: Driven>(
             let wake = std::future::poll_fn(|cx| {
                 if !shutting && cancelled.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Shutdown);
+                }
+                // First, so that an answer just started is polled (and can wake the task).
+                if answers.poll_answers(cx).is_ready() {
+                    return Poll::Ready(Wake::Answered);
                 }
                 if want_read {
                     if let Poll::Ready(r) = stream.poll_read_ready(cx) {
@@ -528,6 +676,7 @@ fn serve_connection<D: Driven>(
                 }
                 Wake::Readable => read_once(&stream, &mut session),
                 Wake::Writable => {} // written at the top of the loop
+                Wake::Answered => answers.deliver(&mut session),
                 Wake::Timer => {
                     armed = None;
                     session.handle_timeout(Instant::now());
@@ -535,6 +684,8 @@ fn serve_connection<D: Driven>(
                 Wake::Failed(e) => session.abort(CloseReason::Io(e)),
             }
         }
+        // Answers still in progress (the connection ended first) are cancelled.
+        drop(answers);
         session.log_close(&peer);
         // Errors ignored: the peer may be gone already; dropping the stream closes it anyway.
         let _ = stream.shutdown().await;
@@ -575,6 +726,7 @@ mod tests {
                 session,
                 CancellationToken::new(),
                 Default::default(),
+                super::Called,
             );
             let size = std::mem::size_of_val(&task);
             assert!(
