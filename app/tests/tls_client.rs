@@ -5,11 +5,11 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
-use sockmsg_tests::TempDir;
+use sockmsg_tests::{ChildGuard, TempDir};
 use sockmsg_tls::certs::{Authority, Issued, Spec, Usage};
 
 /// A test CA and certificates written as `app-certs` writes them.
@@ -36,8 +36,17 @@ fn write_certs(dir: &Path, server_days_ago: Option<u64>) {
     pair("client", &client);
 }
 
-fn python_peer() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tls/tests/python/tls_peer.py")
+/// `python3 tls_peer.py` (the TLS peer of tls/tests/python) with UTF-8 output, the guide's
+/// `libmsg` on its path and no standard input; its arguments follow.
+fn python_peer() -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tls/tests/python/tls_peer.py");
+    let mut cmd = Command::new(sockmsg_tests::python());
+    cmd.arg(script)
+        .env("SOCKMSG_LIBMSG_DIR", sockmsg_tests::python_dir())
+        .env("PYTHONIOENCODING", "utf-8")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// The Python ssl server: serves `count` connections, one request each.
@@ -49,18 +58,13 @@ struct PyServer {
 
 impl PyServer {
     fn start(certs: &Path, client_ca: bool, count: usize) -> PyServer {
-        let mut cmd = Command::new(sockmsg_tests::python());
-        cmd.arg(python_peer())
-            .arg("server")
+        let mut cmd = python_peer();
+        cmd.arg("server")
             .arg("--cert")
             .arg(certs.join("server.pem"))
             .arg("--key")
             .arg(certs.join("server-key.pem"))
             .args(["--count", &count.to_string(), "--timeout", "10"])
-            .env("SOCKMSG_LIBMSG_DIR", sockmsg_tests::python_dir())
-            .env("PYTHONIOENCODING", "utf-8")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped());
         if client_ca {
             cmd.arg("--client-ca").arg(certs.join("ca.pem"));
@@ -99,6 +103,30 @@ fn client(port: u16, args: &[&str], certs: &Path) -> Output {
     cmd.output().expect("app-client")
 }
 
+/// `app-client` presenting the client certificate that `write_certs` wrote.
+fn client_with_cert(port: u16, args: &[&str], certs: &Path) -> Output {
+    let mut all = vec![
+        "--cert",
+        "CERTS/client.pem",
+        "--key",
+        "CERTS/client-key.pem",
+    ];
+    all.extend_from_slice(args);
+    client(port, &all, certs)
+}
+
+/// Asserts that a run succeeded and printed `line`, and nothing else, on stdout.
+fn assert_printed(out: &Output, line: &str) {
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(out), format!("{line}\n"));
+}
+
+/// Asserts that a run failed with exit status 1; returns what it wrote on stderr.
+fn assert_failed(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    stderr(out)
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -117,17 +145,12 @@ fn demo_answers_over_tls_from_a_python_ssl_server() {
         &["--server-name", "localhost", "search", "morpheus"],
         dir.path(),
     );
-    assert!(json.status.success(), "{json:?}");
-    assert_eq!(
-        stdout(&json),
-        "got result: Follow the white rabbit. \u{1f430}\n"
-    );
+    assert_printed(&json, "got result: Follow the white rabbit. \u{1f430}");
     // The certificate also names 127.0.0.1: no --server-name needed.
     let binary = client(server.port, &["binary", "request"], dir.path());
-    assert!(binary.status.success(), "{binary:?}");
-    assert_eq!(
-        stdout(&binary),
-        "got response: b'First 10 bytes of request: binaryrequ'\n"
+    assert_printed(
+        &binary,
+        "got response: b'First 10 bytes of request: binaryrequ'",
     );
     assert_eq!(server.finish(), "answered\nanswered\n");
 }
@@ -148,22 +171,10 @@ fn mutual_tls_with_a_python_ssl_server() {
         "{line}"
     );
     assert!(line.contains("requires a client certificate"), "{line}");
-    let accepted = client(
-        server.port,
-        &[
-            "--cert",
-            "CERTS/client.pem",
-            "--key",
-            "CERTS/client-key.pem",
-            "search",
-            "ring",
-        ],
-        dir.path(),
-    );
-    assert!(accepted.status.success(), "{accepted:?}");
-    assert_eq!(
-        stdout(&accepted),
-        "got result: In the caves beneath the Misty Mountains. \u{1f48d}\n"
+    let accepted = client_with_cert(server.port, &["search", "ring"], dir.path());
+    assert_printed(
+        &accepted,
+        "got result: In the caves beneath the Misty Mountains. \u{1f48d}",
     );
     let printed = server.finish();
     assert!(printed.starts_with("handshake failed: "), "{printed}");
@@ -181,32 +192,26 @@ fn each_handshake_failure_has_its_own_line() {
 
     let server = PyServer::start(dir.path(), false, 2);
     let wrong_ca = client(server.port, &["search", "ring"], other.path());
-    assert_eq!(wrong_ca.status.code(), Some(1));
-    assert!(
-        stderr(&wrong_ca).ends_with("unknown CA\n"),
-        "{}",
-        stderr(&wrong_ca)
-    );
+    let err = assert_failed(&wrong_ca);
+    assert!(err.ends_with("unknown CA\n"), "{err}");
     let wrong_name = client(
         server.port,
         &["--server-name", "db.example.invalid", "search", "ring"],
         dir.path(),
     );
-    assert_eq!(wrong_name.status.code(), Some(1));
+    let err = assert_failed(&wrong_name);
     assert!(
-        stderr(&wrong_name).contains("\"db.example.invalid\" (name mismatch)"),
-        "{}",
-        stderr(&wrong_name)
+        err.contains("\"db.example.invalid\" (name mismatch)"),
+        "{err}"
     );
     let _ = server.finish();
 
     let server = PyServer::start(expired.path(), false, 1);
     let out = client(server.port, &["search", "ring"], expired.path());
-    assert_eq!(out.status.code(), Some(1));
+    let err = assert_failed(&out);
     assert!(
-        stderr(&out).ends_with("the peer's certificate has expired\n"),
-        "{}",
-        stderr(&out)
+        err.ends_with("the peer's certificate has expired\n"),
+        "{err}"
     );
     let _ = server.finish();
 
@@ -218,11 +223,10 @@ fn each_handshake_failure_has_its_own_line() {
         let _ = s.read(&mut [0u8; 4096]);
     });
     let out = client(port, &["search", "ring"], dir.path());
-    assert_eq!(out.status.code(), Some(1));
+    let err = assert_failed(&out);
     assert!(
-        stderr(&out).ends_with("the peer closed the connection during the TLS handshake\n"),
-        "{}",
-        stderr(&out)
+        err.ends_with("the peer closed the connection during the TLS handshake\n"),
+        "{err}"
     );
     plain.join().expect("plain server");
 
@@ -232,17 +236,16 @@ fn each_handshake_failure_has_its_own_line() {
         .args(["--ca", "/nonexistent/ca.pem"])
         .output()
         .expect("app-client");
-    assert_eq!(out.status.code(), Some(1));
+    let err = assert_failed(&out);
     assert!(
-        stderr(&out).starts_with("app-client: cannot load the TLS settings: /nonexistent/ca.pem: "),
-        "{}",
-        stderr(&out)
+        err.starts_with("app-client: cannot load the TLS settings: /nonexistent/ca.pem: "),
+        "{err}"
     );
 }
 
 /// `app-server --tls-*` on the std transport, port 0; stopped (killed) when dropped.
 struct AppServer {
-    child: Child,
+    _child: ChildGuard,
     port: u16,
 }
 
@@ -255,44 +258,25 @@ impl AppServer {
             .arg("--tls-key")
             .arg(certs.join("server-key.pem"))
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stdin(Stdio::null());
         if client_ca {
             cmd.arg("--tls-client-ca").arg(certs.join("ca.pem"));
         }
-        let mut child = cmd.spawn().expect("app-server");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        out.read_line(&mut line).expect("listening line");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        AppServer { child, port }
-    }
-}
-
-impl Drop for AppServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut child = ChildGuard::spawn("app-server", &mut cmd);
+        let port = child.listening_addr(Duration::from_secs(30)).port();
+        AppServer {
+            _child: child,
+            port,
+        }
     }
 }
 
 fn python_client(port: u16, certs: &Path, with_cert: bool, value: &str) -> Output {
-    let mut cmd = Command::new(sockmsg_tests::python());
-    cmd.arg(python_peer())
-        .args(["client", "127.0.0.1", &port.to_string(), "search", value])
+    let mut cmd = python_peer();
+    cmd.args(["client", "127.0.0.1", &port.to_string(), "search", value])
         .arg("--cafile")
         .arg(certs.join("ca.pem"))
-        .args(["--server-name", "localhost"])
-        .env("SOCKMSG_LIBMSG_DIR", sockmsg_tests::python_dir())
-        .env("PYTHONIOENCODING", "utf-8")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null());
+        .args(["--server-name", "localhost"]);
     if with_cert {
         cmd.arg("--cert")
             .arg(certs.join("client.pem"))
@@ -308,16 +292,11 @@ fn app_server_over_tls_answers_python_ssl_and_app_client() {
     write_certs(dir.path(), None);
     let server = AppServer::start(dir.path(), false);
     let py = python_client(server.port, dir.path(), false, "morpheus");
-    assert!(py.status.success(), "{py:?}");
-    assert_eq!(
-        stdout(&py),
-        "got result: Follow the white rabbit. \u{1f430}\n"
-    );
+    assert_printed(&py, "got result: Follow the white rabbit. \u{1f430}");
     let rust = client(server.port, &["search", "ring"], dir.path());
-    assert!(rust.status.success(), "{rust:?}");
-    assert_eq!(
-        stdout(&rust),
-        "got result: In the caves beneath the Misty Mountains. \u{1f48d}\n"
+    assert_printed(
+        &rust,
+        "got result: In the caves beneath the Misty Mountains. \u{1f48d}",
     );
     // A plaintext client on the TLS port learns it is talking to TLS.
     let plain = Command::new(env!("CARGO_BIN_EXE_app-client"))
@@ -337,35 +316,15 @@ fn app_server_mutual_tls_both_ways() {
     let py_refused = python_client(server.port, dir.path(), false, "ring");
     assert_eq!(py_refused.status.code(), Some(1), "{py_refused:?}");
     let py = python_client(server.port, dir.path(), true, "ring");
-    assert!(py.status.success(), "{py:?}");
-    assert_eq!(
-        stdout(&py),
-        "got result: In the caves beneath the Misty Mountains. \u{1f48d}\n"
+    assert_printed(
+        &py,
+        "got result: In the caves beneath the Misty Mountains. \u{1f48d}",
     );
     let refused = client(server.port, &["search", "ring"], dir.path());
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        stderr(&refused).contains("requires a client certificate"),
-        "{}",
-        stderr(&refused)
-    );
-    let accepted = client(
-        server.port,
-        &[
-            "--cert",
-            "CERTS/client.pem",
-            "--key",
-            "CERTS/client-key.pem",
-            "search",
-            "morpheus",
-        ],
-        dir.path(),
-    );
-    assert!(accepted.status.success(), "{accepted:?}");
-    assert_eq!(
-        stdout(&accepted),
-        "got result: Follow the white rabbit. \u{1f430}\n"
-    );
+    let err = assert_failed(&refused);
+    assert!(err.contains("requires a client certificate"), "{err}");
+    let accepted = client_with_cert(server.port, &["search", "morpheus"], dir.path());
+    assert_printed(&accepted, "got result: Follow the white rabbit. \u{1f430}");
     // TLS on the mio transport is refused as a usage error.
     let mio = Command::new(env!("CARGO_BIN_EXE_app-server"))
         .args([
