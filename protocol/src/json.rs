@@ -3,7 +3,9 @@
 //! Python's `json.dumps(obj, ensure_ascii=False)` separates members with `", "` and keys
 //! from values with `": "`, writes non-ASCII characters raw, escapes `"`, `\`, `\n`, `\r`,
 //! `\t`, `\b`, `\f` and other control characters below U+0020 as `\u00XX` (lowercase hex),
-//! and writes floats with `repr()`. [`PyFormatter`] makes serde_json produce exactly that.
+//! and writes floats with `repr()`. The crate writes its JSON (`Message::json`, header
+//! extras) with a serde_json formatter that produces exactly that; of it, only
+//! [`py_float_repr`] is public, for Python's formatting of values (`sockmsg-demo`).
 
 use std::io;
 
@@ -21,7 +23,7 @@ use crate::error::{LocalError, PeerError, Phase};
 /// as `null` (serde_json never hands them to a formatter), where Python would write the
 /// non-JSON `NaN`/`Infinity`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PyFormatter;
+pub(crate) struct PyFormatter;
 
 impl Formatter for PyFormatter {
     fn begin_array_value<W: ?Sized + io::Write>(
@@ -137,21 +139,15 @@ fn repr_from_sci(sci: &str) -> String {
     out
 }
 
-/// Serializes `value` as Python's `json.dumps(value, ensure_ascii=False)` would, appending
-/// the UTF-8 bytes to `out`.
-pub fn to_writer_py<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), LocalError> {
-    let mut ser = serde_json::Serializer::with_formatter(out, PyFormatter);
+/// Serializes `value` as Python's `json.dumps(value, ensure_ascii=False).encode("utf-8")`.
+pub(crate) fn to_vec_py<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, LocalError> {
+    let mut out = Vec::with_capacity(64);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PyFormatter);
     value
         .serialize(&mut ser)
         .map_err(|e| LocalError::Serialize {
             reason: e.to_string(),
-        })
-}
-
-/// Serializes `value` as Python's `json.dumps(value, ensure_ascii=False).encode("utf-8")`.
-pub fn to_vec_py<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, LocalError> {
-    let mut out = Vec::with_capacity(64);
-    to_writer_py(&mut out, value)?;
+        })?;
     Ok(out)
 }
 

@@ -181,13 +181,8 @@ fn run(args: &Args) -> Result<(), Failure> {
         quote(response.content_type().as_bytes(), LOG_TEXT),
         response.content().len()
     );
-    let line =
-        result_line(&response).map_err(|e| Failure::new(format!("bad answer from {addr}"), e))?;
     // The answer is complete: print it now, then leave without reading what may follow.
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::new("cannot print the result", e))?;
+    print_result(&response, addr)?;
     info!("closing connection to {addr}");
     client.close_now();
     Ok(())
@@ -234,15 +229,20 @@ fn run_tls(
     let response = client
         .request(message)
         .map_err(|e| explain_tls(&e, target))?;
-    let line =
-        result_line(&response).map_err(|e| Failure::new(format!("bad answer from {addr}"), e))?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::new("cannot print the result", e))?;
+    print_result(&response, addr)?;
     info!("closing TLS connection to {addr}");
     let _ = client.close();
     Ok(())
+}
+
+/// Prints the result line of `response`, the answer of `addr`, on stdout.
+fn print_result(response: &Message, addr: SocketAddr) -> Result<(), Failure> {
+    let line =
+        result_line(response).map_err(|e| Failure::new(format!("bad answer from {addr}"), e))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::new("cannot print the result", e))
 }
 
 /// The error line for a failed exchange over TLS with `target`.

@@ -15,11 +15,15 @@
 //! TLS handshake deadline (10 s). TLS runs on every transport, with the same log lines.
 //!
 //! Memory goes back to the system after a burst: on Linux with glibc, unless
-//! `MALLOC_MMAP_THRESHOLD_` is already set, the program runs itself again at once with it
-//! set to 128 KiB, so that buffers of large messages are always mapped and unmapped on
-//! their own. Without it glibc raises the threshold after the first large buffer is freed,
-//! and every thread's arena keeps the next ones (measured: 8 requests of 16 MiB left
-//! `--transport std` at +112 MiB, mio at +56 MiB; with it both returned to their baseline).
+//! `MALLOC_MMAP_THRESHOLD_` is already set, the program runs itself again at once (same
+//! process, same arguments, `exec`) with it set to 128 KiB, so that buffers of large
+//! messages are always mapped and unmapped on their own. Without it glibc raises the
+//! threshold after the first large buffer is freed, and every thread's arena keeps the next
+//! ones (measured: three bursts of 8 requests of 16 MiB left mio at +136 MiB, std at
+//! +128 MiB, tokio at +61 MiB; with it every transport returned to within 1 MiB of its
+//! baseline). To run it without the second `exec` (under valgrind without
+//! `--trace-children`, or a wrapper that must see one program), set the variable yourself,
+//! to 131072 for the same behaviour.
 //!
 //! Prints `listening on ADDR` to stdout once listening; logs go to stderr (`RUST_LOG`,
 //! default `info`; `--trace` adds each request and answer). SIGINT (Ctrl-C), SIGTERM or
@@ -135,6 +139,25 @@ fn signal_name(signal: i32) -> &'static str {
 
 /// Runs the program again with glibc's mmap threshold fixed at 128 KiB (see the crate
 /// documentation), unless it is set already; returns only if that is not possible.
+///
+/// Why a re-exec and not a global allocator or `mallopt` (measured for issue 12 on every
+/// transport; figures in BENCHMARKS.md, "i12-alloc"):
+///
+/// * `mallopt(M_MMAP_THRESHOLD, ..)` in-process does the same as the variable (same
+///   figures), but is an `unsafe` FFI call and no general-purpose crate offers it safely;
+///   the crates are `#![forbid(unsafe_code)]`.
+/// * mimalloc (v3 and v2) and jemalloc (tikv-jemallocator) kept up to 296 MiB and 39 MiB
+///   over the baseline 2 s after a burst of 8 x 16 MiB (glibc with the threshold fixed:
+///   1 MiB): they purge freed memory when the allocator is next called, or after a 10 s
+///   decay. For one 16 MiB JSON request they peaked at 49 to 76 MiB above the baseline
+///   where glibc peaks at 32 MiB (probably because a growing buffer is copied, where glibc
+///   moves a mapped block with `mremap`), over the 3x bound `app/tests/hostile_process.rs`
+///   asserts (mimalloc failed it); mimalloc also starts 6 to 10 MiB higher. Making them
+///   purge at once needs an environment variable again (`MIMALLOC_PURGE_DELAY`,
+///   `MALLOC_CONF`) or `unsafe` (`mi_option_set`, `mallctl`), and the peak stayed over 3x.
+///   They saved at most 3.5% of the user-space instructions of a keep-alive request, and
+///   add 120 to 440 KB to the stripped binary.
+/// * The re-exec costs about 1.6 ms once, at start-up.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn fix_mmap_threshold() {
     use std::os::unix::process::CommandExt;
