@@ -315,3 +315,83 @@ async fn an_answer_over_the_message_limit_is_not_sent() {
     .await
     .expect("bounded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pipelining_connections_each_get_their_answers_in_order() {
+    tokio::time::timeout(BOUND, async {
+        let seen = Arc::new(Concurrency::default());
+        let (addr, stop, serving) = start(ServerConfig::default(), sleepy(Arc::clone(&seen)));
+        let mut clients = Vec::new();
+        for c in 0..16 {
+            clients.push(tokio::spawn(async move {
+                let mut client = Client::connect(addr, &ClientConfig::default())
+                    .await
+                    .expect("connect");
+                for i in 0..50 {
+                    let wait = (c * 7 + i * 13) % 11;
+                    client
+                        .queue(req(&format!("{c}.{i}:{wait}")))
+                        .expect("queue");
+                }
+                for i in 0..50 {
+                    let a = client.recv().await.expect("answer");
+                    assert_eq!(a.content(), format!("re:{c}.{i}").as_bytes());
+                }
+                client.close().await.expect("close");
+            }));
+        }
+        for c in clients {
+            c.await.expect("client task");
+        }
+        assert_eq!(seen.calls.load(SeqCst), 16 * 50);
+        stop.shutdown();
+        serving.await.expect("task").expect("served");
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn a_connection_awaiting_its_answer_is_not_evicted_as_idle() {
+    tokio::time::timeout(BOUND, async {
+        let seen = Arc::new(Concurrency::default());
+        // One slot, evicting the idle connection at the cap (the default policy).
+        let config = ServerConfig::default().with_max_connections(1);
+        let (addr, stop, serving) = start(config, sleepy(Arc::clone(&seen)));
+        let mut first = Client::connect(addr, &ClientConfig::default())
+            .await
+            .expect("connect");
+        first.send(req("first:400")).await.expect("send");
+        while seen.calls.load(SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A newcomer at the cap: the first connection is busy (awaiting), so it waits.
+        let newcomer = tokio::spawn(async move {
+            let mut c = Client::connect(addr, &ClientConfig::default())
+                .await
+                .expect("connect");
+            c.request(req("second:0"))
+                .await
+                .expect("answer")
+                .into_content()
+        });
+        assert_eq!(
+            first.recv().await.expect("not evicted").content(),
+            b"re:first"
+        );
+        // Idle now: evicted for the newcomer, who is served.
+        assert_eq!(newcomer.await.expect("newcomer"), b"re:second");
+        let r = first.recv().await;
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::Closed { .. } | ClientError::Reset { .. })
+            ),
+            "{r:?}"
+        );
+        stop.shutdown();
+        serving.await.expect("task").expect("served");
+    })
+    .await
+    .expect("bounded");
+}

@@ -101,11 +101,9 @@ fn client_futures_dropped_mid_message_lose_nothing_and_leak_nothing() {
 
             // `request` dropped while its answer is awaited: the request was queued (and
             // sent), so the next `recv` is its answer.
-            let dropped = tokio::time::timeout(
-                Duration::from_millis(50),
-                client.request(req("slow300")),
-            )
-            .await;
+            let dropped =
+                tokio::time::timeout(Duration::from_millis(50), client.request(req("slow300")))
+                    .await;
             assert!(dropped.is_err(), "answered within 50 ms: {dropped:?}");
             assert_eq!(client.in_flight(), 1);
             let a = client.recv().await.expect("the dropped request's answer");
@@ -117,10 +115,9 @@ fn client_futures_dropped_mid_message_lose_nothing_and_leak_nothing() {
             client.send(req("slow300")).await.expect("send");
             let large = big(b'a');
             let dropped =
-                tokio::time::timeout(Duration::from_millis(100), client.send(large.clone()))
-                    .await;
+                tokio::time::timeout(Duration::from_millis(100), client.send(large.clone())).await;
             assert!(dropped.is_err(), "12 MiB written while the server waits");
-            assert!(client.in_flight() == 2);
+            assert_eq!(client.in_flight(), 2);
             let a = client.recv().await.expect("slow answer");
             assert_eq!(a.content(), b"echo:slow300");
             let a = client.recv().await.expect("large answer");
@@ -146,12 +143,16 @@ fn client_futures_dropped_mid_message_lose_nothing_and_leak_nothing() {
                 .await
                 .expect("connect");
             quitter.send(req("slow200")).await.expect("send");
-            let half = tokio::time::timeout(Duration::from_millis(50), quitter.send(big(b'c')))
-                .await;
+            let half =
+                tokio::time::timeout(Duration::from_millis(50), quitter.send(big(b'c'))).await;
             assert!(half.is_err(), "12 MiB written while the server waits");
             drop(quitter);
             assert_eq!(
-                client.request(req("still")).await.expect("served").content(),
+                client
+                    .request(req("still"))
+                    .await
+                    .expect("served")
+                    .content(),
                 b"echo:still"
             );
 
@@ -190,7 +191,10 @@ fn an_async_server_dropped_with_an_answer_in_progress_delivers_it_and_leaks_noth
             let mut idle = Client::connect(addr, &ClientConfig::default())
                 .await
                 .expect("connect");
-            assert_eq!(idle.request(req("i")).await.expect("i").content(), b"echo:i");
+            assert_eq!(
+                idle.request(req("i")).await.expect("i").content(),
+                b"echo:i"
+            );
             let mut owed = Client::connect(addr, &ClientConfig::default())
                 .await
                 .expect("connect");
