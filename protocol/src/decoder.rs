@@ -10,12 +10,17 @@ use crate::protoheader;
 use crate::Limits;
 
 /// Content is allocated in pieces of at least this much, each new piece as large as what
-/// was received before it, and never past what the header announced: a peer that
-/// announces 16 MiB and sends nothing costs nothing, one that sends `n` bytes costs at most
-/// `max(2n, n + 64 KiB)`. A full piece is kept as it is and the next bytes go into a new
-/// one: no byte is copied again as the content grows (growing one buffer by doubling
-/// copied as much again as the content, wherever `realloc` could not grow in place).
+/// was received before it up to [`PIECE_MAX`], and never past what the header announced:
+/// a peer that announces 16 MiB and sends nothing costs nothing, one that sends `n` bytes
+/// costs at most `n + min(max(n, 64 KiB), 1 MiB)`: what it sent, plus a constant. A full
+/// piece is kept as it is and the next bytes go into a new one: no byte is copied again as
+/// the content grows (growing one buffer by doubling copied as much again as the content,
+/// wherever `realloc` could not grow in place, and held twice what was received).
 const CONTENT_STEP: usize = 64 * 1024;
+
+/// The largest piece allocated ahead of the bytes that fill it (bytes already in hand, as
+/// [`Decoder::receive`] has them, get one piece of their size).
+const PIECE_MAX: usize = 1024 * 1024;
 
 /// [`Decoder::read_buf`] lends at most this much of the content buffer at a time (at least
 /// the read-buffer size). Safe Rust must zero memory before lending it to `recv`; zeroing
@@ -45,6 +50,12 @@ pub struct Receiving {
     /// Of those, bytes received so far (taken in by the machine; bytes still staged are
     /// not counted).
     pub received: usize,
+    /// The size of the buffer the machine allocates next to receive this part (a content
+    /// is received in pieces: at least 64 KiB, or as large as what was received up to
+    /// 1 MiB, never more than what is left; 0 for a header). A transport that reads large
+    /// contents into buffers of its own ([`crate::Connection::receive_piece`]) sizes them
+    /// by this, so that memory follows the bytes received.
+    pub next_piece: usize,
 }
 
 /// What the decoder has for you.
@@ -442,9 +453,14 @@ impl Decoder {
     /// the bytes its header announced for the part now arriving (the header while it is
     /// split, then the content), and how many of them are not allocated yet.
     pub(crate) fn receiving(&self) -> Option<Receiving> {
-        let (announced, allocated, received) = match self.state {
-            State::Header { len } => (len, self.hbuf.capacity(), self.hbuf.len()),
-            State::Content { len, .. } => (len, self.content_allocated(), self.filled),
+        let (announced, allocated, received, next_piece) = match self.state {
+            State::Header { len } => (len, self.hbuf.capacity(), self.hbuf.len(), 0),
+            State::Content { len, .. } => (
+                len,
+                self.content_allocated(),
+                self.filled,
+                self.piece_size(len),
+            ),
             _ => return None,
         };
         Some(Receiving {
@@ -452,6 +468,7 @@ impl Decoder {
             announced,
             to_allocate: announced.saturating_sub(allocated),
             received,
+            next_piece,
         })
     }
 
@@ -545,6 +562,14 @@ impl Decoder {
         }
     }
 
+    /// The size of the next piece of a content of `total` bytes: one step, or as large as
+    /// what was received so far up to [`PIECE_MAX`], never past what is left.
+    fn piece_size(&self, total: usize) -> usize {
+        self.filled
+            .clamp(CONTENT_STEP, PIECE_MAX)
+            .min(total.saturating_sub(self.filled))
+    }
+
     /// The piece being filled is full (or there is none): starts a new one for the next
     /// bytes of a content of `total` bytes, with room for at least `at_least` of them: one
     /// step, or as large as what was received so far, or `at_least` if more, never past
@@ -556,11 +581,7 @@ impl Decoder {
         if at_least == 0 || at_least > self.allowance {
             return false;
         }
-        let size = CONTENT_STEP
-            .max(self.filled)
-            .max(at_least)
-            .min(left)
-            .min(self.allowance);
+        let size = self.piece_size(total).max(at_least).min(self.allowance);
         let full = mem::replace(&mut self.content, Vec::with_capacity(size));
         if full.capacity() > 0 {
             let mut full = full;

@@ -13,10 +13,11 @@ const SLICES: usize = 16;
 
 /// While a content has at least this much still to come, the read buffer handed to
 /// [`Codec`] (when it is empty) is replaced by the next piece of that content, sized as the
-/// core sizes its pieces (at least this much, or as large as what was received so far,
-/// never more than what is still to come): `FramedRead` reads straight into it, in large
-/// reads, and the codec hands it to the core whole once it is full. Each content byte is
-/// then written once, by the read, and never copied.
+/// core sizes its pieces ([`sockmsg_protocol::Receiving::next_piece`]: at least 64 KiB, or
+/// as large as what was received up to 1 MiB, never more than what is still to come):
+/// `FramedRead` reads straight into it, in large reads, and the codec hands it to the core
+/// whole once it is full. Each content byte is then written once, by the read, and never
+/// copied.
 const PIECE_MIN: usize = 64 * 1024;
 
 /// The capacity `FramedRead` starts with, which the read buffer goes back to once the
@@ -35,10 +36,11 @@ const SMALL_READ: usize = 8 * 1024;
 ///
 /// * **linear in the bytes**: each received byte is moved out of the `BytesMut` once;
 ///   nothing is parsed twice, however the stream was split;
-/// * **no reservation from the peer's word**: memory follows the core's rule (at most
-///   twice what was received, plus a constant); while a content of at least 128 KiB is
-///   arriving, the read buffer is given 128 KiB of room (a constant), so that `FramedRead`
-///   reads it in large pieces, and it goes back to 8 KiB once that content is in;
+/// * **no reservation from the peer's word**: memory follows the core's rule (what was
+///   received, plus a constant); while a content of at least 64 KiB is arriving, the read
+///   buffer is the content's next piece, sized by the core (at most 1 MiB), so that
+///   `FramedRead` reads it in large pieces, and it goes back to 8 KiB once that content
+///   is in;
 /// * **large content in place**: once a content has at least the core's read-buffer size
 ///   (16 KiB) still to come, its bytes go from the `BytesMut` straight into the message's
 ///   own buffer, in pieces that are never copied again as it grows (see
@@ -119,16 +121,12 @@ impl Codec {
     /// piece for `FramedRead` to read into; once that content is in, by a buffer of
     /// `FramedRead`'s initial capacity.
     fn next_read_buffer(&mut self, src: &mut BytesMut) {
-        let left = self.conn.receiving().map_or(0, |r| {
-            if self.conn.message_in_progress() && r.received <= r.announced {
-                r.announced - r.received
-            } else {
-                0
-            }
-        });
-        if left >= PIECE_MIN && self.conn.read_alloc_need() == 0 {
-            let received = self.conn.receiving().map_or(0, |r| r.received);
-            *src = BytesMut::with_capacity(PIECE_MIN.max(received).min(left));
+        let receiving = self.conn.receiving();
+        let left = receiving.map_or(0, |r| r.announced.saturating_sub(r.received));
+        let size = receiving.map_or(0, |r| r.next_piece);
+        // `next_piece` is 0 for a header arriving in pieces: those bytes are fed as they are.
+        if left >= PIECE_MIN && size > 0 && self.conn.read_alloc_need() == 0 {
+            *src = BytesMut::with_capacity(size);
             self.piece = true;
             self.replaced = true;
         } else if self.replaced {
