@@ -1,4 +1,24 @@
-//! Exploration: where a 16 MiB content's time goes (growth, zero-fill, copies).
+//! Where a 16 MiB content's time goes, in memory (no socket): one binary message in 64 KiB
+//! reads through the core, against the memcpy floor and the ways a decoder could grow its
+//! buffer. Per variant, the thread's CPU time per message (`/proc/thread-self/schedstat`)
+//! and wall time, medians of ROUNDS rounds of ITERS messages (issue 14, BENCHMARKS.md).
+//! Run one variant per process (its own allocator state), rounds interleaved by the shell,
+//! or `all` of them interleaved in one process (each one's heap left to the next):
+//!
+//! ```sh
+//! cargo build --release -p sockmsg-protocol --example large_cost
+//! for r in 1 2 3 4 5; do for v in floor upfront doubling read_buf receive joined decode; do
+//!     target/release/examples/large_cost 3 10 $v; done; done
+//! ```
+//!
+//! * `floor`: the content copied in 64 KiB pieces into one reused buffer of its size;
+//! * `upfront`: a straightforward decoder that reserves the announced length, then appends;
+//! * `doubling`: one buffer grown by doubling, then appended (what the core did before
+//!   pieces, without its zero-fill);
+//! * `read_buf`: `Connection::read_buf` + `commit` (the transports' way in), message dropped;
+//! * `receive`: `Connection::receive` of each 64 KiB read (bytes already in memory);
+//! * `joined`: as `read_buf`, then `Message::content()` (the pieces joined, one copy);
+//! * `decode`: the one-shot `decode` of the buffer held whole.
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -6,8 +26,8 @@ use sockmsg_protocol::{decode, encode, Connection, Event, Limits, Message, Role}
 
 const TOTAL: usize = 16 * 1024 * 1024;
 const READ: usize = 64 * 1024;
-const WINDOW: usize = 128 * 1024;
 
+/// This thread's CPU time in nanoseconds.
 fn cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
@@ -15,23 +35,24 @@ fn cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn conn_once(wire: &[u8]) -> usize {
-    conn_with(wire, |m| m.content_len())
-}
-
-fn conn_with(wire: &[u8], f: impl Fn(&Message) -> usize) -> usize {
-    let mut c = Connection::new(Role::Server, Limits::default());
+/// `wire` through a connection in 64 KiB reads, by `read_buf` + `commit` or by `receive`;
+/// `f` of each message.
+fn through(wire: &[u8], by_receive: bool, f: impl Fn(&Message) -> usize) -> usize {
+    let mut conn = Connection::new(Role::Server, Limits::default());
     let now = Instant::now();
     let mut n = 0;
-    for piece in wire.chunks(READ) {
-        let mut piece = piece;
+    for mut piece in wire.chunks(READ) {
         while !piece.is_empty() {
-            let buf = c.read_buf();
-            let k = buf.len().min(piece.len());
-            buf[..k].copy_from_slice(&piece[..k]);
-            c.commit(k, now).unwrap();
-            piece = &piece[k..];
-            while let Ok(Event::Message(m)) = c.next_event() {
+            if by_receive {
+                conn.receive(&mut piece, now).expect("before the end");
+            } else {
+                let buf = conn.read_buf();
+                let k = buf.len().min(piece.len());
+                buf[..k].copy_from_slice(&piece[..k]);
+                conn.commit(k, now).expect("within the slice");
+                piece = &piece[k..];
+            }
+            while let Ok(Event::Message(m)) = conn.next_event() {
                 n += f(&m);
                 black_box(m);
             }
@@ -40,130 +61,84 @@ fn conn_with(wire: &[u8], f: impl Fn(&Message) -> usize) -> usize {
     n
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let iters: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let only: Vec<String> = args.iter().skip(2).cloned().collect();
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let iters: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let variant = args.next().unwrap_or_else(|| "read_buf".to_owned());
+    let variants: Vec<&str> = match variant.as_str() {
+        // Every variant in this one process, interleaved: the heap each one leaves behind
+        // is the next one's (as in a process that does other work, or criterion's).
+        "all" => vec![
+            "floor", "upfront", "doubling", "read_buf", "receive", "joined", "decode",
+        ],
+        one => vec![one],
+    };
     let content: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
-    let wire = encode(&Message::binary("x/y", content.clone())).unwrap();
+    let wire = encode(&Message::binary("x/y", content.clone())).expect("encodable");
     let mut reused = vec![0u8; TOTAL];
-    type F<'a> = Box<dyn FnMut() -> usize + 'a>;
-    let c2 = &content;
-    let mut variants: Vec<(&str, F)> = vec![
-        (
-            "floor",
-            Box::new(|| {
+    let mut run = |variant: &str| -> usize {
+        match variant {
+            "floor" => {
                 reused.clear();
-                for p in c2.chunks(READ) {
+                for p in content.chunks(READ) {
                     reused.extend_from_slice(p);
                 }
-                black_box(&reused);
-                reused.len()
-            }),
-        ),
-        (
-            "upfront",
-            Box::new(|| {
-                let mut v = Vec::with_capacity(TOTAL);
-                for p in c2.chunks(READ) {
-                    v.extend_from_slice(p);
-                }
-                black_box(v).len()
-            }),
-        ),
-        (
-            "upfront_zero",
-            Box::new(|| {
-                let mut v: Vec<u8> = Vec::with_capacity(TOTAL);
-                let mut filled = 0;
-                for p in c2.chunks(READ) {
-                    if v.len() == filled {
-                        let end = (filled + WINDOW).min(TOTAL);
-                        v.resize(end, 0);
-                    }
-                    v[filled..filled + p.len()].copy_from_slice(p);
-                    filled += p.len();
-                }
-                black_box(v).len()
-            }),
-        ),
-        (
-            "double_nozero",
-            Box::new(|| {
-                let mut v: Vec<u8> = Vec::new();
-                for p in c2.chunks(READ) {
-                    if v.len() + p.len() > v.capacity() {
-                        let nc = (v.len() + p.len()).max(v.len() * 2).clamp(READ, TOTAL);
-                        v.reserve_exact(nc - v.len());
-                    }
-                    v.extend_from_slice(p);
-                }
-                black_box(v).len()
-            }),
-        ),
-        (
-            "chunks",
-            Box::new(|| {
-                let mut chunks: Vec<Vec<u8>> = Vec::new();
-                let mut total = 0;
-                for p in c2.chunks(READ) {
-                    let need_new = chunks.last().map_or(true, |c| c.len() == c.capacity());
-                    if need_new {
-                        let size = total.max(READ).min(TOTAL - total);
-                        chunks.push(Vec::with_capacity(size));
-                    }
-                    chunks.last_mut().unwrap().extend_from_slice(p);
-                    total += p.len();
-                }
-                black_box(chunks).len()
-            }),
-        ),
-        ("conn", Box::new(|| conn_once(&wire))),
-        (
-            "conn_joined",
-            Box::new(|| conn_with(&wire, |m| m.content().len())),
-        ),
-        (
-            "decode",
-            Box::new(|| decode(&wire, &Limits::default()).unwrap().0.content().len()),
-        ),
-    ];
-    if !only.is_empty() {
-        variants.retain(|(n, _)| only.iter().any(|o| o == n));
-    }
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    for (_, f) in variants.iter_mut() {
-        f();
-    }
-    for _ in 0..rounds {
-        for (i, (_, f)) in variants.iter_mut().enumerate() {
-            let c0 = cpu_ns();
-            let t0 = Instant::now();
-            for _ in 0..iters {
-                black_box(f());
+                black_box(&reused).len()
             }
-            let dt = t0.elapsed().as_nanos() as f64 / iters as f64;
-            let dc = (cpu_ns() - c0) as f64 / iters as f64;
-            cpu[i].push(dc);
-            wall[i].push(dt);
+            "upfront" => {
+                let mut v = Vec::with_capacity(TOTAL);
+                for p in content.chunks(READ) {
+                    v.extend_from_slice(p);
+                }
+                black_box(v).len()
+            }
+            "doubling" => {
+                let mut v: Vec<u8> = Vec::new();
+                for p in content.chunks(READ) {
+                    if v.len() + p.len() > v.capacity() {
+                        let cap = (v.len() + p.len()).max(2 * v.len()).clamp(READ, TOTAL);
+                        v.reserve_exact(cap - v.len());
+                    }
+                    v.extend_from_slice(p);
+                }
+                black_box(v).len()
+            }
+            "receive" => through(&wire, true, Message::content_len),
+            "joined" => through(&wire, false, |m| m.content().len()),
+            "decode" => decode(&wire, &Limits::default())
+                .map(|(m, _)| m.content_len())
+                .unwrap_or(0),
+            _ => through(&wire, false, Message::content_len),
+        }
+    };
+    for v in &variants {
+        assert_eq!(run(v), TOTAL);
+    }
+    let mut cpu = vec![Vec::new(); variants.len()];
+    let mut wall = vec![Vec::new(); variants.len()];
+    for _ in 0..rounds {
+        for (i, v) in variants.iter().enumerate() {
+            let (c0, t0) = (cpu_ns(), Instant::now());
+            for _ in 0..iters {
+                black_box(run(v));
+            }
+            wall[i].push(t0.elapsed().as_nanos() as f64 / iters as f64);
+            cpu[i].push((cpu_ns() - c0) as f64 / iters as f64);
         }
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
-    let floor_cpu = med(&mut cpu[0].clone());
-    for (i, (name, _)) in variants.iter().enumerate() {
-        let c = med(&mut cpu[i]);
-        let w = med(&mut wall[i]);
+    for (i, v) in variants.iter().enumerate() {
+        let c = median(&mut cpu[i]);
         println!(
-            "{name:16} cpu {:8.0} us  {:6.2} GB/s  wall {:8.0} us  floor/this (cpu) {:.2}",
+            "{v:9} cpu {:6.0} us  {:6.2} GB/s  wall {:6.0} us",
             c / 1e3,
             TOTAL as f64 / c,
-            w / 1e3,
-            floor_cpu / c
+            median(&mut wall[i]) / 1e3
         );
     }
 }

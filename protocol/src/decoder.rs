@@ -22,10 +22,12 @@ const CONTENT_STEP: usize = 64 * 1024;
 /// [`Decoder::receive`] has them, get one piece of their size).
 const PIECE_MAX: usize = 1024 * 1024;
 
-/// [`Decoder::read_buf`] lends at most this much of the content buffer at a time (at least
-/// the read-buffer size). Safe Rust must zero memory before lending it to `recv`; zeroing
-/// one window just ahead of the read keeps that in cache, where zeroing a whole doubled
-/// allocation went out to DRAM and cost as much as the copy itself.
+/// Of a piece that was not allocated zeroed (its first bytes were appended, not read),
+/// [`Decoder::read_buf`] initialises and lends at most this much at a time (at least the
+/// read-buffer size). Safe Rust must zero memory before lending it to `recv`; zeroing one
+/// window just ahead of the read keeps that in cache. A piece started by `read_buf` is
+/// allocated zeroed instead (`calloc`: free for memory the allocator maps fresh) and lent
+/// whole.
 const CONTENT_WINDOW: usize = 128 * 1024;
 
 /// Default size of the staging buffer behind [`Decoder::read_buf`].
@@ -235,7 +237,7 @@ impl Decoder {
                 let at = self.filled - self.pieces_len;
                 let room = self.content.len() > at
                     || at < self.content.capacity()
-                    || self.new_piece(len, self.read_buf_size);
+                    || self.new_piece(len, self.read_buf_size, true);
                 if room {
                     let at = self.filled - self.pieces_len;
                     if self.content.len() == at {
@@ -573,16 +575,26 @@ impl Decoder {
     /// The piece being filled is full (or there is none): starts a new one for the next
     /// bytes of a content of `total` bytes, with room for at least `at_least` of them: one
     /// step, or as large as what was received so far, or `at_least` if more, never past
-    /// `total` or the allowance. Allocates only; nothing is initialised here. `false`
-    /// (nothing allocated) if the allowance does not cover `at_least` bytes.
-    fn new_piece(&mut self, total: usize, at_least: usize) -> bool {
+    /// `total` or the allowance. `zeroed`: allocated zeroed, to be lent whole to `recv`;
+    /// otherwise nothing is initialised (bytes are appended). `false` (nothing allocated)
+    /// if the allowance does not cover `at_least` bytes.
+    fn new_piece(&mut self, total: usize, at_least: usize, zeroed: bool) -> bool {
         let left = total - self.filled;
         let at_least = at_least.min(left);
         if at_least == 0 || at_least > self.allowance {
             return false;
         }
         let size = self.piece_size(total).max(at_least).min(self.allowance);
-        let full = mem::replace(&mut self.content, Vec::with_capacity(size));
+        let piece = if zeroed {
+            // To be lent to `recv`, which needs it initialised: asked of the allocator
+            // zeroed (`calloc`), which costs nothing more for memory it maps fresh (pages
+            // the kernel zeroes anyway, and only once touched), where zeroing it here
+            // wrote every byte once more before `recv` did.
+            vec![0; size]
+        } else {
+            Vec::with_capacity(size)
+        };
+        let full = mem::replace(&mut self.content, piece);
         if full.capacity() > 0 {
             let mut full = full;
             // Zeroes lent to `recv` and not written are not content.
@@ -607,7 +619,7 @@ impl Decoder {
     fn put_content(&mut self, mut bytes: &[u8], total: usize) {
         while !bytes.is_empty() {
             let at = self.filled - self.pieces_len;
-            if at == self.content.capacity() && !self.new_piece(total, bytes.len()) {
+            if at == self.content.capacity() && !self.new_piece(total, bytes.len(), false) {
                 return;
             }
             let at = self.filled - self.pieces_len;
