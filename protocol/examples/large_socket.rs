@@ -100,7 +100,7 @@ fn main() {
     let only = args.next();
     let variants: Vec<&str> = ["floor", "upfront", "sockmsg"]
         .into_iter()
-        .filter(|v| only.as_deref().is_none_or(|o| o == *v))
+        .filter(|v| only.as_deref().map_or(true, |o| o == *v))
         .collect();
     let mut cpu = vec![Vec::new(); variants.len()];
     let mut wall = vec![Vec::new(); variants.len()];
