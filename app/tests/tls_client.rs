@@ -277,12 +277,41 @@ impl AppServer {
         AppServer { child, port }
     }
 
-    /// Stops it and returns what it logged (warnings and errors).
-    fn log(mut self) -> String {
-        let _ = self.child.kill();
+    /// Waits (at most 20 s) until it has logged a line containing `until`, then stops it
+    /// and returns what it logged (warnings and errors). Waiting matters: the client may
+    /// learn of its failure (the server's alert) before the server's line is written.
+    fn log(mut self, until: &str) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(err) = self.child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         let mut log = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
-            let _ = err.read_to_string(&mut log);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(until);
+                    log.push_str(&line);
+                    log.push('\n');
+                    if found {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // What else it wrote before it stopped (the reader ends at end of file).
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
+            log.push_str(&line);
+            log.push('\n');
         }
         log
     }
@@ -360,7 +389,7 @@ fn over_tls_on(transport: &str, certs: &Path) -> String {
         stderr(&plain)
     );
     // The server closed it with one line naming the reason.
-    let log = server.log();
+    let log = server.log("closing connection to");
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("closing connection to"))
@@ -420,7 +449,7 @@ fn app_server_mutual_tls_both_ways() {
         assert!(py.status.success(), "{transport}: {py:?}");
         let refused = python_client(server.port, dir.path(), false, "ring");
         assert_eq!(refused.status.code(), Some(1), "{transport}: {refused:?}");
-        let log = server.log();
+        let log = server.log("closing connection to");
         assert!(
             log.contains("closing connection to") && log.contains("certificate"),
             "{transport}: {log}"

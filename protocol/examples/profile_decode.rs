@@ -33,7 +33,7 @@ fn main() {
         let wire = binary_stream(message_len, 16 << 20);
         for _ in 0..rounds {
             let mut dec = Connection::new(Role::Server, Limits::default());
-            read_buf_each(&mut dec, &wire, 64 << 10, |m| total += m.content().len());
+            read_buf_each(&mut dec, &wire, 64 << 10, |m| total += m.content_len());
         }
         println!("{total}");
         return;

@@ -183,6 +183,61 @@ impl Connection {
         Ok(())
     }
 
+    /// The same way in for bytes already in memory (a `BytesMut` a codec was handed, a
+    /// capture): takes bytes from the front of `input` at `now`, advancing it, as copying
+    /// them into [`Connection::read_buf`] and committing would, and returns how many it
+    /// took (at most one read buffer's worth; 0 only for an empty `input`). The bytes of a
+    /// large content go straight into the message's own buffer, without the zero-fill
+    /// that lending it to a reader needs. Bytes after the end of stream are
+    /// [`LocalError::ReceiveAfterEof`].
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use sockmsg_protocol::{encode, Connection, Event, Message};
+    ///
+    /// let wire = encode(&Message::binary("x/y", vec![7u8; 100_000]))?;
+    /// let mut conn = Connection::server();
+    /// let mut input = &wire[..];
+    /// let message = loop {
+    ///     match conn.next_event()? {
+    ///         Event::Message(m) => break m,
+    ///         _ => conn.receive(&mut input, Instant::now())?,
+    ///     };
+    /// };
+    /// assert_eq!((message.content_len(), input.len()), (100_000, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receive(&mut self, input: &mut &[u8], now: Instant) -> Result<usize, LocalError> {
+        let n = self.decoder.receive(input)?;
+        if n > 0 {
+            self.note_input(now);
+        }
+        Ok(n)
+    }
+
+    /// Takes `piece`, bytes received at `now` into a buffer of the caller's, whole, as the
+    /// next piece of the content arriving: no byte is copied (the message keeps the buffer;
+    /// see [`Message::content_chunks`]). For a transport that reads large contents into
+    /// buffers it sizes itself (a codec handed a `BytesMut`): size them by
+    /// [`Connection::receiving`], never by the announced length alone. Taken only while a
+    /// content is arriving, nothing received is waiting to be decoded, at least
+    /// `piece.len()` bytes of the content are still to come and the allocation allowance
+    /// covers `piece.capacity()`; otherwise `Ok(Some(piece))` hands it back untouched, for
+    /// [`Connection::receive`]. Bytes after the end of stream are
+    /// [`LocalError::ReceiveAfterEof`].
+    pub fn receive_piece(
+        &mut self,
+        piece: Vec<u8>,
+        now: Instant,
+    ) -> Result<Option<Vec<u8>>, LocalError> {
+        let n = piece.len();
+        let back = self.decoder.receive_piece(piece)?;
+        if back.is_none() && n > 0 {
+            self.note_input(now);
+        }
+        Ok(back)
+    }
+
     fn note_input(&mut self, now: Instant) {
         self.tick(now);
         self.last_activity = Some(now);

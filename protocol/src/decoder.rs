@@ -9,15 +9,25 @@ use crate::message::{check_json_content, Message};
 use crate::protoheader;
 use crate::Limits;
 
-/// Content is allocated in steps of at least this much, doubling after that, and never past
-/// what the header announced: a peer that announces 16 MiB and sends nothing costs nothing,
-/// one that sends `n` bytes costs at most `max(2n, n + 64 KiB)`.
+/// Content is allocated in pieces of at least this much, each new piece as large as what
+/// was received before it up to [`PIECE_MAX`], and never past what the header announced:
+/// a peer that announces 16 MiB and sends nothing costs nothing, one that sends `n` bytes
+/// costs at most `n + min(max(n, 64 KiB), 1 MiB)`: what it sent, plus a constant. A full
+/// piece is kept as it is and the next bytes go into a new one: no byte is copied again as
+/// the content grows (growing one buffer by doubling copied as much again as the content,
+/// wherever `realloc` could not grow in place, and held twice what was received).
 const CONTENT_STEP: usize = 64 * 1024;
 
-/// [`Decoder::read_buf`] lends at most this much of the content buffer at a time (at least
-/// the read-buffer size). Safe Rust must zero memory before lending it to `recv`; zeroing
-/// one window just ahead of the read keeps that in cache, where zeroing a whole doubled
-/// allocation went out to DRAM and cost as much as the copy itself.
+/// The largest piece allocated ahead of the bytes that fill it (bytes already in hand, as
+/// [`Decoder::receive`] has them, get one piece of their size).
+const PIECE_MAX: usize = 1024 * 1024;
+
+/// Of a piece that was not allocated zeroed (its first bytes were appended, not read),
+/// [`Decoder::read_buf`] initialises and lends at most this much at a time (at least the
+/// read-buffer size). Safe Rust must zero memory before lending it to `recv`; zeroing one
+/// window just ahead of the read keeps that in cache. A piece started by `read_buf` is
+/// allocated zeroed instead (`calloc`: free for memory the allocator maps fresh) and lent
+/// whole.
 const CONTENT_WINDOW: usize = 128 * 1024;
 
 /// Default size of the staging buffer behind [`Decoder::read_buf`].
@@ -39,6 +49,15 @@ pub struct Receiving {
     /// Of those, bytes not allocated yet: the most the connection will still allocate to
     /// receive this part.
     pub to_allocate: usize,
+    /// Of those, bytes received so far (taken in by the machine; bytes still staged are
+    /// not counted).
+    pub received: usize,
+    /// The size of the buffer the machine allocates next to receive this part (a content
+    /// is received in pieces: at least 64 KiB, or as large as what was received up to
+    /// 1 MiB, never more than what is left; 0 for a header). A transport that reads large
+    /// contents into buffers of its own ([`crate::Connection::receive_piece`]) sizes them
+    /// by this, so that memory follows the bytes received.
+    pub next_piece: usize,
 }
 
 /// What the decoder has for you.
@@ -95,9 +114,15 @@ pub(crate) struct Decoder {
     ph_have: usize,
     /// Header bytes while the header is split.
     hbuf: Vec<u8>,
-    /// Content being received: `content.capacity()` is allocated, `content.len()` is
-    /// initialised (data, or zeroes lent to `recv`), `filled <= content.len()` hold data.
+    /// Content being received: the full `pieces` (`pieces_len` bytes of data in
+    /// `pieces_cap` allocated), then the piece being filled, `content`:
+    /// `content.capacity()` is allocated, `content.len()` is initialised (data, or zeroes
+    /// lent to `recv`), its first `filled - pieces_len` bytes hold data. `filled` counts
+    /// the content's bytes received in all.
     content: Vec<u8>,
+    pieces: Vec<Vec<u8>>,
+    pieces_len: usize,
+    pieces_cap: usize,
     filled: usize,
     /// Staging buffer for `receive` and `read_buf`: unread bytes are `rbuf[rpos..rend]`.
     rbuf: Vec<u8>,
@@ -125,6 +150,9 @@ impl Decoder {
             ph_have: 0,
             hbuf: Vec::new(),
             content: Vec::new(),
+            pieces: Vec::new(),
+            pieces_len: 0,
+            pieces_cap: 0,
             filled: 0,
             rbuf: Vec::new(),
             rpos: 0,
@@ -206,16 +234,21 @@ impl Decoder {
             let remaining = len - self.filled;
             if self.rpos == self.rend && remaining >= self.read_buf_size {
                 // Past the allowance, the staging buffer is lent instead.
-                let room = self.content.len() > self.filled
-                    || self.reserve_content(self.filled + self.read_buf_size, len);
+                let at = self.filled - self.pieces_len;
+                let room = self.content.len() > at
+                    || at < self.content.capacity()
+                    || self.new_piece(len, self.read_buf_size, true);
                 if room {
-                    if self.content.len() == self.filled {
+                    let at = self.filled - self.pieces_len;
+                    if self.content.len() == at {
                         // Initialise one window (what `recv` may write), no more.
                         let window = self.read_buf_size.max(CONTENT_WINDOW);
-                        let end = (self.filled + window).min(self.content.capacity()).min(len);
+                        let end = (at + window)
+                            .min(self.content.capacity())
+                            .min(at + remaining);
                         self.content.resize(end, 0);
                     }
-                    let spare = self.content.get_mut(self.filled..).unwrap_or_default();
+                    let spare = self.content.get_mut(at..).unwrap_or_default();
                     self.lent = Lent::Content(spare.len());
                     return spare;
                 }
@@ -259,6 +292,89 @@ impl Decoder {
                 available: 0,
             }),
         }
+    }
+
+    /// Takes bytes already in memory from the front of `input`, advancing it, as copying
+    /// them into [`Decoder::read_buf`] and committing would: at most one lending's worth,
+    /// except that the bytes of a large content are appended straight to its pieces,
+    /// without the zero-fill a lent slice needs. Returns how many were taken (0 only for an
+    /// empty `input`).
+    pub(crate) fn receive(&mut self, input: &mut &[u8]) -> Result<usize, LocalError> {
+        if input.is_empty() {
+            return Ok(0);
+        }
+        if self.eof {
+            return Err(LocalError::ReceiveAfterEof);
+        }
+        // A slice lent and not committed is lent no more.
+        self.lent = Lent::None;
+        if let State::Content { len, .. } = self.state {
+            let remaining = len - self.filled;
+            if self.rpos == self.rend && remaining >= self.read_buf_size {
+                let most = self
+                    .content_allocated()
+                    .saturating_add(self.allowance)
+                    .min(len);
+                let take = remaining
+                    .min(input.len())
+                    .min(most.saturating_sub(self.filled));
+                if take > 0 {
+                    let (bytes, rest) = input.split_at(take);
+                    self.put_content(bytes, len);
+                    self.position += take as u64;
+                    *input = rest;
+                    return Ok(take);
+                }
+            }
+        }
+        let buf = self.read_buf();
+        let n = buf.len().min(input.len());
+        let (bytes, rest) = input.split_at(n);
+        if let Some(dst) = buf.get_mut(..n) {
+            dst.copy_from_slice(bytes);
+        }
+        self.commit(n)?;
+        *input = rest;
+        Ok(n)
+    }
+
+    /// Takes `piece`, bytes received into a buffer of the caller's, as the next piece of
+    /// the content arriving, without copying it: only while a content is arriving, nothing
+    /// is staged, at least `piece.len()` bytes of it are still to come and the allowance
+    /// covers `piece.capacity()`. Otherwise `piece` is handed back untouched, for
+    /// [`Decoder::receive`].
+    pub(crate) fn receive_piece(&mut self, piece: Vec<u8>) -> Result<Option<Vec<u8>>, LocalError> {
+        if piece.is_empty() {
+            return Ok(None);
+        }
+        if self.eof {
+            return Err(LocalError::ReceiveAfterEof);
+        }
+        let State::Content { len, .. } = self.state else {
+            return Ok(Some(piece));
+        };
+        if self.rpos != self.rend
+            || piece.len() > len - self.filled
+            || piece.capacity() > self.allowance
+        {
+            return Ok(Some(piece));
+        }
+        self.lent = Lent::None;
+        // The piece being filled ends here (zeroes lent and not written are not content).
+        let mut current = mem::take(&mut self.content);
+        current.truncate(self.filled - self.pieces_len);
+        if !current.is_empty() {
+            self.pieces_len += current.len();
+            self.pieces_cap += current.capacity();
+            self.pieces.push(current);
+        }
+        self.spend(piece.capacity());
+        self.filled += piece.len();
+        self.position += piece.len() as u64;
+        self.pieces_len += piece.len();
+        self.pieces_cap += piece.capacity();
+        self.pieces.push(piece);
+        Ok(None)
     }
 
     /// Reads once from `reader` into [`Decoder::read_buf`] and commits what arrived. `Ok(0)`
@@ -327,22 +443,34 @@ impl Decoder {
     /// Bytes this decoder holds allocated (staging, header and content buffers): what a
     /// peer's input costs in memory right now.
     pub(crate) fn allocated(&self) -> usize {
-        self.rbuf.capacity() + self.hbuf.capacity() + self.content.capacity()
+        self.rbuf.capacity() + self.hbuf.capacity() + self.content_allocated()
+    }
+
+    /// Bytes allocated for the content being received (its pieces and the one filling).
+    fn content_allocated(&self) -> usize {
+        self.pieces_cap + self.content.capacity()
     }
 
     /// The message being received, if its size is known: where it starts in the stream,
     /// the bytes its header announced for the part now arriving (the header while it is
     /// split, then the content), and how many of them are not allocated yet.
     pub(crate) fn receiving(&self) -> Option<Receiving> {
-        let (announced, allocated) = match self.state {
-            State::Header { len } => (len, self.hbuf.capacity()),
-            State::Content { len, .. } => (len, self.content.capacity()),
+        let (announced, allocated, received, next_piece) = match self.state {
+            State::Header { len } => (len, self.hbuf.capacity(), self.hbuf.len(), 0),
+            State::Content { len, .. } => (
+                len,
+                self.content_allocated(),
+                self.filled,
+                self.piece_size(len),
+            ),
             _ => return None,
         };
         Some(Receiving {
             start: self.message_start,
             announced,
             to_allocate: announced.saturating_sub(allocated),
+            received,
+            next_piece,
         })
     }
 
@@ -436,26 +564,46 @@ impl Decoder {
         }
     }
 
-    /// Makes sure at least `need` content bytes (of `total`) are allocated: when it must
-    /// grow, at least one step, at least double what is filled, never more than `total`.
-    /// Allocates only; nothing is initialised here.
-    /// `false` (nothing allocated) if the allowance does not cover `need`.
-    fn reserve_content(&mut self, need: usize, total: usize) -> bool {
-        let cap = self.content.capacity();
-        if need > cap {
-            let most = cap.saturating_add(self.allowance).min(total);
-            if need > most {
-                return false;
-            }
-            let new_cap = need
-                .max(self.filled.saturating_mul(2))
-                .max(CONTENT_STEP)
-                .min(most);
-            // Exact: `reserve` would round the capacity up to a power of two.
-            self.content
-                .reserve_exact(new_cap.saturating_sub(self.content.len()));
-            self.spend(self.content.capacity().saturating_sub(cap));
+    /// The size of the next piece of a content of `total` bytes: one step, or as large as
+    /// what was received so far up to [`PIECE_MAX`], never past what is left.
+    fn piece_size(&self, total: usize) -> usize {
+        self.filled
+            .clamp(CONTENT_STEP, PIECE_MAX)
+            .min(total.saturating_sub(self.filled))
+    }
+
+    /// The piece being filled is full (or there is none): starts a new one for the next
+    /// bytes of a content of `total` bytes, with room for at least `at_least` of them: one
+    /// step, or as large as what was received so far, or `at_least` if more, never past
+    /// `total` or the allowance. `zeroed`: allocated zeroed, to be lent whole to `recv`;
+    /// otherwise nothing is initialised (bytes are appended). `false` (nothing allocated)
+    /// if the allowance does not cover `at_least` bytes.
+    fn new_piece(&mut self, total: usize, at_least: usize, zeroed: bool) -> bool {
+        let left = total - self.filled;
+        let at_least = at_least.min(left);
+        if at_least == 0 || at_least > self.allowance {
+            return false;
         }
+        let size = self.piece_size(total).max(at_least).min(self.allowance);
+        let piece = if zeroed {
+            // To be lent to `recv`, which needs it initialised: asked of the allocator
+            // zeroed (`calloc`), which costs nothing more for memory it maps fresh (pages
+            // the kernel zeroes anyway, and only once touched), where zeroing it here
+            // wrote every byte once more before `recv` did.
+            vec![0; size]
+        } else {
+            Vec::with_capacity(size)
+        };
+        let full = mem::replace(&mut self.content, piece);
+        if full.capacity() > 0 {
+            let mut full = full;
+            // Zeroes lent to `recv` and not written are not content.
+            full.truncate(self.filled - self.pieces_len);
+            self.pieces_len += full.len();
+            self.pieces_cap += full.capacity();
+            self.pieces.push(full);
+        }
+        self.spend(self.content.capacity());
         true
     }
 
@@ -465,19 +613,28 @@ impl Decoder {
         }
     }
 
-    /// Appends received content bytes: over zeroes lent to `recv` and not written, then
-    /// past the initialised part without zeroing first.
-    /// The caller made sure the allowance covers them.
-    fn put_content(&mut self, bytes: &[u8], total: usize) {
-        let end = self.filled + bytes.len();
-        self.reserve_content(end, total);
-        let overlap = self.content.len().min(end).saturating_sub(self.filled);
-        let (over, after) = bytes.split_at(overlap);
-        if let Some(dst) = self.content.get_mut(self.filled..self.filled + overlap) {
-            dst.copy_from_slice(over);
+    /// Appends received content bytes to the piece being filled: over zeroes lent to `recv`
+    /// and not written, then past the initialised part without zeroing first; then into
+    /// new pieces. The caller made sure the allowance covers them.
+    fn put_content(&mut self, mut bytes: &[u8], total: usize) {
+        while !bytes.is_empty() {
+            let at = self.filled - self.pieces_len;
+            if at == self.content.capacity() && !self.new_piece(total, bytes.len(), false) {
+                return;
+            }
+            let at = self.filled - self.pieces_len;
+            let room = self.content.capacity() - at;
+            let (now, later) = bytes.split_at(room.min(bytes.len()));
+            let end = at + now.len();
+            let overlap = self.content.len().min(end).saturating_sub(at);
+            let (over, after) = now.split_at(overlap);
+            if let Some(dst) = self.content.get_mut(at..at + overlap) {
+                dst.copy_from_slice(over);
+            }
+            self.content.extend_from_slice(after);
+            self.filled += now.len();
+            bytes = later;
         }
-        self.content.extend_from_slice(after);
-        self.filled = end;
     }
 
     /// Runs the state machine over `src`, consuming from its front. Returns a message as soon
@@ -574,8 +731,7 @@ impl Decoder {
                     let len = *len;
                     if self.filled < len {
                         let most = self
-                            .content
-                            .capacity()
+                            .content_allocated()
                             .saturating_add(self.allowance)
                             .min(len);
                         let take = (len - self.filled)
@@ -586,7 +742,7 @@ impl Decoder {
                         }
                         let (bytes, rest) = src.split_at(take);
                         *src = rest;
-                        if self.filled == 0 && take == len {
+                        if self.filled == 0 && take == len && self.content.capacity() == 0 {
                             // The whole content is here: one exact allocation, one copy.
                             self.content = bytes.to_vec();
                             self.spend(take);
@@ -617,9 +773,29 @@ impl Decoder {
             });
         };
         let mut content = mem::take(&mut self.content);
-        content.truncate(self.filled);
+        content.truncate(self.filled - self.pieces_len);
+        let len = self.filled;
         self.filled = 0;
         self.message_start = self.position;
+        if !self.pieces.is_empty() {
+            let mut pieces = mem::take(&mut self.pieces);
+            self.pieces_len = 0;
+            self.pieces_cap = 0;
+            if !content.is_empty() {
+                pieces.push(content);
+            }
+            if pieces.len() == 1 {
+                content = pieces.pop().unwrap_or_default();
+            } else if !(self.limits.check_json_content && header.is_json()) {
+                return Ok(Message::from_decoded_pieces(header, pieces, len));
+            } else {
+                // JSON is checked, and parsed later, as one text.
+                content = Vec::with_capacity(len);
+                for piece in &pieces {
+                    content.extend_from_slice(piece);
+                }
+            }
+        }
         let mut checked_depth = None;
         if self.limits.check_json_content && header.is_json() {
             check_json_content(&header, &content, &self.limits)?;

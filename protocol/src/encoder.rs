@@ -36,7 +36,7 @@ impl Encoder {
 
     /// Encodes `message` at the end of the queue. On error nothing is queued.
     pub(crate) fn queue(&mut self, message: Message) -> Result<(), LocalError> {
-        let inline = message.content().len() <= INLINE_CONTENT;
+        let inline = message.content_len() <= INLINE_CONTENT;
         let fresh = match self.segments.back() {
             Some(tail) => tail.len() >= SEGMENT_TARGET,
             None => true,
@@ -46,7 +46,7 @@ impl Encoder {
                 std::mem::take(&mut self.spare)
             } else {
                 Vec::with_capacity(if inline {
-                    256 + message.content().len()
+                    256 + message.content_len()
                 } else {
                     256
                 })
@@ -64,13 +64,19 @@ impl Encoder {
             return Err(e);
         }
         if inline {
-            tail.extend_from_slice(message.content());
+            for chunk in message.content_chunks() {
+                tail.extend_from_slice(chunk);
+            }
             self.pending += tail.len() - before;
         } else {
             self.pending += tail.len() - before;
-            let content = message.into_content();
-            self.pending += content.len();
-            self.segments.push_back(content);
+            // A content received in pieces is sent as its pieces, never joined.
+            for piece in message.into_content_pieces() {
+                if !piece.is_empty() {
+                    self.pending += piece.len();
+                    self.segments.push_back(piece);
+                }
+            }
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! The message model.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -16,10 +18,16 @@ use crate::Limits;
 ///
 /// The header's `content-length` always equals `content().len()`: constructors set it, and
 /// the encoder writes the actual length.
+///
+/// A large binary content is received in pieces (so that no byte is copied again as it
+/// grows, and memory follows the bytes received) and kept that way:
+/// [`Message::content_chunks`] reads it as it is, [`Message::content`] joins it into one
+/// buffer on first use (one copy), [`Message::into_content`] joins it without keeping the
+/// pieces. Sending such a message sends its pieces as they are.
 #[derive(Debug, Clone)]
 pub struct Message {
     header: Header,
-    content: Vec<u8>,
+    content: Content,
     /// Set by the decoder when it found the content to be JSON in a supported encoding,
     /// valid UTF-8, nested at most this deep: [`Message::json_content_with`] then goes
     /// straight to serde under any limit at least as loose.
@@ -30,8 +38,120 @@ pub struct Message {
 /// checked is a cache, not part of the message.
 impl PartialEq for Message {
     fn eq(&self, other: &Message) -> bool {
-        self.header == other.header && self.content == other.content
+        self.header == other.header && self.content.eq_bytes(&other.content)
     }
+}
+
+/// A message's content: one buffer, or the pieces a large content was received in.
+#[derive(Clone)]
+enum Content {
+    Whole(Vec<u8>),
+    Pieces(Box<Pieces>),
+}
+
+/// A content received in pieces, in order, and its contiguous copy once asked for.
+#[derive(Clone)]
+struct Pieces {
+    pieces: Vec<Vec<u8>>,
+    len: usize,
+    joined: OnceLock<Vec<u8>>,
+}
+
+impl Content {
+    fn len(&self) -> usize {
+        match self {
+            Content::Whole(v) => v.len(),
+            Content::Pieces(p) => p.len,
+        }
+    }
+
+    fn contiguous(&self) -> &[u8] {
+        match self {
+            Content::Whole(v) => v,
+            Content::Pieces(p) => p.joined.get_or_init(|| join(&p.pieces, p.len)),
+        }
+    }
+
+    fn chunks(&self) -> &[Vec<u8>] {
+        match self {
+            Content::Whole(v) => std::slice::from_ref(v),
+            Content::Pieces(p) => match p.joined.get() {
+                Some(v) => std::slice::from_ref(v),
+                None => &p.pieces,
+            },
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Content::Whole(v) => v,
+            Content::Pieces(mut p) => p.joined.take().unwrap_or_else(|| join(&p.pieces, p.len)),
+        }
+    }
+
+    fn into_pieces(self) -> Vec<Vec<u8>> {
+        match self {
+            Content::Whole(v) => vec![v],
+            Content::Pieces(mut p) => match p.joined.take() {
+                Some(v) => vec![v],
+                None => p.pieces,
+            },
+        }
+    }
+
+    /// Same bytes, however each side is cut into pieces.
+    fn eq_bytes(&self, other: &Content) -> bool {
+        if self.len() != other.len() {
+            return false;
+        }
+        let mut a = self.chunks().iter().map(Vec::as_slice);
+        let mut b = other.chunks().iter().map(Vec::as_slice);
+        let (mut x, mut y): (&[u8], &[u8]) = (&[], &[]);
+        loop {
+            if x.is_empty() {
+                match a.next() {
+                    Some(next) => {
+                        x = next;
+                        continue;
+                    }
+                    None => return y.is_empty() && b.all(<[u8]>::is_empty),
+                }
+            }
+            if y.is_empty() {
+                match b.next() {
+                    Some(next) => {
+                        y = next;
+                        continue;
+                    }
+                    None => return false,
+                }
+            }
+            let n = x.len().min(y.len());
+            let ((x0, x1), (y0, y1)) = (x.split_at(n), y.split_at(n));
+            if x0 != y0 {
+                return false;
+            }
+            x = x1;
+            y = y1;
+        }
+    }
+}
+
+/// The bytes, as a `Vec<u8>` prints them.
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.chunks().iter().flatten())
+            .finish()
+    }
+}
+
+fn join(pieces: &[Vec<u8>], len: usize) -> Vec<u8> {
+    let mut whole = Vec::with_capacity(len);
+    for piece in pieces {
+        whole.extend_from_slice(piece);
+    }
+    whole
 }
 
 impl Message {
@@ -74,7 +194,7 @@ impl Message {
                 content_length: content.len() as u64,
                 extra: Vec::new(),
             },
-            content,
+            content: Content::Whole(content),
             checked_depth: None,
         }
     }
@@ -85,7 +205,7 @@ impl Message {
         header.content_length = content.len() as u64;
         Message {
             header,
-            content,
+            content: Content::Whole(content),
             checked_depth: None,
         }
     }
@@ -100,8 +220,22 @@ impl Message {
     ) -> Message {
         Message {
             header,
-            content,
+            content: Content::Whole(content),
             checked_depth,
+        }
+    }
+
+    /// Joins a decoded header and a content received in `pieces` (`len` bytes in all; at
+    /// least two pieces, binary or unchecked: the decoder joins what it checks as JSON).
+    pub(crate) fn from_decoded_pieces(header: Header, pieces: Vec<Vec<u8>>, len: usize) -> Message {
+        Message {
+            header,
+            content: Content::Pieces(Box::new(Pieces {
+                pieces,
+                len,
+                joined: OnceLock::new(),
+            })),
+            checked_depth: None,
         }
     }
 
@@ -151,9 +285,29 @@ impl Message {
         self.header.is_json()
     }
 
-    /// The content bytes.
+    /// The content bytes, contiguous. A content received in pieces (a large binary one) is
+    /// joined into one buffer on the first call: one copy, kept with the message from then
+    /// on. [`Message::content_chunks`] reads it without that copy.
     pub fn content(&self) -> &[u8] {
-        &self.content
+        self.content.contiguous()
+    }
+
+    /// The content's length in bytes (without joining anything).
+    pub fn content_len(&self) -> usize {
+        self.content.len()
+    }
+
+    /// The content as the buffers that hold it, in order: one for a content built here or
+    /// received whole, several for a large content received in pieces (until
+    /// [`Message::content`] joined it). Nothing is copied.
+    ///
+    /// ```
+    /// let m = sockmsg_protocol::Message::binary("x/y", b"hello".to_vec());
+    /// let bytes: Vec<u8> = m.content_chunks().iter().flatten().copied().collect();
+    /// assert_eq!(bytes, b"hello");
+    /// ```
+    pub fn content_chunks(&self) -> &[Vec<u8>] {
+        self.content.chunks()
     }
 
     /// The number of bytes this message takes on the wire (protoheader, JSON header and
@@ -171,14 +325,21 @@ impl Message {
         Ok(framing.len() + self.content.len())
     }
 
-    /// Takes the content bytes.
+    /// Takes the content bytes (a content received in pieces is joined: one copy).
     pub fn into_content(self) -> Vec<u8> {
-        self.content
+        self.content.into_vec()
     }
 
-    /// Splits the message into its header and content.
+    /// Splits the message into its header and content (joined, as by
+    /// [`Message::into_content`]).
     pub fn into_parts(self) -> (Header, Vec<u8>) {
-        (self.header, self.content)
+        (self.header, self.content.into_vec())
+    }
+
+    /// Takes the content as the buffers that hold it, in order (see
+    /// [`Message::content_chunks`]), for the encoder to send without joining.
+    pub(crate) fn into_content_pieces(self) -> Vec<Vec<u8>> {
+        self.content.into_pieces()
     }
 
     /// Deserializes JSON content into any `T`, honouring `content-encoding`: UTF-8 (under any
@@ -216,9 +377,9 @@ impl Message {
             // The decoder checked encoding, UTF-8 and a nesting limit this strict already.
             // One pass over the whole text (word at a time while ASCII) is cheaper than
             // serde's check of each string it meets in a slice.
-            return serde_json::from_str(content_text(&self.content)?).map_err(shape);
+            return serde_json::from_str(content_text(self.content())?).map_err(shape);
         }
-        let text = validate_json_text(&self.header, &self.content, limits)?;
+        let text = validate_json_text(&self.header, self.content(), limits)?;
         serde_json::from_str(text).map_err(shape)
     }
 
@@ -226,7 +387,7 @@ impl Message {
     /// limits, well-formed JSON) without building anything. The decoder runs this on every
     /// `text/json` message when [`Limits::check_json_content`] is set.
     pub fn validate_json(&self, limits: &Limits) -> Result<(), PeerError> {
-        check_json_content(&self.header, &self.content, limits)
+        check_json_content(&self.header, self.content(), limits)
     }
 }
 
@@ -279,7 +440,9 @@ pub(crate) fn check_json_content(
 /// On error `out` is left as it was.
 pub(crate) fn encode_into(message: &Message, out: &mut Vec<u8>) -> Result<(), LocalError> {
     encode_framing(message, out)?;
-    out.extend_from_slice(&message.content);
+    for chunk in message.content_chunks() {
+        out.extend_from_slice(chunk);
+    }
     Ok(())
 }
 

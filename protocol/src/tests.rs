@@ -1225,3 +1225,291 @@ fn a_read_buffer_can_be_taken_while_idle_and_given_back() {
     );
     assert_eq!(feed_conn(&mut conn, &wire, now).len(), 1);
 }
+
+/// A content of `len` bytes that tells its positions apart (so a piece out of place shows).
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
+        .collect()
+}
+
+/// `wire` through a connection by `door` in reads of `chunk` bytes: 0 `read_buf` +
+/// `commit`, 1 `receive`, 2 `receive_piece` of buffers sized by `Receiving::next_piece`
+/// (and `receive` for what it hands back). After every step, the memory rule: what the
+/// connection holds is what it received plus a constant, whatever was announced.
+fn through_door(wire: &[u8], chunk: usize, door: u8) -> Vec<Message> {
+    let now = Instant::now();
+    let mut conn = Connection::server();
+    let mut out = Vec::new();
+    let mut rest = wire;
+    let staging = crate::decoder::DEFAULT_READ_BUF;
+    loop {
+        while let Ok(Event::Message(m)) = conn.next_event() {
+            out.push(m);
+        }
+        if rest.is_empty() {
+            return out;
+        }
+        match door {
+            0 => {
+                let buf = conn.read_buf();
+                let n = buf.len().min(chunk).min(rest.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                conn.commit(n, now).unwrap();
+                rest = &rest[n..];
+            }
+            1 => {
+                let mut input = &rest[..chunk.min(rest.len())];
+                let n = conn.receive(&mut input, now).unwrap();
+                assert!(n > 0, "receive takes something");
+                rest = &rest[n..];
+            }
+            _ => {
+                let size = conn
+                    .receiving()
+                    .map_or(0, |r| r.next_piece.min(r.announced - r.received));
+                if size > 0 && conn.read_alloc_need() == 0 {
+                    // A buffer of the transport's own, filled by reads of `chunk` bytes.
+                    let mut piece = Vec::with_capacity(size);
+                    while piece.len() < size && !rest.is_empty() {
+                        let n = chunk.min(size - piece.len()).min(rest.len());
+                        piece.extend_from_slice(&rest[..n]);
+                        rest = &rest[n..];
+                    }
+                    if let Some(back) = conn.receive_piece(piece, now).unwrap() {
+                        let mut input = &back[..];
+                        while !input.is_empty() {
+                            conn.receive(&mut input, now).unwrap();
+                        }
+                    }
+                } else {
+                    let mut input = &rest[..chunk.min(rest.len())];
+                    let n = conn.receive(&mut input, now).unwrap();
+                    rest = &rest[n..];
+                }
+            }
+        }
+        let received = wire.len() - rest.len();
+        assert!(
+            conn.allocated() <= received + 1024 * 1024 + 2 * staging,
+            "door {door}, reads of {chunk}: holds {} for {received} received",
+            conn.allocated()
+        );
+    }
+}
+
+#[test]
+fn large_contents_cross_piece_boundaries_through_every_door() {
+    // Contents that end just before, at and just after piece boundaries (64 KiB, 128 KiB,
+    // 256 KiB...) and one of several 1 MiB pieces; each message followed by a small one,
+    // so that a piece never swallows the next message.
+    let small = encode(&Message::binary("x/y", b"next".to_vec())).unwrap();
+    for len in [
+        64 * 1024 - 1,
+        64 * 1024,
+        64 * 1024 + 1,
+        128 * 1024 + 7,
+        256 * 1024,
+        3 * 1024 * 1024 + 12_345,
+    ] {
+        let content = patterned(len);
+        let message = Message::binary("x/y", content.clone());
+        let mut wire = encode(&message).unwrap();
+        wire.extend_from_slice(&small);
+        for door in 0..3u8 {
+            for chunk in [4096, 10_007, 65_536, 200_000] {
+                if len > 1024 * 1024 && chunk < 65_536 {
+                    continue;
+                }
+                let got = through_door(&wire, chunk, door);
+                assert_eq!(got.len(), 2, "len {len}, door {door}, reads of {chunk}");
+                let m = &got[0];
+                assert_eq!(m.content_len(), len);
+                let joined: Vec<u8> = m.content_chunks().iter().flatten().copied().collect();
+                assert!(
+                    joined == content,
+                    "len {len}, door {door}, reads of {chunk}"
+                );
+                if len > 128 * 1024 {
+                    assert!(
+                        m.content_chunks().len() > 1,
+                        "len {len}, door {door}: received in pieces"
+                    );
+                }
+                // The pieces are the same message as the content held whole, and sent
+                // as they are it is the same bytes.
+                assert_eq!(m, &message);
+                assert!(encode(m).unwrap() == wire[..wire.len() - small.len()]);
+                assert_eq!(got[1].content(), b"next");
+            }
+        }
+        // Joined on demand: `content` once, `into_content` by value.
+        let got = through_door(&wire, 65_536, 0);
+        let m = got[0].clone();
+        assert!(m.content() == &content[..]);
+        assert_eq!(m.content_chunks().len(), 1, "joined, and kept joined");
+        assert!(got[0].clone().into_content() == content);
+        assert!(got[0].clone().into_parts().1 == content);
+    }
+}
+
+#[test]
+fn pieces_are_never_regrown_and_memory_is_received_plus_a_constant() {
+    let len = 16 * 1024 * 1024;
+    let wire = encode(&Message::binary("x/y", vec![3u8; len])).unwrap();
+    let mut conn = Connection::server();
+    let now = Instant::now();
+    let mut fed = 0;
+    let mut pieces_seen = 0;
+    let mut last_allocated = 0;
+    while fed < wire.len() {
+        let buf = conn.read_buf();
+        let n = buf.len().min(wire.len() - fed);
+        buf[..n].copy_from_slice(&wire[fed..fed + n]);
+        conn.commit(n, now).unwrap();
+        fed += n;
+        let held = conn.allocated();
+        // Allocation only ever grows by whole new pieces of at most 1 MiB.
+        assert!(held >= last_allocated, "nothing was given back mid-message");
+        if held > last_allocated {
+            pieces_seen += 1;
+            assert!(
+                held - last_allocated <= 1024 * 1024 + 64 * 1024,
+                "grew by {} at once",
+                held - last_allocated
+            );
+        }
+        last_allocated = held;
+        assert!(held <= fed + 1024 * 1024 + 64 * 1024, "{held} for {fed}");
+        if fed < wire.len() {
+            assert_eq!(conn.next_event(), Ok(Event::NeedData));
+        }
+    }
+    let Ok(Event::Message(m)) = conn.next_event() else {
+        panic!("the message")
+    };
+    assert!(pieces_seen >= 16, "{pieces_seen} pieces");
+    assert_eq!(m.content_len(), len);
+    assert!(m.content_chunks().iter().all(|c| c.len() <= 1024 * 1024));
+    assert!(m.content_chunks().iter().flatten().all(|&b| b == 3));
+}
+
+#[test]
+fn json_content_received_in_pieces_is_checked_and_joined() {
+    let text = format!("[{}0]", "1234567890,".repeat(40_000));
+    let m = Message::from_parts(
+        "text/json".into(),
+        "utf-8".into(),
+        text.clone().into_bytes(),
+    );
+    let wire = encode(&m).unwrap();
+    for door in 0..3u8 {
+        let got = through_door(&wire, 65_536, door);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].content_chunks().len(), 1, "joined to be checked");
+        let v: serde_json::Value = got[0].json_content().unwrap();
+        assert_eq!(v.as_array().map(Vec::len), Some(40_001));
+    }
+    // Invalid JSON in the last piece is found, whatever the door.
+    let mut bad = wire.clone();
+    let last = bad.len() - 1;
+    bad[last] = b'}';
+    let mut conn = Connection::server();
+    let mut input = &bad[..];
+    let now = Instant::now();
+    let verdict = loop {
+        match conn.next_event() {
+            Ok(Event::NeedData) => {
+                conn.receive(&mut input, now).unwrap();
+            }
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(verdict, Err(PeerError::InvalidJson { .. })),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn receive_piece_takes_only_content_still_to_come() {
+    let now = Instant::now();
+    let content = patterned(300_000);
+    let wire = encode(&Message::binary("x/y", content.clone())).unwrap();
+    let head = wire.len() - content.len();
+    let mut conn = Connection::server();
+    // Before any header: handed back untouched.
+    let back = conn.receive_piece(wire[..head].to_vec(), now).unwrap();
+    assert_eq!(back.as_deref(), Some(&wire[..head]));
+    let mut input = &wire[..head];
+    while !input.is_empty() {
+        conn.receive(&mut input, now).unwrap();
+    }
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    let r = conn.receiving().expect("the content is arriving");
+    assert_eq!(
+        (r.announced, r.received, r.next_piece),
+        (300_000, 0, 64 * 1024)
+    );
+    // More than is still to come: handed back.
+    let too_long = vec![0u8; 300_001];
+    assert_eq!(
+        conn.receive_piece(too_long, now).unwrap().map(|v| v.len()),
+        Some(300_001)
+    );
+    // Within it: taken whole, no copy, then the rest.
+    assert_eq!(
+        conn.receive_piece(content[..100_000].to_vec(), now),
+        Ok(None)
+    );
+    assert_eq!(conn.receiving().map(|r| r.received), Some(100_000));
+    assert_eq!(conn.position(), (head + 100_000) as u64);
+    assert_eq!(
+        conn.receive_piece(content[100_000..].to_vec(), now),
+        Ok(None)
+    );
+    let Ok(Event::Message(m)) = conn.next_event() else {
+        panic!("complete")
+    };
+    assert!(m.content() == &content[..]);
+    // After the end of stream, bytes are refused.
+    conn.receive_eof();
+    assert_eq!(
+        conn.receive_piece(vec![1], now),
+        Err(LocalError::ReceiveAfterEof)
+    );
+    // A cut stream counts the bytes of the pieces taken.
+    let mut conn = Connection::server();
+    let mut input = &wire[..head];
+    while !input.is_empty() {
+        conn.receive(&mut input, now).unwrap();
+    }
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert_eq!(conn.receive_piece(content[..1000].to_vec(), now), Ok(None));
+    conn.receive_eof();
+    assert_eq!(
+        conn.next_event(),
+        Err(PeerError::UnexpectedEof {
+            phase: Phase::Content,
+            missing: 299_000
+        })
+    );
+}
+
+#[test]
+fn messages_compare_by_bytes_however_cut() {
+    let content = patterned(200_000);
+    let whole = Message::binary("x/y", content.clone());
+    let wire = encode(&whole).unwrap();
+    let pieces = through_door(&wire, 65_536, 2);
+    assert!(pieces[0].content_chunks().len() > 1);
+    assert_eq!(pieces[0], whole);
+    assert_eq!(format!("{:?}", pieces[0]), format!("{whole:?}"));
+    let mut other = content.clone();
+    other[150_000] ^= 1;
+    assert_ne!(pieces[0], Message::binary("x/y", other));
+    assert_ne!(
+        pieces[0],
+        Message::binary("x/y", content[..199_999].to_vec())
+    );
+}

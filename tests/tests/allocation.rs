@@ -148,10 +148,50 @@ fn a_full_header_of_extras_costs_its_bytes() {
     );
 }
 
+/// A 16 MiB content arriving in 64 KiB reads, measured by the allocator: what the
+/// connection holds is what arrived plus a constant (pieces of at most 1 MiB allocated
+/// ahead), and no step ever holds an old and a new buffer at once (pieces are never
+/// regrown, so nothing is copied as the content grows); the message keeps the pieces.
+fn a_large_content_holds_what_arrived_plus_a_constant() {
+    const PIECE_MAX: usize = 1024 * 1024;
+    let len = 16 * 1024 * 1024;
+    let wire = encode(&Message::binary("x/y", vec![1u8; len])).unwrap();
+    let start = live();
+    let mut conn = Connection::new(Role::Server, Limits::default());
+    let mut message = None;
+    for (i, piece) in wire.chunks(64 * 1024).enumerate() {
+        let before = live() - start;
+        let (peak, ()) = peak_during(|| {
+            feed(&mut conn, piece);
+            if let Ok(Event::Message(m)) = conn.next_event() {
+                message = Some(m);
+            }
+        });
+        let received = (i * 64 * 1024 + piece.len()).min(wire.len());
+        let held = live() - start;
+        assert!(
+            held <= received + PIECE_MAX + SMALL_CONSTANT,
+            "read {i}: holds {held} for {received} received"
+        );
+        // A step adds at most one new piece to what was held: no regrowth.
+        assert!(
+            peak <= before + PIECE_MAX + SMALL_CONSTANT,
+            "read {i}: peak {peak} above {before} held before"
+        );
+    }
+    let m = message.expect("the message");
+    assert_eq!(m.content_len(), len);
+    assert!(m.content_chunks().len() >= 16);
+    let held = live() - start;
+    assert!(held <= len + SMALL_CONSTANT + PIECE_MAX, "holds {held}");
+    drop((m, conn));
+}
+
 #[test]
 fn decoder_memory_follows_bytes_received() {
     announced_16_mib_followed_by_nothing_allocates_almost_nothing();
     allocation_tracks_bytes_received_not_bytes_announced();
     a_whole_message_costs_its_content_and_no_more();
     a_full_header_of_extras_costs_its_bytes();
+    a_large_content_holds_what_arrived_plus_a_constant();
 }

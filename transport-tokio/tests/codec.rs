@@ -65,12 +65,14 @@ fn codec_verdict(wire: &[u8], limits: &Limits, reads: &[usize]) -> Verdict {
                 Err(e) => return (messages, Some(peer(e))),
             }
         }
-        // The codec never holds on to more than a constant beyond what it was handed.
+        // The codec and the read buffer it sized never hold more than a constant beyond
+        // what was received (the read buffer may be the next piece of a large content).
+        let received = wire.len() - rest.len();
         assert!(
-            codec.allocated() <= 2 * (wire.len() - rest.len()) + 200 * 1024,
-            "codec holds {} bytes after {} received",
+            codec.allocated() + buf.capacity() <= received + 1024 * 1024 + 200 * 1024,
+            "codec holds {} bytes and the read buffer {} after {received} received",
             codec.allocated(),
-            wire.len() - rest.len()
+            buf.capacity()
         );
     }
     loop {
@@ -288,4 +290,78 @@ fn every_vector_gives_the_cores_verdict_through_the_codec() {
     }
     assert!(seen >= 90, "only {seen} vectors found");
     assert!(errors >= 50, "only {errors} hostile vectors");
+}
+
+/// Contents that tell their positions apart (a piece out of place shows).
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i / 251) as u8)
+        .collect()
+}
+
+#[test]
+fn large_contents_are_read_into_pieces_and_give_the_cores_verdict() {
+    let json_text = format!("[{}0]", "1234567890,".repeat(20_000));
+    let messages = vec![
+        Message::binary("x/y", b"small first".to_vec()),
+        Message::binary("x/y", patterned(300_000)),
+        Message::binary("x/y", patterned(3 * 1024 * 1024 + 5)),
+        Message::from_parts("text/json".into(), "utf-8".into(), json_text.into_bytes()),
+        Message::binary("x/y", patterned(64 * 1024)),
+        Message::binary("x/y", b"small last".to_vec()),
+    ];
+    let mut wire = Vec::new();
+    for m in &messages {
+        wire.extend(encode(m).expect("encodable"));
+    }
+    let limits = Limits::default();
+    let expected = core_verdict(&wire, &limits);
+    assert_eq!(expected, (messages.clone(), None));
+    for reads in [
+        vec![65_536],
+        vec![8192],
+        vec![1000, 70_000, 3],
+        vec![wire.len()],
+    ] {
+        let (got, end) = codec_verdict(&wire, &limits, &reads);
+        assert_eq!(end, None, "reads of {reads:?}");
+        assert!(got == messages, "reads of {reads:?}");
+        if reads[0] < wire.len() {
+            // Read a piece at a time: the large binary contents stay in their pieces.
+            assert!(got[1].content_chunks().len() > 1, "reads of {reads:?}");
+            assert!(got[2].content_chunks().len() > 3, "reads of {reads:?}");
+            assert!(got[2]
+                .content_chunks()
+                .iter()
+                .all(|c| c.len() <= 1024 * 1024));
+        }
+    }
+    // Cut or spoilt inside the large contents: the core's verdict, byte for byte.
+    let second = encode(&messages[0]).expect("encodable").len();
+    let third = second + encode(&messages[1]).expect("encodable").len();
+    for cut in [
+        second + 100,
+        second + 70_000,
+        third + 1_500_000,
+        wire.len() - 1,
+    ] {
+        let expected = core_verdict(&wire[..cut], &limits);
+        assert!(expected.1.is_some());
+        for reads in [vec![65_536], vec![5000, 100_000]] {
+            assert_eq!(
+                codec_verdict(&wire[..cut], &limits, &reads),
+                expected,
+                "cut at {cut}, reads of {reads:?}"
+            );
+        }
+    }
+    let json_at = third + encode(&messages[2]).expect("encodable").len();
+    let mut spoilt = wire.clone();
+    spoilt[json_at + 150_000] = b'x';
+    let expected = core_verdict(&spoilt, &limits);
+    assert!(
+        matches!(expected.1, Some(PeerError::InvalidJson { .. })),
+        "{expected:?}"
+    );
+    assert_eq!(codec_verdict(&spoilt, &limits, &[65_536]), expected);
 }
