@@ -355,9 +355,9 @@ impl Worker {
                 self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
                 return;
             }
-            if self.config.when_full == WhenFull::EvictIdle && (self.waiting.is_some() || full()) {
-                // Evict only for a connection that is there: take it first (it waits here,
-                // accepted, until a slot frees).
+            if self.config.when_full == WhenFull::EvictIdle {
+                // Evict only for a connection that is there: take it first (at the cap it
+                // waits here, accepted, until a slot frees).
                 let next = match self.waiting.take() {
                     Some(next) => Ok(next),
                     None => self.listener.as_ref().map_or_else(
