@@ -447,7 +447,7 @@ def attack_idle_slots(args, transport):
         good = good_client(srv.addr)
         m.end()
         row(f"{cap} silent sockets at a cap of {cap}", transport, 0, srv, m, srv.rss(), good,
-            "idle timeout 60 s: renewable by reconnecting")
+            "first-byte deadline 10 s; at the cap the connection idle the longest is evicted")
     finally:
         close_all(socks)
         srv.stop()
