@@ -934,7 +934,7 @@ fn never_reading_clients_with_large_answers_hold_at_most_their_share() {
         let config = ServerConfig {
             output_cap: 64 * 1024,
             memory_meter: Some(budget.clone()),
-            min_send_rate: Some(1024 * 1024),
+            min_send_rate: Some(512 * 1024),
             send_rate_window: Duration::from_secs(1),
             ..config()
         };
@@ -1008,7 +1008,7 @@ fn a_reader_below_the_least_send_rate_is_closed_while_a_good_client_is_served() 
         const ANSWER: usize = 8 * 1024 * 1024;
         let config = ServerConfig {
             output_cap: 64 * 1024,
-            min_send_rate: Some(512 * 1024),
+            min_send_rate: Some(256 * 1024),
             send_rate_window: Duration::from_secs(1),
             workers: 1, // the good client shares the loop with the slow one
             ..config()
@@ -1018,7 +1018,7 @@ fn a_reader_below_the_least_send_rate_is_closed_while_a_good_client_is_served() 
         let client = slow.local_addr().expect("addr");
         slow.write_all(&wire(&[req(&format!("big:{ANSWER}"))]))
             .expect("write");
-        // A steady 40 KiB/s: 4 KiB every 100 ms, far below 512 KiB/s.
+        // A steady 40 KiB/s: 4 KiB every 100 ms, far below 256 KiB/s.
         let started = Instant::now();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = thread::spawn({
@@ -1053,7 +1053,7 @@ fn a_reader_below_the_least_send_rate_is_closed_while_a_good_client_is_served() 
         assert_eq!(got[1].content(), b"echo:after", "{t}");
         // The slow one is closed, for that reason, within a few windows (what the kernel
         // buffered for it still trickles in after the close).
-        assert_close_logged(t, client, "slower than the minimum of 524288 bytes/s");
+        assert_close_logged(t, client, "slower than the minimum of 262144 bytes/s");
         let took = started.elapsed();
         assert!(took < Duration::from_secs(6), "{t}: closed after {took:?}");
         stop.store(true, Ordering::Relaxed);
