@@ -113,8 +113,10 @@ pub struct ServerConfig {
     /// Default: 64 KiB/s.
     pub min_send_rate: Option<u64>,
     /// The window over which [`ServerConfig::min_send_rate`] is measured: a window starts
-    /// when output goes over the cap, and at its end the bytes the peer took in it must
-    /// reach the rate; then the next window starts. Default: 10 s.
+    /// when the transport first tries to send once output is over the cap (not when the
+    /// answer was made: the service's own time is not the peer's), and at its end the
+    /// bytes the peer took in it must reach a window's worth at that rate; then the next
+    /// window starts. Default: 10 s.
     pub send_rate_window: Duration,
     /// The budget's counter, to read its figures ([`MemoryBudget::peak`]...) or to share
     /// one budget between servers; `None`: each server counts its own

@@ -126,6 +126,10 @@ pub struct Session {
     /// While more than the output cap is queued ([`ServerConfig::min_send_rate`]): when the
     /// current window began, and `sent` then.
     rate_window: Option<(Instant, u64)>,
+    /// The window's start is provisional (the instant the answer was made with, which the
+    /// service's own time may have made old): it moves to the next instant the transport
+    /// hands in to send or to check deadlines.
+    rate_provisional: bool,
 }
 
 impl Drop for Session {
@@ -182,6 +186,7 @@ impl Session {
             large_left: 0,
             sent: 0,
             rate_window: None,
+            rate_provisional: false,
         };
         session.account(now);
         session
@@ -334,6 +339,7 @@ impl Session {
     /// Records that `n` bytes of [`Session::pending_slices`] were sent at `now`; answers
     /// held back by the output cap move on.
     pub fn consume(&mut self, n: usize, now: Instant) {
+        self.start_rate_window(now);
         let before = self.conn.pending_len();
         self.conn.consume(n, now);
         self.note_sent(before.saturating_sub(self.conn.pending_len()));
@@ -361,6 +367,7 @@ impl Session {
         writer: &mut W,
         now: Instant,
     ) -> io::Result<usize> {
+        self.start_rate_window(now);
         let n = self.conn.write_to(writer, now)?;
         self.note_sent(n);
         if n > 0 {
@@ -403,6 +410,7 @@ impl Session {
             self.abort(CloseReason::Shutdown);
             return;
         }
+        self.start_rate_window(now);
         if self.check_send_rate(now) {
             return;
         }
@@ -467,6 +475,7 @@ impl Session {
         self.conn.release_buffers();
         self.budget_retry = None;
         self.rate_window = None;
+        self.rate_provisional = false;
         self.large_left = 0;
         self.budget
             .release_large(std::mem::take(&mut self.large_held));
@@ -484,13 +493,27 @@ impl Session {
         self.large_left > 0 || self.conn.pending_len() > self.config.output_cap
     }
 
-    /// Starts a send-rate window when output goes over the cap, ends it when it no
-    /// longer is.
+    /// Starts a send-rate window when output goes over the cap (provisionally at `now`:
+    /// see [`Session::start_rate_window`]), ends it when output no longer is.
     fn watch_send_rate(&mut self, now: Instant) {
         if self.config.min_send_rate.is_some() && !self.is_closed() && self.over_cap() {
-            self.rate_window.get_or_insert((now, self.sent));
+            if self.rate_window.is_none() {
+                self.rate_window = Some((now, self.sent));
+                self.rate_provisional = true;
+            }
         } else {
             self.rate_window = None;
+            self.rate_provisional = false;
+        }
+    }
+
+    /// A provisional window start moves to `now`, an instant the transport hands in to
+    /// send or to check deadlines: the peer's window starts when sending does. (Meanwhile
+    /// [`Session::poll_timeout`] names the provisional end, which is only earlier.)
+    fn start_rate_window(&mut self, now: Instant) {
+        if self.rate_provisional {
+            self.rate_provisional = false;
+            self.rate_window = Some((now, self.sent));
         }
     }
 
@@ -507,7 +530,8 @@ impl Session {
         }
         let window = now.saturating_duration_since(start);
         let took = self.sent.saturating_sub(sent_then);
-        let need = u128::from(min_rate) * window.as_millis() / 1000;
+        // A window's worth, even if the check comes late (the loop was busy elsewhere).
+        let need = u128::from(min_rate) * self.config.send_rate_window.as_millis() / 1000;
         if u128::from(took) < need {
             self.abort(CloseReason::SlowReader {
                 took,

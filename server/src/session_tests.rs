@@ -535,6 +535,8 @@ fn rated(now: Instant) -> Session {
     let mut s = session(config, now);
     feed(&mut s, &request("100000:x"), now);
     assert!(s.wants_write());
+    // The window starts at the transport's first attempt to send (nothing taken here).
+    s.consume(0, now);
     s
 }
 
@@ -615,6 +617,7 @@ fn the_next_window_starts_where_the_last_ended() {
         .with_min_send_rate(Some(10_000), Duration::from_secs(10));
     let mut s = session(config, t0);
     feed(&mut s, &request("300000:x"), t0);
+    s.consume(0, t0);
     take(&mut s, 120_000, secs(5));
     s.handle_timeout(secs(10));
     assert!(s.close_reason().is_none());
@@ -650,4 +653,27 @@ fn no_rate_rule_below_the_cap_or_when_turned_off() {
         s.close_reason(),
         Some(CloseReason::WriteDeadline(_))
     ));
+}
+
+#[test]
+fn the_window_starts_when_the_transport_sends_not_when_the_answer_was_made() {
+    // A service that took 8 s: the answer comes with the request's instant, t0; the
+    // transport's first attempt to send is at t0 + 8 s. The peer gets a whole window.
+    let t0 = Instant::now();
+    let secs = |n: u64| t0 + Duration::from_secs(n);
+    let config = ServerConfig::default()
+        .with_output_cap(1000)
+        .with_deadlines(None, None, None)
+        .with_min_send_rate(Some(10_000), Duration::from_secs(10));
+    let mut s = session(config, t0);
+    feed(&mut s, &request("300000:x"), t0);
+    // Until the transport sends, the window's end is provisional (only earlier).
+    assert_eq!(s.poll_timeout(), Some(secs(10)));
+    take(&mut s, 0, secs(8));
+    assert_eq!(s.poll_timeout(), Some(secs(18)));
+    take(&mut s, 100_000, secs(17));
+    // Checked late (the loop was busy): a window's worth is still enough.
+    s.handle_timeout(secs(21));
+    assert!(s.close_reason().is_none(), "{s:?}");
+    assert_eq!(s.poll_timeout(), Some(secs(31)));
 }
