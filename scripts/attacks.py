@@ -350,14 +350,24 @@ def attack_big_header(args, transport):
         srv.stop()
 
 
-def attack_never_read(args, transport):
-    """6 clients send requests whose answers are large (about 15.6 MiB each) and never read."""
+def closes(srv, why):
+    """How many connections the server's log says it closed for `why`."""
+    return sum(1 for line in srv.log_text().splitlines()
+               if "closing connection" in line and why in line)
+
+
+def large_answers(args, transport, name, read_rate):
+    """6 clients send requests whose answers are large (about 15.6 MiB each), then read
+    them at `read_rate` bytes/s (0: never). Held RSS is taken at 3 s; then the attack waits
+    (up to 45 s) for the server to close all six."""
     n = 6
     payload = search(many_numbers(int(3.9 * MIB)))
     srv = Server(args.server, transport)
     socks = []
+    stop = threading.Event()
     try:
         m = Measure(srv)
+        start = time.monotonic()
         for _ in range(n):
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -365,20 +375,64 @@ def attack_never_read(args, transport):
             s.connect(srv.addr)
             s.sendall(payload)
             socks.append(s)
+
+        def reader(sock):
+            sock.settimeout(1)
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    if not sock.recv(1024):
+                        return
+                except socket.timeout:
+                    pass
+                except OSError:
+                    return
+                stop.wait(max(0.0, 1024 / read_rate - (time.monotonic() - t0)))
+
+        threads = [threading.Thread(target=reader, args=(s,)) for s in socks] if read_rate else []
+        for t in threads:
+            t.start()
         time.sleep(3.0)
         good = good_client(srv.addr)
-        m.end()
         held = srv.rss()
+        closed_at = None
+        while time.monotonic() - start < 45:
+            if closes(srv, "") >= n + 1:  # the good client's connection too
+                closed_at = time.monotonic() - start
+                break
+            time.sleep(0.2)
+        m.end()
+        refused = closes(srv, "share of the memory budget") + closes(srv, "memory budget of")
+        slow = closes(srv, "slower than the minimum")
+        written = closes(srv, "accepted no answer bytes")
+        stop.set()
         close_all(socks)
         socks = []
+        for t in threads:
+            t.join(5)
         time.sleep(2)
         kept = srv.rss()
-        row("6 clients never read a 15.6 MiB answer", transport, n * len(payload), srv, m,
-            f"{mib(held)} held, {mib(kept)} after", good,
-            f"{mib(int((held - srv.base) / n))} held per client")
+        ended = (f"all closed by the server after {closed_at:.1f} s" if closed_at is not None
+                 else "not all closed by the server after 45 s")
+        row(name, transport, n * len(payload), srv, m,
+            f"{mib(held)} held at 3 s, {mib(kept)} after", good,
+            f"{mib(int((held - srv.base) / n))} held per client at 3 s; {refused} answers refused "
+            f"(share full), {slow} clients closed as slow readers, {written} at the write "
+            f"deadline; {ended}")
     finally:
+        stop.set()
         close_all(socks)
         srv.stop()
+
+
+def attack_never_read(args, transport):
+    """6 clients send requests whose answers are large (about 15.6 MiB each) and never read."""
+    large_answers(args, transport, "6 clients never read a 15.6 MiB answer", 0)
+
+
+def attack_slow_read(args, transport):
+    """6 clients read their 15.6 MiB answers at a steady 1 KiB/s."""
+    large_answers(args, transport, "6 clients read a 15.6 MiB answer at 1 KiB/s", 1024)
 
 
 def attack_idle_slots(args, transport):
@@ -393,7 +447,7 @@ def attack_idle_slots(args, transport):
         good = good_client(srv.addr)
         m.end()
         row(f"{cap} silent sockets at a cap of {cap}", transport, 0, srv, m, srv.rss(), good,
-            "idle timeout 60 s: renewable by reconnecting")
+            "first-byte deadline 10 s; at the cap the connection idle the longest is evicted")
     finally:
         close_all(socks)
         srv.stop()
@@ -568,6 +622,7 @@ ATTACKS = {
     "header": attack_big_header,
     "numbers": attack_numbers,
     "never-read": attack_never_read,
+    "slow-read": attack_slow_read,
     "slots": attack_idle_slots,
     "idle": attack_idle_many,
     "forged-log": attack_forged_log,

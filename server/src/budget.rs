@@ -22,6 +22,18 @@ struct Inner {
     used: AtomicUsize,
     peak: AtomicUsize,
     refused: AtomicU64,
+    /// Bytes of large answers (over the output cap) held now, within `used`.
+    large: AtomicUsize,
+    large_peak: AtomicUsize,
+}
+
+/// Why a large answer could not be charged ([`MemoryBudget::try_charge_large`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LargeRefusal {
+    /// Large answers already hold their share.
+    Share,
+    /// The budget itself has no room.
+    Budget,
 }
 
 impl fmt::Debug for MemoryBudget {
@@ -30,6 +42,7 @@ impl fmt::Debug for MemoryBudget {
             .field("limit", &self.limit())
             .field("used", &self.used())
             .field("peak", &self.peak())
+            .field("large_answers", &self.large_answers())
             .finish()
     }
 }
@@ -51,6 +64,8 @@ impl MemoryBudget {
                 used: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
                 refused: AtomicU64::new(0),
+                large: AtomicUsize::new(0),
+                large_peak: AtomicUsize::new(0),
             }),
         }
     }
@@ -83,6 +98,45 @@ impl MemoryBudget {
     /// Messages and answers refused so far because the budget had no room for them.
     pub fn refused(&self) -> u64 {
         self.inner.refused.load(Relaxed)
+    }
+
+    /// Bytes of answers larger than the output cap held now, over every connection (within
+    /// [`MemoryBudget::used`]; at most [`crate::ServerConfig::large_answer_share`]).
+    pub fn large_answers(&self) -> usize {
+        self.inner.large.load(Relaxed)
+    }
+
+    /// The most bytes of answers larger than the output cap ever held at once.
+    pub fn large_answers_peak(&self) -> usize {
+        self.inner.large_peak.load(Relaxed)
+    }
+
+    /// Takes `bytes` for a large answer: from the large answers' `share` and from the
+    /// budget, both or neither.
+    pub(crate) fn try_charge_large(&self, bytes: usize, share: usize) -> Result<(), LargeRefusal> {
+        let taken = self.inner.large.fetch_update(Relaxed, Relaxed, |held| {
+            held.checked_add(bytes).filter(|&total| total <= share)
+        });
+        let before = taken.map_err(|_| LargeRefusal::Share)?;
+        if !self.try_charge(bytes, self.limit()) {
+            self.release_large(bytes);
+            return Err(LargeRefusal::Budget);
+        }
+        self.inner
+            .large_peak
+            .fetch_max(before.saturating_add(bytes), Relaxed);
+        Ok(())
+    }
+
+    /// Gives `bytes` of the large answers' share back (what they hold in the budget
+    /// follows the connection's buffers: see `Session::account`).
+    pub(crate) fn release_large(&self, bytes: usize) {
+        if bytes > 0 {
+            let _ = self
+                .inner
+                .large
+                .fetch_update(Relaxed, Relaxed, |held| Some(held.saturating_sub(bytes)));
+        }
     }
 
     /// Takes `bytes` if they fit under `limit` (at most the budget's limit), all or
@@ -152,5 +206,26 @@ mod tests {
         assert_eq!(b.used(), 0);
         assert_ne!(b, MemoryBudget::new(100));
         assert_eq!(b, b.clone());
+    }
+
+    #[test]
+    fn large_answers_take_their_share_and_the_budget_together_or_not_at_all() {
+        let b = MemoryBudget::new(100);
+        assert_eq!(b.try_charge_large(20, 30), Ok(()));
+        assert_eq!(b.try_charge_large(20, 30), Err(LargeRefusal::Share));
+        assert_eq!((b.used(), b.large_answers()), (20, 20), "nothing taken");
+        assert!(b.try_charge(75, usize::MAX));
+        assert_eq!(b.try_charge_large(10, 30), Err(LargeRefusal::Budget));
+        assert_eq!(
+            (b.used(), b.large_answers()),
+            (95, 20),
+            "the share given back"
+        );
+        b.release_large(20);
+        b.release(20);
+        assert_eq!(
+            (b.used(), b.large_answers(), b.large_answers_peak()),
+            (75, 0, 20)
+        );
     }
 }

@@ -60,12 +60,32 @@ pub enum CloseReason {
     /// Closed while idle to make room for a new connection at the connection cap
     /// ([`crate::WhenFull::EvictIdle`]).
     Evicted,
+    /// The service's answer was larger than the output cap, and answers that large
+    /// already held their share of the memory budget
+    /// ([`crate::ServerConfig::large_answer_share`]), so it was not queued.
+    AnswerShareFull {
+        /// Its content length.
+        need: usize,
+        /// The share, in bytes.
+        share: usize,
+    },
+    /// More than the output cap was queued and the peer took less than
+    /// [`crate::ServerConfig::min_send_rate`] of it over a
+    /// [`crate::ServerConfig::send_rate_window`].
+    SlowReader {
+        /// Bytes it took in the window.
+        took: u64,
+        /// The window's length.
+        window: Duration,
+        /// The least rate, in bytes per second.
+        min_rate: u64,
+    },
 }
 
 impl CloseReason {
     /// Short names of the kinds of reason, in the order of [`CloseReason::index`]: for
     /// counters and metrics.
-    pub const LABELS: [&'static str; 16] = [
+    pub const LABELS: [&'static str; 18] = [
         "clean",
         "answered",
         "idle-timeout",
@@ -82,6 +102,8 @@ impl CloseReason {
         "over-budget",
         "first-byte-deadline",
         "evicted",
+        "answer-share-full",
+        "slow-reader",
     ];
 
     /// The position of this kind of reason in [`CloseReason::LABELS`].
@@ -103,6 +125,8 @@ impl CloseReason {
             CloseReason::OverBudget { .. } => 13,
             CloseReason::FirstByteDeadline(_) => 14,
             CloseReason::Evicted => 15,
+            CloseReason::AnswerShareFull { .. } => 16,
+            CloseReason::SlowReader { .. } => 17,
         }
     }
 
@@ -112,7 +136,8 @@ impl CloseReason {
     }
 
     /// `true` for a failure worth a `warn` line: the peer broke the protocol, the service
-    /// failed, an answer could not be sent, or the memory budget was full.
+    /// failed, an answer could not be sent, or the memory budget (or the large answers'
+    /// share of it) was full.
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
@@ -122,6 +147,7 @@ impl CloseReason {
                 | CloseReason::AnswerTooLarge { .. }
                 | CloseReason::BadAnswer(_)
                 | CloseReason::OverBudget { .. }
+                | CloseReason::AnswerShareFull { .. }
         )
     }
 
@@ -178,6 +204,18 @@ impl fmt::Display for CloseReason {
             CloseReason::Evicted => {
                 f.write_str("idle the longest when a new connection came at max_connections")
             }
+            CloseReason::AnswerShareFull { need, share } => write!(
+                f,
+                "no room for an answer of {need} bytes: answers over the output cap already hold their share of the memory budget ({share} bytes); refused"
+            ),
+            CloseReason::SlowReader {
+                took,
+                window,
+                min_rate,
+            } => write!(
+                f,
+                "the client took {took} bytes of answers in {window:?}, slower than the minimum of {min_rate} bytes/s while answers over the output cap waited"
+            ),
         }
     }
 }
@@ -212,7 +250,14 @@ mod tests {
             },
             CloseReason::FirstByteDeadline(Duration::from_secs(1)),
             CloseReason::Evicted,
+            CloseReason::AnswerShareFull { need: 2, share: 1 },
+            CloseReason::SlowReader {
+                took: 1,
+                window: Duration::from_secs(1),
+                min_rate: 2,
+            },
         ];
+        assert_eq!(all.len(), CloseReason::LABELS.len());
         for (i, r) in all.iter().enumerate() {
             assert_eq!(r.index(), i, "{r}");
         }

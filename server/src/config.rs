@@ -12,8 +12,9 @@ pub enum WhenFull {
     /// Close the connection idle the longest (nothing being received, nothing to send) to
     /// admit the new one; if no connection is idle, wait as [`WhenFull::Wait`] does. The
     /// default: together with [`ServerConfig::first_byte_deadline`], connections held open
-    /// in silence cannot shut good clients out for more than a moment. (The event-loop
-    /// transport chooses among the connections of the loop that accepts.)
+    /// in silence cannot shut good clients out for more than a moment. The choice is
+    /// server-wide on every transport (the event-loop transport asks the loop that holds
+    /// the connection to close it, and admits the new one once it has).
     #[default]
     EvictIdle,
     /// Stop accepting until a connection closes: new connections wait in the kernel's
@@ -38,6 +39,9 @@ pub enum WhenFull {
 /// | `write_deadline` | 30 s | a peer that accepts no byte of its answers for as long as a request may take to arrive is gone or hostile |
 /// | `output_cap` | 1 MiB | answers queued per connection; beyond it the server stops reading that peer |
 /// | `memory_budget` | 256 MiB | input and output held over all connections: 16 messages of the largest size (16 MiB) in flight at once, or 10,000 connections reading (4 KiB each) and still 13 of them; a small share of a server's memory, so a flood of large messages cannot take the machine down |
+/// | `large_answer_share` | a quarter of `memory_budget` (64 MiB) | answers larger than the output cap, all connections together: four answers of the largest size being sent at once; peers that read slowly cannot take the budget requests need |
+/// | `min_send_rate` | 64 KiB/s | while more than the output cap is queued for a peer, it must take at least this much: a 16 MiB answer then leaves within about 4 minutes, and a peer that never reads, or reads 1 KiB/s, is closed within two windows instead of pinning its answer for hours |
+/// | `send_rate_window` | 10 s | the rate is measured over 10 s: a stall of a few seconds does not close a peer that otherwise keeps up |
 /// | `max_connections` | 10,000 | an idle connection costs a few KiB and no CPU on every transport, so the cap is set by file descriptors, not memory |
 /// | `when_full` | [`WhenFull::EvictIdle`] | at the cap, the connection idle the longest makes room: silent connections cannot lock good clients out |
 /// | `shutdown_grace` | 5 s | answers in progress get 5 s to flush when the server stops |
@@ -92,13 +96,36 @@ pub struct ServerConfig {
     /// answer larger than [`ServerConfig::output_cap`] is sent only if it fits. Default:
     /// 256 MiB.
     pub memory_budget: usize,
+    /// Bytes that answers larger than [`ServerConfig::output_cap`] ("large answers") may
+    /// hold together, over all connections, within [`ServerConfig::memory_budget`]. A
+    /// large answer is charged to the budget and to this share when it is queued, and
+    /// until its last byte is sent (the protocol machine holds an answer's content whole
+    /// until then) or its connection closes; one that does not fit is not queued: the
+    /// connection is closed ([`crate::CloseReason::AnswerShareFull`], or
+    /// [`crate::CloseReason::OverBudget`] if the budget itself is full). `None`: a quarter
+    /// of the memory budget. Default: `None` (64 MiB with the default budget).
+    pub large_answer_share: Option<usize>,
+    /// Least rate, in bytes per second, at which a peer must take its answers while more
+    /// than [`ServerConfig::output_cap`] is queued for it (or a large answer is being sent
+    /// to it), measured over each [`ServerConfig::send_rate_window`]; a slower peer is
+    /// closed ([`crate::CloseReason::SlowReader`]). Together with
+    /// [`ServerConfig::large_answer_share`], peers that read slowly but steadily cannot pin
+    /// large answers for long. `None`: no minimum (only the write deadline applies).
+    /// Default: 64 KiB/s.
+    pub min_send_rate: Option<u64>,
+    /// The window over which [`ServerConfig::min_send_rate`] is measured: a window starts
+    /// when the transport first tries to send once output is over the cap (not when the
+    /// answer was made: the service's own time is not the peer's), and at its end the
+    /// bytes the peer took in it must reach a window's worth at that rate; then the next
+    /// window starts. Default: 10 s.
+    pub send_rate_window: Duration,
     /// The budget's counter, to read its figures ([`MemoryBudget::peak`]...) or to share
     /// one budget between servers; `None`: each server counts its own
     /// ([`MemoryBudget::for_config`]). Default: `None`.
     pub memory_meter: Option<MemoryBudget>,
     /// Most connections open at once. Default: 10,000.
     pub max_connections: usize,
-    /// What happens to connections beyond `max_connections`. Default: [`WhenFull::Wait`].
+    /// What happens to connections beyond `max_connections`. Default: [`WhenFull::EvictIdle`].
     pub when_full: WhenFull,
     /// On shutdown, how long connections may take to flush the answers they owe before
     /// they are closed anyway. Idle connections, and requests not yet complete, are closed
@@ -137,6 +164,9 @@ impl Default for ServerConfig {
             write_deadline: Some(Duration::from_secs(30)),
             output_cap: 1024 * 1024,
             memory_budget: 256 * 1024 * 1024,
+            large_answer_share: None,
+            min_send_rate: Some(64 * 1024),
+            send_rate_window: Duration::from_secs(10),
             memory_meter: None,
             max_connections: 10_000,
             when_full: WhenFull::EvictIdle,
@@ -180,6 +210,29 @@ impl ServerConfig {
     pub fn with_memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = bytes;
         self
+    }
+
+    /// The same configuration where large answers (over the output cap) may hold at most
+    /// `bytes` together ([`ServerConfig::large_answer_share`]).
+    pub fn with_large_answer_share(mut self, bytes: usize) -> Self {
+        self.large_answer_share = Some(bytes);
+        self
+    }
+
+    /// The same configuration with this least send rate (`None`: no minimum), measured
+    /// over `window` ([`ServerConfig::min_send_rate`]).
+    pub fn with_min_send_rate(mut self, bytes_per_sec: Option<u64>, window: Duration) -> Self {
+        self.min_send_rate = bytes_per_sec;
+        self.send_rate_window = window;
+        self
+    }
+
+    /// The bytes large answers may hold together in a memory budget of `budget` bytes (the
+    /// server's: [`ServerConfig::memory_budget`], or the limit of
+    /// [`ServerConfig::memory_meter`]): [`ServerConfig::large_answer_share`], or a quarter
+    /// of the budget; never more than the budget.
+    pub fn large_answer_share_of(&self, budget: usize) -> usize {
+        self.large_answer_share.unwrap_or(budget / 4).min(budget)
     }
 
     /// The same configuration with this first-byte deadline (`None`: never).
@@ -227,6 +280,8 @@ impl ServerConfig {
         self.shutdown_grace = self.shutdown_grace.min(NEVER);
         self.output_cap = self.output_cap.max(1);
         self.max_in_flight = self.max_in_flight.max(1);
+        self.send_rate_window = self.send_rate_window.clamp(Duration::from_millis(1), NEVER);
+        self.min_send_rate = self.min_send_rate.filter(|&rate| rate > 0);
         self
     }
 }
@@ -255,5 +310,27 @@ mod tests {
         assert_eq!(c.header_deadline, Some(Duration::from_millis(1)));
         assert_eq!(c.idle_timeout, Some(NEVER));
         assert_eq!(c.write_deadline, None);
+        let c = ServerConfig {
+            min_send_rate: Some(0),
+            send_rate_window: Duration::ZERO,
+            ..ServerConfig::default()
+        }
+        .normalized();
+        assert_eq!(c.min_send_rate, None, "a rate of zero is no minimum");
+        assert_eq!(c.send_rate_window, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn the_large_answer_share_is_a_quarter_of_the_budget_unless_set() {
+        let c = ServerConfig::default();
+        assert_eq!(c.large_answer_share_of(c.memory_budget), 64 * 1024 * 1024);
+        assert_eq!(c.large_answer_share_of(1000), 250);
+        let c = c.with_large_answer_share(600);
+        assert_eq!(c.large_answer_share_of(1000), 600);
+        assert_eq!(
+            c.large_answer_share_of(500),
+            500,
+            "never more than the budget"
+        );
     }
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// One connection's idle mark, for transports whose connections run on other threads or
-/// tasks than their accept loop (the mio loop reads its sessions directly).
+/// One connection's idle mark, for transports whose connections run on other threads,
+/// tasks or event loops than the one that accepts.
 ///
 /// ```
 /// use std::time::{Duration, Instant};

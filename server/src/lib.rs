@@ -22,6 +22,10 @@
 //!   input and output ([`ServerConfig::memory_budget`], 256 MiB by default). Sessions
 //!   reserve before their connection allocates; near the budget they stop reading, and a
 //!   message over 64 KiB that does not fit is refused ([`CloseReason::OverBudget`]).
+//!   Answers larger than the output cap hold at most a share of it
+//!   ([`ServerConfig::large_answer_share`], a quarter; else [`CloseReason::AnswerShareFull`]),
+//!   and while more than the output cap is queued the peer must take
+//!   [`ServerConfig::min_send_rate`] ([`CloseReason::SlowReader`]).
 //! * Fair slots: a new connection must start a request within
 //!   [`ServerConfig::first_byte_deadline`] (10 s), and at
 //!   [`ServerConfig::max_connections`] the connection idle the longest is closed to admit

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{Connection, Deadlines, Event, LocalError, Message, Role, Timeout};
 
-use crate::budget::MemoryBudget;
+use crate::budget::{LargeRefusal, MemoryBudget};
 use crate::close::CloseReason;
 use crate::config::ServerConfig;
 use crate::service::{call_service, CallError, Service};
@@ -118,6 +118,20 @@ pub struct Session {
     first_byte_by: Option<Instant>,
     /// Since when the connection has been idle (nothing in progress, nothing to send).
     idle_since: Option<Instant>,
+    /// Bytes of answers larger than the output cap charged to the large answers' share of
+    /// the budget, and the output bytes to send before the last of them is sent (its
+    /// buffer freed): then the share is given back.
+    large_held: usize,
+    large_left: usize,
+    /// Output bytes the peer has taken, over the connection's life.
+    sent: u64,
+    /// While more than the output cap is queued ([`ServerConfig::min_send_rate`]): when the
+    /// current window began, and `sent` then.
+    rate_window: Option<(Instant, u64)>,
+    /// The window's start is provisional (the instant the answer was made with, which the
+    /// service's own time may have made old): it moves to the next instant the transport
+    /// hands in to send or to check deadlines.
+    rate_provisional: bool,
 }
 
 /// Who answers a session's requests.
@@ -178,6 +192,7 @@ impl HandOut {
 impl Drop for Session {
     fn drop(&mut self) {
         self.budget.release(self.charged);
+        self.budget.release_large(self.large_held);
     }
 }
 
@@ -228,6 +243,11 @@ impl Session {
             budget_retry: None,
             first_byte_by,
             idle_since: Some(now),
+            large_held: 0,
+            large_left: 0,
+            sent: 0,
+            rate_window: None,
+            rate_provisional: false,
         };
         session.account(now);
         session
@@ -485,9 +505,25 @@ impl Session {
     /// Records that `n` bytes of [`Session::pending_slices`] were sent at `now`; answers
     /// held back by the output cap move on.
     pub fn consume(&mut self, n: usize, now: Instant) {
+        self.start_rate_window(now);
+        let before = self.conn.pending_len();
         self.conn.consume(n, now);
+        self.note_sent(before.saturating_sub(self.conn.pending_len()));
         if n > 0 {
             self.process(now);
+        }
+    }
+
+    /// Counts `n` bytes the peer took; once the last byte of a large answer is sent, its
+    /// share of the budget is given back.
+    fn note_sent(&mut self, n: usize) {
+        self.sent = self.sent.saturating_add(n as u64);
+        if self.large_left > 0 {
+            self.large_left = self.large_left.saturating_sub(n);
+            if self.large_left == 0 {
+                self.budget
+                    .release_large(std::mem::take(&mut self.large_held));
+            }
         }
     }
 
@@ -497,7 +533,9 @@ impl Session {
         writer: &mut W,
         now: Instant,
     ) -> io::Result<usize> {
+        self.start_rate_window(now);
         let n = self.conn.write_to(writer, now)?;
+        self.note_sent(n);
         if n > 0 {
             self.process(now);
         }
@@ -506,11 +544,16 @@ impl Session {
 
     /// The instant the session must next be looked at ([`Session::handle_timeout`]), if
     /// any: the protocol machine's nearest deadline, the first-byte deadline, the end of
-    /// the shutdown grace, or the next look for room in a full memory budget.
+    /// the shutdown grace, the next look for room in a full memory budget, or the end of
+    /// the window in which a peer with more than the output cap queued must take
+    /// [`ServerConfig::min_send_rate`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_closed() {
             return None;
         }
+        let window_end = self
+            .rate_window
+            .map(|(start, _)| start + self.config.send_rate_window);
         [
             self.protocol_deadlines()
                 .then(|| self.conn.poll_timeout())
@@ -519,6 +562,7 @@ impl Session {
             self.release_at,
             self.budget_retry,
             self.first_byte_by,
+            window_end,
         ]
         .into_iter()
         .flatten()
@@ -532,6 +576,10 @@ impl Session {
         }
         if self.grace_until.is_some_and(|end| end <= now) {
             self.abort(CloseReason::Shutdown);
+            return;
+        }
+        self.start_rate_window(now);
+        if self.check_send_rate(now) {
             return;
         }
         if self.release_at.is_some_and(|at| at <= now) {
@@ -602,12 +650,74 @@ impl Session {
         self.state = SessionState::Closed(reason);
         self.conn.release_buffers();
         self.budget_retry = None;
+        self.rate_window = None;
+        self.rate_provisional = false;
+        self.large_left = 0;
+        self.budget
+            .release_large(std::mem::take(&mut self.large_held));
         // Only what is still allocated stays charged, until the session is dropped.
         let real = self.conn.allocated();
         if real < self.charged {
             self.budget.release(self.charged - real);
             self.charged = real;
         }
+    }
+
+    /// `true` while the peer must keep up [`ServerConfig::min_send_rate`]: more than the
+    /// output cap is queued, or a large answer is not sent yet.
+    fn over_cap(&self) -> bool {
+        self.large_left > 0 || self.conn.pending_len() > self.config.output_cap
+    }
+
+    /// Starts a send-rate window when output goes over the cap (provisionally at `now`:
+    /// see [`Session::start_rate_window`]), ends it when output no longer is.
+    fn watch_send_rate(&mut self, now: Instant) {
+        if self.config.min_send_rate.is_some() && !self.is_closed() && self.over_cap() {
+            if self.rate_window.is_none() {
+                self.rate_window = Some((now, self.sent));
+                self.rate_provisional = true;
+            }
+        } else {
+            self.rate_window = None;
+            self.rate_provisional = false;
+        }
+    }
+
+    /// A provisional window start moves to `now`, an instant the transport hands in to
+    /// send or to check deadlines: the peer's window starts when sending does. (Meanwhile
+    /// [`Session::poll_timeout`] names the provisional end, which is only earlier.)
+    fn start_rate_window(&mut self, now: Instant) {
+        if self.rate_provisional {
+            self.rate_provisional = false;
+            self.rate_window = Some((now, self.sent));
+        }
+    }
+
+    /// At the end of a send-rate window: closes the connection if the peer took less than
+    /// [`ServerConfig::min_send_rate`] in it (`true`), else starts the next window.
+    fn check_send_rate(&mut self, now: Instant) -> bool {
+        let (Some((start, sent_then)), Some(min_rate)) =
+            (self.rate_window, self.config.min_send_rate)
+        else {
+            return false;
+        };
+        if now < start + self.config.send_rate_window {
+            return false;
+        }
+        let window = now.saturating_duration_since(start);
+        let took = self.sent.saturating_sub(sent_then);
+        // A window's worth, even if the check comes late (the loop was busy elsewhere).
+        let need = u128::from(min_rate) * self.config.send_rate_window.as_millis() / 1000;
+        if u128::from(took) < need {
+            self.abort(CloseReason::SlowReader {
+                took,
+                window,
+                min_rate,
+            });
+            return true;
+        }
+        self.rate_window = Some((now, self.sent));
+        false
     }
 
     /// `true` if `answer` may be queued now: the queue is empty, or stays within the cap.
@@ -652,6 +762,7 @@ impl Session {
             // comes first (see `handle_timeout`).
             self.release_at = Some(now + RELEASE_DELAY);
         }
+        self.watch_send_rate(now);
     }
 
     /// Brings the budget up to date with what the connection holds and what its next
@@ -903,21 +1014,39 @@ impl Session {
 
     fn queue(&mut self, answer: Message, now: Instant) {
         let size = answer.content().len();
-        if size > self.config.output_cap {
-            // Larger than the output cap, so queued alone: only if the budget has room.
-            if self.budget.try_charge(size, self.budget.limit()) {
-                self.charged += size;
-            } else {
-                self.budget.note_refused();
-                self.state = SessionState::Draining(CloseReason::OverBudget {
-                    what: "answer",
-                    need: size,
-                    budget: self.budget.limit(),
-                });
-                return;
+        let large = size > self.config.output_cap;
+        if large {
+            // Larger than the output cap, so queued alone: only if the budget, and the
+            // share of it large answers may hold, have room.
+            let share = self.config.large_answer_share_of(self.budget.limit());
+            match self.budget.try_charge_large(size, share) {
+                Ok(()) => self.charged += size,
+                Err(refusal) => {
+                    self.budget.note_refused();
+                    self.state = SessionState::Draining(match refusal {
+                        LargeRefusal::Share => CloseReason::AnswerShareFull { need: size, share },
+                        LargeRefusal::Budget => CloseReason::OverBudget {
+                            what: "answer",
+                            need: size,
+                            budget: self.budget.limit(),
+                        },
+                    });
+                    return;
+                }
             }
         }
-        if let Err(e) = self.conn.send(answer, now) {
+        let sent = self.conn.send(answer, now);
+        if large {
+            if sent.is_ok() {
+                // Its buffer is freed once everything queued up to its end is sent.
+                self.large_held += size;
+                self.large_left = self.conn.pending_len();
+            } else {
+                // (What it took of the budget follows the buffers: `account`.)
+                self.budget.release_large(size);
+            }
+        }
+        if let Err(e) = sent {
             self.parked = None;
             let reason = match e {
                 LocalError::ContentOverLimit { size, max } => CloseReason::AnswerTooLarge {

@@ -390,10 +390,14 @@ fn a_full_budget_holds_reading_back_until_there_is_room() {
 fn an_answer_over_the_output_cap_needs_room_in_the_budget() {
     let now = Instant::now();
     let budget = MemoryBudget::new(256 * 1024);
-    let config = ServerConfig::default().with_output_cap(64 * 1024);
+    // Room in the large answers' share (the whole budget), not in the budget.
+    assert!(budget.try_charge(200 * 1024, usize::MAX));
+    let config = ServerConfig::default()
+        .with_output_cap(64 * 1024)
+        .with_large_answer_share(usize::MAX);
     let mut s = session(config, now).with_budget(budget.clone(), now);
-    // 100,000 x "xyz" = 300,000 bytes: over the cap, queued alone only if it fits.
-    feed(&mut s, &request("100000:xyz"), now);
+    // 30,000 x "xyz" = 90,000 bytes: over the cap, queued alone only if it fits.
+    feed(&mut s, &request("30000:xyz"), now);
     assert!(
         matches!(
             s.close_reason(),
@@ -422,4 +426,254 @@ fn a_silent_connection_closes_at_the_first_byte_deadline_a_talking_one_does_not(
     talking.handle_timeout(now + Duration::from_secs(3));
     assert!(talking.close_reason().is_none());
     assert!(talking.idle_since().is_some());
+}
+
+// ---- large answers: their share of the budget, and the least send rate ----
+
+/// Says `n` bytes of the session's output were sent at `now`.
+fn take(s: &mut Session, n: usize, now: Instant) {
+    assert!(s.connection().pending_len() >= n, "{s:?}");
+    s.consume(n, now);
+}
+
+#[test]
+fn a_large_answer_holds_its_share_until_its_last_byte_is_sent() {
+    let now = Instant::now();
+    let budget = MemoryBudget::new(1024 * 1024);
+    let config = ServerConfig::default().with_output_cap(1000);
+    let mut s = session(config, now).with_budget(budget.clone(), now);
+    feed(&mut s, &request("100000:x"), now);
+    assert!(s.wants_write() && s.close_reason().is_none(), "{s:?}");
+    assert_eq!(budget.large_answers(), 100_000);
+    assert!(budget.used() >= 100_000, "{budget:?}");
+    // Its buffer is held whole until it is sent, and so is its share.
+    take(&mut s, 60_000, now);
+    assert_eq!(budget.large_answers(), 100_000);
+    let mut rest = Vec::new();
+    while s.wants_write() {
+        s.write_to(&mut rest, now).expect("a Vec takes everything");
+    }
+    assert!(
+        rest.len() > 40_000 && rest.ends_with(b"xxxx"),
+        "{}",
+        rest.len()
+    );
+    assert_eq!(budget.large_answers(), 0);
+    assert!(budget.used() < 100_000, "{budget:?}");
+    // An answer within the cap is not a large one.
+    feed(&mut s, &request("900:y"), now);
+    assert_eq!(budget.large_answers(), 0);
+    assert_eq!(budget.large_answers_peak(), 100_000);
+}
+
+#[test]
+fn large_answers_together_hold_at_most_their_share() {
+    let now = Instant::now();
+    let budget = MemoryBudget::new(1024 * 1024);
+    // A quarter of the budget by default: 262,144 bytes, two answers of 100,000.
+    let config = ServerConfig::default().with_output_cap(1000);
+    assert_eq!(config.large_answer_share_of(budget.limit()), 256 * 1024);
+    let open = |n: usize| {
+        let mut s = session(config.clone(), now).with_budget(budget.clone(), now);
+        feed(&mut s, &request(&format!("{n}:x")), now);
+        s
+    };
+    let mut a = open(100_000);
+    let b = open(100_000);
+    let c = open(100_000);
+    assert!(a.close_reason().is_none() && b.close_reason().is_none());
+    match c.close_reason() {
+        Some(r @ CloseReason::AnswerShareFull { need, share }) => {
+            assert_eq!((*need, *share), (100_000, 256 * 1024));
+            assert!(r.is_failure(), "logged as a warning");
+            assert!(r.to_string().contains("share of the memory budget"), "{r}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(budget.large_answers(), 200_000);
+    assert_eq!(budget.refused(), 1);
+    // Room comes back as an answer is sent, or its connection closes or goes away.
+    drain(&mut a, now);
+    let d = open(100_000);
+    assert!(d.close_reason().is_none(), "{d:?}");
+    let mut b = b;
+    b.abort(CloseReason::Io(std::io::ErrorKind::BrokenPipe.into()));
+    assert_eq!(
+        budget.large_answers(),
+        100_000,
+        "b's share is given back at close"
+    );
+    drop(d);
+    assert_eq!(budget.large_answers(), 0);
+    assert!(budget.large_answers_peak() <= 256 * 1024, "{budget:?}");
+    drop((a, b, c));
+    assert_eq!(budget.used(), 0, "{budget:?}");
+}
+
+#[test]
+fn a_large_answer_refused_by_the_message_limit_gives_its_share_back() {
+    let now = Instant::now();
+    let budget = MemoryBudget::new(1024 * 1024);
+    let mut config = ServerConfig::default().with_output_cap(1000);
+    config.limits.max_content_len = 50_000;
+    let mut s = session(config, now).with_budget(budget.clone(), now);
+    feed(&mut s, &request("60000:x"), now);
+    assert!(
+        matches!(s.close_reason(), Some(CloseReason::AnswerTooLarge { .. })),
+        "{s:?}"
+    );
+    assert_eq!(budget.large_answers(), 0);
+}
+
+/// A session whose peer must take 10,000 bytes/s over windows of 10 s while a large
+/// answer (100,000 bytes, over a cap of 1,000) is sent; no write deadline in the way.
+fn rated(now: Instant) -> Session {
+    let config = ServerConfig::default()
+        .with_output_cap(1000)
+        .with_deadlines(None, None, None)
+        .with_min_send_rate(Some(10_000), Duration::from_secs(10));
+    let mut s = session(config, now);
+    feed(&mut s, &request("100000:x"), now);
+    assert!(s.wants_write());
+    // The window starts at the transport's first attempt to send (nothing taken here).
+    s.consume(0, now);
+    s
+}
+
+#[test]
+fn a_peer_slower_than_the_least_send_rate_is_closed_at_the_end_of_a_window() {
+    let t0 = Instant::now();
+    let secs = |n: u64| t0 + Duration::from_secs(n);
+    let mut s = rated(t0);
+    assert_eq!(s.poll_timeout(), Some(secs(10)));
+    // First window: 50,000 bytes in 10 s (5,000/s... plus a stall): too slow? No: the
+    // window needs 100,000; it took 50,000.
+    take(&mut s, 30_000, secs(2));
+    take(&mut s, 20_000, secs(9));
+    s.handle_timeout(secs(9));
+    assert!(s.close_reason().is_none(), "calling early is harmless");
+    s.handle_timeout(secs(10));
+    match s.close_reason() {
+        Some(
+            r @ CloseReason::SlowReader {
+                took,
+                window,
+                min_rate,
+            },
+        ) => {
+            assert_eq!(
+                (*took, *window, *min_rate),
+                (50_000, Duration::from_secs(10), 10_000)
+            );
+            assert!(!r.is_failure());
+            assert!(r.to_string().contains("10000 bytes/s"), "{r}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.wants_write() && s.poll_timeout().is_none());
+}
+
+#[test]
+fn a_peer_that_never_reads_is_closed_after_one_window() {
+    let t0 = Instant::now();
+    let mut s = rated(t0);
+    s.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(
+        matches!(
+            s.close_reason(),
+            Some(CloseReason::SlowReader { took: 0, .. })
+        ),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn a_peer_that_keeps_up_on_average_is_not_closed_for_a_slow_moment() {
+    let t0 = Instant::now();
+    let secs = |n: u64| t0 + Duration::from_secs(n);
+    let mut s = rated(t0);
+    // Nothing for 8 s, then the window's worth at once: 10,000 bytes/s on average.
+    take(&mut s, 100_000, secs(8));
+    s.handle_timeout(secs(10));
+    assert!(s.close_reason().is_none(), "{s:?}");
+    // What is left (the framing) goes; nothing over the cap: no window runs.
+    drain(&mut s, secs(11));
+    assert!(
+        s.poll_timeout().map_or(true, |at| at < secs(12)),
+        "only the release of idle buffers: {:?}",
+        s.poll_timeout()
+    );
+    s.handle_timeout(secs(40));
+    assert!(s.close_reason().is_none(), "{s:?}");
+}
+
+#[test]
+fn the_next_window_starts_where_the_last_ended() {
+    let t0 = Instant::now();
+    let secs = |n: u64| t0 + Duration::from_secs(n);
+    let config = ServerConfig::default()
+        .with_output_cap(1000)
+        .with_deadlines(None, None, None)
+        .with_min_send_rate(Some(10_000), Duration::from_secs(10));
+    let mut s = session(config, t0);
+    feed(&mut s, &request("300000:x"), t0);
+    s.consume(0, t0);
+    take(&mut s, 120_000, secs(5));
+    s.handle_timeout(secs(10));
+    assert!(s.close_reason().is_none());
+    assert_eq!(s.poll_timeout(), Some(secs(20)));
+    // The second window counts only its own bytes: the first's surplus does not carry.
+    take(&mut s, 90_000, secs(15));
+    s.handle_timeout(secs(20));
+    assert!(
+        matches!(
+            s.close_reason(),
+            Some(CloseReason::SlowReader { took: 90_000, .. })
+        ),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn no_rate_rule_below_the_cap_or_when_turned_off() {
+    let t0 = Instant::now();
+    let config = ServerConfig::default()
+        .with_output_cap(1000)
+        .with_deadlines(None, None, Some(Duration::from_secs(30)));
+    // An answer within the cap, unread: only the write deadline runs.
+    let mut s = session(config.clone(), t0);
+    feed(&mut s, &request("500:x"), t0);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    // No minimum: a large answer unread is closed by the write deadline alone.
+    let mut s = session(config.with_min_send_rate(None, Duration::from_secs(10)), t0);
+    feed(&mut s, &request("100000:x"), t0);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+    s.handle_timeout(t0 + Duration::from_secs(30));
+    assert!(matches!(
+        s.close_reason(),
+        Some(CloseReason::WriteDeadline(_))
+    ));
+}
+
+#[test]
+fn the_window_starts_when_the_transport_sends_not_when_the_answer_was_made() {
+    // A service that took 8 s: the answer comes with the request's instant, t0; the
+    // transport's first attempt to send is at t0 + 8 s. The peer gets a whole window.
+    let t0 = Instant::now();
+    let secs = |n: u64| t0 + Duration::from_secs(n);
+    let config = ServerConfig::default()
+        .with_output_cap(1000)
+        .with_deadlines(None, None, None)
+        .with_min_send_rate(Some(10_000), Duration::from_secs(10));
+    let mut s = session(config, t0);
+    feed(&mut s, &request("300000:x"), t0);
+    // Until the transport sends, the window's end is provisional (only earlier).
+    assert_eq!(s.poll_timeout(), Some(secs(10)));
+    take(&mut s, 0, secs(8));
+    assert_eq!(s.poll_timeout(), Some(secs(18)));
+    take(&mut s, 100_000, secs(17));
+    // Checked late (the loop was busy): a window's worth is still enough.
+    s.handle_timeout(secs(21));
+    assert!(s.close_reason().is_none(), "{s:?}");
+    assert_eq!(s.poll_timeout(), Some(secs(31)));
 }

@@ -51,10 +51,21 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Cases that run in plaintext only, by name, with why they mean nothing over TLS. None
-/// so far: through the proxy every case keeps its meaning (splits of the sockmsg stream
-/// are splits of the plaintext written into the TLS client).
-const PLAIN_ONLY: &[(&str, &str)] = &[];
+/// Cases that run in plaintext only, by name, with why they mean nothing over TLS.
+/// Through the proxy most cases keep their meaning (splits of the sockmsg stream are splits
+/// of the plaintext written into the TLS client); these measure how fast the client takes
+/// large answers, and the proxy takes them from the server at its own pace (then blocks on
+/// the client), so the server would be judging the proxy, not the client.
+const PLAIN_ONLY: &[(&str, &str)] = &[
+    (
+        "a_reader_below_the_least_send_rate_is_closed_while_a_good_client_is_served",
+        "the proxy, not the client, reads the answer from the server",
+    ),
+    (
+        "never_reading_clients_with_large_answers_hold_at_most_their_share",
+        "the proxy, not the client, reads the answers from the server",
+    ),
+];
 
 /// Runs `case` on every transport, in plaintext and over TLS, naming the run in any
 /// failure.
@@ -1234,6 +1245,7 @@ fn an_answer_alone_over_the_output_cap_is_sent_only_within_the_budget() {
         let config = ServerConfig {
             output_cap: 64 * 1024,
             memory_meter: Some(budget.clone()),
+            large_answer_share: Some(512 * 1024), // the budget, not the share, decides here
             ..config()
         };
         let server = start(t, &config, test_service());
@@ -1247,5 +1259,231 @@ fn an_answer_alone_over_the_output_cap_is_sent_only_within_the_budget() {
         assert!(got.is_empty() && end == End::Closed, "{t}: {}", got.len());
         assert_eq!(budget.refused(), 1, "{t}");
         assert!(budget.peak() <= budget.limit(), "{t}: {budget:?}");
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Large answers to slow or never-reading peers, and eviction across event loops (issue 12)
+// ---------------------------------------------------------------------------------------
+
+/// [`test_service`], plus `sleep:N`: answered after N ms (the thread that calls the service
+/// is busy meanwhile: on the event-loop transport, its whole loop).
+fn sleepy_service() -> Arc<dyn Service> {
+    let inner = test_service();
+    Arc::new(move |m: Message| -> Result<Message, ServiceError> {
+        if let Some(ms) = m.content().strip_prefix(b"sleep:") {
+            let ms: u64 = std::str::from_utf8(ms)?.parse()?;
+            thread::sleep(Duration::from_millis(ms));
+            return Ok(Message::binary("x/answer", b"slept".to_vec()));
+        }
+        inner.call(m)
+    })
+}
+
+#[test]
+fn never_reading_clients_with_large_answers_hold_at_most_their_share() {
+    on_every_transport(|t| {
+        const ANSWER: usize = 8 * 1024 * 1024; // more than the kernel buffers of a socket
+        let budget = MemoryBudget::new(64 * 1024 * 1024);
+        let share = 16 * 1024 * 1024; // a quarter of the budget, the default: two answers
+        let config = ServerConfig {
+            output_cap: 64 * 1024,
+            memory_meter: Some(budget.clone()),
+            min_send_rate: Some(512 * 1024),
+            send_rate_window: Duration::from_secs(1),
+            ..config()
+        };
+        assert_eq!(config.large_answer_share_of(budget.limit()), share);
+        let server = start(t, &config, test_service());
+        let mut held: Vec<TcpStream> = (0..6)
+            .map(|_| {
+                let mut s = connect(server.addr());
+                s.write_all(&wire(&[req(&format!("big:{ANSWER}"))]))
+                    .expect("write");
+                s
+            })
+            .collect();
+        // Two answers are queued; the other four are refused, each closing its connection.
+        assert!(
+            wait_until(|| budget.refused() >= 4),
+            "{t}: refused {}",
+            budget.refused()
+        );
+        assert!(budget.large_answers() <= share, "{t}: {budget:?}");
+        let addrs: Vec<SocketAddr> = held.iter().map(|s| s.local_addr().expect("addr")).collect();
+        let closed_for = |why: &str| {
+            addrs
+                .iter()
+                .filter(|&&a| close_line(a).is_some_and(|l| l.contains(why)))
+                .count()
+        };
+        assert!(
+            wait_until(|| closed_for("share of the memory budget") == 4),
+            "{t}: {}",
+            closed_for("share of the memory budget")
+        );
+        // A good client is served meanwhile.
+        assert_eq!(ask(server.addr(), "good"), "echo:good", "{t}");
+        // The two that never read are closed by the least send rate (within two windows),
+        // and give their share back.
+        assert!(
+            wait_until(|| budget.large_answers() == 0),
+            "{t}: {budget:?}"
+        );
+        assert!(
+            wait_until(|| closed_for("slower than the minimum") == 2),
+            "{t}: {}",
+            closed_for("slower than the minimum")
+        );
+        assert!(
+            budget.large_answers_peak() <= share && budget.peak() <= budget.limit(),
+            "{t}: {budget:?}"
+        );
+        assert_eq!(budget.refused(), 4, "{t}");
+        for s in &mut held {
+            assert!(closed_by_server(s), "{t}");
+        }
+        // With the share free again, a client that reads gets a large answer whole.
+        let mut s = connect(server.addr());
+        s.write_all(&wire(&[req(&format!("big:{ANSWER}"))]))
+            .expect("write");
+        let (got, end) = answers(&mut s, 1);
+        assert_eq!((got[0].content().len(), end), (ANSWER, End::Open), "{t}");
+        drop(held);
+        assert!(
+            wait_until(|| budget.used() < 1024 * 1024),
+            "{t}: {budget:?}"
+        );
+    });
+}
+
+#[test]
+fn a_reader_below_the_least_send_rate_is_closed_while_a_good_client_is_served() {
+    on_every_transport(|t| {
+        const ANSWER: usize = 8 * 1024 * 1024;
+        let config = ServerConfig {
+            output_cap: 64 * 1024,
+            min_send_rate: Some(256 * 1024),
+            send_rate_window: Duration::from_secs(1),
+            workers: 1, // the good client shares the loop with the slow one
+            ..config()
+        };
+        let server = start(t, &config, test_service());
+        let mut slow = connect(server.addr());
+        let client = slow.local_addr().expect("addr");
+        slow.write_all(&wire(&[req(&format!("big:{ANSWER}"))]))
+            .expect("write");
+        // A steady 40 KiB/s: 4 KiB every 100 ms, far below 256 KiB/s.
+        let started = Instant::now();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                let mut buf = vec![0u8; 4096];
+                let mut got = 0usize;
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < LIMIT {
+                    match slow.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+                got
+            }
+        });
+        // A good client meanwhile: small answers, and a large one read at full speed.
+        for i in 0..3 {
+            assert_eq!(
+                ask(server.addr(), &format!("good {i}")),
+                format!("echo:good {i}"),
+                "{t}"
+            );
+        }
+        let mut good = connect(server.addr());
+        good.write_all(&wire(&[req(&format!("big:{ANSWER}")), req("after")]))
+            .expect("write");
+        let (got, end) = answers(&mut good, 2);
+        assert_eq!(end, End::Open, "{t}");
+        assert_eq!(got[0].content().len(), ANSWER, "{t}");
+        assert_eq!(got[1].content(), b"echo:after", "{t}");
+        // The slow one is closed, for that reason, within a few windows (what the kernel
+        // buffered for it still trickles in after the close).
+        assert_close_logged(t, client, "slower than the minimum of 262144 bytes/s");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(6), "{t}: closed after {took:?}");
+        stop.store(true, Ordering::Relaxed);
+        let received = reader.join().expect("reader");
+        assert!(received < ANSWER, "{t}: it got {received} bytes");
+        assert_eq!(ask(server.addr(), "still"), "echo:still", "{t}");
+    });
+}
+
+/// The event-loop transport only: it is the one whose connections are spread over
+/// loops that each accept (std and tokio have one accept loop, which sees every
+/// connection's idle mark; both also evict as soon as the cap is reached, before a newcomer
+/// is there, and so can choose a connection whose request is in the service as idle).
+#[test]
+fn at_the_cap_an_idle_connection_on_another_event_loop_is_evicted() {
+    let case = |t: Target| {
+        let config = ServerConfig {
+            max_connections: 4,
+            workers: 2,
+            first_byte_deadline: Some(Duration::from_secs(30)),
+            ..config()
+        };
+        let server = start(t, &config, sleepy_service());
+        // `busy` keeps one loop (call it A) in the service for 2 s: every connection made
+        // meanwhile is accepted by the other loop, B.
+        let mut busy = connect(server.addr());
+        busy.write_all(&wire(&[req("sleep:2000")])).expect("write");
+        thread::sleep(Duration::from_millis(300));
+        let mut idle: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let s = connect(server.addr());
+                thread::sleep(Duration::from_millis(30));
+                s
+            })
+            .collect();
+        let (got, _) = answers(&mut busy, 1);
+        assert_eq!(contents(&got), ["slept"], "{t}");
+        // Loop A's one connection is now busy receiving a request: nothing idle on A.
+        busy.write_all(&partial_request(1000, 10)).expect("write");
+        // The first of loop B's connections keeps B in the service for 2 s: the newcomer
+        // is accepted by A, whose own connections are all busy. (Its request arrives in two
+        // parts, so that it is seen busy before the service holds its loop or thread.)
+        let sleep = wire(&[req("sleep:2000")]);
+        idle[0].write_all(&sleep[..5]).expect("write");
+        thread::sleep(Duration::from_millis(100));
+        idle[0].write_all(&sleep[5..]).expect("write");
+        thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        assert_eq!(ask(server.addr(), "newcomer"), "echo:newcomer", "{t}");
+        let waited = started.elapsed();
+        // Served once B has closed its connection idle the longest (after its 2 s in the
+        // service at most), not at the first-byte deadline (30 s).
+        assert!(waited < Duration::from_secs(5), "{t}: waited {waited:?}");
+        let oldest = idle[1].local_addr().expect("addr");
+        assert!(
+            closed_by_server(&mut idle[1]),
+            "{t}: the oldest idle is evicted"
+        );
+        assert_close_logged(t, oldest, "idle the longest");
+        assert!(
+            still_open(&mut idle[2], Duration::from_millis(100)),
+            "{t}: one eviction for one newcomer"
+        );
+        assert!(
+            still_open(&mut busy, Duration::from_millis(100)),
+            "{t}: busy connections stay: {:?}",
+            close_line(busy.local_addr().expect("addr"))
+        );
+        let (got, _) = answers(&mut idle[0], 1);
+        assert_eq!(contents(&got), ["slept"], "{t}");
+    };
+    // Plaintext only: the eviction is the loop's, below any TLS (the timing of its steps
+    // is what the case arranges, and the TLS proxy would add its own).
+    case(Target {
+        transport: Transport::Mio,
+        tls: false,
     });
 }

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::config::{ListenerMode, MioOptions};
 use crate::stats::Stats;
-use crate::worker::{Accept, LoopSetup, Worker, WAKER};
+use crate::worker::{Accept, Board, LoopSetup, Worker, WAKER};
 
 /// A bound, not yet running, event-loop server.
 ///
@@ -81,20 +81,29 @@ impl Server {
         listeners.insert(0, first);
         let shutdown = ShutdownHandle::new();
         let mut loops = Vec::with_capacity(n);
+        let mut wakers = Vec::with_capacity(n);
         for listener in listeners {
             let poll = Poll::new()?;
-            let waker = Waker::new(poll.registry(), WAKER)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            wakers.push(Arc::clone(&waker));
             shutdown.on_shutdown(move || {
                 if let Err(e) = waker.wake() {
                     warn!(error = %e, "cannot wake an event loop");
                 }
             });
-            loops.push(LoopSetup {
+            loops.push((poll, listener));
+        }
+        // One board for every loop: eviction at the cap chooses over the whole server.
+        let board = Arc::new(Board::new(wakers));
+        let loops = loops
+            .into_iter()
+            .map(|(poll, listener)| LoopSetup {
                 poll,
                 listener: TcpListener::from_std(listener),
                 events_capacity: options.events_capacity.max(16),
-            });
-        }
+                board: Arc::clone(&board),
+            })
+            .collect();
         Ok(Server {
             loops,
             local_addr,

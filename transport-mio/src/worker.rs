@@ -4,18 +4,19 @@
 //! them and asks the machine what to wait for and when to wake. The loop is generic over
 //! the machine, so plaintext and TLS are served by the same code.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, Driven, MemoryBudget, ServerConfig, Session,
+    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, ServerConfig, Session,
     SessionState, ShutdownHandle, WhenFull, ACCEPT_BACKOFF,
 };
 use tracing::{debug, error, info};
@@ -36,12 +37,81 @@ const ACCEPT_BUDGET: usize = 256;
 const POOL_MAX: usize = 64;
 /// Stale timer entries tolerated beyond twice the open connections before compacting.
 const TIMER_SLACK: usize = 1024;
+/// At the cap, how soon a loop that asked another loop to evict a connection looks again
+/// for the slot it frees.
+const EVICT_RETRY: Duration = Duration::from_millis(10);
+
+/// What eviction at the connection cap ([`WhenFull::EvictIdle`]) needs to see of every
+/// loop, so that the connection idle the longest is chosen over the whole server: each
+/// connection's [`IdleMark`] (kept up to date by its loop), the evictions asked of each
+/// loop, and the loop's waker.
+pub(crate) struct Board {
+    loops: Box<[LoopBoard]>,
+    /// Evictions asked of a loop by another and not yet carried out: while there is one,
+    /// no other is asked (one eviction per slot).
+    asked: AtomicUsize,
+}
+
+struct LoopBoard {
+    /// The loop's connections by slab key: (connection id, idle mark).
+    marks: Mutex<HashMap<usize, (u64, Arc<IdleMark>)>>,
+    /// Connections (key, id) the loop is asked to close as evicted, and when.
+    evict: Mutex<Vec<(usize, u64, Instant)>>,
+    waker: Arc<Waker>,
+}
+
+/// A lock, even if a thread panicked holding it (the data stay consistent: each update is
+/// one insert or remove).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Board {
+    /// A board for the loops woken by `wakers`, in loop order.
+    pub(crate) fn new(wakers: Vec<Arc<Waker>>) -> Board {
+        Board {
+            loops: wakers
+                .into_iter()
+                .map(|waker| LoopBoard {
+                    marks: Mutex::default(),
+                    evict: Mutex::default(),
+                    waker,
+                })
+                .collect(),
+            asked: AtomicUsize::new(0),
+        }
+    }
+
+    /// Of every loop's connections, the one idle the longest and not yet evicted: (loop,
+    /// key, id, mark).
+    fn longest_idle(&self) -> Option<(usize, usize, u64, Arc<IdleMark>)> {
+        // Locked in loop order, by the accepting loop only (a loop locks only its own map
+        // otherwise): no deadlock.
+        let maps: Vec<_> = self.loops.iter().map(|l| lock(&l.marks)).collect();
+        let marks = maps.iter().enumerate().flat_map(|(index, map)| {
+            map.iter()
+                .map(move |(&key, (id, mark))| (&**mark, (index, key, *id, mark)))
+        });
+        IdleMark::longest_idle(marks)
+            .map(|(index, key, id, mark)| (index, key, id, Arc::clone(mark)))
+    }
+}
+
+impl std::fmt::Debug for Board {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Board")
+            .field("loops", &self.loops.len())
+            .field("asked", &self.asked)
+            .finish_non_exhaustive()
+    }
+}
 
 /// What a loop needs to run, prepared by `Server::bind`.
 pub(crate) struct LoopSetup {
     pub(crate) poll: Poll,
     pub(crate) listener: TcpListener,
     pub(crate) events_capacity: usize,
+    pub(crate) board: Arc<Board>,
 }
 
 impl std::fmt::Debug for LoopSetup {
@@ -70,6 +140,17 @@ enum Readiness {
 pub(crate) type Accept<D> =
     Arc<dyn Fn(Arc<ServerConfig>, &MemoryBudget, Instant) -> Option<D> + Send + Sync>;
 
+/// What [`Worker::evict_idle`] did.
+enum Eviction {
+    /// Closed a connection of this loop: a slot is free.
+    Done,
+    /// Asked another loop to close one (or such an eviction is under way): a slot frees
+    /// shortly.
+    Asked,
+    /// No connection is idle.
+    None,
+}
+
 /// One accepted connection: its socket, its machine, and the loop's bookkeeping.
 struct Conn<D> {
     stream: TcpStream,
@@ -82,6 +163,8 @@ struct Conn<D> {
     registered: Interest,
     /// Earliest instant this connection has in the timer heap.
     scheduled: Option<Instant>,
+    /// Since when it is idle, for eviction at the cap by any loop (on the [`Board`]).
+    mark: Arc<IdleMark>,
 }
 
 /// Counts what a session did while it was driven: requests, pauses for backpressure, the
@@ -158,6 +241,11 @@ pub(crate) struct Worker<D> {
     /// Read buffers taken back from idle connections, lent to the next that read.
     pool: Vec<Vec<u8>>,
     _driven: PhantomData<fn() -> D>,
+    /// Every loop's connections, for eviction at the cap.
+    board: Arc<Board>,
+    /// A connection accepted at the cap, waiting for the connection evicted to make room
+    /// for it to close ([`WhenFull::EvictIdle`]).
+    waiting: Option<(TcpStream, SocketAddr)>,
 }
 
 impl<D: Driven> Worker<D> {
@@ -188,6 +276,8 @@ impl<D: Driven> Worker<D> {
             local_max_output: 0,
             pool: Vec::new(),
             _driven: PhantomData,
+            board: setup.board,
+            waiting: None,
         }
     }
 
@@ -252,6 +342,9 @@ impl<D: Driven> Worker<D> {
                     self.drive(key, now);
                 }
             }
+            if self.board.asked.load(Relaxed) > 0 {
+                self.evict_asked(now);
+            }
             self.expire(now);
             if self.timers.len() > 2 * self.conns.len() + TIMER_SLACK {
                 self.compact_timers();
@@ -281,14 +374,54 @@ impl<D: Driven> Worker<D> {
             if self.listener.is_none() {
                 return;
             }
-            if self.config.when_full != WhenFull::Refuse
-                && self.stats.shared.open.load(Relaxed) >= self.config.max_connections
-                && !(self.config.when_full == WhenFull::EvictIdle && self.evict_idle(now))
-            {
+            let full = || self.stats.shared.open.load(Relaxed) >= self.config.max_connections;
+            if self.config.when_full == WhenFull::Wait && full() {
                 // New connections wait in the backlog; look again shortly (a close on
                 // another loop raises no event here).
                 self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
                 return;
+            }
+            if self.config.when_full == WhenFull::EvictIdle {
+                // Evict only for a connection that is there: take it first (at the cap it
+                // waits here, accepted, until a slot frees).
+                let next = match self.waiting.take() {
+                    Some(next) => Ok(next),
+                    None => self.listener.as_ref().map_or_else(
+                        || Err(io::ErrorKind::WouldBlock.into()),
+                        |listener| listener.accept(),
+                    ),
+                };
+                let (stream, peer) = match next {
+                    Ok(next) => next,
+                    Err(e) => match accept_error(&e) {
+                        AcceptAction::Wait => return,
+                        AcceptAction::Retry => continue,
+                        AcceptAction::Backoff(pause) => {
+                            self.accept_retry_at = Some(now + pause);
+                            return;
+                        }
+                    },
+                };
+                let eviction = if full() {
+                    self.evict_idle(now)
+                } else {
+                    Eviction::Done
+                };
+                match eviction {
+                    Eviction::Done => self.admit(stream, peer, now),
+                    Eviction::Asked | Eviction::None => {
+                        self.waiting = Some((stream, peer));
+                        // Asked: another loop closes it; look again as soon as it may
+                        // have. None idle: look again shortly.
+                        let pause = match eviction {
+                            Eviction::Asked => EVICT_RETRY,
+                            _ => ACCEPT_BACKOFF,
+                        };
+                        self.accept_retry_at = Some(now + pause);
+                        return;
+                    }
+                }
+                continue;
             }
             let Some(listener) = self.listener.as_ref() else {
                 return;
@@ -308,22 +441,67 @@ impl<D: Driven> Worker<D> {
         self.accept_again = true;
     }
 
-    /// At the connection cap ([`WhenFull::EvictIdle`]): closes this loop's connection idle
-    /// the longest, to admit a new one; `false` if none of its connections is idle.
-    fn evict_idle(&mut self, now: Instant) -> bool {
-        let victim = self
-            .conns
-            .iter()
-            .filter_map(|(key, c)| c.session.idle_since().map(|since| (since, key)))
-            .min();
-        let Some((_, key)) = victim else {
-            return false;
-        };
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.session.abort(CloseReason::Evicted);
+    /// At the connection cap ([`WhenFull::EvictIdle`]): closes the connection idle the
+    /// longest over every loop, to admit a new one: at once if it is this loop's, else by
+    /// asking its loop (which closes it on its next turn: [`Worker::evict_asked`]).
+    fn evict_idle(&mut self, now: Instant) -> Eviction {
+        if self.board.asked.load(Relaxed) > 0 {
+            // One eviction per slot: the one under way frees it.
+            return Eviction::Asked;
         }
-        self.settle(key, now);
-        true
+        let Some((index, key, id, mark)) = self.board.longest_idle() else {
+            return Eviction::None;
+        };
+        if index == self.index {
+            match self.conns.get_mut(key) {
+                Some(conn) if conn.id == id && conn.session.idle_since().is_some() => {
+                    conn.session.abort(CloseReason::Evicted);
+                    self.settle(key, now);
+                    Eviction::Done
+                }
+                _ => Eviction::None,
+            }
+        } else if let Some(owner) = self.board.loops.get(index) {
+            mark.evict();
+            self.board.asked.fetch_add(1, Relaxed);
+            lock(&owner.evict).push((key, id, now));
+            if let Err(e) = owner.waker.wake() {
+                debug!(error = %e, "cannot wake an event loop to evict");
+            }
+            Eviction::Asked
+        } else {
+            Eviction::None
+        }
+    }
+
+    /// Closes the connections other loops asked this one to evict, if they have been idle
+    /// since before they were asked. A mark can be stale while this loop is busy (in a
+    /// service call, say): a connection whose request was being served when it was chosen
+    /// is idle again by now, but only since then; it stays, with a fresh mark, and the
+    /// asking loop chooses again.
+    fn evict_asked(&mut self, now: Instant) {
+        let board = Arc::clone(&self.board);
+        let Some(mine) = board.loops.get(self.index) else {
+            return;
+        };
+        let asked = std::mem::take(&mut *lock(&mine.evict));
+        if asked.is_empty() {
+            return;
+        }
+        for &(key, id, at) in &asked {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) else {
+                continue; // closed meanwhile: its slot is free already
+            };
+            if conn.session.idle_since().is_some_and(|since| since <= at) {
+                conn.session.abort(CloseReason::Evicted);
+                self.settle(key, now);
+            } else {
+                conn.mark = Arc::new(IdleMark::default());
+                conn.mark.note(conn.session.idle_since());
+                lock(&mine.marks).insert(key, (id, Arc::clone(&conn.mark)));
+            }
+        }
+        board.asked.fetch_sub(asked.len(), Relaxed);
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
@@ -360,6 +538,10 @@ impl<D: Driven> Worker<D> {
         };
         LoopCounters::add(&self.counters().accepted);
         self.next_id += 1;
+        let mark = Arc::new(IdleMark::default());
+        if let Some(mine) = self.board.loops.get(self.index) {
+            lock(&mine.marks).insert(key, (self.next_id, Arc::clone(&mark)));
+        }
         if self.stop_by.is_some() {
             session.begin_shutdown(now);
         }
@@ -371,6 +553,7 @@ impl<D: Driven> Worker<D> {
             readiness: Readiness::Drained,
             registered: Interest::READABLE,
             scheduled: None,
+            mark,
         }));
         debug_assert_eq!(inserted, key);
         info!("accepted connection from {peer}");
@@ -463,6 +646,7 @@ impl<D: Driven> Worker<D> {
             self.close(key);
             return;
         }
+        conn.mark.note(conn.session.idle_since());
         let read = conn.session.wants_read().then_some(Interest::READABLE);
         let write = conn.session.wants_write().then_some(Interest::WRITABLE);
         // Neither (the session waits for a deadline only): keep the registration; a
@@ -525,6 +709,12 @@ impl<D: Driven> Worker<D> {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
+        if let Some(mine) = self.board.loops.get(self.index) {
+            let mut marks = lock(&mine.marks);
+            if marks.get(&key).is_some_and(|(id, _)| *id == conn.id) {
+                marks.remove(&key);
+            }
+        }
         self.stats.shared.open.fetch_sub(1, Relaxed);
         // A connection that ended below its session (a failed TLS handshake) is counted by
         // no reason of the session's; its line names why.
