@@ -199,19 +199,33 @@ fn tls_configs() -> &'static (
     })
 }
 
-/// The proxy's end of each connection it made to a server, by the case's end of it, with
-/// when it was made: the server's log names the proxy's end.
-fn proxied() -> MutexGuard<'static, HashMap<SocketAddr, (SocketAddr, Instant)>> {
-    static PROXIED: OnceLock<Mutex<HashMap<SocketAddr, (SocketAddr, Instant)>>> = OnceLock::new();
-    PROXIED
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+/// A (client, proxy) pair of addresses: a client's port may be in use towards several
+/// destinations at once (the cases run in parallel).
+type Route = (SocketAddr, SocketAddr);
+
+/// The proxy's end of each connection it made to a server, by the case's end of it and
+/// the proxy's address, with when it was made.
+fn proxied() -> MutexGuard<'static, HashMap<Route, (SocketAddr, Instant)>> {
+    static PROXIED: OnceLock<Mutex<HashMap<Route, (SocketAddr, Instant)>>> = OnceLock::new();
+    lock(PROXIED.get_or_init(Mutex::default))
 }
 
-/// The address the server sees for the case's client `client`: the proxy's end over TLS.
-fn server_side(client: SocketAddr) -> SocketAddr {
-    proxied().get(&client).map_or(client, |&(up, _)| up)
+/// The proxy's ends of the TLS connections made from each client address (the server's
+/// log names the proxy's end). All of them: the same client port may be in use towards
+/// several proxies at once, and a plaintext client may reuse a port a proxied one had.
+fn seen() -> MutexGuard<'static, HashMap<SocketAddr, Vec<SocketAddr>>> {
+    static SEEN: OnceLock<Mutex<HashMap<SocketAddr, Vec<SocketAddr>>>> = OnceLock::new();
+    lock(SEEN.get_or_init(Mutex::default))
+}
+
+/// The addresses the server may know the case's client `client` by: itself, and the
+/// proxy's end of each TLS connection made from it.
+fn server_side(client: SocketAddr) -> Vec<String> {
+    let mut names = vec![client.to_string()];
+    if let Some(ups) = seen().get(&client) {
+        names.extend(ups.iter().map(SocketAddr::to_string));
+    }
+    names
 }
 
 /// A TLS proxy on loopback: each connection accepted is carried to `upstream` over TLS
@@ -265,7 +279,8 @@ impl Proxy {
         down.set_nodelay(true)?;
         let up = TcpStream::connect_timeout(&upstream, LIMIT)?;
         up.set_nodelay(true)?;
-        proxied().insert(client, (up.local_addr()?, Instant::now()));
+        let proxy = down.local_addr()?;
+        proxied().insert((client, proxy), (up.local_addr()?, Instant::now()));
         let (_, client_tls) = tls_configs();
         let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
         let mut tls =
@@ -371,6 +386,8 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        // Its port may be a plaintext server's next: no longer a proxy's.
+        lock(PROXY_ADDRS.get_or_init(Mutex::default)).retain(|&a| a != self.addr);
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.accepting.take() {
             let _ = t.join();
@@ -436,16 +453,18 @@ fn connect(addr: SocketAddr) -> TcpStream {
     if is_proxy(addr) {
         // Over TLS: wait until the proxy made its connection to the server (its end is
         // what the server's log names).
+        let mut up = None;
         let made = wait_until(|| {
-            proxied()
-                .get(&local)
-                .is_some_and(|&(_, at)| at >= connected)
+            up = proxied()
+                .get(&(local, addr))
+                .filter(|&&(_, at)| at >= connected)
+                .map(|&(up, _)| up);
+            up.is_some()
         });
         assert!(made, "the TLS proxy did not connect {local} to the server");
-    } else {
-        // A plaintext client: the server sees it as it is, whatever a proxied connection
-        // from the same port was before.
-        proxied().remove(&local);
+        if let Some(up) = up {
+            seen().entry(local).or_default().push(up);
+        }
     }
     s.set_read_timeout(Some(LIMIT)).expect("SO_RCVTIMEO");
     s.set_write_timeout(Some(LIMIT)).expect("SO_SNDTIMEO");
@@ -534,12 +553,15 @@ fn log() {
 fn lines_about(client: SocketAddr, needle: &str) -> Vec<String> {
     let mark = marks().get(&client).copied().unwrap_or(0);
     // Over TLS the server names the proxy's end of the connection.
-    let needle = &needle.replace(&client.to_string(), &server_side(client).to_string());
+    let needles: Vec<String> = server_side(client)
+        .iter()
+        .map(|name| needle.replace(&client.to_string(), name))
+        .collect();
     let text = sockmsg_tests::log::text();
     text.get(mark..)
         .unwrap_or(&text)
         .lines()
-        .filter(|l| l.contains(needle))
+        .filter(|l| needles.iter().any(|n| l.contains(n.as_str())))
         .map(str::to_owned)
         .collect()
 }

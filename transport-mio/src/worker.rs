@@ -668,7 +668,7 @@ impl<D: Driven> Worker<D> {
             conn.registered = interest;
         }
         if let Some(at) = conn.session.poll_timeout() {
-            if conn.scheduled.map_or(true, |s| at < s) {
+            if conn.scheduled.is_none_or(|s| at < s) {
                 conn.scheduled = Some(at);
                 self.timers.push(at, key, conn.id);
             }
