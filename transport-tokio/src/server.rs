@@ -10,18 +10,19 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use sockmsg_server::{
     accept_error, AcceptAction, CloseReason, IdleMark, MemoryBudget, ServerConfig, Service,
     Session, ShutdownHandle, WhenFull,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -169,7 +170,7 @@ impl Server {
         let conns = Idle::default();
         // Dropped mid-way (the future dropped, its task aborted): the connection tasks,
         // which are not this future's, still hear of the shutdown.
-        let _shutdown_on_drop = token.clone().drop_guard();
+        let _shutdown_on_drop = StopAllOnDrop(&conns);
         let listener = TcpListener::from_std(listener)?;
         // The semaphore counts in u32 for `acquire_many`: more connections than that is
         // beyond any descriptor limit anyway.
@@ -245,16 +246,15 @@ impl Server {
             let now = Instant::now();
             let session = Session::new(Arc::clone(&service), Arc::clone(&config), now)
                 .with_budget(budget.clone(), now);
-            // The connection's own token: cancelled with the server's (shutdown), or alone
-            // to evict it (its mark then says so).
-            let token = token.child_token();
-            let mark = conns.register(&token);
-            tokio::spawn(async move {
-                serve_connection(stream, peer, session, token, mark).await;
-                drop(permit);
-            });
+            // The connection's handle: stopped with every other (shutdown), or alone to
+            // evict it (its mark then says so).
+            let handle = conns.register();
+            // The task is this future alone: a block around it would hold its inputs a
+            // second time, the session with them.
+            tokio::spawn(serve_connection(stream, peer, session, handle, permit));
         }
         drop(listener);
+        conns.stop_all();
         finish(&slots, max, &config).await;
         info!("server on {local_addr} stopped");
         Ok(())
@@ -285,18 +285,18 @@ async fn finish(slots: &Semaphore, max: usize, config: &ServerConfig) {
 enum Wake {
     /// The server is shutting down.
     Shutdown,
-    /// The socket is readable (or closed for reading).
-    Readable,
+    /// This many bytes were read into the session's buffer (0: the end of the stream).
+    Read(usize),
     /// The socket is writable.
     Writable,
     /// The session's deadline came.
     Timer,
-    /// Polling the socket failed.
+    /// Polling or reading the socket failed.
     Failed(io::Error),
 }
 
 /// Writes what the session has pending until the socket would block.
-fn write_pending(stream: &TcpStream, session: &mut Session) {
+fn write_pending(stream: &TcpStream, session: &mut Session, now: Instant) {
     while session.wants_write() {
         let written = {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -311,7 +311,7 @@ fn write_pending(stream: &TcpStream, session: &mut Session) {
                 session.abort(CloseReason::Io(io::ErrorKind::WriteZero.into()));
                 return;
             }
-            Ok(n) => session.consume(n, Instant::now()),
+            Ok(n) => session.consume(n, now),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
@@ -322,49 +322,33 @@ fn write_pending(stream: &TcpStream, session: &mut Session) {
     }
 }
 
-/// Between messages, reads go through a buffer on the stack: the socket's readiness may be
-/// stale (tokio clears it only when a read would block), and a session between messages
-/// has given its read buffer back, which lending one for a read that finds nothing would
-/// allocate again, and keep, for as long as the connection stays idle.
-const PROBE: usize = 2048;
-
-/// Reads once into the session (the socket said it was readable).
-fn read_once(stream: &TcpStream, session: &mut Session) {
-    let result = if !session.connection().message_in_progress() {
-        let mut probe = [0u8; PROBE];
-        stream.try_read(&mut probe).inspect(|&n| {
-            let mut arrived = probe.get(..n).unwrap_or_default();
-            let now = Instant::now();
-            while !arrived.is_empty() && !session.is_closed() {
-                let buf = session.read_buf();
-                let k = buf.len().min(arrived.len());
-                if k == 0 {
-                    break;
-                }
-                let (now_in, rest) = arrived.split_at(k);
-                if let Some(dst) = buf.get_mut(..k) {
-                    dst.copy_from_slice(now_in);
-                }
-                session.commit(k, now);
-                arrived = rest;
+/// Reads once, straight into the session's buffer, if the socket is readable.
+///
+/// Through `poll_read`, which, unlike `try_read`, clears the socket's readiness after a
+/// short read (the socket is then drained): the read after each answer, which would only
+/// say `WouldBlock`, is not made. If the readiness was stale all the same, a buffer lent
+/// for nothing to a session between messages goes back at once, so an idle connection
+/// does not keep one.
+fn poll_read_once(
+    stream: &mut TcpStream,
+    session: &mut Session,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    // Without a read buffer, none is lent before the socket says it has something.
+    let had_buffer = session.connection().read_alloc_need() == 0;
+    if !had_buffer && stream.poll_read_ready(cx)?.is_pending() {
+        return Poll::Pending;
+    }
+    let mut buf = ReadBuf::new(session.read_buf());
+    match Pin::new(stream).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => {
+            if !had_buffer {
+                drop(session.take_read_buffer());
             }
-        })
-    } else {
-        stream.try_read(session.read_buf()).inspect(|&n| {
-            if n > 0 {
-                session.commit(n, Instant::now());
-            }
-        })
-    };
-    match result {
-        Ok(0) => session.receive_eof(Instant::now()),
-        Ok(_) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) => {}
-        Err(e) => session.abort(CloseReason::Io(e)),
+            Poll::Pending
+        }
     }
 }
 
@@ -379,44 +363,52 @@ fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     mut session: Session,
-    token: CancellationToken,
-    mark: Arc<IdleMark>,
+    handle: Arc<ConnHandle>,
+    permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> {
     async move {
         info!("accepted connection from {peer}");
         if let Err(e) = stream.set_nodelay(session.config().nodelay) {
             debug!("cannot set TCP_NODELAY for {peer}: {e}");
         }
-        let cancelled = token.cancelled_owned();
-        tokio::pin!(cancelled);
+        // The waker that the handle and the timer hold, kept to see when it changes (a
+        // task's does not).
+        let mut registered: Option<Waker> = None;
         let mut shutting = false;
         // One timer, armed at the session's deadline; moved only when that deadline comes
         // sooner (firing early is harmless: the session re-checks and names the next one).
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
-        loop {
-            write_pending(&stream, &mut session);
-            if session.is_closed() {
-                break;
-            }
-            mark.note(session.idle_since());
+        let mut armed = false;
+        // The timer holds the task's waker since it was last armed: it need not be polled
+        // again until it has fired.
+        let mut timer_waits = false;
+        // A fresh session has nothing to write: the loop writes after each wake-up.
+        while !session.is_closed() {
+            handle.mark.note(session.idle_since());
             let (want_read, want_write) = (session.wants_read(), session.wants_write());
             if let Some(at) = session.poll_timeout() {
-                if armed.is_none_or(|a| at < a) {
+                if !armed || at < timer.deadline().into_std() {
                     timer.as_mut().reset(at.into());
-                    armed = Some(at);
+                    armed = true;
+                    timer_waits = false;
                 }
             }
             // Readiness is polled in place (no future per wait): what an idle connection
             // costs is the size of this task.
             let wake = std::future::poll_fn(|cx| {
-                if !shutting && cancelled.as_mut().poll(cx).is_ready() {
+                if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    // A new waker (the first poll): the handle and the timer are to wake it.
+                    handle.register(cx.waker());
+                    registered = Some(cx.waker().clone());
+                    timer_waits = false;
+                }
+                if !shutting && handle.is_stopped() {
                     return Poll::Ready(Wake::Shutdown);
                 }
                 if want_read {
-                    if let Poll::Ready(r) = stream.poll_read_ready(cx) {
-                        return Poll::Ready(r.map_or_else(Wake::Failed, |()| Wake::Readable));
+                    if let Poll::Ready(r) = poll_read_once(&mut stream, &mut session, cx) {
+                        return Poll::Ready(r.map_or_else(Wake::Failed, Wake::Read));
                     }
                 }
                 if want_write {
@@ -424,34 +416,47 @@ fn serve_connection(
                         return Poll::Ready(r.map_or_else(Wake::Failed, |()| Wake::Writable));
                     }
                 }
-                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
+                if armed && (!timer_waits || timer.is_elapsed()) {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Timer);
+                    }
+                    // Out of tokio's cooperative budget, the timer took no waker (it asks to
+                    // be polled again).
+                    timer_waits = tokio::task::coop::has_budget_remaining();
                 }
                 Poll::Pending
             })
             .await;
+            // One clock reading per wake-up, for everything done on it (declared after the
+            // wait, so the task does not hold it while idle).
+            let now = Instant::now();
             match wake {
-                Wake::Shutdown if mark.is_evicted() => {
+                Wake::Shutdown if handle.mark.is_evicted() => {
                     session.abort(CloseReason::Evicted);
                 }
                 Wake::Shutdown => {
                     shutting = true;
-                    session.begin_shutdown(Instant::now());
+                    session.begin_shutdown(now);
                 }
-                Wake::Readable => read_once(&stream, &mut session),
-                Wake::Writable => {} // written at the top of the loop
+                Wake::Read(0) => session.receive_eof(now),
+                Wake::Read(n) => session.commit(n, now),
+                Wake::Writable => {} // written below
                 Wake::Timer => {
-                    armed = None;
-                    session.handle_timeout(Instant::now());
+                    armed = false;
+                    session.handle_timeout(now);
                 }
+                Wake::Failed(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Wake::Failed(e) => session.abort(CloseReason::Io(e)),
             }
+            write_pending(&stream, &mut session, now);
         }
         if let Some(reason) = session.close_reason() {
             reason.log(&peer);
         }
         // Errors ignored: the peer may be gone already; dropping the stream closes it anyway.
         let _ = stream.shutdown().await;
+        // The connection's slot, given back as it ends.
+        drop(permit);
     }
 }
 
@@ -462,7 +467,6 @@ mod tests {
 
     use sockmsg_protocol::Message;
     use sockmsg_server::{ServerConfig, Service, ServiceError, Session};
-    use tokio_util::sync::CancellationToken;
 
     /// What an idle connection costs is mostly this task: keep it small (the session
     /// itself is about 600 bytes of it).
@@ -487,8 +491,10 @@ mod tests {
                 stream,
                 addr,
                 session,
-                CancellationToken::new(),
                 Default::default(),
+                Arc::new(tokio::sync::Semaphore::new(1))
+                    .try_acquire_owned()
+                    .expect("permit"),
             );
             let size = std::mem::size_of_val(&task);
             assert!(
@@ -499,48 +505,102 @@ mod tests {
     }
 }
 
+/// A connection task's side of the accept loop: its idle mark, and how it is stopped (the
+/// server shutting down, or evicting it): a flag the task reads on each wake-up (one
+/// atomic load), and the task's waker, to wake it.
+#[derive(Default)]
+struct ConnHandle {
+    mark: IdleMark,
+    stopped: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl ConnHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        // Nothing is left half-updated by a panic: each update is one statement.
+        self.waker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the flag, then wakes the task.
+    fn stop(&self) {
+        self.stopped.store(true, SeqCst);
+        if let Some(waker) = self.lock().take() {
+            waker.wake();
+        }
+    }
+
+    /// Makes `waker` the one [`ConnHandle::stop`] wakes: look at [`ConnHandle::is_stopped`]
+    /// after (a stop before it found no waker to wake).
+    fn register(&self, waker: &Waker) {
+        *self.lock() = Some(waker.clone());
+    }
+
+    /// `true` once stopped.
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(SeqCst)
+    }
+}
+
+/// Stops every connection when dropped (see [`Server::run`]).
+struct StopAllOnDrop<'a>(&'a Idle);
+
+impl Drop for StopAllOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop_all();
+    }
+}
+
 /// How often the accept loop looks again for an idle connection to evict, at the cap.
 const EVICT_RETRY: Duration = Duration::from_millis(50);
 
-/// The accept loop's view of its connections for [`WhenFull::EvictIdle`]: each one's idle
-/// mark and token. Entries of ended connections (the task dropped its mark) are dropped
-/// lazily, so the table stays proportional to the connections open.
+/// The accept loop's view of its connections, to stop them all on shutdown and for
+/// [`WhenFull::EvictIdle`]: each one's handle. Entries of ended connections (the task
+/// dropped its handle) are dropped lazily, so the table stays proportional to the
+/// connections open.
 #[derive(Default)]
 struct Idle {
-    conns: Mutex<HashMap<u64, (Arc<IdleMark>, CancellationToken)>>,
+    conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
     next: AtomicU64,
 }
 
 impl Idle {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<IdleMark>, CancellationToken)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
         // Nothing is left half-updated by a panic: each update is one statement.
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new connection's mark (busy).
-    fn register(&self, token: &CancellationToken) -> Arc<IdleMark> {
-        let mark = Arc::new(IdleMark::default());
+    /// A new connection's handle (busy, not stopped).
+    fn register(&self) -> Arc<ConnHandle> {
+        let handle = Arc::new(ConnHandle::default());
         let id = self.next.fetch_add(1, Relaxed);
         let mut conns = self.lock();
         // Amortized: the table is swept each time it doubles past the live connections.
         if conns.len() >= 64 && conns.len().is_power_of_two() {
-            conns.retain(|_, (m, _)| Arc::strong_count(m) > 1);
+            conns.retain(|_, h| Arc::strong_count(h) > 1);
         }
-        conns.insert(id, (Arc::clone(&mark), token.clone()));
-        mark
+        conns.insert(id, Arc::clone(&handle));
+        handle
+    }
+
+    /// Stops every connection (the server shuts down).
+    fn stop_all(&self) {
+        let conns = std::mem::take(&mut *self.lock());
+        for handle in conns.values() {
+            handle.stop();
+        }
     }
 
     /// Evicts the connection idle the longest (nothing in progress, nothing pending);
     /// `false` if none is idle.
     fn evict_longest_idle(&self) -> bool {
         let mut conns = self.lock();
-        conns.retain(|_, (m, _)| Arc::strong_count(m) > 1);
-        let Some(id) = IdleMark::longest_idle(conns.iter().map(|(id, (m, _))| (&**m, *id))) else {
+        conns.retain(|_, h| Arc::strong_count(h) > 1);
+        let Some(id) = IdleMark::longest_idle(conns.iter().map(|(id, h)| (&h.mark, *id))) else {
             return false;
         };
-        if let Some((mark, token)) = conns.remove(&id) {
-            mark.evict();
-            token.cancel();
+        if let Some(handle) = conns.remove(&id) {
+            handle.mark.evict();
+            handle.stop();
         }
         true
     }
