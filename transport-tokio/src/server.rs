@@ -6,6 +6,7 @@
 //! moves bytes when the session wants them moved, sleeps until the instant it names, and
 //! accepts connections under [`ServerConfig::max_connections`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -322,22 +323,49 @@ fn write_pending(stream: &TcpStream, session: &mut Session, now: Instant) {
     }
 }
 
+/// Read buffers kept by each runtime thread for the next connection that reads.
+const POOL_MAX: usize = 64;
+
+thread_local! {
+    /// Read buffers of connections gone idle, lent to the next connection that reads on
+    /// this thread: a burst of requests on many connections needs as many buffers as
+    /// read at once (one, on a current-thread runtime), not one per connection left in
+    /// the allocator's free lists.
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Puts the read buffer of an idle session in this thread's pool (or frees it if full).
+fn pool_read_buffer(session: &mut Session) {
+    if let Some(buf) = session.take_read_buffer() {
+        POOL.with_borrow_mut(|pool| {
+            if pool.len() < POOL_MAX {
+                pool.push(buf);
+            }
+        });
+    }
+}
+
 /// Reads once, straight into the session's buffer, if the socket is readable.
 ///
 /// Through `poll_read`, which, unlike `try_read`, clears the socket's readiness after a
 /// short read (the socket is then drained): the read after each answer, which would only
-/// say `WouldBlock`, is not made. If the readiness was stale all the same, a buffer lent
-/// for nothing to a session between messages goes back at once, so an idle connection
-/// does not keep one.
+/// say `WouldBlock`, is not made. A session without a buffer borrows one from the pool
+/// once the socket says it has something, and gives it back if the readiness was stale.
 fn poll_read_once(
     stream: &mut TcpStream,
     session: &mut Session,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    // Without a read buffer, none is lent before the socket says it has something.
     let had_buffer = session.connection().read_alloc_need() == 0;
-    if !had_buffer && stream.poll_read_ready(cx)?.is_pending() {
-        return Poll::Pending;
+    if !had_buffer {
+        if stream.poll_read_ready(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(buf) = POOL.with_borrow_mut(Vec::pop) {
+            if let Some(back) = session.give_read_buffer(buf) {
+                POOL.with_borrow_mut(|pool| pool.push(back));
+            }
+        }
     }
     let mut buf = ReadBuf::new(session.read_buf());
     match Pin::new(stream).poll_read(cx, &mut buf) {
@@ -345,7 +373,7 @@ fn poll_read_once(
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         Poll::Pending => {
             if !had_buffer {
-                drop(session.take_read_buffer());
+                pool_read_buffer(session);
             }
             Poll::Pending
         }
@@ -449,6 +477,8 @@ fn serve_connection(
                 Wake::Failed(e) => session.abort(CloseReason::Io(e)),
             }
             write_pending(&stream, &mut session, now);
+            // Idle again: its read buffer goes back to the pool, not to the allocator.
+            pool_read_buffer(&mut session);
         }
         if let Some(reason) = session.close_reason() {
             reason.log(&peer);
