@@ -30,6 +30,9 @@ use tracing::{debug, info, warn};
 /// Most slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
+/// Slices looked for first (see [`write_pending`]).
+const FEW_SLICES: usize = 4;
+
 /// After the shutdown grace, how long [`Server::run`] waits for connection tasks to notice
 /// it.
 const AFTER_GRACE: Duration = Duration::from_secs(1);
@@ -300,11 +303,19 @@ enum Wake {
 fn write_pending(stream: &TcpStream, session: &mut Session, now: Instant) {
     while session.wants_write() {
         let written = {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = session.pending_slices(&mut slices);
-            match slices.get(..count).unwrap_or_default() {
-                [one] => stream.try_write(one),
-                several => stream.try_write_vectored(several),
+            // Small answers are queued as one run of bytes: a short array first, the long
+            // one only when the short one is full (large contents queued apart).
+            let mut few = [IoSlice::new(&[]); FEW_SLICES];
+            let count = session.pending_slices(&mut few);
+            if count < FEW_SLICES {
+                match few.get(..count).unwrap_or_default() {
+                    [one] => stream.try_write(one),
+                    several => stream.try_write_vectored(several),
+                }
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = session.pending_slices(&mut slices);
+                stream.try_write_vectored(slices.get(..count).unwrap_or_default())
             }
         };
         match written {
