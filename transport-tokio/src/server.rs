@@ -6,14 +6,15 @@
 //! moves bytes when the session wants them moved, sleeps until the instant it names, and
 //! accepts connections under [`ServerConfig::max_connections`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use sockmsg_protocol::Message;
@@ -22,9 +23,9 @@ use sockmsg_server::{
     CloseReason, Driven, IdleMark, MemoryBudget, RequestId, ServerConfig, Service, Session,
     ShutdownHandle, WhenFull,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -40,9 +41,7 @@ const AFTER_GRACE: Duration = Duration::from_secs(1);
 /// [`Server::run`] runs inside a runtime you already have.
 ///
 /// The service is called on the runtime's threads: a service that blocks for long holds
-/// up the other connections of that thread, as on an event-loop transport. A service that
-/// waits on I/O (a database, another server) is better an
-/// [`AsyncService`], run by [`Server::run_async`].
+/// up the other connections of that thread, as on an event-loop transport.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -188,7 +187,9 @@ impl Server {
     /// ```
     pub async fn run_async(self, service: Arc<dyn AsyncService>) -> io::Result<()> {
         self.run_with(
-            |config, budget, now| Some(Session::new_async(config, now).with_budget(budget.clone(), now)),
+            |config, budget, now| {
+                Some(Session::new_async(config, now).with_budget(budget.clone(), now))
+            },
             move || Awaited::new(Arc::clone(&service)),
         )
         .await
@@ -226,7 +227,10 @@ impl Server {
     pub async fn run(self, service: Arc<dyn Service>) -> io::Result<()> {
         self.run_with(
             move |config, budget, now| {
-                Some(Session::new(Arc::clone(&service), config, now).with_budget(budget.clone(), now))
+                Some(
+                    Session::new(Arc::clone(&service), config, now)
+                        .with_budget(budget.clone(), now),
+                )
             },
             || Called,
         )
@@ -285,7 +289,7 @@ impl Server {
         let conns = Idle::default();
         // Dropped mid-way (the future dropped, its task aborted): the connection tasks,
         // which are not this future's, still hear of the shutdown.
-        let _shutdown_on_drop = token.clone().drop_guard();
+        let _shutdown_on_drop = StopAllOnDrop(&conns);
         let listener = TcpListener::from_std(listener)?;
         // The semaphore counts in u32 for `acquire_many`: more connections than that is
         // beyond any descriptor limit anyway.
@@ -362,17 +366,18 @@ impl Server {
             let Some(session) = make(Arc::clone(&config), &budget, now) else {
                 continue;
             };
-            // The connection's own token: cancelled with the server's (shutdown), or alone
-            // to evict it (its mark then says so).
-            let token = token.child_token();
-            let mark = conns.register(&token);
             let answers = answering();
-            tokio::spawn(async move {
-                serve_connection(stream, peer, session, token, mark, answers).await;
-                drop(permit);
-            });
+            // The connection's handle: stopped with every other (shutdown), or alone to
+            // evict it (its mark then says so).
+            let handle = conns.register();
+            // The task is this future alone: a block around it would hold its inputs a
+            // second time, the session with them.
+            tokio::spawn(serve_connection(
+                stream, peer, session, handle, permit, answers,
+            ));
         }
         drop(listener);
+        conns.stop_all();
         finish(&slots, max, &config).await;
         info!("server on {local_addr} stopped");
         Ok(())
@@ -479,28 +484,22 @@ impl Answers<Session> for Awaited {
 enum Wake {
     /// The server is shutting down.
     Shutdown,
-    /// The socket is readable (or closed for reading).
-    Readable,
+    /// Bytes were read and taken in by the machine at that instant (or the end of the
+    /// stream, recorded).
+    Read(Instant),
     /// The socket is writable.
     Writable,
     /// The session's deadline came.
     Timer,
     /// Answers of an async service ended.
     Answered,
-    /// Polling the socket failed.
+    /// Polling or reading the socket failed.
     Failed(io::Error),
 }
 
-/// The socket as an `io::Read`/`io::Write` for the connection's machine: tokio's
-/// `try_read`/`try_write`, after the runtime said the socket was ready (`WouldBlock` when
-/// that readiness was stale).
+/// The socket as an `io::Write` for the connection's machine: tokio's `try_write`, after
+/// the runtime said the socket was writable (`WouldBlock` when that readiness was stale).
 struct Try<'a>(&'a TcpStream);
-
-impl io::Read for Try<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
-    }
-}
 
 impl io::Write for Try<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -519,10 +518,30 @@ impl io::Write for Try<'_> {
     }
 }
 
+/// The socket as an `io::Read` for the connection's machine, inside a poll: tokio's
+/// `poll_read` straight into the machine's buffer (which also clears the socket's
+/// readiness after a short read, so no read is made only to hear `WouldBlock`); `Pending`
+/// is `WouldBlock`, with the task's waker registered.
+struct PollRead<'a, 'b> {
+    stream: &'a mut TcpStream,
+    cx: &'a mut Context<'b>,
+}
+
+impl io::Read for PollRead<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(buf);
+        match Pin::new(&mut *self.stream).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 /// Writes what the machine has pending until the socket would block.
-fn write_pending<D: Driven>(stream: &TcpStream, session: &mut D) {
+fn write_pending<D: Driven>(stream: &TcpStream, session: &mut D, now: Instant) {
     while session.wants_write() {
-        match session.write_to(&mut Try(stream), Instant::now()) {
+        match session.write_to(&mut Try(stream), now) {
             Ok(0) => {
                 session.abort(CloseReason::Io(io::ErrorKind::WriteZero.into()));
                 return;
@@ -538,65 +557,65 @@ fn write_pending<D: Driven>(stream: &TcpStream, session: &mut D) {
     }
 }
 
-/// Between messages, reads go through a buffer on the stack: the socket's readiness may be
-/// stale (tokio clears it only when a read would block), and a session between messages
-/// has given its read buffer back, which lending one for a read that finds nothing would
-/// allocate again, and keep, for as long as the connection stays idle.
-const PROBE: usize = 2048;
+/// Read buffers kept by each runtime thread for the next connection that reads.
+const POOL_MAX: usize = 64;
 
-/// Bytes already read, handed to the machine as a reader: never the end of stream (that
-/// is the socket's to say), `WouldBlock` once taken or when the machine lends no room.
-struct Arrived<'a>(&'a [u8]);
+thread_local! {
+    /// Read buffers of connections gone idle, lent to the next connection that reads on
+    /// this thread: a burst of requests on many connections needs as many buffers as
+    /// read at once (one, on a current-thread runtime), not one per connection left in
+    /// the allocator's free lists.
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
 
-impl io::Read for Arrived<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.0.len());
-        if n == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let (now_in, rest) = self.0.split_at(n);
-        if let Some(dst) = buf.get_mut(..n) {
-            dst.copy_from_slice(now_in);
-        }
-        self.0 = rest;
-        Ok(n)
+/// Puts the read buffer of an idle session in this thread's pool (or frees it if full).
+fn pool_read_buffer<D: Driven>(session: &mut D) {
+    if let Some(buf) = session.take_read_buffer() {
+        POOL.with_borrow_mut(|pool| {
+            if pool.len() < POOL_MAX {
+                pool.push(buf);
+            }
+        });
     }
 }
 
-/// Reads once into the machine (the socket said it was readable).
-fn read_once<D: Driven>(stream: &TcpStream, session: &mut D) {
-    let result = if !session.session().connection().message_in_progress() {
-        let mut probe = [0u8; PROBE];
-        stream.try_read(&mut probe).and_then(|n| {
-            let now = Instant::now();
-            if n == 0 {
-                // The end of stream, recorded by the machine.
-                return session.read_from(&mut io::empty(), now);
+/// Reads once, straight into the session's buffer, if the socket is readable.
+///
+/// Through `poll_read`, which, unlike `try_read`, clears the socket's readiness after a
+/// short read (the socket is then drained): the read after each answer, which would only
+/// say `WouldBlock`, is not made. A session without a buffer borrows one from the pool
+/// once the socket says it has something, and gives it back if the readiness was stale.
+fn poll_read_once<D: Driven>(
+    stream: &mut TcpStream,
+    session: &mut D,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Instant>> {
+    let had_buffer = session.session().connection().read_alloc_need() == 0;
+    if !had_buffer {
+        if stream.poll_read_ready(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(buf) = POOL.with_borrow_mut(Vec::pop) {
+            if let Some(back) = session.give_read_buffer(buf) {
+                POOL.with_borrow_mut(|pool| pool.push(back));
             }
-            let mut arrived = Arrived(probe.get(..n).unwrap_or_default());
-            while !arrived.0.is_empty() && !session.is_done() {
-                if session.read_from(&mut arrived, now).is_err() {
-                    break; // it takes no more (cannot happen: it wanted to read)
-                }
+        }
+    }
+    // The bytes arrive now: the clock is read once per wake-up, here for a read.
+    let now = Instant::now();
+    match session.read_from(&mut PollRead { stream, cx }, now) {
+        Ok(_) => Poll::Ready(Ok(now)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            if !had_buffer {
+                pool_read_buffer(session);
             }
-            Ok(n)
-        })
-    } else {
-        session.read_from(&mut Try(stream), Instant::now())
-    };
-    match result {
-        Ok(_) => {} // 0: the end of stream, recorded
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) => {}
-        Err(e) => session.abort(CloseReason::Io(e)),
+            Poll::Pending
+        }
+        Err(e) => Poll::Ready(Err(e)),
     }
 }
 
-/// One connection's task: the wishes of its [`Driven`] machine (a plaintext [`Session`],
-/// or a TLS session), carried out on the runtime: the same task for both.
+/// One connection's task: the session's wishes, carried out on the runtime.
 ///
 /// A plain function returning an `async move` block rather than an `async fn`: the block
 /// holds each of its inputs once, where an `async fn` can hold both the argument and the
@@ -607,8 +626,8 @@ fn serve_connection<D: Driven, A: Answers<D>>(
     mut stream: TcpStream,
     peer: SocketAddr,
     mut session: D,
-    token: CancellationToken,
-    mark: Arc<IdleMark>,
+    handle: Arc<ConnHandle>,
+    permit: OwnedSemaphorePermit,
     mut answers: A,
 ) -> impl Future<Output = ()> {
     async move {
@@ -616,34 +635,42 @@ fn serve_connection<D: Driven, A: Answers<D>>(
         if let Err(e) = stream.set_nodelay(session.session().config().nodelay) {
             debug!("cannot set TCP_NODELAY for {peer}: {e}");
         }
-        let cancelled = token.cancelled_owned();
-        tokio::pin!(cancelled);
+        // The waker that the handle and the timer hold, kept to see when it changes (a
+        // task's does not).
+        let mut registered: Option<Waker> = None;
         let mut shutting = false;
         // One timer, armed at the session's deadline; moved only when that deadline comes
         // sooner (firing early is harmless: the session re-checks and names the next one).
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
-        loop {
-            write_pending(&stream, &mut session);
-            if session.is_done() {
-                break;
-            }
+        let mut armed = false;
+        // The timer holds the task's waker since it was last armed: it need not be polled
+        // again until it has fired.
+        let mut timer_waits = false;
+        // A fresh session has nothing to write: the loop writes after each wake-up.
+        while !session.is_done() {
             // After every step that can hand requests out (reading, answers given back,
-            // output drained by the write just above).
+            // output drained).
             answers.start(&mut session);
-            mark.note(session.idle_since());
+            handle.mark.note(session.idle_since());
             let (want_read, want_write) = (session.wants_read(), session.wants_write());
             if let Some(at) = session.poll_timeout() {
-                if armed.is_none_or(|a| at < a) {
+                if !armed || at < timer.deadline().into_std() {
                     timer.as_mut().reset(at.into());
-                    armed = Some(at);
+                    armed = true;
+                    timer_waits = false;
                 }
             }
             // Readiness is polled in place (no future per wait): what an idle connection
             // costs is the size of this task.
             let wake = std::future::poll_fn(|cx| {
-                if !shutting && cancelled.as_mut().poll(cx).is_ready() {
+                if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    // A new waker (the first poll): the handle and the timer are to wake it.
+                    handle.register(cx.waker());
+                    registered = Some(cx.waker().clone());
+                    timer_waits = false;
+                }
+                if !shutting && handle.is_stopped() {
                     return Poll::Ready(Wake::Shutdown);
                 }
                 // First, so that an answer just started is polled (and can wake the task).
@@ -651,8 +678,8 @@ fn serve_connection<D: Driven, A: Answers<D>>(
                     return Poll::Ready(Wake::Answered);
                 }
                 if want_read {
-                    if let Poll::Ready(r) = stream.poll_read_ready(cx) {
-                        return Poll::Ready(r.map_or_else(Wake::Failed, |()| Wake::Readable));
+                    if let Poll::Ready(r) = poll_read_once(&mut stream, &mut session, cx) {
+                        return Poll::Ready(r.map_or_else(Wake::Failed, Wake::Read));
                     }
                 }
                 if want_write {
@@ -660,35 +687,52 @@ fn serve_connection<D: Driven, A: Answers<D>>(
                         return Poll::Ready(r.map_or_else(Wake::Failed, |()| Wake::Writable));
                     }
                 }
-                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
+                if armed && (!timer_waits || timer.is_elapsed()) {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Timer);
+                    }
+                    // Out of tokio's cooperative budget, the timer took no waker (it asks to
+                    // be polled again).
+                    timer_waits = tokio::task::coop::has_budget_remaining();
                 }
                 Poll::Pending
             })
             .await;
+            // One clock reading per wake-up, for everything done on it (declared after the
+            // wait, so the task does not hold it while idle).
+            let now = match wake {
+                Wake::Read(at) => at,
+                _ => Instant::now(),
+            };
             match wake {
-                Wake::Shutdown if mark.is_evicted() => {
+                Wake::Shutdown if handle.mark.is_evicted() => {
                     session.abort(CloseReason::Evicted);
                 }
                 Wake::Shutdown => {
                     shutting = true;
-                    session.begin_shutdown(Instant::now());
+                    session.begin_shutdown(now);
                 }
-                Wake::Readable => read_once(&stream, &mut session),
-                Wake::Writable => {} // written at the top of the loop
+                Wake::Read(..) => {} // taken in by the machine as it was read
+                Wake::Writable => {} // written below
                 Wake::Answered => answers.deliver(&mut session),
                 Wake::Timer => {
-                    armed = None;
-                    session.handle_timeout(Instant::now());
+                    armed = false;
+                    session.handle_timeout(now);
                 }
+                Wake::Failed(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Wake::Failed(e) => session.abort(CloseReason::Io(e)),
             }
+            write_pending(&stream, &mut session, now);
+            // Idle again: its read buffer goes back to the pool, not to the allocator.
+            pool_read_buffer(&mut session);
         }
         // Answers still in progress (the connection ended first) are cancelled.
         drop(answers);
         session.log_close(&peer);
         // Errors ignored: the peer may be gone already; dropping the stream closes it anyway.
         let _ = stream.shutdown().await;
+        // The connection's slot, given back as it ends.
+        drop(permit);
     }
 }
 
@@ -699,7 +743,6 @@ mod tests {
 
     use sockmsg_protocol::Message;
     use sockmsg_server::{ServerConfig, Service, ServiceError, Session};
-    use tokio_util::sync::CancellationToken;
 
     /// What an idle connection costs is mostly this task: keep it small (the session
     /// itself is about 600 bytes of it).
@@ -724,8 +767,10 @@ mod tests {
                 stream,
                 addr,
                 session,
-                CancellationToken::new(),
                 Default::default(),
+                Arc::new(tokio::sync::Semaphore::new(1))
+                    .try_acquire_owned()
+                    .expect("permit"),
                 super::Called,
             );
             let size = std::mem::size_of_val(&task);
@@ -737,48 +782,102 @@ mod tests {
     }
 }
 
+/// A connection task's side of the accept loop: its idle mark, and how it is stopped (the
+/// server shutting down, or evicting it): a flag the task reads on each wake-up (one
+/// atomic load), and the task's waker, to wake it.
+#[derive(Default)]
+struct ConnHandle {
+    mark: IdleMark,
+    stopped: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl ConnHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        // Nothing is left half-updated by a panic: each update is one statement.
+        self.waker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the flag, then wakes the task.
+    fn stop(&self) {
+        self.stopped.store(true, SeqCst);
+        if let Some(waker) = self.lock().take() {
+            waker.wake();
+        }
+    }
+
+    /// Makes `waker` the one [`ConnHandle::stop`] wakes: look at [`ConnHandle::is_stopped`]
+    /// after (a stop before it found no waker to wake).
+    fn register(&self, waker: &Waker) {
+        *self.lock() = Some(waker.clone());
+    }
+
+    /// `true` once stopped.
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(SeqCst)
+    }
+}
+
+/// Stops every connection when dropped (see [`Server::run`]).
+struct StopAllOnDrop<'a>(&'a Idle);
+
+impl Drop for StopAllOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop_all();
+    }
+}
+
 /// How often the accept loop looks again for an idle connection to evict, at the cap.
 const EVICT_RETRY: Duration = Duration::from_millis(50);
 
-/// The accept loop's view of its connections for [`WhenFull::EvictIdle`]: each one's idle
-/// mark and token. Entries of ended connections (the task dropped its mark) are dropped
-/// lazily, so the table stays proportional to the connections open.
+/// The accept loop's view of its connections, to stop them all on shutdown and for
+/// [`WhenFull::EvictIdle`]: each one's handle. Entries of ended connections (the task
+/// dropped its handle) are dropped lazily, so the table stays proportional to the
+/// connections open.
 #[derive(Default)]
 struct Idle {
-    conns: Mutex<HashMap<u64, (Arc<IdleMark>, CancellationToken)>>,
+    conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
     next: AtomicU64,
 }
 
 impl Idle {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<IdleMark>, CancellationToken)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
         // Nothing is left half-updated by a panic: each update is one statement.
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new connection's mark (busy).
-    fn register(&self, token: &CancellationToken) -> Arc<IdleMark> {
-        let mark = Arc::new(IdleMark::default());
+    /// A new connection's handle (busy, not stopped).
+    fn register(&self) -> Arc<ConnHandle> {
+        let handle = Arc::new(ConnHandle::default());
         let id = self.next.fetch_add(1, Relaxed);
         let mut conns = self.lock();
         // Amortized: the table is swept each time it doubles past the live connections.
         if conns.len() >= 64 && conns.len().is_power_of_two() {
-            conns.retain(|_, (m, _)| Arc::strong_count(m) > 1);
+            conns.retain(|_, h| Arc::strong_count(h) > 1);
         }
-        conns.insert(id, (Arc::clone(&mark), token.clone()));
-        mark
+        conns.insert(id, Arc::clone(&handle));
+        handle
+    }
+
+    /// Stops every connection (the server shuts down).
+    fn stop_all(&self) {
+        let conns = std::mem::take(&mut *self.lock());
+        for handle in conns.values() {
+            handle.stop();
+        }
     }
 
     /// Evicts the connection idle the longest (nothing in progress, nothing pending);
     /// `false` if none is idle.
     fn evict_longest_idle(&self) -> bool {
         let mut conns = self.lock();
-        conns.retain(|_, (m, _)| Arc::strong_count(m) > 1);
-        let Some(id) = IdleMark::longest_idle(conns.iter().map(|(id, (m, _))| (&**m, *id))) else {
+        conns.retain(|_, h| Arc::strong_count(h) > 1);
+        let Some(id) = IdleMark::longest_idle(conns.iter().map(|(id, h)| (&h.mark, *id))) else {
             return false;
         };
-        if let Some((mark, token)) = conns.remove(&id) {
-            mark.evict();
-            token.cancel();
+        if let Some(handle) = conns.remove(&id) {
+            handle.mark.evict();
+            handle.stop();
         }
         true
     }
