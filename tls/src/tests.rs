@@ -788,3 +788,97 @@ fn output_cap_holds_plaintext_in_rustls_and_resumes() {
     let last = pair.answers[49].content();
     assert!(last.ends_with(br#""value": "49"}"#), "{last:?}");
 }
+
+/// A server session over TLS and a client, both in memory.
+mod session {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use sockmsg_protocol::{Connection, Event, Message};
+    use sockmsg_server::{ServerConfig, Service, ServiceError};
+
+    use super::{client_cfg, pki, server_cfg};
+    use crate::{AnyPeer, PeerService, TlsConnection, TlsSession};
+
+    struct Echo;
+
+    impl Service for Echo {
+        fn call(&self, request: Message) -> Result<Message, ServiceError> {
+            Ok(Message::binary("binary/echo", request.content().to_vec()))
+        }
+    }
+
+    /// Moves ciphertext both ways until neither side has anything to say; the client's
+    /// answers.
+    fn exchange(client: &mut TlsConnection, server: &mut TlsSession, now: Instant) -> Vec<Message> {
+        let mut answers = Vec::new();
+        for _ in 0..1000 {
+            let mut moved = false;
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                moved |= client.write_tls(&mut wire, now).expect("client write") > 0;
+            }
+            let mut input = &wire[..];
+            while !input.is_empty() {
+                server.read_tls(&mut input, now).expect("server read");
+            }
+            wire.clear();
+            while server.wants_write() {
+                moved |= server.write_tls(&mut wire, now).expect("server write") > 0;
+            }
+            let mut input = &wire[..];
+            while !input.is_empty() {
+                client.read_tls(&mut input, now).expect("client read");
+            }
+            while let Event::Message(m) = client.next_event().expect("client event") {
+                answers.push(m);
+            }
+            if !moved {
+                return answers;
+            }
+        }
+        panic!("the exchange did not settle");
+    }
+
+    /// Once idle a moment the session frees its buffers and the composition its own; the
+    /// next requests (larger than a TLS record) need them again and go through.
+    #[test]
+    fn a_connection_works_after_its_buffers_were_freed() {
+        let pki = pki();
+        let service: Arc<dyn PeerService> = Arc::new(AnyPeer(Arc::new(Echo)));
+        let start = Instant::now();
+        let mut client = TlsConnection::client(
+            client_cfg(&pki.ca, None),
+            "localhost",
+            Connection::client(),
+            start,
+        )
+        .expect("client");
+        let mut server = TlsSession::accept(
+            server_cfg(&pki, false),
+            service,
+            Arc::new(ServerConfig::default()),
+            start,
+        )
+        .expect("accept");
+        for round in 0..3u8 {
+            let now = start + Duration::from_secs(u64::from(round));
+            let content = vec![round; 20_000 * usize::from(round + 1)];
+            client
+                .send(Message::binary("binary/x", content.clone()), now)
+                .expect("send");
+            let answers = exchange(&mut client, &mut server, now);
+            assert_eq!(answers.len(), 1, "round {round}");
+            assert_eq!(answers[0].content(), &content[..], "round {round}");
+            let idle = now + Duration::from_millis(500);
+            assert_eq!(server.handle_timeout(idle), None);
+            assert!(!server.is_done(), "round {round}");
+            let debug = format!("{server:?}");
+            assert!(
+                debug.contains("received: 0") && debug.contains("to_send: 0"),
+                "{debug}"
+            );
+            client.release_buffers();
+        }
+    }
+}
