@@ -298,6 +298,8 @@ struct Parts<'a, P> {
     encrypt: bool,
     /// rustls failed: take the alert it queued, nothing else.
     failing: bool,
+    /// Input to discard besides what rustls's status says (records read in place).
+    discard: usize,
     close_notify_sent: &'a mut bool,
     close_notify_received: &'a mut bool,
     now: Instant,
@@ -332,7 +334,10 @@ impl<P: Plaintext> Parts<'_, P> {
             ConnectionState::ReadTraffic(mut traffic) => {
                 while let Some(record) = traffic.next_record() {
                     match record {
-                        Ok(record) => self.plaintext(record.payload),
+                        Ok(record) => {
+                            self.discard += record.discard;
+                            self.plaintext(record.payload);
+                        }
                         Err(e) => return Step::Failed(e),
                     }
                 }
@@ -654,6 +659,7 @@ impl<P: Plaintext> Tls<P> {
                 deliver: !self.handshaking,
                 encrypt,
                 failing,
+                discard: 0,
                 close_notify_sent: &mut self.close_notify_sent,
                 close_notify_received: &mut self.close_notify_received,
                 now,
@@ -664,11 +670,13 @@ impl<P: Plaintext> Tls<P> {
             let (discard, step) = match &mut self.tls {
                 Machine::Client(c) => {
                     let status = c.process_tls_records(input);
-                    (status.discard, parts.step(status.state))
+                    let step = parts.step(status.state);
+                    (status.discard + parts.discard, step)
                 }
                 Machine::Server(s) => {
                     let status = s.process_tls_records(input);
-                    (status.discard, parts.step(status.state))
+                    let step = parts.step(status.state);
+                    (status.discard + parts.discard, step)
                 }
             };
             if discard > 0 {
@@ -816,6 +824,14 @@ impl<P: Plaintext> Tls<P> {
             && self.timed_out.is_none()
             && self.outgoing.len() - self.sent < OUTGOING_LIMIT
             && (self.conn.wants_write() || (self.conn.wants_shutdown() && !self.close_notify_sent))
+    }
+
+    /// The socket failed: nothing more can be written, so what waits is dropped (and no
+    /// `close_notify` follows), and the composition no longer wants to write.
+    pub(crate) fn drop_output(&mut self) {
+        self.outgoing = Vec::new();
+        self.sent = 0;
+        self.close_notify_sent = true;
     }
 
     fn records_pending(&self) -> bool {

@@ -182,9 +182,11 @@ impl Tls<ServerSide> {
         self.inner_mut().session.begin_shutdown(now);
     }
 
-    /// Ends the connection at once for `reason` (a socket error, say).
+    /// Ends the connection at once for `reason` (a socket error, say): TLS records not yet
+    /// written are dropped, so the connection is done at once.
     pub fn abort(&mut self, reason: CloseReason) {
         self.inner_mut().session.abort(reason);
+        self.drop_output();
     }
 
     /// `true` once the connection is over and nothing is left to write: close the socket.

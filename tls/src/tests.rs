@@ -795,9 +795,10 @@ mod session {
     use std::time::{Duration, Instant};
 
     use sockmsg_protocol::{Connection, Event, Message};
-    use sockmsg_server::{ServerConfig, Service, ServiceError};
+    use sockmsg_server::{CloseReason, ServerConfig, Service, ServiceError};
 
     use super::{client_cfg, pki, server_cfg};
+    use crate::server::End;
     use crate::{AnyPeer, PeerService, TlsConnection, TlsSession};
 
     struct Echo;
@@ -880,5 +881,52 @@ mod session {
             );
             client.release_buffers();
         }
+    }
+
+    /// A socket error with TLS records still to write: the connection is done at once
+    /// (nothing more can be written), not left wanting to write forever.
+    #[test]
+    fn abort_with_records_pending_is_done() {
+        let pki = pki();
+        let service: Arc<dyn PeerService> = Arc::new(AnyPeer(Arc::new(Echo)));
+        let now = Instant::now();
+        let mut client = TlsConnection::client(
+            client_cfg(&pki.ca, None),
+            "localhost",
+            Connection::client(),
+            now,
+        )
+        .expect("client");
+        let mut server = TlsSession::accept(
+            server_cfg(&pki, false),
+            service,
+            Arc::new(ServerConfig::default()),
+            now,
+        )
+        .expect("accept");
+        assert!(exchange(&mut client, &mut server, now).is_empty());
+        client
+            .send(Message::binary("binary/x", vec![7; 100_000]), now)
+            .expect("send");
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire, now).expect("client write");
+        }
+        let mut input = &wire[..];
+        while !input.is_empty() {
+            server.read_tls(&mut input, now).expect("server read");
+        }
+        // The echo is queued: records to write.
+        assert!(server.wants_write() && !server.is_done());
+        server.abort(CloseReason::Io(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        assert!(!server.wants_write());
+        assert!(server.is_done());
+        assert!(
+            matches!(server.end(), Some(End::Session(CloseReason::Io(_)))),
+            "{:?}",
+            server.end()
+        );
     }
 }
