@@ -210,9 +210,8 @@ pub struct Tls<P> {
     /// Ciphertext received, not yet processed: `incoming[..received]`.
     incoming: Vec<u8>,
     received: usize,
-    /// TLS records to send: `outgoing[sent..]`.
-    outgoing: Vec<u8>,
-    sent: usize,
+    /// TLS records to send.
+    outgoing: Records,
     /// Decrypted bytes the plaintext side did not take yet: `held[held_from..]`.
     held: Vec<u8>,
     held_from: usize,
@@ -242,7 +241,7 @@ impl<P: fmt::Debug> fmt::Debug for Tls<P> {
             .field("handshaking", &self.handshaking)
             .field("identity", &self.identity)
             .field("received", &self.received)
-            .field("to_send", &(self.outgoing.len() - self.sent))
+            .field("to_send", &self.outgoing.pending().len())
             .field("held", &(self.held.len() - self.held_from))
             .field("eof", &self.eof)
             .field("close_notify_received", &self.close_notify_received)
@@ -288,8 +287,7 @@ enum Step {
 /// The fields a state of rustls's machine works on (split from the machine it borrows).
 struct Parts<'a, P> {
     conn: &'a mut P,
-    outgoing: &'a mut Vec<u8>,
-    sent: &'a mut usize,
+    outgoing: &'a mut Records,
     held: &'a mut Vec<u8>,
     held_from: usize,
     /// Plaintext goes to `held` while the handshake completion is not yet reported.
@@ -314,12 +312,10 @@ impl<P: Plaintext> Parts<'_, P> {
         if self.failing {
             return match state {
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    let _ = append(self.outgoing, self.sent, 0, |out| {
-                        match encode.encode(out) {
-                            Ok(n) => Ok(n),
-                            Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                            Err(EncodeError::AlreadyEncoded) => Err(None),
-                        }
+                    let _ = self.outgoing.append(0, |out| match encode.encode(out) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                        Err(EncodeError::AlreadyEncoded) => Err(None),
                     });
                     Step::Idle
                 }
@@ -356,12 +352,10 @@ impl<P: Plaintext> Parts<'_, P> {
                 Step::Idle
             }
             ConnectionState::EncodeTlsData(mut encode) => {
-                let result = append(self.outgoing, self.sent, 0, |out| {
-                    match encode.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                        Err(EncodeError::AlreadyEncoded) => Err(None),
-                    }
+                let result = self.outgoing.append(0, |out| match encode.encode(out) {
+                    Ok(n) => Ok(n),
+                    Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                    Err(EncodeError::AlreadyEncoded) => Err(None),
                 });
                 match result {
                     Ok(()) => Step::Again,
@@ -415,7 +409,7 @@ impl<P: Plaintext> Parts<'_, P> {
         traffic: &mut WriteTraffic<'_, Data>,
     ) -> Result<(), rustls::Error> {
         let mut gather = [0u8; GATHER];
-        while self.conn.wants_write() && self.outgoing.len() - *self.sent < OUTGOING_LIMIT {
+        while self.conn.wants_write() && self.outgoing.pending().len() < OUTGOING_LIMIT {
             let mut slices = [IoSlice::new(&[]); SLICES];
             let k = self.conn.pending_slices(&mut slices);
             let slices = slices.get(..k).unwrap_or_default();
@@ -448,60 +442,84 @@ impl<P: Plaintext> Parts<'_, P> {
             let records = data.len().div_ceil(MAX_FRAGMENT);
             let guess = data.len() + records * RECORD_OVERHEAD;
             let taken = data.len();
-            append(self.outgoing, self.sent, guess, |out| {
-                match traffic.encrypt(data, out) {
+            self.outgoing
+                .append(guess, |out| match traffic.encrypt(data, out) {
                     Ok(n) => Ok(n),
                     Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
                     Err(_) => Err(None),
-                }
-            })
-            .map_err(|()| rustls::Error::EncryptError)?;
+                })
+                .map_err(|()| rustls::Error::EncryptError)?;
             self.conn.consume(taken, self.now);
         }
         if self.conn.wants_shutdown() && !*self.close_notify_sent {
-            append(
-                self.outgoing,
-                self.sent,
-                RECORD_OVERHEAD + 2,
-                |out| match traffic.queue_close_notify(out) {
-                    Ok(n) => Ok(n),
-                    Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                    Err(_) => Err(None),
-                },
-            )
-            .map_err(|()| rustls::Error::EncryptError)?;
+            self.outgoing
+                .append(RECORD_OVERHEAD + 2, |out| {
+                    match traffic.queue_close_notify(out) {
+                        Ok(n) => Ok(n),
+                        Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                        Err(_) => Err(None),
+                    }
+                })
+                .map_err(|()| rustls::Error::EncryptError)?;
             *self.close_notify_sent = true;
         }
         Ok(())
     }
 }
 
-/// Appends what `write` puts into a slice to `out` (after dropping the `sent` bytes in
-/// front): `write` gets `guess` bytes of room, and more if it says how many it needs
-/// (`Err(Some(n))`); `Err(None)` is a failure.
-fn append(
-    out: &mut Vec<u8>,
-    sent: &mut usize,
-    guess: usize,
-    mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
-) -> Result<(), ()> {
-    if *sent > 0 {
-        out.drain(..*sent);
-        *sent = 0;
+/// TLS records waiting to be written: `buf[sent..queued]`. The buffer keeps its size
+/// (zeroed once) until freed, so appending does not clear memory each time.
+#[derive(Default)]
+struct Records {
+    buf: Vec<u8>,
+    sent: usize,
+    queued: usize,
+}
+
+impl Records {
+    /// The bytes to write.
+    fn pending(&self) -> &[u8] {
+        self.buf.get(self.sent..self.queued).unwrap_or_default()
     }
-    let start = out.len();
-    let mut room = guess;
-    loop {
-        out.resize(start + room, 0);
-        match write(out.get_mut(start..).unwrap_or_default()) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return Ok(());
+
+    /// `n` bytes were written.
+    fn advance(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.queued);
+        if self.sent == self.queued {
+            self.sent = 0;
+            self.queued = 0;
+        }
+    }
+
+    /// Drops what waits and frees the buffer.
+    fn free(&mut self) {
+        *self = Records::default();
+    }
+
+    /// Appends what `write` puts into a slice: `write` gets at least `guess` bytes of room,
+    /// and more if it says how many it needs (`Err(Some(n))`); `Err(None)` is a failure.
+    fn append(
+        &mut self,
+        guess: usize,
+        mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+    ) -> Result<(), ()> {
+        if self.sent > 0 {
+            self.buf.copy_within(self.sent..self.queued, 0);
+            self.queued -= self.sent;
+            self.sent = 0;
+        }
+        let mut room = guess;
+        loop {
+            if self.buf.len() < self.queued + room {
+                self.buf.resize(self.queued + room, 0);
             }
-            Err(Some(need)) if need > room => room = need,
-            Err(_) => {
-                out.truncate(start);
-                return Err(());
+            match write(self.buf.get_mut(self.queued..).unwrap_or_default()) {
+                Ok(n) => {
+                    self.queued += n;
+                    return Ok(());
+                }
+                Err(Some(need)) if need > room => room = need,
+                Err(_) => return Err(()),
             }
         }
     }
@@ -559,8 +577,7 @@ impl<P: Plaintext> Tls<P> {
             first: Vec::new(),
             incoming: Vec::new(),
             received: 0,
-            outgoing: Vec::new(),
-            sent: 0,
+            outgoing: Records::default(),
             held: Vec::new(),
             held_from: 0,
             eof: false,
@@ -653,7 +670,6 @@ impl<P: Plaintext> Tls<P> {
             let mut parts = Parts {
                 conn: &mut self.conn,
                 outgoing: &mut self.outgoing,
-                sent: &mut self.sent,
                 held: &mut self.held,
                 held_from: self.held_from,
                 deliver: !self.handshaking,
@@ -797,19 +813,15 @@ impl<P: Plaintext> Tls<P> {
             self.drain_held(now);
             self.deliver_eof();
         }
-        let was_idle = self.sent == self.outgoing.len();
+        let was_idle = !self.records_pending();
         if self.wants_encrypt() {
             self.process(now);
         }
-        if was_idle && self.sent < self.outgoing.len() {
+        if was_idle && self.records_pending() {
             self.tls_write_progress = now;
         }
-        let n = writer.write(self.outgoing.get(self.sent..).unwrap_or_default())?;
-        self.sent += n;
-        if self.sent == self.outgoing.len() {
-            self.outgoing.clear();
-            self.sent = 0;
-        }
+        let n = writer.write(self.outgoing.pending())?;
+        self.outgoing.advance(n);
         if n > 0 {
             self.tls_write_progress = now;
         }
@@ -822,20 +834,19 @@ impl<P: Plaintext> Tls<P> {
         !self.handshaking
             && self.error.is_none()
             && self.timed_out.is_none()
-            && self.outgoing.len() - self.sent < OUTGOING_LIMIT
+            && self.outgoing.pending().len() < OUTGOING_LIMIT
             && (self.conn.wants_write() || (self.conn.wants_shutdown() && !self.close_notify_sent))
     }
 
     /// The socket failed: nothing more can be written, so what waits is dropped (and no
     /// `close_notify` follows), and the composition no longer wants to write.
     pub(crate) fn drop_output(&mut self) {
-        self.outgoing = Vec::new();
-        self.sent = 0;
+        self.outgoing.free();
         self.close_notify_sent = true;
     }
 
     fn records_pending(&self) -> bool {
-        self.sent < self.outgoing.len()
+        !self.outgoing.pending().is_empty()
     }
 
     /// Frees the ciphertext buffers while they are empty (see
@@ -845,8 +856,7 @@ impl<P: Plaintext> Tls<P> {
             self.incoming = Vec::new();
         }
         if !self.records_pending() {
-            self.outgoing = Vec::new();
-            self.sent = 0;
+            self.outgoing.free();
         }
     }
 
