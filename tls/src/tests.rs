@@ -231,7 +231,7 @@ fn large_message_goes_through_rustls_buffer_limit() {
     pair.client
         .send(Message::binary("binary/big", content.clone()), pair.now)
         .expect("send");
-    // One write moves at most rustls's 64 KiB buffer: the rest waits in the sockmsg machine.
+    // At most 64 KiB of TLS records wait at a time: the rest waits in the sockmsg machine.
     pair.step();
     assert!(pair.client.connection().pending_len() > 0 || !pair.answers.is_empty());
     pair.run();
