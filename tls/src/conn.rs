@@ -50,6 +50,11 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 /// A record's overhead (header, content type, AEAD tag and explicit nonce), rounded up.
 const RECORD_OVERHEAD: usize = 64;
 
+/// How long after its last read or write a connection frees its empty ciphertext buffers
+/// (as a server session frees its own): not at once, so that a busy connection does not
+/// allocate them again for every message.
+pub const RELEASE_DELAY: Duration = Duration::from_millis(100);
+
 /// Which deadline finished a [`TlsConnection`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TlsTimeout {
@@ -194,9 +199,9 @@ pub type TlsConnection = Tls<Connection>;
 ///
 /// **Memory.** rustls runs unbuffered (`rustls::server::UnbufferedServerConnection`): the
 /// ciphertext buffers are this composition's own, sized to the traffic, and an idle
-/// connection holds none of them, only rustls's keys and state: they are freed when a
-/// server session frees its own, once it has been idle a moment (in
-/// [`TlsConnection::handle_timeout`]), or by [`TlsConnection::release_buffers`].
+/// connection holds none of them, only rustls's keys and state: they are freed
+/// [`RELEASE_DELAY`] after the last read or write (in [`TlsConnection::handle_timeout`]), or
+/// by [`TlsConnection::release_buffers`].
 pub struct Tls<P> {
     tls: Machine,
     conn: P,
@@ -230,6 +235,8 @@ pub struct Tls<P> {
     timed_out: Option<TlsTimeout>,
     /// Last progress writing TLS records (or when they became pending).
     tls_write_progress: Instant,
+    /// Last ciphertext read or written: empty buffers are freed [`RELEASE_DELAY`] after.
+    last_io: Instant,
 }
 
 impl<P: fmt::Debug> fmt::Debug for Tls<P> {
@@ -243,6 +250,10 @@ impl<P: fmt::Debug> fmt::Debug for Tls<P> {
             .field("received", &self.received)
             .field("to_send", &self.outgoing.pending().len())
             .field("held", &(self.held.len() - self.held_from))
+            .field(
+                "buffers",
+                &(self.incoming.capacity() + self.outgoing.buf.capacity() + self.held.capacity()),
+            )
             .field("eof", &self.eof)
             .field("close_notify_received", &self.close_notify_received)
             .field("close_notify_sent", &self.close_notify_sent)
@@ -491,6 +502,11 @@ impl Records {
         }
     }
 
+    /// `true` while it holds a buffer.
+    fn allocated(&self) -> bool {
+        self.buf.capacity() > 0
+    }
+
     /// Drops what waits and frees the buffer.
     fn free(&mut self) {
         *self = Records::default();
@@ -589,6 +605,7 @@ impl<P: Plaintext> Tls<P> {
             error: None,
             timed_out: None,
             tls_write_progress: now,
+            last_io: now,
         }
     }
 
@@ -648,6 +665,9 @@ impl<P: Plaintext> Tls<P> {
                 .extend_from_slice(self.incoming.get(start..start + take).unwrap_or_default());
         }
         self.received += n;
+        if n > 0 {
+            self.last_io = now;
+        }
         if n == 0 {
             self.eof = true;
         }
@@ -824,6 +844,7 @@ impl<P: Plaintext> Tls<P> {
         self.outgoing.advance(n);
         if n > 0 {
             self.tls_write_progress = now;
+            self.last_io = now;
         }
         Ok(n)
     }
@@ -843,6 +864,14 @@ impl<P: Plaintext> Tls<P> {
     pub(crate) fn drop_output(&mut self) {
         self.outgoing.free();
         self.close_notify_sent = true;
+    }
+
+    /// When the empty ciphertext buffers are to be freed: [`RELEASE_DELAY`] after the last
+    /// I/O, if they are allocated and empty.
+    fn release_due(&self) -> Option<Instant> {
+        let allocated = self.incoming.capacity() > 0 || self.outgoing.allocated();
+        let empty = self.received == 0 && !self.records_pending() && !self.plaintext_held();
+        (allocated && empty).then(|| self.last_io + RELEASE_DELAY)
     }
 
     fn records_pending(&self) -> bool {
@@ -896,8 +925,9 @@ impl<P: Plaintext> Tls<P> {
     }
 
     /// The earliest instant at which [`TlsConnection::handle_timeout`] must be called: the
-    /// handshake deadline while handshaking, the write deadline while TLS records wait, and
-    /// the sockmsg machine's own deadlines.
+    /// handshake deadline while handshaking, the write deadline while TLS records wait, the
+    /// time to free idle buffers ([`RELEASE_DELAY`]), and the sockmsg machine's own
+    /// deadlines.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.timed_out.is_some() || self.error.is_some() {
             return None;
@@ -917,10 +947,15 @@ impl<P: Plaintext> Tls<P> {
             (true, Some(limit)) => Some(self.tls_write_progress + limit),
             _ => None,
         };
-        [self.conn.poll_timeout(), handshake, write]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.conn.poll_timeout(),
+            handshake,
+            write,
+            self.release_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Checks the deadlines at `now`. `Some(t)`: deadline `t` passed and the connection is
@@ -928,8 +963,8 @@ impl<P: Plaintext> Tls<P> {
     /// [`TlsError::HandshakeTimeout`] from [`TlsConnection::next_event`]. `None`: nothing
     /// passed.
     ///
-    /// When the plaintext side frees its buffers here (a server session does once it has
-    /// been idle a moment), the composition frees its empty ciphertext buffers too.
+    /// [`RELEASE_DELAY`] after the last read or write, the composition frees its empty
+    /// ciphertext buffers here (one of the timers of [`TlsConnection::poll_timeout`]).
     pub fn handle_timeout(&mut self, now: Instant) -> Option<TlsTimeout> {
         self.tick(now);
         if self.timed_out.is_some() || self.error.is_some() {
@@ -946,7 +981,6 @@ impl<P: Plaintext> Tls<P> {
             (true, Some(limit)) => self.tls_write_progress + limit <= now,
             _ => false,
         };
-        let held = self.conn.connection().allocated();
         let passed = if handshake_over {
             Some(TlsTimeout::Handshake)
         } else if write_stalled {
@@ -967,8 +1001,7 @@ impl<P: Plaintext> Tls<P> {
                 });
             }
         }
-        if passed.is_some() || self.conn.connection().allocated() < held {
-            // The plaintext side freed its buffers (idle a moment): so does the composition.
+        if passed.is_some() || self.release_due().is_some_and(|at| at <= now) {
             self.release_tls_buffers();
         }
         passed
