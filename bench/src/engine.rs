@@ -50,10 +50,14 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, HandshakeKind};
 use sockmsg_protocol::{Connection, Event, Limits, Role};
 
 use super::cpu::process_cpu_time;
-use super::report::{round3, ErrorCounts, ErrorKind, Latency, Mode, Report, ServerCpu};
+use super::report::{
+    round3, ErrorCounts, ErrorKind, Latency, Mode, Report, ServerCpu, TlsHandshakes,
+};
 use super::workload::{Kind, Mismatch, Workload};
 
 /// Size of the per-thread receive buffer for unframed echo answers.
@@ -115,6 +119,19 @@ pub struct Config {
     pub give_up_after: Duration,
     /// Measure this local process's CPU time over the run (Linux `/proc`).
     pub server_pid: Option<u32>,
+    /// Speak TLS (rustls) over every connection; `None`: plaintext.
+    pub tls: Option<Tls>,
+}
+
+/// TLS for a run: one rustls client configuration shared by every connection, so that with
+/// resumption on (the configuration's session cache) a one-shot connection after the first
+/// resumes its TLS session instead of paying a full handshake.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The rustls client configuration (CA, resumption...).
+    pub config: Arc<ClientConfig>,
+    /// The name the server's certificate must be valid for.
+    pub server_name: ServerName<'static>,
 }
 
 impl Config {
@@ -135,6 +152,7 @@ impl Config {
             max_errors: None,
             give_up_after: DEFAULT_GIVE_UP_AFTER,
             server_pid: None,
+            tls: None,
         }
     }
 
@@ -313,6 +331,7 @@ struct Outcome {
     first_error: Option<String>,
     sent_bytes: u64,
     received_bytes: u64,
+    handshakes: TlsHandshakes,
 }
 
 /// Runs the benchmark described by `config`, calling `progress` about once a second from
@@ -371,6 +390,8 @@ pub fn run(
                     total.latency.merge(&outcome.latency);
                     total.sent_bytes += outcome.sent_bytes;
                     total.received_bytes += outcome.received_bytes;
+                    total.handshakes.full += outcome.handshakes.full;
+                    total.handshakes.resumed += outcome.handshakes.resumed;
                     if total.first_error.is_none() {
                         total.first_error = outcome.first_error;
                     }
@@ -438,6 +459,7 @@ pub fn run(
         received_bytes_per_s: per_s(total.received_bytes),
         latency: total.latency.summary(),
         server_cpu,
+        tls: config.tls.is_some().then_some(total.handshakes),
         errors: total.errors,
         abandoned: total.abandoned,
         first_error: total.first_error,
@@ -641,6 +663,13 @@ struct Outgoing {
 struct Client {
     token: Token,
     stream: Option<TcpStream>,
+    /// TLS over the stream (with [`Config::tls`]): requests are written into it, answers
+    /// read out of it.
+    tls: Option<ClientConnection>,
+    /// The TLS handshake of this connection was counted.
+    handshake_counted: bool,
+    /// The socket ended (TLS: the plaintext before the end is taken first).
+    socket_eof: bool,
     connected: bool,
     connect_started: Instant,
     /// Requests still to write, oldest first (written straight from the workload).
@@ -683,6 +712,9 @@ impl Client {
         Client {
             token,
             stream: None,
+            tls: None,
+            handshake_counted: false,
+            socket_eof: false,
             connected: false,
             connect_started: shared.started,
             out: VecDeque::new(),
@@ -767,6 +799,13 @@ impl Client {
             return;
         }
         self.connect_started = now;
+        if let Some(tls) = &cx.config.tls {
+            match ClientConnection::new(tls.config.clone(), tls.server_name.clone()) {
+                Ok(conn) => self.tls = Some(conn),
+                Err(e) => return self.fail(cx, ErrorKind::Connect, &format!("TLS: {e}"), now),
+            }
+            self.handshake_counted = false;
+        }
         match TcpStream::connect(cx.config.addr) {
             Ok(mut stream) => {
                 match cx.registry.register(
@@ -876,8 +915,8 @@ impl Client {
         }
     }
 
-    /// Writes what is pending, straight from the workload's request bytes; `false` if the
-    /// connection failed.
+    /// Writes what is pending, straight from the workload's request bytes (into TLS, then
+    /// its records to the socket, with [`Config::tls`]); `false` if the connection failed.
     fn flush(&mut self, cx: &mut Cx<'_, '_>, now: Instant) -> bool {
         let template = cx.config.workload.request();
         let stamp_len = cx.config.workload.stamp_len();
@@ -885,10 +924,16 @@ impl Client {
             let Some(stream) = &mut self.stream else {
                 return false;
             };
+            // Plaintext goes into rustls, which takes it until its buffer is full (before
+            // the handshake completes, too); its records go out below.
+            let sink: &mut dyn Write = match &mut self.tls {
+                Some(tls) => &mut TlsWriter(tls),
+                None => stream,
+            };
             let result = match self.out.front() {
                 // One request (or the tail of one) past its stamp: a plain write.
                 Some(o) if self.out.len() == 1 && o.off >= stamp_len => {
-                    stream.write(template.get(o.off..).unwrap_or_default())
+                    sink.write(template.get(o.off..).unwrap_or_default())
                 }
                 _ => {
                     let mut slices = Vec::with_capacity(2 * self.out.len().min(MAX_WRITE_REQUESTS));
@@ -902,10 +947,22 @@ impl Client {
                             template.get(o.off.max(stamp_len)..).unwrap_or_default(),
                         ));
                     }
-                    stream.write_vectored(&slices)
+                    sink.write_vectored(&slices)
                 }
             };
             match result {
+                Ok(0) if self.tls.is_some() => {
+                    // rustls's buffer is full: its records to the socket, then more
+                    // plaintext if that made room (no writable event comes unless the
+                    // socket itself fills up).
+                    if !self.flush_tls(cx, now) {
+                        return false;
+                    }
+                    match &self.tls {
+                        Some(tls) if !tls.wants_write() && !tls.is_handshaking() => {}
+                        _ => break,
+                    }
+                }
                 Ok(0) => {
                     self.fail(cx, ErrorKind::Io, "the socket accepted no bytes", now);
                     return false;
@@ -932,6 +989,30 @@ impl Client {
                 }
             }
         }
+        self.flush_tls(cx, now)
+    }
+
+    /// Writes TLS records until the socket takes no more; `false` if the connection failed.
+    fn flush_tls(&mut self, cx: &mut Cx<'_, '_>, now: Instant) -> bool {
+        let (Some(tls), Some(stream)) = (&mut self.tls, &mut self.stream) else {
+            return true;
+        };
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = if self.connected {
+                        ErrorKind::Io
+                    } else {
+                        ErrorKind::Connect
+                    };
+                    self.fail(cx, kind, &format!("write: {e}"), now);
+                    return false;
+                }
+            }
+        }
         true
     }
 
@@ -940,15 +1021,22 @@ impl Client {
     fn read(&mut self, cx: &mut Cx<'_, '_>, buf: &mut [u8]) {
         let echo = cx.config.workload.kind() == Kind::Echo;
         loop {
+            if self.tls.is_some() {
+                match self.read_tls(cx, buf) {
+                    Some(true) => continue,
+                    Some(false) => return,
+                    None => {}
+                }
+            }
             let Some(stream) = &mut self.stream else {
                 return;
             };
             // Framed answers go straight into the decoder (a large content into its own
             // buffer); echoed bytes into the thread's buffer, to be compared and dropped.
-            let result = if echo {
-                stream.read(buf)
-            } else {
-                stream.read(self.decoder.read_buf())
+            let result = match &mut self.tls {
+                Some(tls) => tls.read_tls(stream),
+                None if echo => stream.read(buf),
+                None => stream.read(self.decoder.read_buf()),
             };
             // The answers in this chunk arrived now (not when the event loop woke up).
             let now = Instant::now();
@@ -972,7 +1060,29 @@ impl Client {
                 }
             };
             if n == 0 {
+                if self.tls.is_some() {
+                    // The plaintext before the end first, then the end (read_tls).
+                    self.socket_eof = true;
+                    continue;
+                }
                 return self.on_eof(cx, now);
+            }
+            if self.tls.is_some() {
+                if let Some(tls) = &mut self.tls {
+                    if let Err(e) = tls.process_new_packets() {
+                        let kind = if self.connected && !tls.is_handshaking() {
+                            ErrorKind::Protocol
+                        } else {
+                            ErrorKind::Connect
+                        };
+                        let _ = tls.write_tls(&mut io::sink());
+                        return self.fail(cx, kind, &format!("TLS: {e}"), now);
+                    }
+                }
+                if !self.flush_tls(cx, now) {
+                    return;
+                }
+                continue; // the plaintext, if any, at the top of the loop
             }
             cx.outcome.received_bytes += n as u64;
             let going = if echo {
@@ -982,6 +1092,51 @@ impl Client {
             };
             if !going {
                 return;
+            }
+        }
+    }
+
+    /// Takes the plaintext rustls decrypted: `Some(true)` if some was handled (read on),
+    /// `Some(false)` once this connection is gone or ended, `None` when rustls has none
+    /// (read the socket).
+    fn read_tls(&mut self, cx: &mut Cx<'_, '_>, buf: &mut [u8]) -> Option<bool> {
+        let echo = cx.config.workload.kind() == Kind::Echo;
+        let now = Instant::now();
+        let tls = self.tls.as_mut()?;
+        if !self.handshake_counted && !tls.is_handshaking() {
+            self.handshake_counted = true;
+            match tls.handshake_kind() {
+                Some(HandshakeKind::Resumed) => cx.outcome.handshakes.resumed += 1,
+                _ => cx.outcome.handshakes.full += 1,
+            }
+        }
+        let into: &mut [u8] = if echo { buf } else { self.decoder.read_buf() };
+        let result = tls.reader().read(into);
+        match result {
+            Ok(0) => {
+                // close_notify: the server ended the connection cleanly.
+                self.on_eof(cx, now);
+                Some(false)
+            }
+            Ok(n) => {
+                cx.outcome.received_bytes += n as u64;
+                let going = if echo {
+                    self.feed_echo(cx, buf.get(..n).unwrap_or_default(), now)
+                } else {
+                    self.feed_framed(cx, n, now)
+                };
+                Some(going)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.socket_eof => {
+                // The socket ended without close_notify: an end all the same.
+                self.on_eof(cx, now);
+                Some(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(_) => {
+                // Unexpected end (no close_notify) after the plaintext was taken.
+                self.on_eof(cx, now);
+                Some(false)
             }
         }
     }
@@ -1125,10 +1280,30 @@ impl Client {
         if let Some(mut stream) = self.stream.take() {
             let _ = registry.deregister(&mut stream);
         }
+        // No close_notify: the guide's clients (and Python's ssl sockets) just close.
+        self.tls = None;
+        self.socket_eof = false;
         self.connected = false;
         self.out.clear();
         self.decoder = answer_decoder();
         self.partial = 0;
+    }
+}
+
+/// Plaintext into a rustls connection, as a `Write` (its records are written apart).
+struct TlsWriter<'a>(&'a mut ClientConnection);
+
+impl Write for TlsWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.writer().write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.writer().write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

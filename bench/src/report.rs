@@ -364,6 +364,15 @@ impl fmt::Display for Mode {
     }
 }
 
+/// TLS handshakes of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TlsHandshakes {
+    /// Full handshakes (certificate, key exchange).
+    pub full: u64,
+    /// Resumed sessions (a ticket or session ID from an earlier connection).
+    pub resumed: u64,
+}
+
 /// The result of a run, as printed by `app-bench` (text or `--json`). Floating-point
 /// figures are rounded to 3 decimals.
 #[derive(Debug, Clone, Serialize)]
@@ -415,6 +424,8 @@ pub struct Report {
     pub latency: Option<LatencySummary>,
     /// The server's CPU time, when its process id was given.
     pub server_cpu: Option<ServerCpu>,
+    /// TLS handshakes completed, full and resumed (`None`: plaintext).
+    pub tls: Option<TlsHandshakes>,
     /// The first error seen, for a human to start from.
     pub first_error: Option<String>,
     /// Why the run gave up before its end (nothing answered for a while, or too many
@@ -470,6 +481,15 @@ impl Report {
             mb(self.sent_bytes_per_s),
             mb(self.received_bytes_per_s)
         );
+        if let Some(tls) = &self.tls {
+            let _ = writeln!(
+                s,
+                "TLS:         {} handshakes: {} full, {} resumed",
+                tls.full + tls.resumed,
+                tls.full,
+                tls.resumed
+            );
+        }
         if let Some(cpu) = &self.server_cpu {
             let per = cpu.us_per_request.map_or_else(
                 || "no answers".to_owned(),

@@ -133,6 +133,10 @@ fn errors_make_the_exit_status_1_and_usage_errors_2() {
         &["--max-errors", "0"],
         &["--echo", "--answer", "echo"],
         &["--value-json", "{not json"],
+        &["--ca", "ca.pem"],
+        &["--no-resume"],
+        &["--server-name", "localhost"],
+        &["--tls", "--echo"],
     ] {
         let out = bench_bin().args(bad).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
@@ -151,6 +155,25 @@ fn an_unresolvable_host_is_a_runtime_failure() {
         stderr.starts_with("app-bench: cannot resolve \"nothing.invalid\": "),
         "{stderr}"
     );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn tls_settings_that_cannot_load_are_one_line_and_exit_1() {
+    let missing =
+        std::env::temp_dir().join(format!("sockmsg-no-such-ca-{}.pem", std::process::id()));
+    let out = bench_bin()
+        .args(["127.0.0.1", "1", "-q", "--tls", "--ca"])
+        .arg(&missing)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("app-bench: cannot load the TLS settings: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sockmsg-no-such-ca-"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 

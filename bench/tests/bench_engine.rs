@@ -461,3 +461,117 @@ fn answers_once_spelt_differently_are_checked_against_a_live_app_server() {
         server.stop(Duration::from_secs(10)).expect("stop");
     }
 }
+
+/// A TLS server (the std transport with the demo service, certificates made here), its
+/// address and a stopper, and the rustls client configuration that trusts it.
+fn tls_server() -> (
+    std::net::SocketAddr,
+    sockmsg_app::serve::Stopper,
+    std::thread::JoinHandle<std::io::Result<()>>,
+    Arc<rustls::ClientConfig>,
+) {
+    use sockmsg_tls::certs::{Authority, Spec, Usage};
+    use sockmsg_tls::{client_config, server_config, AnyPeer, ClientOptions, Pem, ServerOptions};
+    let ca = Authority::new("bench test CA", 1).expect("CA");
+    let cert = ca
+        .issue(&Spec::new(Usage::Server, "localhost", &["localhost"], 1))
+        .expect("certificate");
+    let tls = server_config(&ServerOptions::new(
+        Pem::memory("server.pem", cert.cert_pem),
+        Pem::memory("server-key.pem", cert.key_pem),
+    ))
+    .expect("server config");
+    let client = client_config(&ClientOptions {
+        ca: Some(Pem::memory("ca.pem", ca.cert_pem())),
+        ..ClientOptions::default()
+    })
+    .expect("client config");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        sockmsg_app::serve::serve_tls(
+            Transport::Std,
+            "127.0.0.1:0".parse().expect("address"),
+            &ServerConfig::default(),
+            Arc::new(AnyPeer(Arc::new(DemoService::new()))),
+            tls,
+            move |addr, stopper| {
+                let _ = tx.send((addr, stopper));
+            },
+        )
+    });
+    let (addr, stopper) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the TLS server listens");
+    (addr, stopper, thread, client)
+}
+
+#[test]
+fn tls_keep_alive_and_one_shot_with_and_without_resumption() {
+    let (addr, stopper, thread, client) = tls_server();
+    let tls = |config: Arc<rustls::ClientConfig>| sockmsg_bench::engine::Tls {
+        config,
+        server_name: rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+    };
+    let mut no_resume = (*client).clone();
+    no_resume.resumption = rustls::client::Resumption::disabled();
+    let no_resume = Arc::new(no_resume);
+
+    for (mode, config, resumes) in [
+        (Mode::KeepAlive, client.clone(), false),
+        (Mode::OneShot, client.clone(), true),
+        (Mode::OneShot, no_resume, false),
+    ] {
+        let mut c = config_for(addr, mode);
+        c.tls = Some(tls(config));
+        let report = bench(&c);
+        assert_clean(&report, 200);
+        let handshakes = report.tls.expect("TLS handshakes counted");
+        let text = report.to_text();
+        assert!(text.contains("TLS:"), "{text}");
+        match mode {
+            Mode::KeepAlive => assert_eq!(handshakes.full + handshakes.resumed, 4, "{text}"),
+            Mode::OneShot => assert_eq!(handshakes.full + handshakes.resumed, 200, "{text}"),
+        }
+        if resumes {
+            // Every connection after the first few (4 at once) resumes a session.
+            assert!(handshakes.resumed >= 190, "{text}");
+        } else if mode == Mode::OneShot {
+            assert_eq!(handshakes.resumed, 0, "{text}");
+        }
+    }
+
+    // A client that does not trust the server's CA: every connection fails to connect,
+    // with rustls's reason.
+    let other = sockmsg_tls::certs::Authority::new("another CA", 1).expect("CA");
+    let untrusting = sockmsg_tls::client_config(&sockmsg_tls::ClientOptions {
+        ca: Some(sockmsg_tls::Pem::memory("other.pem", other.cert_pem())),
+        ..sockmsg_tls::ClientOptions::default()
+    })
+    .expect("client config");
+    let mut c = config_for(addr, Mode::KeepAlive);
+    c.limit = Limit::Requests(4);
+    c.max_errors = Some(4);
+    c.tls = Some(tls(untrusting));
+    let report = bench(&c);
+    assert_eq!(report.ok, 0);
+    assert!(
+        report.errors.get(ErrorKind::Connect) > 0,
+        "{}",
+        report.to_text()
+    );
+    assert!(
+        report.first_error.as_deref().unwrap_or("").contains("TLS"),
+        "{:?}",
+        report.first_error
+    );
+
+    stopper.stop();
+    thread.join().expect("join").expect("the TLS server");
+}
+
+fn config_for(addr: std::net::SocketAddr, mode: Mode) -> Config {
+    Config {
+        limit: Limit::Requests(200),
+        ..config(addr, Kind::Json, mode)
+    }
+}

@@ -1,10 +1,14 @@
 //! [`TlsConnection`]: rustls's machine and sockmsg's machine, composed, still without I/O.
 
+use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffic};
 use sockmsg_protocol::{Connection, Event, LocalError, Message, Timeout};
 
 use crate::error::TlsError;
@@ -18,8 +22,38 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many of the peer's first bytes are kept, to say what a non-TLS peer sent.
 const FIRST_BYTES: usize = 16;
 
-/// How many slices of pending sockmsg output are handed to rustls at once.
+/// How many slices of pending sockmsg output are looked at at once.
 const SLICES: usize = 16;
+
+/// Room for a read of ciphertext while no record is in progress.
+const READ_MIN: usize = 4 * 1024;
+
+/// Room for a read of ciphertext while a record is in progress: a whole TLS record (16 KiB
+/// of plaintext and the record's overhead) fits.
+const READ_SIZE: usize = 18 * 1024;
+
+/// Most ciphertext held unprocessed: a handshake message may take 64 KiB (rustls's limit)
+/// over several records, and one more record after it.
+const MAX_INCOMING: usize = 96 * 1024;
+
+/// Most TLS records waiting to be written: beyond, the plaintext waits in the sockmsg
+/// machine (its output cap and write deadline apply).
+const OUTGOING_LIMIT: usize = 64 * 1024;
+
+/// Small pieces of output (a header and a short content) are gathered up to this size, so
+/// they go out as one record.
+const GATHER: usize = 4 * 1024;
+
+/// Plaintext per TLS record.
+const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// A record's overhead (header, content type, AEAD tag and explicit nonce), rounded up.
+const RECORD_OVERHEAD: usize = 64;
+
+/// How long after its last read or write a connection frees its empty ciphertext buffers
+/// (as a server session frees its own): not at once, so that a busy connection does not
+/// allocate them again for every message.
+pub const RELEASE_DELAY: Duration = Duration::from_millis(100);
 
 /// Which deadline finished a [`TlsConnection`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,9 +182,9 @@ pub type TlsConnection = Tls<Connection>;
 ///   error that ended the connection ([`TlsError`]: plaintext peer, failed handshake,
 ///   truncation, protocol error).
 /// * **One way out**: [`TlsConnection::send`] queues a message;
-///   [`TlsConnection::write_tls`] moves the sockmsg machine's pending bytes into rustls
-///   (at most rustls's 64 KiB buffer at a time, so backpressure reaches the sockmsg machine
-///   and its write deadline) and writes TLS records once to any `io::Write`.
+///   [`TlsConnection::write_tls`] encrypts the sockmsg machine's pending bytes (at most
+///   64 KiB of records waiting at a time, so backpressure reaches the sockmsg machine and
+///   its write deadline) and writes TLS records once to any `io::Write`.
 /// * **Wishes**, derived from both machines as rustls's mio example derives interest:
 ///   wait for readability while [`TlsConnection::wants_read`], for writability while
 ///   [`TlsConnection::wants_write`]; close the socket when neither holds. Sleep no later
@@ -162,9 +196,14 @@ pub type TlsConnection = Tls<Connection>;
 /// it is sent. The peer's end of stream is clean when it sent `close_notify`, or when it
 /// closed between two messages (as Python's `ssl` sockets do on `close()`); ending in the
 /// middle of a message without `close_notify` is [`TlsError::Truncated`].
-#[derive(Debug)]
+///
+/// **Memory.** rustls runs unbuffered (`rustls::server::UnbufferedServerConnection`): the
+/// ciphertext buffers are this composition's own, sized to the traffic, and an idle
+/// connection holds none of them, only rustls's keys and state: they are freed
+/// [`RELEASE_DELAY`] after the last read or write (in [`TlsConnection::handle_timeout`]), or
+/// by [`TlsConnection::release_buffers`].
 pub struct Tls<P> {
-    tls: rustls::Connection,
+    tls: Machine,
     conn: P,
     server_name: Option<String>,
     started: Instant,
@@ -173,6 +212,14 @@ pub struct Tls<P> {
     handshaking: bool,
     identity: Option<PeerIdentity>,
     first: Vec<u8>,
+    /// Ciphertext received, not yet processed: `incoming[..received]`.
+    incoming: Vec<u8>,
+    received: usize,
+    /// TLS records to send.
+    outgoing: Records,
+    /// Decrypted bytes the plaintext side did not take yet: `held[held_from..]`.
+    held: Vec<u8>,
+    held_from: usize,
     /// The socket reported end of stream.
     eof: bool,
     /// The peer sent `close_notify`.
@@ -180,12 +227,318 @@ pub struct Tls<P> {
     /// The end of stream was passed on to the sockmsg machine.
     eof_delivered: bool,
     close_notify_sent: bool,
-    /// rustls holds decrypted bytes the sockmsg machine did not take yet.
-    plaintext_held: bool,
+    /// rustls's machine is stopped (it failed, and its alert is queued).
+    finished: bool,
+    /// rustls failed and queued an alert, not yet taken.
+    alert_owed: bool,
     error: Option<TlsError>,
     timed_out: Option<TlsTimeout>,
     /// Last progress writing TLS records (or when they became pending).
     tls_write_progress: Instant,
+    /// Last ciphertext read or written: empty buffers are freed [`RELEASE_DELAY`] after.
+    last_io: Instant,
+}
+
+impl<P: fmt::Debug> fmt::Debug for Tls<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("side", &self.tls.side())
+            .field("conn", &self.conn)
+            .field("server_name", &self.server_name)
+            .field("handshaking", &self.handshaking)
+            .field("identity", &self.identity)
+            .field("received", &self.received)
+            .field("to_send", &self.outgoing.pending().len())
+            .field("held", &(self.held.len() - self.held_from))
+            .field(
+                "buffers",
+                &(self.incoming.capacity() + self.outgoing.buf.capacity() + self.held.capacity()),
+            )
+            .field("eof", &self.eof)
+            .field("close_notify_received", &self.close_notify_received)
+            .field("close_notify_sent", &self.close_notify_sent)
+            .field("error", &self.error)
+            .field("timed_out", &self.timed_out)
+            .finish_non_exhaustive()
+    }
+}
+
+/// rustls's machine, without buffers of its own.
+enum Machine {
+    Client(UnbufferedClientConnection),
+    Server(UnbufferedServerConnection),
+}
+
+impl Machine {
+    fn common(&self) -> &rustls::CommonState {
+        match self {
+            Machine::Client(c) => c,
+            Machine::Server(s) => s,
+        }
+    }
+
+    fn side(&self) -> &'static str {
+        match self {
+            Machine::Client(_) => "client",
+            Machine::Server(_) => "server",
+        }
+    }
+}
+
+/// What one state of rustls's machine asks for next.
+enum Step {
+    /// Ask rustls again.
+    Again,
+    /// Nothing more until more ciphertext arrives or more plaintext is to be sent.
+    Idle,
+    /// rustls failed.
+    Failed(rustls::Error),
+}
+
+/// The fields a state of rustls's machine works on (split from the machine it borrows).
+struct Parts<'a, P> {
+    conn: &'a mut P,
+    outgoing: &'a mut Records,
+    held: &'a mut Vec<u8>,
+    held_from: usize,
+    /// Plaintext goes to `held` while the handshake completion is not yet reported.
+    deliver: bool,
+    /// Encrypt the plaintext side's pending bytes and `close_notify`.
+    encrypt: bool,
+    /// rustls failed: take the alert it queued, nothing else.
+    failing: bool,
+    /// Input to discard besides what rustls's status says (records read in place).
+    discard: usize,
+    close_notify_sent: &'a mut bool,
+    close_notify_received: &'a mut bool,
+    now: Instant,
+}
+
+impl<P: Plaintext> Parts<'_, P> {
+    fn step<Data>(&mut self, state: Result<ConnectionState<'_, '_, Data>, rustls::Error>) -> Step {
+        let state = match state {
+            Ok(state) => state,
+            Err(e) => return Step::Failed(e),
+        };
+        if self.failing {
+            return match state {
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    let _ = self.outgoing.append(0, |out| match encode.encode(out) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                        Err(EncodeError::AlreadyEncoded) => Err(None),
+                    });
+                    Step::Idle
+                }
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(Ok(_)) = traffic.next_record() {}
+                    Step::Again
+                }
+                _ => Step::Idle,
+            };
+        }
+        match state {
+            ConnectionState::ReadTraffic(mut traffic) => {
+                while let Some(record) = traffic.next_record() {
+                    match record {
+                        Ok(record) => {
+                            self.discard += record.discard;
+                            self.plaintext(record.payload);
+                        }
+                        Err(e) => return Step::Failed(e),
+                    }
+                }
+                Step::Again
+            }
+            ConnectionState::ReadEarlyData(_) => {
+                // Never accepted (the server configuration offers no early data).
+                Step::Failed(rustls::Error::General("unexpected early data".into()))
+            }
+            ConnectionState::PeerClosed => {
+                *self.close_notify_received = true;
+                Step::Again
+            }
+            ConnectionState::Closed => {
+                *self.close_notify_received = true;
+                Step::Idle
+            }
+            ConnectionState::EncodeTlsData(mut encode) => {
+                let result = self.outgoing.append(0, |out| match encode.encode(out) {
+                    Ok(n) => Ok(n),
+                    Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                    Err(EncodeError::AlreadyEncoded) => Err(None),
+                });
+                match result {
+                    Ok(()) => Step::Again,
+                    Err(()) => Step::Failed(rustls::Error::General("TLS record lost".into())),
+                }
+            }
+            ConnectionState::TransmitTlsData(transmit) => {
+                // The records wait in `outgoing`, in order, for `write_tls`.
+                transmit.done();
+                Step::Again
+            }
+            ConnectionState::BlockedHandshake => Step::Idle,
+            ConnectionState::WriteTraffic(mut traffic) => {
+                if self.encrypt {
+                    if let Err(e) = self.encrypt_pending(&mut traffic) {
+                        return Step::Failed(e);
+                    }
+                }
+                Step::Idle
+            }
+            // A later rustls's state: nothing this composition knows how to do with it.
+            _ => Step::Idle,
+        }
+    }
+
+    /// Moves decrypted bytes into the plaintext side while it takes input; the rest waits
+    /// in `held`.
+    fn plaintext(&mut self, mut payload: &[u8]) {
+        if self.deliver && self.held.len() == self.held_from {
+            while !payload.is_empty() && self.conn.wants_read() {
+                let buf = self.conn.read_buf();
+                let n = buf.len().min(payload.len());
+                if n == 0 {
+                    break;
+                }
+                let (now, rest) = payload.split_at(n);
+                if let Some(dst) = buf.get_mut(..n) {
+                    dst.copy_from_slice(now);
+                }
+                self.conn.commit(n, self.now);
+                payload = rest;
+            }
+        }
+        self.held.extend_from_slice(payload);
+    }
+
+    /// Encrypts the plaintext side's pending bytes while fewer than [`OUTGOING_LIMIT`]
+    /// bytes of records wait, then `close_notify` once it is closed and drained.
+    fn encrypt_pending<Data>(
+        &mut self,
+        traffic: &mut WriteTraffic<'_, Data>,
+    ) -> Result<(), rustls::Error> {
+        let mut gather = [0u8; GATHER];
+        while self.conn.wants_write() && self.outgoing.pending().len() < OUTGOING_LIMIT {
+            let mut slices = [IoSlice::new(&[]); SLICES];
+            let k = self.conn.pending_slices(&mut slices);
+            let slices = slices.get(..k).unwrap_or_default();
+            let data: &[u8] = match slices {
+                [] => break,
+                [one, ..] if one.len() >= GATHER || k == 1 => {
+                    one.get(..one.len().min(OUTGOING_LIMIT)).unwrap_or_default()
+                }
+                _ => {
+                    // Small pieces (a header and its content): one record, not one each.
+                    let mut n = 0;
+                    for slice in slices {
+                        let take = slice.len().min(GATHER - n);
+                        if let (Some(dst), Some(src)) =
+                            (gather.get_mut(n..n + take), slice.get(..take))
+                        {
+                            dst.copy_from_slice(src);
+                        }
+                        n += take;
+                        if n == GATHER {
+                            break;
+                        }
+                    }
+                    gather.get(..n).unwrap_or_default()
+                }
+            };
+            if data.is_empty() {
+                break;
+            }
+            let records = data.len().div_ceil(MAX_FRAGMENT);
+            let guess = data.len() + records * RECORD_OVERHEAD;
+            let taken = data.len();
+            self.outgoing
+                .append(guess, |out| match traffic.encrypt(data, out) {
+                    Ok(n) => Ok(n),
+                    Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                    Err(_) => Err(None),
+                })
+                .map_err(|()| rustls::Error::EncryptError)?;
+            self.conn.consume(taken, self.now);
+        }
+        if self.conn.wants_shutdown() && !*self.close_notify_sent {
+            self.outgoing
+                .append(RECORD_OVERHEAD + 2, |out| {
+                    match traffic.queue_close_notify(out) {
+                        Ok(n) => Ok(n),
+                        Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                        Err(_) => Err(None),
+                    }
+                })
+                .map_err(|()| rustls::Error::EncryptError)?;
+            *self.close_notify_sent = true;
+        }
+        Ok(())
+    }
+}
+
+/// TLS records waiting to be written: `buf[sent..queued]`. The buffer keeps its size
+/// (zeroed once) until freed, so appending does not clear memory each time.
+#[derive(Default)]
+struct Records {
+    buf: Vec<u8>,
+    sent: usize,
+    queued: usize,
+}
+
+impl Records {
+    /// The bytes to write.
+    fn pending(&self) -> &[u8] {
+        self.buf.get(self.sent..self.queued).unwrap_or_default()
+    }
+
+    /// `n` bytes were written.
+    fn advance(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.queued);
+        if self.sent == self.queued {
+            self.sent = 0;
+            self.queued = 0;
+        }
+    }
+
+    /// `true` while it holds a buffer.
+    fn allocated(&self) -> bool {
+        self.buf.capacity() > 0
+    }
+
+    /// Drops what waits and frees the buffer.
+    fn free(&mut self) {
+        *self = Records::default();
+    }
+
+    /// Appends what `write` puts into a slice: `write` gets at least `guess` bytes of room,
+    /// and more if it says how many it needs (`Err(Some(n))`); `Err(None)` is a failure.
+    fn append(
+        &mut self,
+        guess: usize,
+        mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+    ) -> Result<(), ()> {
+        if self.sent > 0 {
+            self.buf.copy_within(self.sent..self.queued, 0);
+            self.queued -= self.sent;
+            self.sent = 0;
+        }
+        let mut room = guess;
+        loop {
+            if self.buf.len() < self.queued + room {
+                self.buf.resize(self.queued + room, 0);
+            }
+            match write(self.buf.get_mut(self.queued..).unwrap_or_default()) {
+                Ok(n) => {
+                    self.queued += n;
+                    return Ok(());
+                }
+                Err(Some(need)) if need > room => room = need,
+                Err(_) => return Err(()),
+            }
+        }
+    }
 }
 
 impl<P: Plaintext> Tls<P> {
@@ -196,10 +549,10 @@ impl<P: Plaintext> Tls<P> {
         conn: P,
         now: Instant,
     ) -> Result<Tls<P>, TlsError> {
-        let tls = rustls::ServerConnection::new(config).map_err(|e| TlsError::Tls {
+        let tls = UnbufferedServerConnection::new(config).map_err(|e| TlsError::Tls {
             reason: e.to_string(),
         })?;
-        Ok(Tls::new(tls.into(), conn, None, now))
+        Ok(Tls::new(Machine::Server(tls), conn, None, now))
     }
 
     /// The client side of a connection made at `now` to the server named `server_name` (a
@@ -213,18 +566,21 @@ impl<P: Plaintext> Tls<P> {
         let name = ServerName::try_from(server_name.to_owned()).map_err(|e| TlsError::Tls {
             reason: format!("invalid server name {server_name:?}: {e}"),
         })?;
-        let tls = rustls::ClientConnection::new(config, name).map_err(|e| TlsError::Tls {
+        let tls = UnbufferedClientConnection::new(config, name).map_err(|e| TlsError::Tls {
             reason: e.to_string(),
         })?;
-        Ok(Tls::new(
-            tls.into(),
+        let mut client = Tls::new(
+            Machine::Client(tls),
             conn,
             Some(server_name.to_owned()),
             now,
-        ))
+        );
+        // The ClientHello, ready to write.
+        client.process(now);
+        Ok(client)
     }
 
-    fn new(tls: rustls::Connection, conn: P, server_name: Option<String>, now: Instant) -> Tls<P> {
+    fn new(tls: Machine, conn: P, server_name: Option<String>, now: Instant) -> Tls<P> {
         Tls {
             tls,
             conn,
@@ -235,14 +591,21 @@ impl<P: Plaintext> Tls<P> {
             handshaking: true,
             identity: None,
             first: Vec::new(),
+            incoming: Vec::new(),
+            received: 0,
+            outgoing: Records::default(),
+            held: Vec::new(),
+            held_from: 0,
             eof: false,
             close_notify_received: false,
             eof_delivered: false,
             close_notify_sent: false,
-            plaintext_held: false,
+            finished: false,
+            alert_owed: false,
             error: None,
             timed_out: None,
             tls_write_progress: now,
+            last_io: now,
         }
     }
 
@@ -277,79 +640,168 @@ impl<P: Plaintext> Tls<P> {
         now: Instant,
     ) -> io::Result<usize> {
         self.tick(now);
-        let n = {
-            let mut tee = Tee {
-                inner: reader,
-                first: &mut self.first,
-            };
-            self.tls.read_tls(&mut tee)?
+        if self.received >= MAX_INCOMING {
+            self.fail(TlsError::Tls {
+                reason: format!("a TLS message larger than {MAX_INCOMING} bytes"),
+            });
+            return Ok(0);
+        }
+        // Small reads while messages are small; room for a whole record once one arrives
+        // in pieces. The buffer is freed when the connection goes idle.
+        let room = if self.received == 0 {
+            READ_MIN
+        } else {
+            READ_SIZE
         };
+        let want = (self.received + READ_MIN).max(room).min(MAX_INCOMING);
+        if self.incoming.len() < want {
+            self.incoming.resize(want, 0);
+        }
+        let n = reader.read(self.incoming.get_mut(self.received..).unwrap_or_default())?;
+        if self.handshaking && self.first.len() < FIRST_BYTES {
+            let take = n.min(FIRST_BYTES - self.first.len());
+            let start = self.received;
+            self.first
+                .extend_from_slice(self.incoming.get(start..start + take).unwrap_or_default());
+        }
+        self.received += n;
+        if n > 0 {
+            self.last_io = now;
+        }
         if n == 0 {
             self.eof = true;
         }
         self.process(now);
+        self.deliver_eof();
         Ok(n)
     }
 
+    /// Runs rustls's machine over the ciphertext received until it waits: handshake
+    /// records to send, plaintext into the sockmsg machine, pending output encrypted.
     fn process(&mut self, now: Instant) {
-        if self.error.is_some() {
-            return;
-        }
-        match self.tls.process_new_packets() {
-            Err(e) => {
-                let error = TlsError::from_rustls(
-                    &e,
-                    self.handshaking,
-                    &self.first,
-                    self.server_name.as_deref(),
-                );
-                self.fail(error);
+        loop {
+            // After rustls failed, one more turn for the alert it queued (so the peer learns
+            // why), and no more: rustls would take the bad input again.
+            let failing = self.error.is_some();
+            if self.finished || (failing && !self.alert_owed) {
                 return;
             }
-            Ok(state) => {
-                if state.peer_has_closed() {
-                    self.close_notify_received = true;
+            let encrypt = !failing && !self.handshaking && self.timed_out.is_none();
+            let mut parts = Parts {
+                conn: &mut self.conn,
+                outgoing: &mut self.outgoing,
+                held: &mut self.held,
+                held_from: self.held_from,
+                deliver: !self.handshaking,
+                encrypt,
+                failing,
+                discard: 0,
+                close_notify_sent: &mut self.close_notify_sent,
+                close_notify_received: &mut self.close_notify_received,
+                now,
+            };
+            // rustls may hold places in this buffer (a handshake message in pieces): it
+            // gets the same bytes again, less what it said to discard.
+            let input = self.incoming.get_mut(..self.received).unwrap_or_default();
+            let (discard, step) = match &mut self.tls {
+                Machine::Client(c) => {
+                    let status = c.process_tls_records(input);
+                    let step = parts.step(status.state);
+                    (status.discard + parts.discard, step)
+                }
+                Machine::Server(s) => {
+                    let status = s.process_tls_records(input);
+                    let step = parts.step(status.state);
+                    (status.discard + parts.discard, step)
+                }
+            };
+            if discard > 0 {
+                let discard = discard.min(self.received);
+                self.incoming.copy_within(discard..self.received, 0);
+                self.received -= discard;
+            }
+            if !failing && self.handshaking && !self.tls.common().is_handshaking() {
+                self.handshake_complete(now);
+            }
+            match step {
+                Step::Again => {}
+                Step::Idle if failing => {
+                    self.finish();
+                    return;
+                }
+                Step::Idle => return,
+                Step::Failed(_) if failing => {
+                    self.finish();
+                    return;
+                }
+                Step::Failed(e) => {
+                    let error = TlsError::from_rustls(
+                        &e,
+                        self.handshaking,
+                        &self.first,
+                        self.server_name.as_deref(),
+                    );
+                    self.fail(error);
+                    self.alert_owed = true;
                 }
             }
         }
-        if self.handshaking && !self.tls.is_handshaking() {
-            self.handshaking = false;
-            self.identity = self
-                .tls
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|cert| PeerIdentity::from_der(cert));
-            self.conn.handshake_done(self.identity.as_ref());
-        }
-        self.drain_plaintext(now);
-        self.deliver_eof();
     }
 
-    /// Moves decrypted bytes into the sockmsg machine while it takes input.
-    fn drain_plaintext(&mut self, now: Instant) {
+    /// rustls's machine is stopped for good: its input is dropped.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.alert_owed = false;
+        self.incoming = Vec::new();
+        self.received = 0;
+        self.held = Vec::new();
+        self.held_from = 0;
+    }
+
+    fn handshake_complete(&mut self, now: Instant) {
+        self.handshaking = false;
+        self.first = Vec::new();
+        self.identity = self
+            .tls
+            .common()
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| PeerIdentity::from_der(cert));
+        self.conn.handshake_done(self.identity.as_ref());
+        self.drain_held(now);
+    }
+
+    /// Moves decrypted bytes held back into the sockmsg machine while it takes input.
+    fn drain_held(&mut self, now: Instant) {
         if self.handshaking {
             return;
         }
-        loop {
-            if !self.conn.wants_read() {
-                // The machine holds input back (output at its cap, or it is finished):
-                // whatever rustls decrypted stays there, and rustls stops wanting to read.
-                self.plaintext_held = true;
-                return;
-            }
+        while self.held_from < self.held.len() && self.conn.wants_read() {
             let buf = self.conn.read_buf();
-            match self.tls.reader().read(buf) {
-                Ok(0) => break,
-                Ok(n) => self.conn.commit(n, now),
-                Err(_) => break, // WouldBlock: all taken; UnexpectedEof: see deliver_eof
+            let rest = self.held.get(self.held_from..).unwrap_or_default();
+            let n = buf.len().min(rest.len());
+            if n == 0 {
+                break;
             }
+            if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            self.conn.commit(n, now);
+            self.held_from += n;
         }
-        self.plaintext_held = false;
+        if self.held_from == self.held.len() {
+            self.held = Vec::new();
+            self.held_from = 0;
+        }
+    }
+
+    fn plaintext_held(&self) -> bool {
+        self.held_from < self.held.len()
     }
 
     /// Passes the end of the stream on, once the plaintext before it was taken.
     fn deliver_eof(&mut self) {
-        if self.eof_delivered || self.error.is_some() || self.plaintext_held {
+        if self.eof_delivered || self.error.is_some() || self.plaintext_held() {
             return;
         }
         if !(self.eof || self.close_notify_received) {
@@ -367,66 +819,87 @@ impl<P: Plaintext> Tls<P> {
 
     // ---- one way out ----
 
-    /// Moves pending sockmsg bytes into rustls (after the handshake), adds `close_notify`
-    /// when the sockmsg side is closed and drained, then writes TLS records once to
-    /// `writer`. Returns what `writer` accepted; its errors (`WouldBlock` included) are the
-    /// caller's.
+    /// Encrypts pending sockmsg bytes (after the handshake), adds `close_notify` when the
+    /// sockmsg side is closed and drained, then writes TLS records once to `writer`.
+    /// Returns what `writer` accepted; its errors (`WouldBlock` included) are the caller's.
     pub fn write_tls<W: Write + ?Sized>(
         &mut self,
         writer: &mut W,
         now: Instant,
     ) -> io::Result<usize> {
         self.tick(now);
-        self.encrypt_pending(now);
-        if self.plaintext_held && self.conn.wants_read() {
+        if self.plaintext_held() && self.conn.wants_read() {
             // Output moved below the inner machine's cap: it takes input again.
-            self.drain_plaintext(now);
+            self.drain_held(now);
             self.deliver_eof();
         }
-        let n = self.tls.write_tls(&mut WriteAdapter(writer))?;
+        let was_idle = !self.records_pending();
+        if self.wants_encrypt() {
+            self.process(now);
+        }
+        if was_idle && self.records_pending() {
+            self.tls_write_progress = now;
+        }
+        let n = writer.write(self.outgoing.pending())?;
+        self.outgoing.advance(n);
         if n > 0 {
             self.tls_write_progress = now;
+            self.last_io = now;
         }
         Ok(n)
     }
 
-    fn encrypt_pending(&mut self, now: Instant) {
-        if self.handshaking || self.error.is_some() || self.timed_out.is_some() {
-            return;
+    /// `true` if there is plaintext to encrypt, or a `close_notify` to send, and room for
+    /// the records.
+    fn wants_encrypt(&self) -> bool {
+        !self.handshaking
+            && self.error.is_none()
+            && self.timed_out.is_none()
+            && self.outgoing.pending().len() < OUTGOING_LIMIT
+            && (self.conn.wants_write() || (self.conn.wants_shutdown() && !self.close_notify_sent))
+    }
+
+    /// The socket failed: nothing more can be written, so what waits is dropped (and no
+    /// `close_notify` follows), and the composition no longer wants to write.
+    pub(crate) fn drop_output(&mut self) {
+        self.outgoing.free();
+        self.close_notify_sent = true;
+    }
+
+    /// When the empty ciphertext buffers are to be freed: [`RELEASE_DELAY`] after the last
+    /// I/O, if they are allocated and empty.
+    fn release_due(&self) -> Option<Instant> {
+        let allocated = self.incoming.capacity() > 0 || self.outgoing.allocated();
+        let empty = self.received == 0 && !self.records_pending() && !self.plaintext_held();
+        (allocated && empty).then(|| self.last_io + RELEASE_DELAY)
+    }
+
+    fn records_pending(&self) -> bool {
+        !self.outgoing.pending().is_empty()
+    }
+
+    /// Frees the ciphertext buffers while they are empty (see
+    /// [`TlsConnection::release_buffers`]).
+    fn release_tls_buffers(&mut self) {
+        if self.received == 0 {
+            self.incoming = Vec::new();
         }
-        let was_idle = !self.tls.wants_write();
-        while self.conn.wants_write() {
-            let mut slices = [IoSlice::new(&[]); SLICES];
-            let k = self.conn.pending_slices(&mut slices);
-            let n = self
-                .tls
-                .writer()
-                .write_vectored(slices.get(..k).unwrap_or_default())
-                .unwrap_or(0);
-            if n == 0 {
-                break; // rustls's buffer is full: the rest waits in the sockmsg machine
-            }
-            self.conn.consume(n, now);
-        }
-        if self.conn.wants_shutdown() && !self.close_notify_sent {
-            self.tls.send_close_notify();
-            self.close_notify_sent = true;
-        }
-        if was_idle && self.tls.wants_write() {
-            self.tls_write_progress = now;
+        if !self.records_pending() {
+            self.outgoing.free();
         }
     }
 
     // ---- what the composition wants ----
 
-    /// `true` while reading the socket can produce anything: rustls wants records (it holds
-    /// no unread plaintext and no `close_notify` came) and, after the handshake, the sockmsg
+    /// `true` while reading the socket can produce anything: rustls wants records (no
+    /// decrypted bytes wait, no `close_notify` came) and, after the handshake, the sockmsg
     /// machine wants input.
     pub fn wants_read(&self) -> bool {
         self.error.is_none()
             && self.timed_out.is_none()
             && !self.eof
-            && self.tls.wants_read()
+            && !self.close_notify_received
+            && !self.plaintext_held()
             && (self.handshaking || self.conn.wants_read())
     }
 
@@ -437,7 +910,7 @@ impl<P: Plaintext> Tls<P> {
         if self.timed_out.is_some() {
             return false;
         }
-        if self.tls.wants_write() {
+        if self.records_pending() {
             return true;
         }
         self.error.is_none()
@@ -448,12 +921,13 @@ impl<P: Plaintext> Tls<P> {
     /// `true` once [`TlsConnection::close`] was called, everything queued was sent and
     /// the `close_notify` went out: time to shut down the socket's write side.
     pub fn wants_shutdown(&self) -> bool {
-        self.close_notify_sent && !self.tls.wants_write()
+        self.close_notify_sent && !self.records_pending()
     }
 
     /// The earliest instant at which [`TlsConnection::handle_timeout`] must be called: the
-    /// handshake deadline while handshaking, the write deadline while TLS records wait, and
-    /// the sockmsg machine's own deadlines.
+    /// handshake deadline while handshaking, the write deadline while TLS records wait, the
+    /// time to free idle buffers ([`RELEASE_DELAY`]), and the sockmsg machine's own
+    /// deadlines.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.timed_out.is_some() || self.error.is_some() {
             return None;
@@ -467,22 +941,30 @@ impl<P: Plaintext> Tls<P> {
             _ => None,
         };
         let write = match (
-            self.tls.wants_write(),
+            self.records_pending(),
             self.conn.connection().deadlines().write,
         ) {
             (true, Some(limit)) => Some(self.tls_write_progress + limit),
             _ => None,
         };
-        [self.conn.poll_timeout(), handshake, write]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.conn.poll_timeout(),
+            handshake,
+            write,
+            self.release_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Checks the deadlines at `now`. `Some(t)`: deadline `t` passed and the connection is
     /// finished (it wants neither reading nor writing); a passed handshake deadline is also
     /// [`TlsError::HandshakeTimeout`] from [`TlsConnection::next_event`]. `None`: nothing
     /// passed.
+    ///
+    /// [`RELEASE_DELAY`] after the last read or write, the composition frees its empty
+    /// ciphertext buffers here (one of the timers of [`TlsConnection::poll_timeout`]).
     pub fn handle_timeout(&mut self, now: Instant) -> Option<TlsTimeout> {
         self.tick(now);
         if self.timed_out.is_some() || self.error.is_some() {
@@ -493,7 +975,7 @@ impl<P: Plaintext> Tls<P> {
             _ => false,
         };
         let write_stalled = match (
-            self.tls.wants_write(),
+            self.records_pending(),
             self.conn.connection().deadlines().write,
         ) {
             (true, Some(limit)) => self.tls_write_progress + limit <= now,
@@ -518,12 +1000,15 @@ impl<P: Plaintext> Tls<P> {
                     after: self.handshake_timeout.unwrap_or_default(),
                 });
             }
-        } else if self.plaintext_held && self.conn.wants_read() {
+        } else if self.plaintext_held() && self.conn.wants_read() {
             // The plaintext side takes input again after a deadline of its own (a server
-            // session that waited for room in the memory budget): move what rustls held
-            // back, which nothing else would (rustls wants no records while it holds it).
-            self.drain_plaintext(now);
+            // session that waited for room in the memory budget): move what was held back,
+            // which nothing else would (no record is read while plaintext is held).
+            self.drain_held(now);
             self.deliver_eof();
+        }
+        if passed.is_some() || self.release_due().is_some_and(|at| at <= now) {
+            self.release_tls_buffers();
         }
         passed
     }
@@ -554,17 +1039,17 @@ impl<P: Plaintext> Tls<P> {
 
     /// Whether the handshake was full or resumed (`None` until it completes).
     pub fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
-        self.tls.handshake_kind()
+        self.tls.common().handshake_kind()
     }
 
     /// The TLS version negotiated (`None` until known).
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
-        self.tls.protocol_version()
+        self.tls.common().protocol_version()
     }
 
     /// The ALPN protocol agreed on, if any.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.tls.alpn_protocol()
+        self.tls.common().alpn_protocol()
     }
 
     /// The sockmsg machine, to inspect (messages owed, limits, deadlines...). Bytes go in
@@ -596,10 +1081,10 @@ impl Tls<Connection> {
             return Err(e.clone());
         }
         let event = self.conn.next_event()?;
-        if event == Event::NeedData && self.plaintext_held && self.conn.wants_read() {
-            // The machine takes input again: move what rustls held back, then look again.
+        if event == Event::NeedData && self.plaintext_held() && self.conn.wants_read() {
+            // The machine takes input again: move what was held back, then look again.
             let now = self.now;
-            self.drain_plaintext(now);
+            self.drain_held(now);
             self.deliver_eof();
             if let Some(e) = &self.error {
                 return Err(e.clone());
@@ -621,49 +1106,16 @@ impl Tls<Connection> {
         self.conn.close();
     }
 
-    /// Frees the sockmsg machine's empty buffers (see [`Connection::release_buffers`]), so
-    /// an idle connection holds only what rustls keeps.
+    /// Frees the sockmsg machine's empty buffers (see [`Connection::release_buffers`]) and
+    /// the composition's empty ciphertext buffers, so an idle connection holds only
+    /// rustls's keys and state.
     pub fn release_buffers(&mut self) {
         self.conn.release_buffers();
+        self.release_tls_buffers();
     }
 
     /// Messages owed by the other side (see [`Connection::in_flight`]).
     pub fn in_flight(&self) -> u64 {
         self.conn.in_flight()
-    }
-}
-
-/// Keeps the first bytes read, to describe a peer that does not speak TLS.
-struct Tee<'a, R: ?Sized> {
-    inner: &'a mut R,
-    first: &'a mut Vec<u8>,
-}
-
-impl<R: Read + ?Sized> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let room = FIRST_BYTES.saturating_sub(self.first.len());
-        if room > 0 {
-            self.first
-                .extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
-        }
-        Ok(n)
-    }
-}
-
-/// `rustls` takes `&mut dyn Write`; this lets callers pass unsized writers too.
-struct WriteAdapter<'a, W: ?Sized>(&'a mut W);
-
-impl<W: Write + ?Sized> Write for WriteAdapter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
     }
 }

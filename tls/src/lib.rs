@@ -92,7 +92,9 @@ pub mod server;
 
 pub use client::{ClientError, TlsClient};
 pub use config::{client_config, provider, server_config, ClientOptions, Pem, ServerOptions};
-pub use conn::{Plaintext, Tls, TlsConnection, TlsTimeout, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use conn::{
+    Plaintext, Tls, TlsConnection, TlsTimeout, DEFAULT_HANDSHAKE_TIMEOUT, RELEASE_DELAY,
+};
 pub use error::{ConfigError, TlsError};
 pub use identity::PeerIdentity;
 pub use server::{AnyPeer, PeerService, TlsSession};

@@ -210,11 +210,13 @@ impl Tls<ServerSide> {
     }
 
     /// Ends the connection at once for `reason` (a socket error, say): nothing more is
-    /// read or written, not even `close_notify` (the socket may be broken).
+    /// read or written, not even `close_notify` (the socket may be broken), and TLS records
+    /// not yet written are dropped, so the connection is done at once.
     pub fn abort(&mut self, reason: CloseReason) {
         let side = self.inner_mut();
         side.session.abort(reason);
         side.aborted = true;
+        self.drop_output();
     }
 
     /// `true` once the connection is over and nothing is left to write: close the socket.

@@ -231,7 +231,7 @@ fn large_message_goes_through_rustls_buffer_limit() {
     pair.client
         .send(Message::binary("binary/big", content.clone()), pair.now)
         .expect("send");
-    // One write moves at most rustls's 64 KiB buffer: the rest waits in the sockmsg machine.
+    // At most 64 KiB of TLS records wait at a time: the rest waits in the sockmsg machine.
     pair.step();
     assert!(pair.client.connection().pending_len() > 0 || !pair.answers.is_empty());
     pair.run();
@@ -697,11 +697,16 @@ fn the_sockmsg_deadlines_still_run_after_the_handshake() {
     }
     assert!(matches!(pair.server.next_event(), Ok(Event::Message(_))));
     assert_eq!(pair.server.next_event(), Ok(Event::NeedData));
-    let at = pair.server.poll_timeout().expect("header deadline");
-    assert_eq!(
-        pair.server.handle_timeout(at),
-        Some(TlsTimeout::Protocol(Timeout::Header))
-    );
+    // As a transport does: sleep to each timer in turn (the first frees the idle buffers).
+    let mut passed = None;
+    for _ in 0..3 {
+        let at = pair.server.poll_timeout().expect("a timer");
+        passed = pair.server.handle_timeout(at);
+        if passed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(passed, Some(TlsTimeout::Protocol(Timeout::Header)));
 }
 
 #[test]
@@ -787,4 +792,153 @@ fn output_cap_holds_plaintext_in_rustls_and_resumes() {
     assert_eq!(pair.answers.len(), 50);
     let last = pair.answers[49].content();
     assert!(last.ends_with(br#""value": "49"}"#), "{last:?}");
+}
+
+/// A server session over TLS and a client, both in memory.
+mod session {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use sockmsg_protocol::{Connection, Event, Message};
+    use sockmsg_server::{CloseReason, ServerConfig, Service, ServiceError};
+
+    use super::{client_cfg, pki, server_cfg};
+    use crate::server::End;
+    use crate::{AnyPeer, PeerService, TlsConnection, TlsSession};
+
+    struct Echo;
+
+    impl Service for Echo {
+        fn call(&self, request: Message) -> Result<Message, ServiceError> {
+            Ok(Message::binary("binary/echo", request.content().to_vec()))
+        }
+    }
+
+    /// Moves ciphertext both ways until neither side has anything to say; the client's
+    /// answers.
+    fn exchange(client: &mut TlsConnection, server: &mut TlsSession, now: Instant) -> Vec<Message> {
+        let mut answers = Vec::new();
+        for _ in 0..1000 {
+            let mut moved = false;
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                moved |= client.write_tls(&mut wire, now).expect("client write") > 0;
+            }
+            let mut input = &wire[..];
+            while !input.is_empty() {
+                server.read_tls(&mut input, now).expect("server read");
+            }
+            wire.clear();
+            while server.wants_write() {
+                moved |= server.write_tls(&mut wire, now).expect("server write") > 0;
+            }
+            let mut input = &wire[..];
+            while !input.is_empty() {
+                client.read_tls(&mut input, now).expect("client read");
+            }
+            while let Event::Message(m) = client.next_event().expect("client event") {
+                answers.push(m);
+            }
+            if !moved {
+                return answers;
+            }
+        }
+        panic!("the exchange did not settle");
+    }
+
+    /// Once idle a moment the session frees its buffers and the composition its own; the
+    /// next requests (larger than a TLS record) need them again and go through.
+    #[test]
+    fn a_connection_works_after_its_buffers_were_freed() {
+        let pki = pki();
+        let service: Arc<dyn PeerService> = Arc::new(AnyPeer(Arc::new(Echo)));
+        let start = Instant::now();
+        let mut client = TlsConnection::client(
+            client_cfg(&pki.ca, None),
+            "localhost",
+            Connection::client(),
+            start,
+        )
+        .expect("client");
+        let mut server = TlsSession::accept(
+            server_cfg(&pki, false),
+            service,
+            Arc::new(ServerConfig::default()),
+            start,
+        )
+        .expect("accept");
+        for round in 0..3u8 {
+            let now = start + Duration::from_secs(u64::from(round));
+            let content = vec![round; 20_000 * usize::from(round + 1)];
+            client
+                .send(Message::binary("binary/x", content.clone()), now)
+                .expect("send");
+            let answers = exchange(&mut client, &mut server, now);
+            assert_eq!(answers.len(), 1, "round {round}");
+            assert_eq!(answers[0].content(), &content[..], "round {round}");
+            assert!(
+                !format!("{server:?}").contains("buffers: 0,"),
+                "round {round}"
+            );
+            // The timer to free the buffers is the next one, 100 ms on.
+            let at = server.poll_timeout().expect("a timer");
+            assert!(at <= now + crate::RELEASE_DELAY, "round {round}");
+            assert_eq!(server.handle_timeout(now + crate::RELEASE_DELAY), None);
+            assert!(!server.is_done(), "round {round}");
+            let debug = format!("{server:?}");
+            assert!(debug.contains("buffers: 0,"), "{debug}");
+            assert!(
+                debug.contains("received: 0") && debug.contains("to_send: 0"),
+                "{debug}"
+            );
+            client.release_buffers();
+        }
+    }
+
+    /// A socket error with TLS records still to write: the connection is done at once
+    /// (nothing more can be written), not left wanting to write forever.
+    #[test]
+    fn abort_with_records_pending_is_done() {
+        let pki = pki();
+        let service: Arc<dyn PeerService> = Arc::new(AnyPeer(Arc::new(Echo)));
+        let now = Instant::now();
+        let mut client = TlsConnection::client(
+            client_cfg(&pki.ca, None),
+            "localhost",
+            Connection::client(),
+            now,
+        )
+        .expect("client");
+        let mut server = TlsSession::accept(
+            server_cfg(&pki, false),
+            service,
+            Arc::new(ServerConfig::default()),
+            now,
+        )
+        .expect("accept");
+        assert!(exchange(&mut client, &mut server, now).is_empty());
+        client
+            .send(Message::binary("binary/x", vec![7; 100_000]), now)
+            .expect("send");
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire, now).expect("client write");
+        }
+        let mut input = &wire[..];
+        while !input.is_empty() {
+            server.read_tls(&mut input, now).expect("server read");
+        }
+        // The echo is queued: records to write.
+        assert!(server.wants_write() && !server.is_done());
+        server.abort(CloseReason::Io(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        assert!(!server.wants_write());
+        assert!(server.is_done());
+        assert!(
+            matches!(server.end(), Some(End::Session(CloseReason::Io(_)))),
+            "{:?}",
+            server.end()
+        );
+    }
 }

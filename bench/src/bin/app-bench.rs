@@ -2,13 +2,15 @@
 //! spirit of wrk2, oha and redis-benchmark. Every answer is checked; see `app-bench --help`.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use serde_json::Value;
 use sockmsg_app::cli::{fail, resolve, usage_error, EXIT_FAILURE};
-use sockmsg_bench::engine::{run, Config, Control, Limit, Progress, MAX_RATE, MIN_RATE};
+use sockmsg_bench::engine::{run, Config, Control, Limit, Progress, Tls, MAX_RATE, MIN_RATE};
 use sockmsg_bench::parse_duration;
 use sockmsg_bench::report::Mode;
 use sockmsg_bench::workload::{Expect, Kind, Workload};
@@ -111,6 +113,21 @@ struct Args {
     /// No progress line on stderr.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Speak TLS (rustls, TLS 1.3 or 1.2) on every connection, verifying the server's
+    /// certificate (against --ca, or the system's roots). One-shot connections after the
+    /// first resume their TLS session (a ticket from an earlier connection) unless
+    /// --no-resume; the report counts full and resumed handshakes.
+    #[arg(long, conflicts_with = "echo")]
+    tls: bool,
+    /// CA certificates (PEM) that may sign the server's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// The name the server's certificate must be valid for (default: HOST).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    server_name: Option<String>,
+    /// No TLS session resumption: every connection pays a full handshake.
+    #[arg(long, requires = "tls")]
+    no_resume: bool,
 }
 
 /// `--answer` values.
@@ -193,8 +210,35 @@ fn configure(args: &Args) -> Result<Config, Failure> {
     config.rate = args.rate;
     config.max_errors = args.max_errors;
     config.server_pid = args.server_pid;
+    if args.tls {
+        config.tls = Some(tls(args)?);
+    }
     config.validate().map_err(Failure::Usage)?;
     Ok(config)
+}
+
+/// The TLS settings of `--tls`: the CA, the server name, resumption.
+fn tls(args: &Args) -> Result<Tls, Failure> {
+    let name = args.server_name.as_deref().unwrap_or(&args.host);
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+        .map_err(|e| Failure::Usage(format!("{name:?} is not a server name for TLS: {e}")))?;
+    let options = sockmsg_tls::ClientOptions {
+        ca: args.ca.clone().map(sockmsg_tls::Pem::File),
+        ..sockmsg_tls::ClientOptions::default()
+    };
+    let config = sockmsg_tls::client_config(&options)
+        .map_err(|e| Failure::Runtime(format!("cannot load the TLS settings: {e}")))?;
+    let config = if args.no_resume {
+        let mut config = Arc::unwrap_or_clone(config);
+        config.resumption = rustls::client::Resumption::disabled();
+        Arc::new(config)
+    } else {
+        config
+    };
+    Ok(Tls {
+        config,
+        server_name,
+    })
 }
 
 fn bench(args: &Args, config: &Config) -> ExitCode {
@@ -206,11 +250,16 @@ fn bench(args: &Args, config: &Config) -> ExitCode {
     }
     if !args.quiet {
         eprintln!(
-            "{PROGRAM}: {} {} requests of {} bytes to {}, {} connections, pipeline {}, {}{}",
+            "{PROGRAM}: {} {} requests of {} bytes to {}{}, {} connections, pipeline {}, {}{}",
             config.mode,
             config.workload.kind(),
             config.workload.request_len(),
             config.addr,
+            match (&config.tls, args.no_resume) {
+                (None, _) => "",
+                (Some(_), false) => " over TLS",
+                (Some(_), true) => " over TLS (no resumption)",
+            },
             config.connections,
             config.pipeline,
             match config.limit {
