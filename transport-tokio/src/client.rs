@@ -1,4 +1,8 @@
 //! The async client: one TCP connection, whole messages, requests pipelined if you like.
+//!
+//! A thin loop over the sans-IO core ([`Connection`]) and the client layer every
+//! transport shares ([`sockmsg_server::client`]: the configuration, the exchange deadline,
+//! the error kinds and their wording).
 
 use std::fmt;
 use std::future::Future;
@@ -6,46 +10,27 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{Connection, Event, Limits, Message, Role};
+use sockmsg_protocol::sniff::{describe, sniff, Sniff, SNIFF_LEN};
+use sockmsg_protocol::{Connection, Event, Foreign, Message, Role};
+use sockmsg_server::client::{next_wait, nonzero, shorter, Expired};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::error::{ClientError, Op};
 
-/// Longest [`Client::close`] waits for the server to close its side.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How a [`Client`] connects and how long it waits: one configuration for every client
+/// transport ([`sockmsg_server::client::ClientConfig`]). The timeouts use tokio's timer:
+/// the runtime needs it enabled (`enable_time` or `enable_all`) unless they are all
+/// `None`. [`ClientConfig::deadline`] bounds [`Client::connect`] and each
+/// [`Client::request`], [`Client::send`], [`Client::flush`], [`Client::recv`] as a whole
+/// ([`ClientError::Deadline`]).
+pub use sockmsg_server::client::ClientConfig;
+/// A point in time by which an exchange must be done
+/// ([`sockmsg_server::client::Deadline`]), for [`Client::request_by`].
+pub use sockmsg_server::client::Deadline;
 
 /// Most slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
-
-/// How a [`Client`] connects and how long it waits. The timeouts use tokio's timer: the
-/// runtime needs it enabled (`enable_time` or `enable_all`) unless they are all `None`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientConfig {
-    /// Longest wait for the name to resolve and the connection to be established.
-    /// Default: 10 s. `None`: the operating system's own limits.
-    pub connect_timeout: Option<Duration>,
-    /// Longest a read may wait without a byte arriving. Default: 30 s. `None`: forever.
-    pub read_timeout: Option<Duration>,
-    /// Longest a write may wait without a byte being accepted. Default: 30 s. `None`: forever.
-    pub write_timeout: Option<Duration>,
-    /// What the server's responses may make us accept. Default: [`Limits::default`].
-    pub limits: Limits,
-    /// Disable Nagle's algorithm (`TCP_NODELAY`), so a request leaves at once. Default: `true`.
-    pub nodelay: bool,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(30)),
-            write_timeout: Some(Duration::from_secs(30)),
-            limits: Limits::default(),
-            nodelay: true,
-        }
-    }
-}
 
 /// An async client connection on the core's [`Connection`]: [`Client::request`] sends a
 /// request and waits for its answer; to pipeline, [`Client::queue`] several, then
@@ -76,8 +61,15 @@ pub struct Client {
     /// The address as the caller gave it, for errors.
     addr: String,
     peer: SocketAddr,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
+    config: ClientConfig,
+    /// The first [`SNIFF_LEN`] bytes received, to say what a foreign peer sent.
+    first: Vec<u8>,
+    /// Bytes received in all.
+    received: u64,
+    /// The first bytes are not known to be plausible yet: check them as they arrive.
+    sniffing: bool,
+    /// At least one message arrived (the server speaks this protocol).
+    answered: bool,
     write_shut: bool,
 }
 
@@ -93,55 +85,93 @@ impl fmt::Debug for Client {
 
 /// `fut`, bounded by `limit` when there is one (a zero duration means none).
 async fn within<T>(limit: Option<Duration>, fut: impl Future<Output = T>) -> Result<T, Duration> {
-    match limit.filter(|d| !d.is_zero()) {
+    match nonzero(limit) {
         Some(after) => tokio::time::timeout(after, fut).await.map_err(|_| after),
         None => Ok(fut.await),
+    }
+}
+
+/// Resolves `addr` and connects to each of its addresses in turn, within
+/// [`ClientConfig::connect_timeout`] and `deadline` together.
+async fn open<A: ToSocketAddrs>(
+    addr: A,
+    name: &str,
+    config: &ClientConfig,
+    deadline: Option<Deadline>,
+) -> Result<TcpStream, ClientError> {
+    let attempt = async {
+        let addrs = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|source| ClientError::Resolve {
+                addr: name.to_owned(),
+                source,
+            })?;
+        let mut last = None;
+        for a in addrs {
+            match TcpStream::connect(a).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => ClientError::from_io(name, Op::Connect, e),
+            None => ClientError::Resolve {
+                addr: name.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the name resolved to no address",
+                ),
+            },
+        })
+    };
+    let timeout = nonzero(config.connect_timeout);
+    let left = deadline.map(|d| d.remaining());
+    let wait = shorter(timeout, left);
+    match within(wait, attempt).await {
+        Ok(result) => result,
+        Err(after) => Err(match deadline {
+            Some(d) if left == wait => ClientError::Deadline {
+                addr: name.to_owned(),
+                op: Op::Connect,
+                limit: d.limit(),
+                received: 0,
+            },
+            _ => ClientError::Timeout {
+                addr: name.to_owned(),
+                op: Op::Connect,
+                after,
+            },
+        }),
     }
 }
 
 impl Client {
     /// Connects to `addr`: a `host:port` string (names are resolved, each address tried in
     /// turn), a `SocketAddr`, or anything tokio can resolve. Resolution and connection
-    /// together are bounded by [`ClientConfig::connect_timeout`]. Errors name `addr`:
-    /// [`ClientError::Resolve`], [`ClientError::Refused`], [`ClientError::Timeout`].
+    /// together are bounded by [`ClientConfig::connect_timeout`] and
+    /// [`ClientConfig::deadline`]. Errors name `addr`: [`ClientError::Resolve`],
+    /// [`ClientError::Refused`], [`ClientError::Timeout`], [`ClientError::Deadline`].
     pub async fn connect<A: ToSocketAddrs + fmt::Display>(
         addr: A,
         config: &ClientConfig,
     ) -> Result<Client, ClientError> {
+        Client::connect_by(addr, config, config.exchange_deadline()).await
+    }
+
+    /// [`Client::connect`], finished by `deadline` (`None`: no overall limit) rather than
+    /// by [`ClientConfig::deadline`]. With the same deadline given to
+    /// [`Client::request_by`], connecting, sending and the whole answer share one limit.
+    pub async fn connect_by<A: ToSocketAddrs + fmt::Display>(
+        addr: A,
+        config: &ClientConfig,
+        deadline: Option<Deadline>,
+    ) -> Result<Client, ClientError> {
         let name = addr.to_string();
-        let attempt = async {
-            let addrs =
-                tokio::net::lookup_host(addr)
-                    .await
-                    .map_err(|source| ClientError::Resolve {
-                        addr: name.clone(),
-                        source,
-                    })?;
-            let mut last = None;
-            for a in addrs {
-                match TcpStream::connect(a).await {
-                    Ok(stream) => return Ok(stream),
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(match last {
-                Some(e) => ClientError::from_io(&name, Op::Connect, e),
-                None => ClientError::Resolve {
-                    addr: name.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "the name resolved to no address",
-                    ),
-                },
-            })
-        };
-        let stream = within(config.connect_timeout, attempt)
-            .await
-            .map_err(|after| ClientError::Timeout {
-                addr: name.clone(),
-                op: Op::Connect,
-                after,
-            })??;
+        let stream = open(addr, &name, config, deadline).await?;
+        Client::over(stream, name, config)
+    }
+
+    fn over(stream: TcpStream, name: String, config: &ClientConfig) -> Result<Client, ClientError> {
         let setup = |s: &TcpStream| -> std::io::Result<SocketAddr> {
             s.set_nodelay(config.nodelay)?;
             s.peer_addr()
@@ -152,8 +182,11 @@ impl Client {
             conn: Connection::new(Role::Client, config.limits.clone()),
             addr: name,
             peer,
-            read_timeout: config.read_timeout,
-            write_timeout: config.write_timeout,
+            config: config.clone(),
+            first: Vec::with_capacity(SNIFF_LEN),
+            received: 0,
+            sniffing: true,
+            answered: false,
             write_shut: false,
         })
     }
@@ -173,14 +206,37 @@ impl Client {
         self.conn.in_flight()
     }
 
-    /// Sends `request` and waits for its answer. With requests already in flight, the
-    /// answer returned is that of the oldest one (answers come back in order).
+    /// Sends `request` and waits for its answer, all within [`ClientConfig::deadline`].
+    /// With requests already in flight, the answer returned is that of the oldest one
+    /// (answers come back in order).
     pub async fn request(&mut self, request: Message) -> Result<Message, ClientError> {
-        self.queue(request)?;
-        self.recv().await
+        let deadline = self.config.exchange_deadline();
+        self.request_by(request, deadline).await
     }
 
-    /// Sends `message`, returning once every byte queued was written.
+    /// Sends `request` and receives the whole answer within `limit`, however the server
+    /// spreads its bytes: [`ClientError::Deadline`] otherwise.
+    pub async fn request_within(
+        &mut self,
+        request: Message,
+        limit: Duration,
+    ) -> Result<Message, ClientError> {
+        self.request_by(request, Some(Deadline::after(limit))).await
+    }
+
+    /// Sends `request` and receives the whole answer by `deadline` (`None`: no overall
+    /// limit, only the per-wait timeouts).
+    pub async fn request_by(
+        &mut self,
+        request: Message,
+        deadline: Option<Deadline>,
+    ) -> Result<Message, ClientError> {
+        self.queue(request)?;
+        self.recv_by(deadline).await
+    }
+
+    /// Sends `message`, returning once every byte queued was written (within
+    /// [`ClientConfig::deadline`]).
     pub async fn send(&mut self, message: Message) -> Result<(), ClientError> {
         self.queue(message)?;
         self.flush().await
@@ -198,43 +254,96 @@ impl Client {
             })
     }
 
-    /// Writes everything queued. Each write must make progress within
-    /// [`ClientConfig::write_timeout`].
+    /// Writes everything queued, within [`ClientConfig::deadline`]; each write must make
+    /// progress within [`ClientConfig::write_timeout`].
     pub async fn flush(&mut self) -> Result<(), ClientError> {
+        let deadline = self.config.exchange_deadline();
+        self.flush_by(deadline).await
+    }
+
+    /// Writes everything queued by `deadline`.
+    pub async fn flush_by(&mut self, deadline: Option<Deadline>) -> Result<(), ClientError> {
+        let mut progress = Instant::now();
         while self.conn.wants_write() {
+            let wait = self.wait(Op::Write, progress, deadline)?;
             let written = {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let count = self.conn.pending_slices(&mut slices);
                 let slices = slices.get(..count).unwrap_or_default();
-                within(self.write_timeout, self.stream.write_vectored(slices)).await
+                within(wait, self.stream.write_vectored(slices)).await
             };
-            let n = written
-                .map_err(|after| self.timeout(Op::Write, after))?
-                .map_err(|e| ClientError::from_io(&self.addr, Op::Write, e))?;
+            // A wait that ran out: the next `wait` says which limit passed.
+            let Ok(written) = written else { continue };
+            let n = written.map_err(|e| ClientError::from_io(&self.addr, Op::Write, e))?;
             if n == 0 {
                 return Err(ClientError::Reset {
                     addr: self.addr.clone(),
                     op: Op::Write,
                 });
             }
-            self.conn.consume(n, Instant::now());
+            progress = Instant::now();
+            self.conn.consume(n, progress);
         }
         Ok(())
     }
 
-    fn timeout(&self, op: Op, after: Duration) -> ClientError {
-        ClientError::Timeout {
-            addr: self.addr.clone(),
-            op,
-            after,
+    /// How long the next wait of `op` may last (the shared bookkeeping,
+    /// [`sockmsg_server::client::next_wait`]); the error once a limit has passed.
+    fn wait(
+        &self,
+        op: Op,
+        progress: Instant,
+        deadline: Option<Deadline>,
+    ) -> Result<Option<Duration>, ClientError> {
+        let received = self.received;
+        next_wait(self.config.idle_timeout(op), progress, deadline).map_err(|e| match e {
+            Expired::Deadline(limit) => ClientError::Deadline {
+                addr: self.addr.clone(),
+                op,
+                limit,
+                received,
+            },
+            Expired::Timeout(after) => ClientError::Timeout {
+                addr: self.addr.clone(),
+                op,
+                after,
+            },
+        })
+    }
+
+    /// Writes what is queued, then waits for the next message, all within
+    /// [`ClientConfig::deadline`]; each read must bring bytes within
+    /// [`ClientConfig::read_timeout`]. If the server closes cleanly first, that is
+    /// [`ClientError::Closed`], with the number of answers it still owed; if its first
+    /// bytes cannot start a message of this protocol, [`ClientError::Foreign`].
+    pub async fn recv(&mut self) -> Result<Message, ClientError> {
+        let deadline = self.config.exchange_deadline();
+        self.recv_by(deadline).await
+    }
+
+    /// Writes what is queued, then waits for the next message, all of it by `deadline`.
+    pub async fn recv_by(&mut self, deadline: Option<Deadline>) -> Result<Message, ClientError> {
+        match self.recv_inner(deadline).await {
+            Ok(m) => {
+                self.answered = true;
+                self.sniffing = false;
+                Ok(m)
+            }
+            Err(e) => Err(self.explain(e)),
         }
     }
 
-    /// Writes what is queued, then waits for the next message. Each read must bring bytes
-    /// within [`ClientConfig::read_timeout`]. If the server closes cleanly first, that is
-    /// [`ClientError::Closed`], with the number of answers it still owed.
-    pub async fn recv(&mut self) -> Result<Message, ClientError> {
+    async fn recv_inner(&mut self, deadline: Option<Deadline>) -> Result<Message, ClientError> {
+        let start = self.received;
+        let mut progress = Instant::now();
         loop {
+            if self.sniffing {
+                match sniff(&self.first) {
+                    Sniff::Plausible => self.sniffing = false,
+                    Sniff::NeedMore => {}
+                    Sniff::Foreign(seen) => return Err(self.foreign(seen)),
+                }
+            }
             match self.conn.next_event() {
                 Ok(Event::Message(m)) => return Ok(m),
                 Ok(Event::End) => {
@@ -251,21 +360,59 @@ impl Client {
                     })
                 }
             }
-            self.flush().await?;
-            let read = within(self.read_timeout, self.stream.read(self.conn.read_buf())).await;
-            let n = read
-                .map_err(|after| self.timeout(Op::Read, after))?
-                .map_err(|e| ClientError::from_io(&self.addr, Op::Read, e))?;
+            self.flush_by(deadline).await?;
+            let wait = self
+                .wait(Op::Read, progress, deadline)
+                .map_err(|e| with_received(e, self.received - start))?;
+            let buf = self.conn.read_buf();
+            let read = within(wait, self.stream.read(buf)).await;
+            let Ok(read) = read else { continue };
+            let n = read.map_err(|e| ClientError::from_io(&self.addr, Op::Read, e))?;
+            progress = Instant::now();
             if n == 0 {
                 self.conn.receive_eof();
-            } else {
-                self.conn
-                    .commit(n, Instant::now())
-                    .map_err(|source| ClientError::Local {
-                        addr: self.addr.clone(),
-                        source,
-                    })?;
+                continue;
             }
+            let room = SNIFF_LEN.saturating_sub(self.first.len());
+            if room > 0 {
+                let got = buf.get(..n.min(room)).unwrap_or_default();
+                self.first.extend_from_slice(got);
+            }
+            self.received += n as u64;
+            self.conn
+                .commit(n, progress)
+                .map_err(|source| ClientError::Local {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+        }
+    }
+
+    fn foreign(&self, seen: Foreign) -> ClientError {
+        ClientError::Foreign {
+            addr: self.addr.clone(),
+            seen,
+        }
+    }
+
+    /// Before any message arrived, an error caused by the peer (bytes that break the
+    /// protocol, a close, a time limit) is better told as what the peer sent, if its first
+    /// bytes cannot start a message.
+    fn explain(&self, e: ClientError) -> ClientError {
+        if self.answered {
+            return e;
+        }
+        let by_peer = matches!(
+            e,
+            ClientError::Protocol { .. }
+                | ClientError::Closed { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Deadline { .. }
+                | ClientError::Reset { .. }
+        );
+        match describe(&self.first) {
+            Some(seen) if by_peer => self.foreign(seen),
+            _ => e,
         }
     }
 
@@ -279,9 +426,13 @@ impl Client {
         self.flush().await?;
         self.conn.close();
         self.write_shut = true;
-        within(self.write_timeout, self.stream.shutdown())
+        within(self.config.write_timeout, self.stream.shutdown())
             .await
-            .map_err(|after| self.timeout(Op::Shutdown, after))?
+            .map_err(|after| ClientError::Timeout {
+                addr: self.addr.clone(),
+                op: Op::Shutdown,
+                after,
+            })?
             .map_err(|e| ClientError::from_io(&self.addr, Op::Shutdown, e))
     }
 
@@ -291,7 +442,7 @@ impl Client {
     /// discarded; a server that does not close in time is not an error.
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.shutdown_write().await?;
-        let wait = self.read_timeout.map_or(CLOSE_WAIT, |t| t.min(CLOSE_WAIT));
+        let wait = self.config.close_wait();
         let drain = async {
             let mut sink = [0u8; 4096];
             while let Ok(n) = self.stream.read(&mut sink).await {
@@ -302,5 +453,20 @@ impl Client {
         };
         let _ = within(Some(wait), drain).await;
         Ok(())
+    }
+}
+
+/// A deadline error quoting the bytes of this answer received (not the connection's).
+fn with_received(e: ClientError, received: u64) -> ClientError {
+    match e {
+        ClientError::Deadline {
+            addr, op, limit, ..
+        } => ClientError::Deadline {
+            addr,
+            op,
+            limit,
+            received,
+        },
+        other => other,
     }
 }

@@ -66,7 +66,7 @@ pub mod codec;
 pub mod error;
 pub mod server;
 
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, Deadline};
 pub use codec::{Codec, CodecError};
 pub use error::{ClientError, Op};
 pub use server::Server;
