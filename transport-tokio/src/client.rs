@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sockmsg_protocol::sniff::{describe, sniff, Sniff, SNIFF_LEN};
-use sockmsg_protocol::{Connection, Event, Foreign, Message, Role};
+use sockmsg_protocol::{Connection, Event, Foreign, LocalError, Message, Role};
 use sockmsg_server::client::{next_wait, nonzero, shorter, Expired};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -31,6 +31,198 @@ pub use sockmsg_server::client::Deadline;
 
 /// Most slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
+
+/// Ciphertext read from the socket at once (one TLS record at most).
+#[cfg(feature = "tls")]
+const TLS_READ: usize = 16 * 1024 + 512;
+
+/// What the client drives: the core's machine, or (feature `tls`) the same machine behind
+/// rustls, composed sans-IO in `sockmsg-tls` ([`sockmsg_tls::TlsConnection`]) as the
+/// servers of every transport and the blocking TLS client use it.
+// The plaintext machine stays inline (no indirection on the common path); the rarer TLS
+// state, larger still, is the one boxed.
+#[allow(clippy::large_enum_variant)]
+enum Machine {
+    Plain(Connection),
+    #[cfg(feature = "tls")]
+    Tls(Box<TlsState>),
+}
+
+/// The TLS composition and the ciphertext between it and the socket.
+#[cfg(feature = "tls")]
+struct TlsState {
+    tls: sockmsg_tls::TlsConnection,
+    /// Ciphertext read and not yet handed to rustls.
+    inbox: Vec<u8>,
+    /// Ciphertext from rustls not yet written.
+    outbox: Vec<u8>,
+}
+
+/// What the machine made of the bytes so far, when it is not a message.
+enum Broken {
+    Peer(sockmsg_protocol::PeerError),
+    #[cfg(feature = "tls")]
+    Tls(sockmsg_tls::TlsError),
+}
+
+/// What one write did.
+enum Written {
+    Bytes(usize),
+    /// The wait ran out.
+    TimedOut,
+    /// Nothing was left to write after all.
+    #[cfg(feature = "tls")]
+    Nothing,
+}
+
+impl Machine {
+    fn in_flight(&self) -> u64 {
+        match self {
+            Machine::Plain(conn) => conn.in_flight(),
+            #[cfg(feature = "tls")]
+            Machine::Tls(t) => t.tls.in_flight(),
+        }
+    }
+
+    fn send(&mut self, message: Message, now: Instant) -> Result<(), LocalError> {
+        match self {
+            Machine::Plain(conn) => conn.send(message, now),
+            #[cfg(feature = "tls")]
+            Machine::Tls(t) => t.tls.send(message, now),
+        }
+    }
+
+    fn close(&mut self) {
+        match self {
+            Machine::Plain(conn) => conn.close(),
+            #[cfg(feature = "tls")]
+            Machine::Tls(t) => t.tls.close(),
+        }
+    }
+
+    fn next_event(&mut self) -> Result<Event, Broken> {
+        match self {
+            Machine::Plain(conn) => conn.next_event().map_err(Broken::Peer),
+            #[cfg(feature = "tls")]
+            Machine::Tls(t) => t.tls.next_event().map_err(|e| match e {
+                sockmsg_tls::TlsError::Protocol(e) => Broken::Peer(e),
+                other => Broken::Tls(other),
+            }),
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        match self {
+            Machine::Plain(conn) => conn.wants_write(),
+            #[cfg(feature = "tls")]
+            Machine::Tls(t) => !t.outbox.is_empty() || t.tls.wants_write(),
+        }
+    }
+
+    /// One write to `stream`, bounded by `wait`.
+    async fn write_once(
+        &mut self,
+        stream: &mut TcpStream,
+        wait: Option<Duration>,
+    ) -> std::io::Result<Written> {
+        match self {
+            Machine::Plain(conn) => {
+                let written = {
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let count = conn.pending_slices(&mut slices);
+                    let slices = slices.get(..count).unwrap_or_default();
+                    within(wait, stream.write_vectored(slices)).await
+                };
+                let Ok(n) = written else {
+                    return Ok(Written::TimedOut);
+                };
+                let n = n?;
+                conn.consume(n, Instant::now());
+                Ok(Written::Bytes(n))
+            }
+            #[cfg(feature = "tls")]
+            Machine::Tls(t) => {
+                if t.outbox.is_empty() {
+                    t.tls.write_tls(&mut t.outbox, Instant::now())?;
+                }
+                if t.outbox.is_empty() {
+                    return Ok(Written::Nothing);
+                }
+                let Ok(n) = within(wait, stream.write(&t.outbox)).await else {
+                    return Ok(Written::TimedOut);
+                };
+                let n = n?;
+                t.outbox.drain(..n.min(t.outbox.len()));
+                Ok(Written::Bytes(n))
+            }
+        }
+    }
+
+    /// One read from `stream`, bounded by `wait`, handed to the machine: `None` if the
+    /// wait ran out, else the bytes read (0: the end of the stream). The plaintext
+    /// machine's first bytes are kept in `first` (up to [`SNIFF_LEN`]).
+    async fn read_once(
+        &mut self,
+        stream: &mut TcpStream,
+        wait: Option<Duration>,
+        first: &mut Vec<u8>,
+    ) -> Result<Option<usize>, ReadError> {
+        match self {
+            Machine::Plain(conn) => {
+                let buf = conn.read_buf();
+                let Ok(read) = within(wait, stream.read(buf)).await else {
+                    return Ok(None);
+                };
+                let n = read.map_err(ReadError::Io)?;
+                if n == 0 {
+                    conn.receive_eof();
+                    return Ok(Some(0));
+                }
+                let room = SNIFF_LEN.saturating_sub(first.len());
+                if room > 0 {
+                    first.extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
+                }
+                conn.commit(n, Instant::now()).map_err(ReadError::Local)?;
+                Ok(Some(n))
+            }
+            #[cfg(feature = "tls")]
+            Machine::Tls(t) => {
+                let mut n = t.inbox.len();
+                if t.inbox.is_empty() {
+                    t.inbox.reserve(TLS_READ);
+                    let Ok(read) = within(wait, stream.read_buf(&mut t.inbox)).await else {
+                        return Ok(None);
+                    };
+                    n = read.map_err(ReadError::Io)?;
+                    if n == 0 {
+                        // The end of the stream: rustls tells a clean end from a truncation.
+                        t.tls
+                            .read_tls(&mut &[][..], Instant::now())
+                            .map_err(ReadError::Io)?;
+                        return Ok(Some(0));
+                    }
+                }
+                let mut rest: &[u8] = &t.inbox;
+                let taken = t.tls.read_tls(&mut rest, Instant::now());
+                let used = t.inbox.len() - rest.len();
+                t.inbox.drain(..used);
+                match taken {
+                    Ok(_) if used > 0 => Ok(Some(n)),
+                    Ok(_) => Err(ReadError::Io(std::io::Error::other(
+                        "the TLS layer takes no more input",
+                    ))),
+                    Err(e) => Err(ReadError::Io(e)),
+                }
+            }
+        }
+    }
+}
+
+/// Why [`Machine::read_once`] failed.
+enum ReadError {
+    Io(std::io::Error),
+    Local(LocalError),
+}
 
 /// An async client connection on the core's [`Connection`]: [`Client::request`] sends a
 /// request and waits for its answer; to pipeline, [`Client::queue`] several, then
@@ -57,7 +249,7 @@ const MAX_SLICES: usize = 64;
 /// ```
 pub struct Client {
     stream: TcpStream,
-    conn: Connection,
+    machine: Machine,
     /// The address as the caller gave it, for errors.
     addr: String,
     peer: SocketAddr,
@@ -78,7 +270,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("addr", &self.addr)
             .field("peer", &self.peer)
-            .field("in_flight", &self.conn.in_flight())
+            .field("in_flight", &self.machine.in_flight())
             .finish_non_exhaustive()
     }
 }
@@ -168,10 +360,111 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let name = addr.to_string();
         let stream = open(addr, &name, config, deadline).await?;
-        Client::over(stream, name, config)
+        let machine = Machine::Plain(Connection::new(Role::Client, config.limits.clone()));
+        Client::over(stream, machine, name, config)
     }
 
-    fn over(stream: TcpStream, name: String, config: &ClientConfig) -> Result<Client, ClientError> {
+    /// Connects to `addr` as [`Client::connect`] does, then completes a TLS handshake
+    /// (feature `tls`): `tls` from [`sockmsg_tls::client_config`] (share one between
+    /// clients so that reconnecting resumes the session), the server's certificate
+    /// verified for `server_name`. Connecting and the handshake together are bounded by
+    /// [`ClientConfig::deadline`]. A failed verification is a [`ClientError::Tls`] that
+    /// names the reason ([`sockmsg_tls::TlsError::UnknownCa`],
+    /// [`sockmsg_tls::TlsError::NameMismatch`], [`sockmsg_tls::TlsError::CertificateExpired`]...).
+    ///
+    /// rustls is composed with the core's machine sans-IO in `sockmsg-tls`, as on every
+    /// other transport (not `tokio-rustls`).
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls<A: ToSocketAddrs + fmt::Display>(
+        addr: A,
+        config: &ClientConfig,
+        tls: std::sync::Arc<sockmsg_tls::rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Result<Client, ClientError> {
+        Client::connect_tls_by(addr, config, tls, server_name, config.exchange_deadline()).await
+    }
+
+    /// [`Client::connect_tls`], connection and handshake finished by `deadline` (`None`:
+    /// no overall limit).
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls_by<A: ToSocketAddrs + fmt::Display>(
+        addr: A,
+        config: &ClientConfig,
+        tls: std::sync::Arc<sockmsg_tls::rustls::ClientConfig>,
+        server_name: &str,
+        deadline: Option<Deadline>,
+    ) -> Result<Client, ClientError> {
+        let name = addr.to_string();
+        let stream = open(addr, &name, config, deadline).await?;
+        let conn = Connection::new(Role::Client, config.limits.clone());
+        // The exchange deadline bounds the handshake, not a separate timer.
+        let tls = sockmsg_tls::TlsConnection::client(tls, server_name, conn, Instant::now())
+            .map_err(|source| ClientError::Tls {
+                addr: name.clone(),
+                source,
+            })?
+            .with_handshake_timeout(None);
+        let machine = Machine::Tls(Box::new(TlsState {
+            tls,
+            inbox: Vec::new(),
+            outbox: Vec::new(),
+        }));
+        let mut client = Client::over(stream, machine, name, config)?;
+        // Ciphertext is not this protocol's first bytes: TLS names a plaintext peer itself.
+        client.sniffing = false;
+        client.handshake(deadline).await?;
+        Ok(client)
+    }
+
+    /// Writes and reads until the TLS handshake is complete, by `deadline`.
+    #[cfg(feature = "tls")]
+    async fn handshake(&mut self, deadline: Option<Deadline>) -> Result<(), ClientError> {
+        let mut progress = Instant::now();
+        loop {
+            let Machine::Tls(t) = &self.machine else {
+                return Ok(());
+            };
+            if let Some(e) = t.tls.error() {
+                return Err(ClientError::Tls {
+                    addr: self.addr.clone(),
+                    source: e.clone(),
+                });
+            }
+            if !t.tls.is_handshaking() {
+                return Ok(());
+            }
+            self.flush_by(deadline).await?;
+            let wait = self.wait(Op::Connect, progress, deadline)?;
+            if self.read(wait).await?.is_some() {
+                progress = Instant::now();
+            }
+        }
+    }
+
+    /// The server's identity from its verified certificate (TLS only).
+    #[cfg(feature = "tls")]
+    pub fn peer_identity(&self) -> Option<&sockmsg_tls::PeerIdentity> {
+        match &self.machine {
+            Machine::Tls(t) => t.tls.peer_identity(),
+            Machine::Plain(_) => None,
+        }
+    }
+
+    /// The TLS composition (handshake kind, version, ALPN...), for a TLS client.
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&sockmsg_tls::TlsConnection> {
+        match &self.machine {
+            Machine::Tls(t) => Some(&t.tls),
+            Machine::Plain(_) => None,
+        }
+    }
+
+    fn over(
+        stream: TcpStream,
+        machine: Machine,
+        name: String,
+        config: &ClientConfig,
+    ) -> Result<Client, ClientError> {
         let setup = |s: &TcpStream| -> std::io::Result<SocketAddr> {
             s.set_nodelay(config.nodelay)?;
             s.peer_addr()
@@ -179,7 +472,7 @@ impl Client {
         let peer = setup(&stream).map_err(|e| ClientError::from_io(&name, Op::Connect, e))?;
         Ok(Client {
             stream,
-            conn: Connection::new(Role::Client, config.limits.clone()),
+            machine,
             addr: name,
             peer,
             config: config.clone(),
@@ -203,7 +496,7 @@ impl Client {
 
     /// Requests sent (or queued) whose answers have not been received yet.
     pub fn in_flight(&self) -> u64 {
-        self.conn.in_flight()
+        self.machine.in_flight()
     }
 
     /// Sends `request` and waits for its answer, all within [`ClientConfig::deadline`].
@@ -246,7 +539,7 @@ impl Client {
     /// [`Client::recv`] writes. Refused after [`Client::shutdown_write`]
     /// ([`ClientError::Local`]), or when the content is over the limits.
     pub fn queue(&mut self, message: Message) -> Result<(), ClientError> {
-        self.conn
+        self.machine
             .send(message, Instant::now())
             .map_err(|source| ClientError::Local {
                 addr: self.addr.clone(),
@@ -264,27 +557,43 @@ impl Client {
     /// Writes everything queued by `deadline`.
     pub async fn flush_by(&mut self, deadline: Option<Deadline>) -> Result<(), ClientError> {
         let mut progress = Instant::now();
-        while self.conn.wants_write() {
+        while self.machine.wants_write() {
             let wait = self.wait(Op::Write, progress, deadline)?;
-            let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let count = self.conn.pending_slices(&mut slices);
-                let slices = slices.get(..count).unwrap_or_default();
-                within(wait, self.stream.write_vectored(slices)).await
-            };
-            // A wait that ran out: the next `wait` says which limit passed.
-            let Ok(written) = written else { continue };
-            let n = written.map_err(|e| ClientError::from_io(&self.addr, Op::Write, e))?;
-            if n == 0 {
-                return Err(ClientError::Reset {
-                    addr: self.addr.clone(),
-                    op: Op::Write,
-                });
+            let written = self.machine.write_once(&mut self.stream, wait).await;
+            match written.map_err(|e| ClientError::from_io(&self.addr, Op::Write, e))? {
+                // A wait that ran out: the next `wait` says which limit passed.
+                Written::TimedOut => {}
+                #[cfg(feature = "tls")]
+                Written::Nothing => break,
+                Written::Bytes(0) => {
+                    return Err(ClientError::Reset {
+                        addr: self.addr.clone(),
+                        op: Op::Write,
+                    })
+                }
+                Written::Bytes(_) => progress = Instant::now(),
             }
-            progress = Instant::now();
-            self.conn.consume(n, progress);
         }
         Ok(())
+    }
+
+    /// One read bounded by `wait`, handed to the machine: `None` if the wait ran out.
+    async fn read(&mut self, wait: Option<Duration>) -> Result<Option<usize>, ClientError> {
+        let read = self
+            .machine
+            .read_once(&mut self.stream, wait, &mut self.first)
+            .await;
+        match read {
+            Ok(n) => {
+                self.received += n.unwrap_or(0) as u64;
+                Ok(n)
+            }
+            Err(ReadError::Io(e)) => Err(ClientError::from_io(&self.addr, Op::Read, e)),
+            Err(ReadError::Local(source)) => Err(ClientError::Local {
+                addr: self.addr.clone(),
+                source,
+            }),
+        }
     }
 
     /// How long the next wait of `op` may last (the shared bookkeeping,
@@ -344,17 +653,24 @@ impl Client {
                     Sniff::Foreign(seen) => return Err(self.foreign(seen)),
                 }
             }
-            match self.conn.next_event() {
+            match self.machine.next_event() {
                 Ok(Event::Message(m)) => return Ok(m),
                 Ok(Event::End) => {
                     return Err(ClientError::Closed {
                         addr: self.addr.clone(),
-                        in_flight: self.conn.in_flight(),
+                        in_flight: self.machine.in_flight(),
                     })
                 }
                 Ok(Event::NeedData) => {}
-                Err(source) => {
+                Err(Broken::Peer(source)) => {
                     return Err(ClientError::Protocol {
+                        addr: self.addr.clone(),
+                        source,
+                    })
+                }
+                #[cfg(feature = "tls")]
+                Err(Broken::Tls(source)) => {
+                    return Err(ClientError::Tls {
                         addr: self.addr.clone(),
                         source,
                     })
@@ -364,27 +680,9 @@ impl Client {
             let wait = self
                 .wait(Op::Read, progress, deadline)
                 .map_err(|e| with_received(e, self.received - start))?;
-            let buf = self.conn.read_buf();
-            let read = within(wait, self.stream.read(buf)).await;
-            let Ok(read) = read else { continue };
-            let n = read.map_err(|e| ClientError::from_io(&self.addr, Op::Read, e))?;
-            progress = Instant::now();
-            if n == 0 {
-                self.conn.receive_eof();
-                continue;
+            if self.read(wait).await?.is_some() {
+                progress = Instant::now();
             }
-            let room = SNIFF_LEN.saturating_sub(self.first.len());
-            if room > 0 {
-                let got = buf.get(..n.min(room)).unwrap_or_default();
-                self.first.extend_from_slice(got);
-            }
-            self.received += n as u64;
-            self.conn
-                .commit(n, progress)
-                .map_err(|source| ClientError::Local {
-                    addr: self.addr.clone(),
-                    source,
-                })?;
         }
     }
 
@@ -424,8 +722,10 @@ impl Client {
             return Ok(());
         }
         self.flush().await?;
-        self.conn.close();
+        self.machine.close();
         self.write_shut = true;
+        // With TLS, the close_notify.
+        self.flush().await?;
         within(self.config.write_timeout, self.stream.shutdown())
             .await
             .map_err(|after| ClientError::Timeout {

@@ -87,6 +87,17 @@ pub enum ClientError {
         /// Bytes of the answer received before time ran out.
         received: u64,
     },
+    /// The TLS connection failed (feature `tls`): the handshake (an unknown CA, a name the
+    /// certificate does not cover, an expired certificate, a plaintext peer...), or the
+    /// record layer (a truncation without `close_notify`...). [`ClientError::kind`] is
+    /// the reason's own ([`sockmsg_tls::TlsError::kind`]: `"unknown-ca"`, ...).
+    #[cfg(feature = "tls")]
+    Tls {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        source: sockmsg_tls::TlsError,
+    },
     /// The peer does not speak this protocol: its first bytes cannot start a message (see
     /// [`sockmsg_protocol::sniff`](mod@sockmsg_protocol::sniff)), and `seen` says what
     /// they look like.
@@ -114,9 +125,10 @@ impl ClientError {
         }
     }
 
-    /// The failure as every client words it ([`Failure`]).
-    fn failure(&self) -> Failure<'_> {
-        match self {
+    /// The failure as every client words it ([`Failure`]); `None` for a TLS failure,
+    /// which `sockmsg-tls` words.
+    fn failure(&self) -> Option<Failure<'_>> {
+        Some(match self {
             ClientError::Resolve { source, .. } => Failure::Resolve(source),
             ClientError::Refused { .. } => Failure::Refused,
             ClientError::Timeout { op, after, .. } => Failure::Timeout {
@@ -144,7 +156,9 @@ impl ClientError {
                 received: *received,
             },
             ClientError::Foreign { seen, .. } => Failure::Foreign(seen),
-        }
+            #[cfg(feature = "tls")]
+            ClientError::Tls { .. } => return None,
+        })
     }
 
     /// `true` for [`ClientError::Timeout`] and [`ClientError::Deadline`].
@@ -157,7 +171,10 @@ impl ClientError {
 
     /// The closest [`io::ErrorKind`]: what this error would be as an `io::Error`.
     pub fn io_kind(&self) -> io::ErrorKind {
-        self.failure().io_kind()
+        match self.failure() {
+            Some(failure) => failure.io_kind(),
+            None => io::ErrorKind::InvalidData,
+        }
     }
 
     /// The address the error concerns, as the caller gave it.
@@ -173,6 +190,8 @@ impl ClientError {
             | ClientError::Closed { addr, .. }
             | ClientError::Deadline { addr, .. }
             | ClientError::Foreign { addr, .. } => addr,
+            #[cfg(feature = "tls")]
+            ClientError::Tls { addr, .. } => addr,
         }
     }
 
@@ -182,14 +201,25 @@ impl ClientError {
         match self {
             ClientError::Protocol { source, .. } => source.kind(),
             ClientError::Local { source, .. } => source.kind(),
-            other => other.failure().kind(),
+            #[cfg(feature = "tls")]
+            ClientError::Tls { source, .. } => source.kind(),
+            other => other.failure().map_or("other", |failure| failure.kind()),
         }
     }
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.failure().message(self.addr()).fmt(f)
+        match self.failure() {
+            Some(failure) => failure.message(self.addr()).fmt(f),
+            #[cfg(feature = "tls")]
+            None => match self {
+                ClientError::Tls { addr, source } => write!(f, "TLS with {addr} failed: {source}"),
+                _ => Ok(()),
+            },
+            #[cfg(not(feature = "tls"))]
+            None => Ok(()),
+        }
     }
 }
 
@@ -199,6 +229,8 @@ impl std::error::Error for ClientError {
             ClientError::Resolve { source, .. } | ClientError::Io { source, .. } => Some(source),
             ClientError::Protocol { source, .. } => Some(source),
             ClientError::Local { source, .. } => Some(source),
+            #[cfg(feature = "tls")]
+            ClientError::Tls { source, .. } => Some(source),
             _ => None,
         }
     }
