@@ -314,6 +314,19 @@ impl<'a> Failure<'a> {
         }
     }
 
+    /// `true` if the peer caused it: bytes that break the protocol, a close, a reset, a
+    /// time limit waiting for it.
+    pub fn is_by_peer(&self) -> bool {
+        matches!(
+            self,
+            Failure::Protocol(_)
+                | Failure::Closed { .. }
+                | Failure::Timeout { .. }
+                | Failure::Deadline { .. }
+                | Failure::Reset { .. }
+        )
+    }
+
     /// A short stable name (`"refused"`, `"deadline"`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -353,6 +366,17 @@ impl<'a> Failure<'a> {
             addr,
         }
     }
+}
+
+/// Before any message arrived (`answered` false), a failure the peer caused is better
+/// told as what the peer sent, if its `first` bytes cannot start a message of this
+/// protocol (an HTTP reply, a TLS server, random bytes announcing a huge header): what
+/// they look like, or `None` to keep the failure as it is.
+pub fn foreign_peer(first: &[u8], answered: bool, failure: Option<Failure<'_>>) -> Option<Foreign> {
+    if answered || !failure.is_some_and(|f| f.is_by_peer()) {
+        return None;
+    }
+    sockmsg_protocol::sniff::describe(first)
 }
 
 struct Message<'a, A: ?Sized> {
@@ -452,5 +476,21 @@ mod tests {
         .message("h:1")
         .to_string();
         assert_eq!(msg, "connection reset by h:1 while reading");
+    }
+
+    #[test]
+    fn a_peer_failure_before_any_answer_is_told_as_what_the_peer_sent() {
+        let http = b"HTTP/1.1 400 Bad Request\r\n\r\n";
+        let closed = Some(Failure::Closed { in_flight: 1 });
+        assert!(foreign_peer(http, false, closed).is_some());
+        assert!(
+            foreign_peer(http, true, closed).is_none(),
+            "answered before"
+        );
+        assert!(foreign_peer(http, false, Some(Failure::Refused)).is_none());
+        assert!(
+            foreign_peer(b"\x00\x10{", false, closed).is_none(),
+            "plausible"
+        );
     }
 }

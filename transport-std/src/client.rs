@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::sniff::{describe, sniff, Sniff, SNIFF_LEN};
+use sockmsg_protocol::sniff::{sniff, Sniff, SNIFF_LEN};
 use sockmsg_protocol::{Connection, Foreign, Message, Role};
 use tracing::debug;
 
@@ -30,7 +30,7 @@ pub use sockmsg_server::client::ClientConfig;
 /// assert!(d.remaining() <= Duration::from_secs(3));
 /// ```
 pub use sockmsg_server::client::Deadline;
-use sockmsg_server::client::{next_wait, nonzero, shorter, Expired, MIN_WAIT};
+use sockmsg_server::client::{foreign_peer, next_wait, nonzero, shorter, Expired, MIN_WAIT};
 
 /// Every address `addr` resolves to, or [`TransportError::Resolve`] naming it.
 fn resolve(addr: &(impl ServerAddr + ?Sized)) -> Result<Vec<SocketAddr>, TransportError> {
@@ -377,20 +377,9 @@ impl Client {
     /// protocol, a close, a time limit) is better told as what the peer sent, if its first
     /// bytes cannot start a message.
     fn explain(&self, e: TransportError) -> TransportError {
-        if self.answered {
-            return e;
-        }
-        let by_peer = match &e {
-            TransportError::Protocol { source, .. } => source.is_peer_error(),
-            TransportError::Closed { .. }
-            | TransportError::Timeout { .. }
-            | TransportError::Deadline { .. }
-            | TransportError::Reset { .. } => true,
-            _ => false,
-        };
-        match describe(&self.framed.get_ref().first) {
-            Some(seen) if by_peer => self.foreign(seen),
-            _ => e,
+        match foreign_peer(&self.framed.get_ref().first, self.answered, e.failure()) {
+            Some(seen) => self.foreign(seen),
+            None => e,
         }
     }
 

@@ -10,9 +10,9 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::sniff::{describe, sniff, Sniff, SNIFF_LEN};
+use sockmsg_protocol::sniff::{sniff, Sniff, SNIFF_LEN};
 use sockmsg_protocol::{Connection, Event, Foreign, LocalError, Message, Role};
-use sockmsg_server::client::{next_wait, nonzero, shorter, Expired};
+use sockmsg_server::client::{foreign_peer, next_wait, nonzero, shorter, Expired};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 
@@ -697,20 +697,9 @@ impl Client {
     /// protocol, a close, a time limit) is better told as what the peer sent, if its first
     /// bytes cannot start a message.
     fn explain(&self, e: ClientError) -> ClientError {
-        if self.answered {
-            return e;
-        }
-        let by_peer = matches!(
-            e,
-            ClientError::Protocol { .. }
-                | ClientError::Closed { .. }
-                | ClientError::Timeout { .. }
-                | ClientError::Deadline { .. }
-                | ClientError::Reset { .. }
-        );
-        match describe(&self.first) {
-            Some(seen) if by_peer => self.foreign(seen),
-            _ => e,
+        match foreign_peer(&self.first, self.answered, e.failure()) {
+            Some(seen) => self.foreign(seen),
+            None => e,
         }
     }
 
