@@ -89,6 +89,7 @@ mod accept;
 pub mod addr;
 mod async_service;
 mod budget;
+pub mod client;
 mod close;
 mod config;
 mod driven;

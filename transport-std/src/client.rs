@@ -5,67 +5,22 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::sniff::{describe, sniff, Sniff, SNIFF_LEN};
-use sockmsg_protocol::{Connection, Foreign, Limits, Message, Role};
+use sockmsg_protocol::sniff::{sniff, Sniff, SNIFF_LEN};
+use sockmsg_protocol::{Connection, Foreign, Message, Role};
 use tracing::debug;
 
 use crate::error::{Op, TransportError};
 use crate::framed::{Framed, Incoming, ReadStatus};
 
-/// Longest [`Client::close`] waits for the server to close its side.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
-
-/// Shortest socket wait: below it a time limit counts as passed (socket timeouts have a
-/// resolution of about a millisecond, and zero means "forever" to the system).
-const MIN_WAIT: Duration = Duration::from_millis(1);
-
-/// How a [`Client`] connects and how long it waits.
-///
-/// Two kinds of time limits apply together: [`ClientConfig::deadline`] bounds a whole
-/// exchange, however the peer spreads its bytes; the others bound a single wait. Each
-/// socket wait uses the shorter of the two times left.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientConfig {
-    /// Longest one connection attempt may take (to one address; a host name may resolve to
-    /// several, tried in turn). Default: 10 s. `None`: the operating system's own limit.
-    pub connect_timeout: Option<Duration>,
-    /// Longest a read may wait without a byte arriving. Default: 30 s. `None`: forever.
-    pub read_timeout: Option<Duration>,
-    /// Longest a write may wait without a byte being accepted. Default: 30 s. `None`: forever.
-    pub write_timeout: Option<Duration>,
-    /// Longest a whole operation may take, counted from its start to its last byte:
-    /// [`Client::connect`] (every address tried), and each [`Client::request`] (sending the
-    /// request and receiving the whole answer), [`Client::send`], [`Client::flush`],
-    /// [`Client::recv`]. An answer dripped one byte at a time ends here, with
-    /// [`TransportError::Deadline`]. Default: 30 s. `None`: no overall limit. To bound
-    /// connecting and the first exchange together, use [`Client::connect_by`] and
-    /// [`Client::request_by`] with one [`Deadline`].
-    pub deadline: Option<Duration>,
-    /// What the server's responses may make us accept, and so allocate: the header length,
-    /// the content length (a client may set a smaller [`Limits::max_content_len`] than the
-    /// default 16 MiB), the JSON nesting. A response beyond them fails with
-    /// [`TransportError::Protocol`] as soon as its header arrives, before its content is
-    /// allocated. Default: [`Limits::default`].
-    pub limits: Limits,
-    /// Disable Nagle's algorithm (`TCP_NODELAY`), so a request leaves at once. Default: `true`.
-    pub nodelay: bool,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(30)),
-            write_timeout: Some(Duration::from_secs(30)),
-            deadline: Some(Duration::from_secs(30)),
-            limits: Limits::default(),
-            nodelay: true,
-        }
-    }
-}
-
-/// A point in time by which an exchange must be done, with the time it was given (which
-/// errors quote).
+/// How a [`Client`] connects and how long it waits: one configuration for every client
+/// transport ([`sockmsg_server::client`]). The exchange deadline
+/// ([`ClientConfig::deadline`]) covers [`Client::connect`] (every address tried), and
+/// each [`Client::request`] (sending the request and receiving the whole answer),
+/// [`Client::send`], [`Client::flush`], [`Client::recv`], ending with
+/// [`TransportError::Deadline`]. To bound connecting and the first exchange together, use
+/// [`Client::connect_by`] and [`Client::request_by`] with one [`Deadline`].
+pub use sockmsg_server::client::ClientConfig;
+/// A point in time by which an exchange must be done ([`sockmsg_server::client::Deadline`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -74,37 +29,8 @@ impl Default for ClientConfig {
 /// assert_eq!(d.limit(), Duration::from_secs(3));
 /// assert!(d.remaining() <= Duration::from_secs(3));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline {
-    at: Instant,
-    limit: Duration,
-}
-
-impl Deadline {
-    /// `limit` from now (a limit too large to represent acts as a very distant one).
-    pub fn after(limit: Duration) -> Deadline {
-        let now = Instant::now();
-        let at = now
-            .checked_add(limit)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
-        Deadline { at, limit }
-    }
-
-    /// The instant it passes.
-    pub fn at(&self) -> Instant {
-        self.at
-    }
-
-    /// The time it was given.
-    pub fn limit(&self) -> Duration {
-        self.limit
-    }
-
-    /// The time left (zero once passed).
-    pub fn remaining(&self) -> Duration {
-        self.at.saturating_duration_since(Instant::now())
-    }
-}
+pub use sockmsg_server::client::Deadline;
+use sockmsg_server::client::{foreign_peer, next_wait, nonzero, shorter, Expired, MIN_WAIT};
 
 /// Every address `addr` resolves to, or [`TransportError::Resolve`] naming it.
 fn resolve(addr: &(impl ServerAddr + ?Sized)) -> Result<Vec<SocketAddr>, TransportError> {
@@ -169,19 +95,6 @@ pub struct Client {
     /// At least one message arrived (the server speaks this protocol).
     answered: bool,
     write_shut: bool,
-}
-
-/// A zero duration means "no timeout" for the socket options (std rejects zero).
-fn nonzero(t: Option<Duration>) -> Option<Duration> {
-    t.filter(|d| !d.is_zero())
-}
-
-/// The shorter of two optional limits.
-fn shorter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 impl Client {
@@ -442,27 +355,15 @@ impl Client {
             Op::Write => self.write_timeout,
             _ => self.read_timeout,
         };
-        let mut wait = None;
-        if let Some(d) = deadline {
-            let left = d.remaining();
-            if left < MIN_WAIT {
-                return Err(TransportError::Deadline {
-                    addr,
-                    op,
-                    limit: d.limit(),
-                    received,
-                });
-            }
-            wait = Some(left);
-        }
-        if let Some(after) = idle {
-            let left = after.saturating_sub(progress.elapsed());
-            if left < MIN_WAIT {
-                return Err(TransportError::Timeout { addr, op, after });
-            }
-            wait = shorter(wait, Some(left));
-        }
-        Ok(wait)
+        next_wait(idle, progress, deadline).map_err(|expired| match expired {
+            Expired::Deadline(limit) => TransportError::Deadline {
+                addr,
+                op,
+                limit,
+                received,
+            },
+            Expired::Timeout(after) => TransportError::Timeout { addr, op, after },
+        })
     }
 
     fn foreign(&self, seen: Foreign) -> TransportError {
@@ -476,20 +377,9 @@ impl Client {
     /// protocol, a close, a time limit) is better told as what the peer sent, if its first
     /// bytes cannot start a message.
     fn explain(&self, e: TransportError) -> TransportError {
-        if self.answered {
-            return e;
-        }
-        let by_peer = match &e {
-            TransportError::Protocol { source, .. } => source.is_peer_error(),
-            TransportError::Closed { .. }
-            | TransportError::Timeout { .. }
-            | TransportError::Deadline { .. }
-            | TransportError::Reset { .. } => true,
-            _ => false,
-        };
-        match describe(&self.framed.get_ref().first) {
-            Some(seen) if by_peer => self.foreign(seen),
-            _ => e,
+        match foreign_peer(&self.framed.get_ref().first, self.answered, e.failure()) {
+            Some(seen) => self.foreign(seen),
+            None => e,
         }
     }
 
@@ -519,7 +409,11 @@ impl Client {
     /// down is returned. To leave without waiting, see [`Client::close_now`].
     pub fn close(mut self) -> Result<(), TransportError> {
         self.shutdown_write()?;
-        let wait = self.read_timeout.map_or(CLOSE_WAIT, |t| t.min(CLOSE_WAIT));
+        let wait = self
+            .read_timeout
+            .map_or(sockmsg_server::client::CLOSE_WAIT, |t| {
+                t.min(sockmsg_server::client::CLOSE_WAIT)
+            });
         let deadline = Some(Deadline::after(wait));
         while let Ok(m) = self.recv_inner(deadline) {
             debug!(

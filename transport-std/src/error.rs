@@ -5,41 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// The operation that was under way when a timeout or an I/O error struck.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
-    /// Establishing the connection.
-    Connect,
-    /// Waiting for bytes from the peer.
-    Read,
-    /// Handing bytes to the peer.
-    Write,
-    /// Shutting down the write side (half-close) or closing.
-    Shutdown,
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Op::Connect => "connecting to",
-            Op::Read => "reading from",
-            Op::Write => "writing to",
-            Op::Shutdown => "shutting down the connection to",
-        })
-    }
-}
-
-impl Op {
-    /// The operation as a bare verb (`"reading"`), for messages that name the peer elsewhere.
-    pub fn verb(self) -> &'static str {
-        match self {
-            Op::Connect => "connecting",
-            Op::Read => "reading",
-            Op::Write => "writing",
-            Op::Shutdown => "shutting down",
-        }
-    }
-}
+pub use sockmsg_server::client::Op;
+use sockmsg_server::client::{classify, Failure, IoClass};
 
 /// Everything a blocking transport operation can fail with. Every variant names the peer's
 /// address, so a message such as `connection to 127.0.0.1:65432 refused` needs no context.
@@ -196,16 +163,6 @@ impl TransportError {
     /// The closest [`io::ErrorKind`]: what this error would be as an `io::Error`.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
-            TransportError::Refused { .. } => io::ErrorKind::ConnectionRefused,
-            TransportError::Connect { source, .. }
-            | TransportError::Reset { source, .. }
-            | TransportError::Resolve { source, .. }
-            | TransportError::Io { source, .. } => source.kind(),
-            TransportError::Timeout { .. } | TransportError::Deadline { .. } => {
-                io::ErrorKind::TimedOut
-            }
-            TransportError::Foreign { .. } => io::ErrorKind::InvalidData,
-            TransportError::Closed { .. } => io::ErrorKind::UnexpectedEof,
             TransportError::Protocol { source, .. } => match source {
                 sockmsg_protocol::Error::Peer(sockmsg_protocol::PeerError::UnexpectedEof {
                     ..
@@ -214,51 +171,83 @@ impl TransportError {
             },
             TransportError::TrailingBytes { .. } => io::ErrorKind::InvalidData,
             TransportError::Service { .. } => io::ErrorKind::Other,
+            other => other
+                .failure()
+                .map_or(io::ErrorKind::Other, |failure| failure.io_kind()),
         }
     }
 
-    /// Classifies an I/O error of `op` on the connection to `addr`.
-    pub(crate) fn from_io(addr: SocketAddr, op: Op, source: io::Error) -> TransportError {
-        use io::ErrorKind as K;
-        match source.kind() {
-            K::ConnectionRefused if op == Op::Connect => TransportError::Refused { addr },
-            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
-                TransportError::Reset { addr, op, source }
-            }
-            _ if op == Op::Connect => TransportError::Connect { addr, source },
-            _ => TransportError::Io { addr, op, source },
+    /// A short stable name for the error, the same as every client's for the same failure
+    /// (`"refused"`, `"timeout"`, `"deadline"`, `"foreign"`, the core's kind for protocol
+    /// errors, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransportError::Protocol { source, .. } => source.kind(),
+            TransportError::TrailingBytes { .. } => "trailing-bytes",
+            TransportError::Service { .. } => "service",
+            other => other.failure().map_or("other", |failure| failure.kind()),
         }
+    }
+
+    /// Classifies an I/O error of `op` on the connection to `addr` (the clients' one
+    /// classification, [`sockmsg_server::client::classify`]).
+    pub(crate) fn from_io(addr: SocketAddr, op: Op, source: io::Error) -> TransportError {
+        match classify(op, &source) {
+            IoClass::Refused => TransportError::Refused { addr },
+            IoClass::Reset => TransportError::Reset { addr, op, source },
+            IoClass::Connect => TransportError::Connect { addr, source },
+            IoClass::Other => TransportError::Io { addr, op, source },
+        }
+    }
+
+    /// The failure as every client words it ([`Failure`]), for the variants a client
+    /// shares with the others.
+    pub(crate) fn failure(&self) -> Option<Failure<'_>> {
+        Some(match self {
+            TransportError::Refused { .. } => Failure::Refused,
+            TransportError::Connect { source, .. } => Failure::Connect(source),
+            TransportError::Timeout { op, after, .. } => Failure::Timeout {
+                op: *op,
+                after: *after,
+            },
+            TransportError::Reset { op, source, .. } => Failure::Reset {
+                op: *op,
+                source: Some(source),
+            },
+            TransportError::Closed { in_flight, .. } => Failure::Closed {
+                in_flight: *in_flight,
+            },
+            TransportError::Protocol { source, .. } if source.is_peer_error() => {
+                Failure::Protocol(source)
+            }
+            TransportError::Protocol { source, .. } => Failure::Local(source),
+            TransportError::Resolve { source, .. } => Failure::Resolve(source),
+            TransportError::Deadline {
+                op,
+                limit,
+                received,
+                ..
+            } => Failure::Deadline {
+                op: *op,
+                limit: *limit,
+                received: *received,
+            },
+            TransportError::Foreign { seen, .. } => Failure::Foreign(seen),
+            TransportError::Io { op, source, .. } => Failure::Io { op: *op, source },
+            TransportError::TrailingBytes { .. } | TransportError::Service { .. } => return None,
+        })
     }
 }
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(failure) = self.failure() {
+            return match self {
+                TransportError::Resolve { host, .. } => failure.message(host).fmt(f),
+                _ => failure.message(&self.addr()).fmt(f),
+            };
+        }
         match self {
-            TransportError::Refused { addr } => write!(f, "connection to {addr} refused"),
-            TransportError::Connect { addr, source } => {
-                write!(f, "cannot connect to {addr}: {source}")
-            }
-            TransportError::Timeout { addr, op, after } => {
-                write!(f, "timed out {op} {addr} after {after:?}")
-            }
-            TransportError::Reset { addr, op, source } => {
-                write!(
-                    f,
-                    "connection reset by {addr} while {}: {source}",
-                    op.verb()
-                )
-            }
-            TransportError::Closed { addr, in_flight } => write!(
-                f,
-                "{addr} closed the connection with {in_flight} response(s) outstanding"
-            ),
-            TransportError::Protocol { addr, source } => {
-                if source.is_peer_error() {
-                    write!(f, "protocol error from {addr}: {source}")
-                } else {
-                    write!(f, "cannot send to {addr}: {source}")
-                }
-            }
             TransportError::TrailingBytes {
                 addr,
                 message_len,
@@ -270,36 +259,8 @@ impl fmt::Display for TransportError {
             TransportError::Service { addr, source } => {
                 write!(f, "the service failed on a request from {addr}: {source}")
             }
-            TransportError::Resolve { host, source } => {
-                write!(f, "cannot resolve {host}: {source}")
-            }
-            TransportError::Deadline {
-                addr,
-                op,
-                limit,
-                received,
-            } => match op {
-                Op::Connect => write!(
-                    f,
-                    "timed out connecting to {addr}: the whole exchange had {limit:?}"
-                ),
-                Op::Write => write!(
-                    f,
-                    "timed out sending to {addr}: the whole exchange had {limit:?}"
-                ),
-                Op::Read | Op::Shutdown => write!(
-                    f,
-                    "timed out: no complete answer from {addr} within {limit:?}, the deadline \
-                     for the whole exchange (connect, send, answer); {received} byte(s) of \
-                     the answer arrived"
-                ),
-            },
-            TransportError::Foreign { addr, seen } => {
-                write!(f, "{addr} does not speak this protocol: {seen}")
-            }
-            TransportError::Io { addr, op, source } => {
-                write!(f, "I/O error while {op} {addr}: {source}")
-            }
+            // Every other variant is worded by `failure`.
+            _ => Ok(()),
         }
     }
 }

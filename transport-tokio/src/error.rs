@@ -4,31 +4,10 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-use sockmsg_protocol::{LocalError, PeerError};
+use sockmsg_protocol::{Foreign, LocalError, PeerError};
 
-/// The operation that was under way when a timeout or an I/O error struck.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
-    /// Resolving the name and establishing the connection.
-    Connect,
-    /// Waiting for bytes from the peer.
-    Read,
-    /// Handing bytes to the peer.
-    Write,
-    /// Shutting down the write side (half-close).
-    Shutdown,
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Op::Connect => "connecting to",
-            Op::Read => "reading from",
-            Op::Write => "writing to",
-            Op::Shutdown => "shutting down the connection to",
-        })
-    }
-}
+pub use sockmsg_server::client::Op;
+use sockmsg_server::client::{classify, Failure, IoClass};
 
 /// Everything an async [`crate::Client`] operation can fail with. Every variant names the
 /// peer's address as the caller gave it (`localhost:65432`, `127.0.0.1:65432`), so the
@@ -95,20 +74,106 @@ pub enum ClientError {
         /// Requests sent and not answered.
         in_flight: u64,
     },
+    /// The deadline for the whole exchange passed ([`crate::ClientConfig::deadline`],
+    /// [`crate::Client::request_within`]): connecting, sending and receiving the whole
+    /// answer together took longer than `limit`, even if each wait was short.
+    Deadline {
+        /// The address as given.
+        addr: String,
+        /// What was under way when time ran out.
+        op: Op,
+        /// The time allowed for the whole exchange.
+        limit: Duration,
+        /// Bytes of the answer received before time ran out.
+        received: u64,
+    },
+    /// The TLS connection failed (feature `tls`): the handshake (an unknown CA, a name the
+    /// certificate does not cover, an expired certificate, a plaintext peer...), or the
+    /// record layer (a truncation without `close_notify`...). [`ClientError::kind`] is
+    /// the reason's own ([`sockmsg_tls::TlsError::kind`]: `"unknown-ca"`, ...).
+    #[cfg(feature = "tls")]
+    Tls {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        source: sockmsg_tls::TlsError,
+    },
+    /// The peer does not speak this protocol: its first bytes cannot start a message (see
+    /// [`sockmsg_protocol::sniff`](mod@sockmsg_protocol::sniff)), and `seen` says what
+    /// they look like.
+    Foreign {
+        /// The address as given.
+        addr: String,
+        /// What it sent, as far as its first bytes tell.
+        seen: Foreign,
+    },
 }
 
 impl ClientError {
+    /// Classifies an I/O error of `op` (the clients' one classification,
+    /// [`sockmsg_server::client::classify`]).
     pub(crate) fn from_io(addr: &str, op: Op, e: io::Error) -> ClientError {
-        use io::ErrorKind::*;
         let addr = addr.to_owned();
-        match e.kind() {
-            ConnectionRefused if op == Op::Connect => ClientError::Refused { addr },
-            ConnectionReset | ConnectionAborted | BrokenPipe => ClientError::Reset { addr, op },
-            _ => ClientError::Io {
+        match classify(op, &e) {
+            IoClass::Refused => ClientError::Refused { addr },
+            IoClass::Reset => ClientError::Reset { addr, op },
+            IoClass::Connect | IoClass::Other => ClientError::Io {
                 addr,
                 op,
                 source: e,
             },
+        }
+    }
+
+    /// The failure as every client words it ([`Failure`]); `None` for a TLS failure,
+    /// which `sockmsg-tls` words.
+    pub(crate) fn failure(&self) -> Option<Failure<'_>> {
+        Some(match self {
+            ClientError::Resolve { source, .. } => Failure::Resolve(source),
+            ClientError::Refused { .. } => Failure::Refused,
+            ClientError::Timeout { op, after, .. } => Failure::Timeout {
+                op: *op,
+                after: *after,
+            },
+            ClientError::Reset { op, .. } => Failure::Reset {
+                op: *op,
+                source: None,
+            },
+            ClientError::Io { op, source, .. } => Failure::Io { op: *op, source },
+            ClientError::Protocol { source, .. } => Failure::Protocol(source),
+            ClientError::Local { source, .. } => Failure::Local(source),
+            ClientError::Closed { in_flight, .. } => Failure::Closed {
+                in_flight: *in_flight,
+            },
+            ClientError::Deadline {
+                op,
+                limit,
+                received,
+                ..
+            } => Failure::Deadline {
+                op: *op,
+                limit: *limit,
+                received: *received,
+            },
+            ClientError::Foreign { seen, .. } => Failure::Foreign(seen),
+            #[cfg(feature = "tls")]
+            ClientError::Tls { .. } => return None,
+        })
+    }
+
+    /// `true` for [`ClientError::Timeout`] and [`ClientError::Deadline`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout { .. } | ClientError::Deadline { .. }
+        )
+    }
+
+    /// The closest [`io::ErrorKind`]: what this error would be as an `io::Error`.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        match self.failure() {
+            Some(failure) => failure.io_kind(),
+            None => io::ErrorKind::InvalidData,
         }
     }
 
@@ -122,44 +187,38 @@ impl ClientError {
             | ClientError::Io { addr, .. }
             | ClientError::Protocol { addr, .. }
             | ClientError::Local { addr, .. }
-            | ClientError::Closed { addr, .. } => addr,
+            | ClientError::Closed { addr, .. }
+            | ClientError::Deadline { addr, .. }
+            | ClientError::Foreign { addr, .. } => addr,
+            #[cfg(feature = "tls")]
+            ClientError::Tls { addr, .. } => addr,
         }
     }
 
-    /// A short stable name for the error: `"refused"`, `"timeout"`, the core's kind for
-    /// protocol errors, ...
+    /// A short stable name for the error: `"refused"`, `"timeout"`, `"deadline"`, the
+    /// core's kind for protocol errors, ...
     pub fn kind(&self) -> &'static str {
         match self {
-            ClientError::Resolve { .. } => "resolve",
-            ClientError::Refused { .. } => "refused",
-            ClientError::Timeout { .. } => "timeout",
-            ClientError::Reset { .. } => "reset",
-            ClientError::Io { .. } => "io",
             ClientError::Protocol { source, .. } => source.kind(),
             ClientError::Local { source, .. } => source.kind(),
-            ClientError::Closed { .. } => "closed",
+            #[cfg(feature = "tls")]
+            ClientError::Tls { source, .. } => source.kind(),
+            other => other.failure().map_or("other", |failure| failure.kind()),
         }
     }
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Resolve { addr, source } => write!(f, "cannot resolve {addr}: {source}"),
-            ClientError::Refused { addr } => write!(f, "connection to {addr} refused"),
-            ClientError::Timeout { addr, op, after } => {
-                write!(f, "{op} {addr}: no progress in {after:?}")
-            }
-            ClientError::Reset { addr, op } => write!(f, "{op} {addr}: connection reset"),
-            ClientError::Io { addr, op, source } => write!(f, "{op} {addr}: {source}"),
-            ClientError::Protocol { addr, source } => {
-                write!(f, "protocol error from {addr}: {source}")
-            }
-            ClientError::Local { addr, source } => write!(f, "sending to {addr}: {source}"),
-            ClientError::Closed { addr, in_flight } => write!(
-                f,
-                "{addr} closed the connection with {in_flight} answer(s) owed"
-            ),
+        match self.failure() {
+            Some(failure) => failure.message(self.addr()).fmt(f),
+            #[cfg(feature = "tls")]
+            None => match self {
+                ClientError::Tls { addr, source } => write!(f, "TLS with {addr} failed: {source}"),
+                _ => Ok(()),
+            },
+            #[cfg(not(feature = "tls"))]
+            None => Ok(()),
         }
     }
 }
@@ -170,6 +229,8 @@ impl std::error::Error for ClientError {
             ClientError::Resolve { source, .. } | ClientError::Io { source, .. } => Some(source),
             ClientError::Protocol { source, .. } => Some(source),
             ClientError::Local { source, .. } => Some(source),
+            #[cfg(feature = "tls")]
+            ClientError::Tls { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -7,7 +7,12 @@
 //! * [`Codec`]: `tokio_util::codec::{Decoder, Encoder}` for [`Message`], so
 //!   `Framed::new(stream, Codec::default())` speaks the protocol.
 //! * [`Client`]: an async client (connect with a timeout, host names accepted, request,
-//!   pipelining with answers in order, half-close), with errors that name the address.
+//!   pipelining with answers in order, half-close), one deadline for each whole exchange
+//!   ([`ClientConfig::deadline`]), errors that name the address and a server that does not
+//!   speak this protocol named for what it sent. Its configuration, deadline and error
+//!   wording are the client layer every transport shares
+//!   ([`sockmsg_server::client`]). With the feature `tls`, `Client::connect_tls` speaks
+//!   TLS through the same `sockmsg_tls::TlsConnection` composition as the servers.
 //! * [`Server`]: the server layer's [`Session`](sockmsg_server::Session) on tokio: the same
 //!   [`Service`](sockmsg_server::Service), the same
 //!   [`ServerConfig`](sockmsg_server::ServerConfig) (limits, deadlines from the core's
@@ -66,7 +71,7 @@ pub mod codec;
 pub mod error;
 pub mod server;
 
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, Deadline};
 pub use codec::{Codec, CodecError};
 pub use error::{ClientError, Op};
 pub use server::Server;

@@ -240,3 +240,93 @@ async fn a_dropped_recv_loses_nothing() {
     .await
     .expect("bounded");
 }
+
+#[tokio::test]
+async fn an_answer_dripped_byte_by_byte_ends_at_the_exchange_deadline() {
+    tokio::time::timeout(BOUND, async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            // A plausible answer, one byte every 50 ms: each wait is short, the whole is not.
+            let answer = b"\x00\x50{\"byteorder\": \"little\", \"content-type\": \"text/json\"";
+            for b in answer {
+                if s.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let config = ClientConfig {
+            read_timeout: Some(Duration::from_secs(5)),
+            ..ClientConfig::default()
+        };
+        let mut client = Client::connect(addr.as_str(), &config)
+            .await
+            .expect("connect");
+        let started = std::time::Instant::now();
+        let e = client
+            .request_within(request("x"), Duration::from_millis(400))
+            .await
+            .expect_err("dripped");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        match &e {
+            ClientError::Deadline {
+                op: Op::Read,
+                limit,
+                received,
+                ..
+            } => {
+                assert_eq!(*limit, Duration::from_millis(400));
+                assert!(*received > 0 && *received < 60, "{received}");
+            }
+            other => panic!("expected the exchange deadline, got {other:?}"),
+        }
+        assert_eq!(e.kind(), "deadline");
+        assert!(e.is_timeout());
+        assert!(e.to_string().contains("the whole exchange"), "{e}");
+        server.abort();
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_speak_the_protocol_is_named_for_what_it_sent() {
+    tokio::time::timeout(BOUND, async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .expect("write");
+            // Keep the connection open: the client must tell at once, not time out.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let mut client = Client::connect(addr.as_str(), &ClientConfig::default())
+            .await
+            .expect("connect");
+        let started = std::time::Instant::now();
+        let e = client.request(request("x")).await.expect_err("http");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(e, ClientError::Foreign { .. }), "{e:?}");
+        assert_eq!(e.kind(), "foreign");
+        assert!(
+            e.to_string().contains("does not speak this protocol"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("HTTP"), "{e}");
+        server.abort();
+    })
+    .await
+    .expect("bounded");
+}
