@@ -836,6 +836,13 @@ impl<P: Plaintext> Tls<P> {
         let was_idle = !self.records_pending();
         if self.wants_encrypt() {
             self.process(now);
+            if self.plaintext_held() && self.conn.wants_read() {
+                // Encrypting took the inner machine's output below its cap: it takes input
+                // again. Move what was held now, or nothing would (no record is read while
+                // plaintext is held, and nothing may be left to write).
+                self.drain_held(now);
+                self.deliver_eof();
+            }
         }
         if was_idle && self.records_pending() {
             self.tls_write_progress = now;
