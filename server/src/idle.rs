@@ -2,7 +2,7 @@
 //! task keeps up to date, and the accept loop reads to close the connection idle the
 //! longest at the cap ([`crate::WhenFull::EvictIdle`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -18,17 +18,23 @@ use std::time::Instant;
 /// b.note(Some(now));
 /// busy.note(None);
 /// assert_eq!(IdleMark::longest_idle([(&a, "a"), (&b, "b"), (&busy, "busy")]), Some("b"));
+/// assert!(!busy.evict()); // busy: never evicted
 /// assert!(b.evict());
 /// assert!(b.is_evicted() && !b.evict());
+/// assert!(!b.note(None)); // too late to start a request: it closes
 /// assert_eq!(IdleMark::longest_idle([(&a, "a"), (&b, "b"), (&busy, "busy")]), Some("a"));
 /// ```
 #[derive(Debug, Default)]
 pub struct IdleMark {
-    /// 0 while busy; else 1 + milliseconds from [`epoch`] to when it went idle.
+    /// 0 while busy; [`EVICTED`] once evicted; else 1 + milliseconds from [`epoch`] to when
+    /// it went idle. One atomic, so that a connection is evicted only while idle: the
+    /// accept loop's [`IdleMark::evict`] and the connection's [`IdleMark::note`] of `None`
+    /// (busy, before it hands a request to the service) cannot both succeed.
     since: AtomicU64,
-    /// Set by the accept loop: the connection is to close as [`crate::CloseReason::Evicted`].
-    evicted: AtomicBool,
 }
+
+/// The mark of an evicted connection.
+const EVICTED: u64 = u64::MAX;
 
 /// The instant idle marks count from (the first use in this process).
 fn epoch() -> Instant {
@@ -38,23 +44,33 @@ fn epoch() -> Instant {
 
 impl IdleMark {
     /// Records since when the connection is idle (`None`: busy), as
-    /// [`crate::Session::idle_since`] says.
-    pub fn note(&self, idle_since: Option<Instant>) {
+    /// [`crate::Session::idle_since`] says; `false` (and nothing recorded) once the
+    /// connection was evicted. A connection notes `None` before it takes in bytes that can
+    /// start a service call, and closes as [`crate::CloseReason::Evicted`] if that fails,
+    /// so no request is ever lost to an eviction decided on a stale mark.
+    pub fn note(&self, idle_since: Option<Instant>) -> bool {
         let since = idle_since.map_or(0, |at| {
             let ms = at.saturating_duration_since(epoch()).as_millis();
-            u64::try_from(ms).unwrap_or(u64::MAX - 1).min(u64::MAX - 1) + 1
+            u64::try_from(ms).unwrap_or(EVICTED - 1).min(EVICTED - 2) + 1
         });
-        self.since.store(since, Relaxed);
+        self.since
+            .fetch_update(Relaxed, Relaxed, |now| (now != EVICTED).then_some(since))
+            .is_ok()
     }
 
-    /// Marks the connection for eviction; `false` if it already was.
+    /// Marks the connection for eviction if it is idle; `false` if it is busy (it became
+    /// busy since it was chosen: choose again) or already evicted.
     pub fn evict(&self) -> bool {
-        !self.evicted.swap(true, Relaxed)
+        self.since
+            .fetch_update(Relaxed, Relaxed, |now| {
+                (now != 0 && now != EVICTED).then_some(EVICTED)
+            })
+            .is_ok()
     }
 
-    /// `true` once [`IdleMark::evict`] was called.
+    /// `true` once [`IdleMark::evict`] succeeded.
     pub fn is_evicted(&self) -> bool {
-        self.evicted.load(Relaxed)
+        self.since.load(Relaxed) == EVICTED
     }
 
     /// Of the connections idle and not yet evicted, the one idle the longest (ties: the
@@ -64,7 +80,7 @@ impl IdleMark {
             .into_iter()
             .filter_map(|(mark, item)| {
                 let since = mark.since.load(Relaxed);
-                (since != 0 && !mark.is_evicted()).then_some((since, item))
+                (since != 0 && since != EVICTED).then_some((since, item))
             })
             .min_by_key(|(since, _)| *since)
             .map(|(_, item)| item)

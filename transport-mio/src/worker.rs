@@ -462,7 +462,10 @@ impl<D: Driven> Worker<D> {
                 _ => Eviction::None,
             }
         } else if let Some(owner) = self.board.loops.get(index) {
-            mark.evict();
+            if !mark.evict() {
+                // Busy since its mark was read: choose again later.
+                return Eviction::None;
+            }
             self.board.asked.fetch_add(1, Relaxed);
             lock(&owner.evict).push((key, id, now));
             if let Err(e) = owner.waker.wake() {

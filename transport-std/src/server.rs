@@ -320,7 +320,10 @@ fn evict_idle(state: &State) -> bool {
     let Some((stream, mark)) = IdleMark::longest_idle(marks().map(|(s, m)| (&**m, (s, m)))) else {
         return false;
     };
-    mark.evict();
+    // Only if it is still idle (it may have just taken a request: look again later).
+    if !mark.evict() {
+        return false;
+    }
     let _ = stream.shutdown(Shutdown::Both);
     true
 }
@@ -505,6 +508,10 @@ fn read<D: Driven>(
         session.abort(CloseReason::Evicted);
     } else if arrived == 0 && shutdown.is_shutdown() {
         session.begin_shutdown(now);
+    } else if !evicted.note(None) {
+        // Evicted while idle, just before these bytes came: it closes (the bytes are not
+        // taken in, so no request is started and lost).
+        session.abort(CloseReason::Evicted);
     } else {
         session.read_from(&mut &*stream, now)?;
     }

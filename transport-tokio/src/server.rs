@@ -678,9 +678,15 @@ fn serve_connection<D: Driven, A: Answers<D>>(
                     return Poll::Ready(Wake::Answered);
                 }
                 if want_read {
+                    // Busy before bytes can reach the service, unless it was just evicted
+                    // (then it closes: the eviction was decided while it was idle).
+                    if !handle.mark.note(None) {
+                        return Poll::Ready(Wake::Shutdown);
+                    }
                     if let Poll::Ready(r) = poll_read_once(&mut stream, &mut session, cx) {
                         return Poll::Ready(r.map_or_else(Wake::Failed, Wake::Read));
                     }
+                    handle.mark.note(session.idle_since());
                 }
                 if want_write {
                     if let Poll::Ready(r) = stream.poll_write_ready(cx) {
@@ -875,8 +881,11 @@ impl Idle {
         let Some(id) = IdleMark::longest_idle(conns.iter().map(|(id, h)| (&h.mark, *id))) else {
             return false;
         };
+        // Only if it is still idle (it may have just taken a request: look again later).
+        if !conns.get(&id).is_some_and(|h| h.mark.evict()) {
+            return false;
+        }
         if let Some(handle) = conns.remove(&id) {
-            handle.mark.evict();
             handle.stop();
         }
         true
