@@ -16,6 +16,9 @@ const SPARE_KEEP: usize = 4 * 1024;
 /// Most slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
+/// Slices looked for first by [`Encoder::write_to`].
+const FEW_SLICES: usize = 4;
+
 /// The outgoing queue behind [`crate::Connection`]'s one way out: encodes messages and
 /// hands out the pending bytes until the transport reports them sent. Partial sends are its
 /// business: report any count, it keeps the rest.
@@ -147,13 +150,23 @@ impl Encoder {
         if self.pending == 0 {
             return Ok(0);
         }
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let count = self.pending_slices(&mut slices);
-        // One slice (the usual answer to one request) goes by plain `write`: on a socket
-        // that is `send`, which costs the kernel less than `writev`.
-        let n = match slices.get(..count).unwrap_or_default() {
-            [one] => writer.write(one)?,
-            several => writer.write_vectored(several)?,
+        // Small answers are one run of bytes: a short array first (filling the long one,
+        // 1 KiB on the stack, cost more than the write's own bookkeeping), the long one
+        // only when the short one is full (large contents queued apart), so that a batch
+        // still goes in one call.
+        let mut few = [IoSlice::new(&[]); FEW_SLICES];
+        let count = self.pending_slices(&mut few);
+        let n = if count < FEW_SLICES {
+            // One slice (the usual answer to one request) goes by plain `write`: on a
+            // socket that is `send`, which costs the kernel less than `writev`.
+            match few.get(..count).unwrap_or_default() {
+                [one] => writer.write(one)?,
+                several => writer.write_vectored(several)?,
+            }
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = self.pending_slices(&mut slices);
+            writer.write_vectored(slices.get(..count).unwrap_or_default())?
         };
         if n == 0 {
             return Err(io::Error::new(
