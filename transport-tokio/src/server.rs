@@ -589,12 +589,19 @@ fn poll_read_once<D: Driven>(
     stream: &mut TcpStream,
     session: &mut D,
     cx: &mut Context<'_>,
-) -> Poll<io::Result<Instant>> {
+    mark: &IdleMark,
+) -> Poll<io::Result<Option<Instant>>> {
+    // Nothing below runs while the socket is known not readable (the waker is registered).
+    if stream.poll_read_ready(cx)?.is_pending() {
+        return Poll::Pending;
+    }
+    // Busy before bytes can reach the service, unless it was just evicted (`None`: it
+    // closes; the eviction was decided while it was idle).
+    if !mark.note(None) {
+        return Poll::Ready(Ok(None));
+    }
     let had_buffer = session.session().connection().read_alloc_need() == 0;
     if !had_buffer {
-        if stream.poll_read_ready(cx)?.is_pending() {
-            return Poll::Pending;
-        }
         if let Some(buf) = POOL.with_borrow_mut(Vec::pop) {
             if let Some(back) = session.give_read_buffer(buf) {
                 POOL.with_borrow_mut(|pool| pool.push(back));
@@ -604,11 +611,13 @@ fn poll_read_once<D: Driven>(
     // The bytes arrive now: the clock is read once per wake-up, here for a read.
     let now = Instant::now();
     match session.read_from(&mut PollRead { stream, cx }, now) {
-        Ok(_) => Poll::Ready(Ok(now)),
+        Ok(_) => Poll::Ready(Ok(Some(now))),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            // The readiness was stale: idle again as before.
             if !had_buffer {
                 pool_read_buffer(session);
             }
+            mark.note(session.idle_since());
             Poll::Pending
         }
         Err(e) => Poll::Ready(Err(e)),
@@ -678,15 +687,13 @@ fn serve_connection<D: Driven, A: Answers<D>>(
                     return Poll::Ready(Wake::Answered);
                 }
                 if want_read {
-                    // Busy before bytes can reach the service, unless it was just evicted
-                    // (then it closes: the eviction was decided while it was idle).
-                    if !handle.mark.note(None) {
-                        return Poll::Ready(Wake::Shutdown);
+                    match poll_read_once(&mut stream, &mut session, cx, &handle.mark) {
+                        Poll::Ready(Ok(Some(at))) => return Poll::Ready(Wake::Read(at)),
+                        // Evicted (its mark says so).
+                        Poll::Ready(Ok(None)) => return Poll::Ready(Wake::Shutdown),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Wake::Failed(e)),
+                        Poll::Pending => {}
                     }
-                    if let Poll::Ready(r) = poll_read_once(&mut stream, &mut session, cx) {
-                        return Poll::Ready(r.map_or_else(Wake::Failed, Wake::Read));
-                    }
-                    handle.mark.note(session.idle_since());
                 }
                 if want_write {
                     if let Poll::Ready(r) = stream.poll_write_ready(cx) {
