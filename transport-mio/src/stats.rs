@@ -97,6 +97,12 @@ pub struct StatsSnapshot {
     pub closed_first_byte: u64,
     /// Idle connections closed to admit a new one at the connection cap.
     pub closed_evicted: u64,
+    /// Connections closed because their large answer did not fit in the large answers'
+    /// share of the memory budget ([`sockmsg_server::ServerConfig::large_answer_share`]).
+    pub closed_answer_share_full: u64,
+    /// Connections closed because the peer took a large answer more slowly than
+    /// [`sockmsg_server::ServerConfig::min_send_rate`].
+    pub closed_slow_reader: u64,
     /// Bytes held or reserved for input and output now, over all connections.
     pub memory_held: usize,
     /// The most bytes ever held or reserved at once (at most the budget).
@@ -118,6 +124,8 @@ impl StatsSnapshot {
             + self.closed_over_budget
             + self.closed_first_byte
             + self.closed_evicted
+            + self.closed_answer_share_full
+            + self.closed_slow_reader
     }
 }
 
@@ -181,7 +189,38 @@ impl Stats {
             s.closed_over_budget += c("over-budget");
             s.closed_first_byte += c("first-byte-deadline");
             s.closed_evicted += c("evicted");
+            s.closed_answer_share_full += c("answer-share-full");
+            s.closed_slow_reader += c("slow-reader");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind of close a session can end with is in `StatsSnapshot::closed()` (the
+    /// connection cap's "full" is a refusal before any session: `rejected`).
+    #[test]
+    fn every_close_reason_is_counted_in_closed() {
+        let stats = Stats::new(2, MemoryBudget::new(1 << 20));
+        let mut expected = 0;
+        for (i, label) in CloseReason::LABELS.iter().enumerate() {
+            if *label == "full" {
+                continue;
+            }
+            let counter = stats.shared.loops[i % 2]
+                .closed
+                .get(i)
+                .expect("a counter per label");
+            LoopCounters::add(counter);
+            expected += 1;
+            assert_eq!(
+                stats.snapshot().closed(),
+                expected,
+                "{label} is not counted"
+            );
+        }
     }
 }
