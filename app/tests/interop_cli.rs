@@ -209,6 +209,9 @@ fn usage_errors_exit_2_and_help_explains() {
         &["127.0.0.1", "70000"][..],
         &["--transport", "carrier-pigeon"][..],
         &["--workers", "0"][..],
+        &["--large-answer-share", "0"][..],
+        &["--min-send-rate", "-1"][..],
+        &["--send-rate-window", "0"][..],
     ] {
         let out = run_bounded(
             "app-server",
@@ -251,6 +254,9 @@ fn usage_errors_exit_2_and_help_explains() {
         "--close-after-answer",
         "--trace",
         "RUST_LOG",
+        "--large-answer-share",
+        "--min-send-rate",
+        "--send-rate-window",
     ] {
         assert!(text.contains(needle), "help lacks {needle}:\n{text}");
     }

@@ -41,7 +41,7 @@ use std::time::Duration;
 use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sockmsg_app::cli::{fail, resolve, secs_or_zero, usage_error, Order};
+use sockmsg_app::cli::{fail, positive_secs, resolve, secs_or_zero, usage_error, Order};
 use sockmsg_app::serve::{serve, serve_tls, ServerConfig, Stopper, Transport};
 use sockmsg_demo::DemoService;
 use sockmsg_protocol::ByteOrder;
@@ -88,6 +88,18 @@ struct Args {
     #[arg(long, value_name = "MIB", default_value_t = (ServerConfig::default().memory_budget >> 20) as u64,
           value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     memory_budget: u64,
+    /// Memory that answers larger than the 1 MiB output cap may hold together, in MiB
+    /// (default: a quarter of --memory-budget); one that does not fit closes its connection.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    large_answer_share: Option<u64>,
+    /// Least rate, in KiB/s, at which a peer must take its answers while more than the
+    /// output cap is queued for it (0: no minimum, only --write-timeout applies).
+    #[arg(long, value_name = "KIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(0..=(1 << 30)))]
+    min_send_rate: u64,
+    /// The window over which --min-send-rate is measured, in seconds.
+    #[arg(long, value_name = "SECS", value_parser = positive_secs, default_value_t = 10.0)]
+    send_rate_window: f64,
     /// Close a connection whose request takes longer than this to arrive (0: never).
     #[arg(long, value_name = "SECS", value_parser = secs_or_zero, default_value_t = 30.0)]
     read_timeout: f64,
@@ -213,6 +225,11 @@ fn main() -> ExitCode {
         header_deadline: limit(args.read_timeout),
         first_byte_deadline: limit(args.first_byte_timeout),
         memory_budget: usize::try_from(args.memory_budget << 20).unwrap_or(usize::MAX),
+        large_answer_share: args
+            .large_answer_share
+            .map(|mib| usize::try_from(mib << 20).unwrap_or(usize::MAX)),
+        min_send_rate: (args.min_send_rate > 0).then_some(args.min_send_rate << 10),
+        send_rate_window: Duration::from_secs_f64(args.send_rate_window),
         write_deadline: limit(args.write_timeout),
         workers: args
             .workers
