@@ -942,3 +942,30 @@ mod session {
         );
     }
 }
+
+/// The server chooses AES-128-GCM-SHA256 for TLS 1.3 whatever the client prefers (rustls's
+/// and Python's clients list AES-256-GCM-SHA384 first): its SHA-384 key schedule was 15% of
+/// a resumed one-shot connection's server CPU.
+#[test]
+fn the_server_prefers_aes_128_gcm_sha256() {
+    let pki = pki();
+    let server = server_cfg(&pki, false);
+    assert!(server.ignore_client_order);
+    let first = server
+        .crypto_provider()
+        .cipher_suites
+        .first()
+        .map(|s| s.suite());
+    assert_eq!(first, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+    // The client's own order is rustls's default, AES-256 first: what the server overrides.
+    let client = client_cfg(&pki.ca, None);
+    let client_first = client
+        .crypto_provider()
+        .cipher_suites
+        .first()
+        .map(|s| s.suite());
+    assert_eq!(
+        client_first,
+        Some(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)
+    );
+}
