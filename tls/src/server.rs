@@ -198,6 +198,28 @@ impl Tls<ServerSide> {
         Tls::server(tls, side, now)
     }
 
+    /// What a transport's accept loop calls for each connection (std, mio and tokio take
+    /// the same function): [`TlsSession::accept_with_budget`] with `tls` and `service`,
+    /// or, if TLS cannot start, `None` (the connection is dropped) after one `warn` line
+    /// saying why.
+    pub fn acceptor(
+        tls: Arc<rustls::ServerConfig>,
+        service: Arc<dyn PeerService>,
+    ) -> impl Fn(Arc<ServerConfig>, &MemoryBudget, Instant) -> Option<TlsSession> + Send + Sync
+    {
+        move |config, budget, now| {
+            TlsSession::accept_with_budget(
+                Arc::clone(&tls),
+                Arc::clone(&service),
+                config,
+                budget.clone(),
+                now,
+            )
+            .map_err(|e| tracing::warn!("dropping a connection: cannot start TLS: {e}"))
+            .ok()
+        }
+    }
+
     /// The server session inside.
     pub fn session(&self) -> &Session {
         &self.inner().session

@@ -166,23 +166,7 @@ impl Server {
         service: Arc<dyn sockmsg_tls::PeerService>,
         tls: Arc<sockmsg_tls::rustls::ServerConfig>,
     ) -> io::Result<()> {
-        let make: Accept<sockmsg_tls::TlsSession> =
-            Arc::new(
-                move |config, budget, now| match sockmsg_tls::TlsSession::accept_with_budget(
-                    Arc::clone(&tls),
-                    Arc::clone(&service),
-                    config,
-                    budget.clone(),
-                    now,
-                ) {
-                    Ok(session) => Some(session),
-                    Err(e) => {
-                        warn!("dropping a connection: cannot start TLS: {e}");
-                        None
-                    }
-                },
-            );
-        self.serve_with(make)
+        self.serve_with(Arc::new(sockmsg_tls::TlsSession::acceptor(tls, service)))
     }
 
     /// The event loops, with `make` building each connection's machine.

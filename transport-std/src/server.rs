@@ -162,21 +162,7 @@ impl Server {
         service: Arc<dyn sockmsg_tls::PeerService>,
         tls: Arc<sockmsg_tls::rustls::ServerConfig>,
     ) -> io::Result<()> {
-        self.serve_with(
-            move |config, budget, now| match sockmsg_tls::TlsSession::accept_with_budget(
-                Arc::clone(&tls),
-                Arc::clone(&service),
-                config,
-                budget.clone(),
-                now,
-            ) {
-                Ok(session) => Some(session),
-                Err(e) => {
-                    warn!("dropping a connection: cannot start TLS: {e}");
-                    None
-                }
-            },
-        )
+        self.serve_with(sockmsg_tls::TlsSession::acceptor(tls, service))
     }
 
     /// The accept loop, with `make` building each connection's machine.

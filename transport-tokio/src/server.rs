@@ -252,23 +252,8 @@ impl Server {
         service: Arc<dyn sockmsg_tls::PeerService>,
         tls: Arc<sockmsg_tls::rustls::ServerConfig>,
     ) -> io::Result<()> {
-        self.run_with(
-            move |config, budget, now| match sockmsg_tls::TlsSession::accept_with_budget(
-                Arc::clone(&tls),
-                Arc::clone(&service),
-                config,
-                budget.clone(),
-                now,
-            ) {
-                Ok(session) => Some(session),
-                Err(e) => {
-                    warn!("dropping a connection: cannot start TLS: {e}");
-                    None
-                }
-            },
-            || Called,
-        )
-        .await
+        self.run_with(sockmsg_tls::TlsSession::acceptor(tls, service), || Called)
+            .await
     }
 
     /// The accept loop, with `make` building each connection's machine and `answering`
