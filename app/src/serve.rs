@@ -84,26 +84,7 @@ pub fn serve(
     service: Arc<dyn Service>,
     ready: impl FnOnce(SocketAddr, Stopper),
 ) -> io::Result<()> {
-    match transport {
-        Transport::Mio => {
-            let server = sockmsg_transport_mio::Server::bind(addr, config.clone())?;
-            let handle = server.shutdown_handle();
-            ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
-            server.serve(service)
-        }
-        Transport::Std => {
-            let server = sockmsg_transport_std::Server::bind(addr, config.clone())?;
-            let handle = server.shutdown_handle();
-            ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
-            server.serve(service)
-        }
-        Transport::Tokio => {
-            let server = sockmsg_transport_tokio::Server::bind(addr, config.clone())?;
-            let handle = server.shutdown_handle();
-            ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
-            server.serve(service)
-        }
-    }
+    run(transport, addr, config, Served::Plain(service), ready)
 }
 
 /// As [`serve`], with TLS in front of every connection, on any transport: `tls` for the
@@ -119,24 +100,53 @@ pub fn serve_tls(
     tls: Arc<sockmsg_tls::rustls::ServerConfig>,
     ready: impl FnOnce(SocketAddr, Stopper),
 ) -> io::Result<()> {
+    run(transport, addr, config, Served::Tls(service, tls), ready)
+}
+
+/// What [`run`] serves: a service in plaintext, or one behind TLS.
+enum Served {
+    Plain(Arc<dyn Service>),
+    Tls(
+        Arc<dyn sockmsg_tls::PeerService>,
+        Arc<sockmsg_tls::rustls::ServerConfig>,
+    ),
+}
+
+/// [`serve`] and [`serve_tls`]: binds `transport`'s server, calls `ready`, serves `what`.
+fn run(
+    transport: Transport,
+    addr: SocketAddr,
+    config: &ServerConfig,
+    what: Served,
+    ready: impl FnOnce(SocketAddr, Stopper),
+) -> io::Result<()> {
     match transport {
         Transport::Mio => {
             let server = sockmsg_transport_mio::Server::bind(addr, config.clone())?;
             let handle = server.shutdown_handle();
             ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
-            server.serve_tls(service, tls)
+            match what {
+                Served::Plain(service) => server.serve(service),
+                Served::Tls(service, tls) => server.serve_tls(service, tls),
+            }
         }
         Transport::Std => {
             let server = sockmsg_transport_std::Server::bind(addr, config.clone())?;
             let handle = server.shutdown_handle();
             ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
-            server.serve_tls(service, tls)
+            match what {
+                Served::Plain(service) => server.serve(service),
+                Served::Tls(service, tls) => server.serve_tls(service, tls),
+            }
         }
         Transport::Tokio => {
             let server = sockmsg_transport_tokio::Server::bind(addr, config.clone())?;
             let handle = server.shutdown_handle();
             ready(server.local_addr(), Stopper::new(move || handle.shutdown()));
-            server.serve_tls(service, tls)
+            match what {
+                Served::Plain(service) => server.serve(service),
+                Served::Tls(service, tls) => server.serve_tls(service, tls),
+            }
         }
     }
 }
