@@ -814,6 +814,27 @@ mod session {
         }
     }
 
+    /// A TLS client and a TLS server session with an echo service, made at `now`.
+    fn echo_pair(now: Instant) -> (TlsConnection, TlsSession) {
+        let pki = pki();
+        let service: Arc<dyn PeerService> = Arc::new(AnyPeer(Arc::new(Echo)));
+        let client = TlsConnection::client(
+            client_cfg(&pki.ca, None),
+            "localhost",
+            Connection::client(),
+            now,
+        )
+        .expect("client");
+        let server = TlsSession::accept(
+            server_cfg(&pki, false),
+            service,
+            Arc::new(ServerConfig::default()),
+            now,
+        )
+        .expect("accept");
+        (client, server)
+    }
+
     /// Moves ciphertext both ways until neither side has anything to say; the client's
     /// answers.
     fn exchange(client: &mut TlsConnection, server: &mut TlsSession, now: Instant) -> Vec<Message> {
@@ -850,23 +871,8 @@ mod session {
     /// next requests (larger than a TLS record) need them again and go through.
     #[test]
     fn a_connection_works_after_its_buffers_were_freed() {
-        let pki = pki();
-        let service: Arc<dyn PeerService> = Arc::new(AnyPeer(Arc::new(Echo)));
         let start = Instant::now();
-        let mut client = TlsConnection::client(
-            client_cfg(&pki.ca, None),
-            "localhost",
-            Connection::client(),
-            start,
-        )
-        .expect("client");
-        let mut server = TlsSession::accept(
-            server_cfg(&pki, false),
-            service,
-            Arc::new(ServerConfig::default()),
-            start,
-        )
-        .expect("accept");
+        let (mut client, mut server) = echo_pair(start);
         for round in 0..3u8 {
             let now = start + Duration::from_secs(u64::from(round));
             let content = vec![round; 20_000 * usize::from(round + 1)];
@@ -899,23 +905,8 @@ mod session {
     /// (nothing more can be written), not left wanting to write forever.
     #[test]
     fn abort_with_records_pending_is_done() {
-        let pki = pki();
-        let service: Arc<dyn PeerService> = Arc::new(AnyPeer(Arc::new(Echo)));
         let now = Instant::now();
-        let mut client = TlsConnection::client(
-            client_cfg(&pki.ca, None),
-            "localhost",
-            Connection::client(),
-            now,
-        )
-        .expect("client");
-        let mut server = TlsSession::accept(
-            server_cfg(&pki, false),
-            service,
-            Arc::new(ServerConfig::default()),
-            now,
-        )
-        .expect("accept");
+        let (mut client, mut server) = echo_pair(now);
         assert!(exchange(&mut client, &mut server, now).is_empty());
         client
             .send(Message::binary("binary/x", vec![7; 100_000]), now)
