@@ -65,35 +65,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 command -v python3 >/dev/null || { echo "bench-servers: python3 is needed" >&2; exit 2; }
 
-if [ -z "$OUT" ]; then
-    OUT=$(mktemp -d "${TMPDIR:-/tmp}/bench-servers.XXXXXX")
-    KEEP_OUT=0
-else
-    mkdir -p "$OUT"
-    KEEP_OUT=1
-fi
-
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        # Give each a moment to exit on its own, then make sure.
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    [ "$KEEP_OUT" = 1 ] || rm -rf "$OUT"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "bench-servers: $*" >&2; }
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
+bench_init bench-servers
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
@@ -105,32 +79,6 @@ for b in app-bench echo-baseline app-server tokio-baseline; do
     [ -x "$BIN/$b" ] || { log "missing $BIN/$b (build with cargo build --release -p sockmsg-app -p sockmsg-bench)"; exit 2; }
 done
 
-# start NAME LOGFILE COMMAND...: starts a server on port 0, waits (10 s at most) for its
-# port, and sets PORT; returns 1 if it exits or never listens.
-start() {
-    local name="$1" logf="$2"
-    shift 2
-    local portf="$OUT/$name.port"
-    rm -f "$portf"
-    "$@" >"$logf" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    PID=$pid
-    for _ in $(seq 1 200); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            return 1
-        fi
-        if [ -s "$portf" ]; then
-            PORT=$(tr -dc '0-9' <"$portf")
-            [ -n "$PORT" ] && return 0
-        fi
-        # Our servers print "listening on HOST:PORT".
-        PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$logf" | head -n 1)
-        [ -n "$PORT" ] && return 0
-        sleep 0.05
-    done
-    return 1
-}
 
 # wanted NAME: whether -S names this server.
 wanted() { case ",$SERVERS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }

@@ -62,34 +62,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 command -v python3 >/dev/null || { echo "bench-tls: python3 is needed" >&2; exit 2; }
 
-if [ -z "$OUT" ]; then
-    OUT=$(mktemp -d "${TMPDIR:-/tmp}/bench-tls.XXXXXX")
-    KEEP_OUT=0
-else
-    mkdir -p "$OUT"
-    KEEP_OUT=1
-fi
-
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    [ "$KEEP_OUT" = 1 ] || rm -rf "$OUT"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "bench-tls: $*" >&2; }
+# shellcheck source=scripts/bench-common.sh
+. "$ROOT/scripts/bench-common.sh"
+bench_init bench-tls
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/release"
@@ -104,25 +79,6 @@ done
 CERTS="$OUT/certs"
 "$BIN/app-certs" "$CERTS" >&2
 
-# start NAME COMMAND...: starts a server on port 0, waits (10 s at most) for its
-# "listening on HOST:PORT" line, and sets PORT and PID; returns 1 if it exits or never
-# listens.
-start() {
-    local name="$1"
-    shift
-    local logf="$OUT/$name.log"
-    "$@" >"$logf" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    PID=$pid
-    for _ in $(seq 1 200); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$logf" | head -n 1)
-        [ -n "$PORT" ] && return 0
-        sleep 0.05
-    done
-    return 1
-}
 
 SERVER_ARGS=(--transport "$TRANSPORT")
 SHOWN="--transport $TRANSPORT"
@@ -132,12 +88,12 @@ if [ "$TRANSPORT" != std ]; then
 fi
 TLS_ARGS=(--tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server-key.pem")
 
-if start plain env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 "${SERVER_ARGS[@]}"; then
+if start plain "$OUT/plain.log" env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 "${SERVER_ARGS[@]}"; then
     PLAIN_PORT=$PORT; PLAIN_PID=$PID
 else
     log "app-server $SHOWN did not start:"; cat "$OUT/plain.log" >&2; exit 1
 fi
-if start tls env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 "${SERVER_ARGS[@]}" "${TLS_ARGS[@]}"; then
+if start tls "$OUT/tls.log" env RUST_LOG=warn "$BIN/app-server" 127.0.0.1 0 "${SERVER_ARGS[@]}" "${TLS_ARGS[@]}"; then
     TLS_PORT=$PORT; TLS_PID=$PID
 else
     log "app-server $SHOWN with TLS did not start:"; cat "$OUT/tls.log" >&2; exit 1
