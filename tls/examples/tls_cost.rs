@@ -2,8 +2,10 @@
 //! (full and resumed), bulk throughput (16 MiB over TLS vs the plaintext machine alone) and
 //! the heap an idle server connection holds after its handshake and one request.
 //!
-//! `cargo run --release -p sockmsg-tls --example tls_cost` (short: about 10 s; Linux). Times
-//! are this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so a loaded machine inflates them
+//! `cargo run --release -p sockmsg-tls --example tls_cost` (short: about 10 s; Linux);
+//! `... --example tls_cost session` measures only a server [`TlsSession`] as the transports
+//! run it (charged to a memory budget): handshake and one request, then keep-alive
+//! requests. Times are this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so a loaded machine inflates them
 //! less than wall time; figures are medians of one run: compare them as ratios.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -13,7 +15,11 @@ use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{Connection, Event, Message};
 use sockmsg_tls::certs::{Authority, Spec, Usage};
-use sockmsg_tls::{client_config, server_config, ClientOptions, Pem, ServerOptions, TlsConnection};
+use sockmsg_server::{MemoryBudget, ServerConfig, ServiceError};
+use sockmsg_tls::{
+    client_config, server_config, AnyPeer, ClientOptions, Pem, PeerService, Plaintext,
+    ServerOptions, Tls, TlsConnection, TlsSession,
+};
 
 struct Counting;
 
@@ -47,9 +53,9 @@ static ALLOC: Counting = Counting;
 
 type Error = Box<dyn std::error::Error>;
 
-fn transfer(
-    from: &mut TlsConnection,
-    to: &mut TlsConnection,
+fn transfer<A: Plaintext, B: Plaintext>(
+    from: &mut Tls<A>,
+    to: &mut Tls<B>,
     wire: &mut Vec<u8>,
 ) -> Result<bool, Error> {
     let now = Instant::now();
@@ -86,6 +92,68 @@ fn run(client: &mut TlsConnection, server: &mut TlsConnection) -> Result<usize, 
             return Ok(got);
         }
     }
+}
+
+/// Runs a client against a server session (which answers by itself) until quiet. Returns
+/// the answers' total content length.
+fn run_session(client: &mut TlsConnection, server: &mut TlsSession) -> Result<usize, Error> {
+    let mut wire = Vec::new();
+    let mut got = 0;
+    loop {
+        let mut moved = transfer(client, server, &mut wire)?;
+        moved |= transfer(server, client, &mut wire)?;
+        while let Event::Message(m) = client.next_event()? {
+            got += m.content().len();
+        }
+        if !moved {
+            return Ok(got);
+        }
+    }
+}
+
+/// A server [`TlsSession`] as the transports run it (an echo service, the server's memory
+/// budget): handshake and one request, then keep-alive requests, in CPU time per operation.
+fn session_cost(
+    server_cfg: &Arc<rustls::ServerConfig>,
+    client_cfg: &Arc<rustls::ClientConfig>,
+    request: &Message,
+    clock: &Clock,
+) -> Result<(), Error> {
+    let echo: Arc<dyn PeerService> = Arc::new(AnyPeer(Arc::new(
+        |m: Message| -> Result<Message, ServiceError> { Ok(m) },
+    )));
+    let config = Arc::new(ServerConfig::default().normalized());
+    let budget = MemoryBudget::new(config.memory_budget);
+    let (mut handshakes, mut requests) = (Vec::new(), Vec::new());
+    const BATCH: u32 = 100;
+    for _ in 0..300 {
+        let now = Instant::now();
+        let mut c =
+            TlsConnection::client(client_cfg.clone(), "localhost", Connection::client(), now)?;
+        let mut s = TlsSession::accept_with_budget(
+            server_cfg.clone(),
+            echo.clone(),
+            config.clone(),
+            budget.clone(),
+            now,
+        )?;
+        c.send(request.clone(), now)?;
+        let start = clock.now();
+        run_session(&mut c, &mut s)?;
+        handshakes.push(clock.now() - start);
+        let start = clock.now();
+        for _ in 0..BATCH {
+            c.send(request.clone(), Instant::now())?;
+            run_session(&mut c, &mut s)?;
+        }
+        requests.push((clock.now() - start) / BATCH);
+    }
+    println!(
+        "server session (charged to a memory budget): handshake + request {:>8.1} us, keep-alive request {:>6.2} us of CPU (both sides)",
+        median(handshakes).as_secs_f64() * 1e6,
+        median(requests).as_secs_f64() * 1e6,
+    );
+    Ok(())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -135,6 +203,9 @@ fn main() -> Result<(), Error> {
         };
 
     let clock = Clock;
+    if std::env::args().nth(1).as_deref() == Some("session") {
+        return session_cost(&server_cfg, &client_config(&client_options)?, &request, &clock);
+    }
     // Handshake + one request: full (a fresh client config each time) and resumed.
     for resumed in [false, true] {
         let shared = client_config(&client_options)?;
