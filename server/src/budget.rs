@@ -185,6 +185,84 @@ impl MemoryBudget {
     }
 }
 
+/// Bytes a connection holds outside its [`crate::Session`] (a TLS layer's record buffers),
+/// counted in the server's [`MemoryBudget`]: set as they grow and shrink, given back when
+/// dropped.
+///
+/// ```
+/// use sockmsg_server::{BudgetCharge, MemoryBudget};
+/// let budget = MemoryBudget::new(100);
+/// let mut charge = BudgetCharge::new(&budget);
+/// assert!(charge.try_set(60));
+/// assert!(!charge.try_set(120), "over the limit: refused, nothing taken");
+/// assert_eq!((charge.bytes(), budget.used(), budget.refused()), (60, 60, 1));
+/// charge.set(20);
+/// assert_eq!(budget.used(), 20);
+/// drop(charge);
+/// assert_eq!(budget.used(), 0);
+/// ```
+#[derive(Debug)]
+pub struct BudgetCharge {
+    budget: MemoryBudget,
+    bytes: usize,
+}
+
+impl BudgetCharge {
+    /// Nothing charged yet to `budget`.
+    pub fn new(budget: &MemoryBudget) -> BudgetCharge {
+        BudgetCharge {
+            budget: budget.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// The bytes charged now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The budget charged.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Sets the charge to `bytes` before they are allocated: growing only if the budget
+    /// has room for the difference (all or nothing: `false`, nothing taken, and the
+    /// refusal counted in [`MemoryBudget::refused`]); shrinking always.
+    pub fn try_set(&mut self, bytes: usize) -> bool {
+        if bytes > self.bytes {
+            if !self
+                .budget
+                .try_charge(bytes - self.bytes, self.budget.limit())
+            {
+                self.budget.note_refused();
+                return false;
+            }
+        } else {
+            self.budget.release(self.bytes - bytes);
+        }
+        self.bytes = bytes;
+        true
+    }
+
+    /// Sets the charge to `bytes`, whatever the limit (memory already allocated: it
+    /// exists; the budget only reports it).
+    pub fn set(&mut self, bytes: usize) {
+        if bytes > self.bytes {
+            self.budget.charge(bytes - self.bytes);
+        } else {
+            self.budget.release(self.bytes - bytes);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for BudgetCharge {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,9 +46,10 @@ pub enum CloseReason {
     /// ([`crate::WhenFull::Refuse`]).
     Full,
     /// The server-wide [`crate::ServerConfig::memory_budget`] had no room for what the
-    /// peer sent (a large message announced) or for the service's answer.
+    /// peer sent (a large message announced), for the service's answer, or for the TLS
+    /// layer's record buffers (`sockmsg-tls`).
     OverBudget {
-        /// What did not fit: `"request"` or `"answer"`.
+        /// What did not fit: `"request"`, `"answer"` or `"TLS buffer"`.
         what: &'static str,
         /// Bytes it needed.
         need: usize,

@@ -101,7 +101,7 @@ mod shutdown;
 pub use accept::{accept_error, AcceptAction, ACCEPT_BACKOFF};
 pub use addr::ServerAddr;
 pub use async_service::{call_async_service, AnswerFuture, Answering, AsyncService};
-pub use budget::MemoryBudget;
+pub use budget::{BudgetCharge, MemoryBudget};
 pub use close::CloseReason;
 pub use config::{ServerConfig, WhenFull};
 pub use driven::Driven;

@@ -374,6 +374,12 @@ impl Session {
         &self.budget
     }
 
+    /// Bytes this session has charged to its memory budget now (its buffers, and what it
+    /// reserved for what it is about to receive).
+    pub fn budget_charged(&self) -> usize {
+        self.charged
+    }
+
     /// Since when the connection has been idle (nothing being received, nothing to send),
     /// or `None` if it is not: what [`crate::WhenFull::EvictIdle`] compares.
     pub fn idle_since(&self) -> Option<Instant> {

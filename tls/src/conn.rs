@@ -10,6 +10,7 @@ use rustls::pki_types::ServerName;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffic};
 use sockmsg_protocol::{Connection, Event, LocalError, Message, Timeout};
+use sockmsg_server::{BudgetCharge, MemoryBudget};
 
 use crate::error::TlsError;
 use crate::identity::PeerIdentity;
@@ -117,6 +118,14 @@ pub trait Plaintext {
     fn handshake_done(&mut self, peer: Option<&PeerIdentity>) {
         let _ = peer;
     }
+    /// The composition's ciphertext buffers are charged to a memory budget (a server's:
+    /// [`crate::TlsSession`]) and it had no room for one to grow to `need` bytes: the
+    /// connection is over, its buffers freed, nothing more read or written (not even
+    /// `close_notify`). `budget` is the budget's limit. Default: nothing (the composition
+    /// stops by itself).
+    fn over_budget(&mut self, need: usize, budget: usize) {
+        let _ = (need, budget);
+    }
 }
 
 impl Plaintext for Connection {
@@ -201,7 +210,10 @@ pub type TlsConnection = Tls<Connection>;
 /// ciphertext buffers are this composition's own, sized to the traffic, and an idle
 /// connection holds none of them, only rustls's keys and state: they are freed
 /// [`RELEASE_DELAY`] after the last read or write (in [`TlsConnection::handle_timeout`]), or
-/// by [`TlsConnection::release_buffers`].
+/// by [`TlsConnection::release_buffers`]. A server's connection ([`crate::TlsSession`])
+/// charges those buffers to the server's [`MemoryBudget`] before they grow, and gives the
+/// charge back as they are freed ([`Tls::buffers_charged`]); one that finds no room is
+/// closed ([`Plaintext::over_budget`]).
 pub struct Tls<P> {
     tls: Machine,
     conn: P,
@@ -237,6 +249,8 @@ pub struct Tls<P> {
     tls_write_progress: Instant,
     /// Last ciphertext read or written: empty buffers are freed [`RELEASE_DELAY`] after.
     last_io: Instant,
+    /// What `incoming`, `outgoing` and `held` hold, charged to a server's memory budget.
+    charge: Option<BudgetCharge>,
 }
 
 impl<P: fmt::Debug> fmt::Debug for Tls<P> {
@@ -259,6 +273,10 @@ impl<P: fmt::Debug> fmt::Debug for Tls<P> {
             .field("close_notify_sent", &self.close_notify_sent)
             .field("error", &self.error)
             .field("timed_out", &self.timed_out)
+            .field(
+                "charged",
+                &self.charge.as_ref().map_or(0, BudgetCharge::bytes),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -293,6 +311,35 @@ enum Step {
     Idle,
     /// rustls failed.
     Failed(rustls::Error),
+    /// The memory budget had no room for a buffer to grow to this many bytes.
+    OverBudget(usize),
+}
+
+/// Why [`Records::append`] appended nothing.
+enum AppendError {
+    /// The writer failed.
+    Failed,
+    /// The memory budget had no room for the buffer to grow to this many bytes.
+    OverBudget(usize),
+}
+
+/// Makes `buf` `len` bytes long (new bytes zeroed), first charging the growth of its
+/// allocation to `charge`, if any: `Err(len)`, `buf` untouched, if the budget has no room.
+fn grow(buf: &mut Vec<u8>, len: usize, charge: &mut Option<BudgetCharge>) -> Result<(), usize> {
+    if buf.len() >= len {
+        return Ok(());
+    }
+    if let Some(charge) = charge {
+        if len > buf.capacity() {
+            // Exactly what is charged: no amortized doubling beyond it.
+            if !charge.try_set(charge.bytes() + (len - buf.capacity())) {
+                return Err(len);
+            }
+            buf.reserve_exact(len - buf.len());
+        }
+    }
+    buf.resize(len, 0);
+    Ok(())
 }
 
 /// The fields a state of rustls's machine works on (split from the machine it borrows).
@@ -311,6 +358,7 @@ struct Parts<'a, P> {
     discard: usize,
     close_notify_sent: &'a mut bool,
     close_notify_received: &'a mut bool,
+    charge: &'a mut Option<BudgetCharge>,
     now: Instant,
 }
 
@@ -323,11 +371,13 @@ impl<P: Plaintext> Parts<'_, P> {
         if self.failing {
             return match state {
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    let _ = self.outgoing.append(0, |out| match encode.encode(out) {
-                        Ok(n) => Ok(n),
-                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                        Err(EncodeError::AlreadyEncoded) => Err(None),
-                    });
+                    let _ = self
+                        .outgoing
+                        .append(0, self.charge, |out| match encode.encode(out) {
+                            Ok(n) => Ok(n),
+                            Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                            Err(EncodeError::AlreadyEncoded) => Err(None),
+                        });
                     Step::Idle
                 }
                 ConnectionState::ReadTraffic(mut traffic) => {
@@ -343,7 +393,9 @@ impl<P: Plaintext> Parts<'_, P> {
                     match record {
                         Ok(record) => {
                             self.discard += record.discard;
-                            self.plaintext(record.payload);
+                            if let Err(need) = self.plaintext(record.payload) {
+                                return Step::OverBudget(need);
+                            }
                         }
                         Err(e) => return Step::Failed(e),
                     }
@@ -363,14 +415,19 @@ impl<P: Plaintext> Parts<'_, P> {
                 Step::Idle
             }
             ConnectionState::EncodeTlsData(mut encode) => {
-                let result = self.outgoing.append(0, |out| match encode.encode(out) {
-                    Ok(n) => Ok(n),
-                    Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
-                    Err(EncodeError::AlreadyEncoded) => Err(None),
-                });
+                let result = self
+                    .outgoing
+                    .append(0, self.charge, |out| match encode.encode(out) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                        Err(EncodeError::AlreadyEncoded) => Err(None),
+                    });
                 match result {
                     Ok(()) => Step::Again,
-                    Err(()) => Step::Failed(rustls::Error::General("TLS record lost".into())),
+                    Err(AppendError::OverBudget(need)) => Step::OverBudget(need),
+                    Err(AppendError::Failed) => {
+                        Step::Failed(rustls::Error::General("TLS record lost".into()))
+                    }
                 }
             }
             ConnectionState::TransmitTlsData(transmit) => {
@@ -381,8 +438,8 @@ impl<P: Plaintext> Parts<'_, P> {
             ConnectionState::BlockedHandshake => Step::Idle,
             ConnectionState::WriteTraffic(mut traffic) => {
                 if self.encrypt {
-                    if let Err(e) = self.encrypt_pending(&mut traffic) {
-                        return Step::Failed(e);
+                    if let Err(stop) = self.encrypt_pending(&mut traffic) {
+                        return stop;
                     }
                 }
                 Step::Idle
@@ -393,8 +450,8 @@ impl<P: Plaintext> Parts<'_, P> {
     }
 
     /// Moves decrypted bytes into the plaintext side while it takes input; the rest waits
-    /// in `held`.
-    fn plaintext(&mut self, mut payload: &[u8]) {
+    /// in `held` (`Err`: the memory budget had no room for it to grow to that size).
+    fn plaintext(&mut self, mut payload: &[u8]) -> Result<(), usize> {
         if self.deliver && self.held.len() == self.held_from {
             while !payload.is_empty() && self.conn.wants_read() {
                 let buf = self.conn.read_buf();
@@ -410,15 +467,20 @@ impl<P: Plaintext> Parts<'_, P> {
                 payload = rest;
             }
         }
-        self.held.extend_from_slice(payload);
+        if !payload.is_empty() {
+            let len = self.held.len();
+            grow(self.held, len + payload.len(), self.charge)?;
+            if let Some(dst) = self.held.get_mut(len..) {
+                dst.copy_from_slice(payload);
+            }
+        }
+        Ok(())
     }
 
     /// Encrypts the plaintext side's pending bytes while fewer than [`OUTGOING_LIMIT`]
-    /// bytes of records wait, then `close_notify` once it is closed and drained.
-    fn encrypt_pending<Data>(
-        &mut self,
-        traffic: &mut WriteTraffic<'_, Data>,
-    ) -> Result<(), rustls::Error> {
+    /// bytes of records wait, then `close_notify` once it is closed and drained. `Err`:
+    /// the step that stopped it (a failure, or no room in the memory budget).
+    fn encrypt_pending<Data>(&mut self, traffic: &mut WriteTraffic<'_, Data>) -> Result<(), Step> {
         let mut gather = [0u8; GATHER];
         while self.conn.wants_write() && self.outgoing.pending().len() < OUTGOING_LIMIT {
             let mut slices = [IoSlice::new(&[]); SLICES];
@@ -454,24 +516,24 @@ impl<P: Plaintext> Parts<'_, P> {
             let guess = data.len() + records * RECORD_OVERHEAD;
             let taken = data.len();
             self.outgoing
-                .append(guess, |out| match traffic.encrypt(data, out) {
+                .append(guess, self.charge, |out| match traffic.encrypt(data, out) {
                     Ok(n) => Ok(n),
                     Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
                     Err(_) => Err(None),
                 })
-                .map_err(|()| rustls::Error::EncryptError)?;
+                .map_err(AppendError::into_step)?;
             self.conn.consume(taken, self.now);
         }
         if self.conn.wants_shutdown() && !*self.close_notify_sent {
             self.outgoing
-                .append(RECORD_OVERHEAD + 2, |out| {
+                .append(RECORD_OVERHEAD + 2, self.charge, |out| {
                     match traffic.queue_close_notify(out) {
                         Ok(n) => Ok(n),
                         Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
                         Err(_) => Err(None),
                     }
                 })
-                .map_err(|()| rustls::Error::EncryptError)?;
+                .map_err(AppendError::into_step)?;
             *self.close_notify_sent = true;
         }
         Ok(())
@@ -514,11 +576,13 @@ impl Records {
 
     /// Appends what `write` puts into a slice: `write` gets at least `guess` bytes of room,
     /// and more if it says how many it needs (`Err(Some(n))`); `Err(None)` is a failure.
+    /// The buffer's growth is charged to `charge` first, if any.
     fn append(
         &mut self,
         guess: usize,
+        charge: &mut Option<BudgetCharge>,
         mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), AppendError> {
         if self.sent > 0 {
             self.buf.copy_within(self.sent..self.queued, 0);
             self.queued -= self.sent;
@@ -526,17 +590,25 @@ impl Records {
         }
         let mut room = guess;
         loop {
-            if self.buf.len() < self.queued + room {
-                self.buf.resize(self.queued + room, 0);
-            }
+            grow(&mut self.buf, self.queued + room, charge).map_err(AppendError::OverBudget)?;
             match write(self.buf.get_mut(self.queued..).unwrap_or_default()) {
                 Ok(n) => {
                     self.queued += n;
                     return Ok(());
                 }
                 Err(Some(need)) if need > room => room = need,
-                Err(_) => return Err(()),
+                Err(_) => return Err(AppendError::Failed),
             }
+        }
+    }
+}
+
+impl AppendError {
+    /// What the machine does next.
+    fn into_step(self) -> Step {
+        match self {
+            AppendError::Failed => Step::Failed(rustls::Error::EncryptError),
+            AppendError::OverBudget(need) => Step::OverBudget(need),
         }
     }
 }
@@ -606,7 +678,41 @@ impl<P: Plaintext> Tls<P> {
             timed_out: None,
             tls_write_progress: now,
             last_io: now,
+            charge: None,
         }
+    }
+
+    /// Charges the ciphertext buffers to `budget` from now on (a new connection's, which
+    /// holds none yet).
+    pub(crate) fn charge_buffers_to(&mut self, budget: &MemoryBudget) {
+        self.charge = Some(BudgetCharge::new(budget));
+        self.settle();
+    }
+
+    /// Bytes of ciphertext buffers (and decrypted bytes held back) charged to the memory
+    /// budget now: 0 for a composition that is not charged to one (a client's).
+    pub fn buffers_charged(&self) -> usize {
+        self.charge.as_ref().map_or(0, BudgetCharge::bytes)
+    }
+
+    /// Brings the charge to what the buffers hold now (after they shrank, or grew beyond
+    /// what was charged first).
+    fn settle(&mut self) {
+        if let Some(charge) = &mut self.charge {
+            charge.set(
+                self.incoming.capacity() + self.outgoing.buf.capacity() + self.held.capacity(),
+            );
+        }
+    }
+
+    /// The memory budget had no room for a buffer to grow to `need` bytes: the connection
+    /// is over, at once (nothing more can be encrypted), its buffers freed.
+    fn refuse(&mut self, need: usize) {
+        let limit = self.charge.as_ref().map_or(0, |c| c.budget().limit());
+        self.outgoing.free();
+        self.close_notify_sent = true;
+        self.finish();
+        self.conn.over_budget(need, limit);
     }
 
     /// The same connection with another handshake deadline (`None`: never; default
@@ -654,10 +760,17 @@ impl<P: Plaintext> Tls<P> {
             READ_SIZE
         };
         let want = (self.received + READ_MIN).max(room).min(MAX_INCOMING);
-        if self.incoming.len() < want {
-            self.incoming.resize(want, 0);
+        if let Err(need) = grow(&mut self.incoming, want, &mut self.charge) {
+            self.refuse(need);
+            return Ok(0);
         }
-        let n = reader.read(self.incoming.get_mut(self.received..).unwrap_or_default())?;
+        let n = match reader.read(self.incoming.get_mut(self.received..).unwrap_or_default()) {
+            Ok(n) => n,
+            Err(e) => {
+                self.settle();
+                return Err(e);
+            }
+        };
         if self.handshaking && self.first.len() < FIRST_BYTES {
             let take = n.min(FIRST_BYTES - self.first.len());
             let start = self.received;
@@ -673,6 +786,7 @@ impl<P: Plaintext> Tls<P> {
         }
         self.process(now);
         self.deliver_eof();
+        self.settle();
         Ok(n)
     }
 
@@ -698,6 +812,7 @@ impl<P: Plaintext> Tls<P> {
                 discard: 0,
                 close_notify_sent: &mut self.close_notify_sent,
                 close_notify_received: &mut self.close_notify_received,
+                charge: &mut self.charge,
                 now,
             };
             // rustls may hold places in this buffer (a handshake message in pieces): it
@@ -734,6 +849,10 @@ impl<P: Plaintext> Tls<P> {
                     self.finish();
                     return;
                 }
+                Step::OverBudget(need) => {
+                    self.refuse(need);
+                    return;
+                }
                 Step::Failed(e) => {
                     let error = TlsError::from_rustls(
                         &e,
@@ -756,6 +875,7 @@ impl<P: Plaintext> Tls<P> {
         self.received = 0;
         self.held = Vec::new();
         self.held_from = 0;
+        self.settle();
     }
 
     fn handshake_complete(&mut self, now: Instant) {
@@ -847,7 +967,9 @@ impl<P: Plaintext> Tls<P> {
         if was_idle && self.records_pending() {
             self.tls_write_progress = now;
         }
-        let n = writer.write(self.outgoing.pending())?;
+        let written = writer.write(self.outgoing.pending());
+        self.settle();
+        let n = written?;
         self.outgoing.advance(n);
         if n > 0 {
             self.tls_write_progress = now;
@@ -871,6 +993,7 @@ impl<P: Plaintext> Tls<P> {
     pub(crate) fn drop_output(&mut self) {
         self.outgoing.free();
         self.close_notify_sent = true;
+        self.settle();
     }
 
     /// When the empty ciphertext buffers are to be freed: [`RELEASE_DELAY`] after the last
@@ -894,6 +1017,7 @@ impl<P: Plaintext> Tls<P> {
         if !self.records_pending() {
             self.outgoing.free();
         }
+        self.settle();
     }
 
     // ---- what the composition wants ----
@@ -903,6 +1027,7 @@ impl<P: Plaintext> Tls<P> {
     /// machine wants input.
     pub fn wants_read(&self) -> bool {
         self.error.is_none()
+            && !self.finished
             && self.timed_out.is_none()
             && !self.eof
             && !self.close_notify_received
@@ -1016,6 +1141,9 @@ impl<P: Plaintext> Tls<P> {
         }
         if passed.is_some() || self.release_due().is_some_and(|at| at <= now) {
             self.release_tls_buffers();
+        } else {
+            // `held` may have been drained and freed.
+            self.settle();
         }
         passed
     }

@@ -141,6 +141,16 @@ impl Plaintext for ServerSide {
     fn handshake_done(&mut self, peer: Option<&PeerIdentity>) {
         let _ = self.peer.set(peer.cloned());
     }
+
+    fn over_budget(&mut self, need: usize, budget: usize) {
+        // As a plaintext session refused a message: the session's reason, its one line.
+        self.session.abort(CloseReason::OverBudget {
+            what: "TLS buffer",
+            need,
+            budget,
+        });
+        self.aborted = true;
+    }
 }
 
 /// One server connection over TLS: rustls in front of a server [`Session`]. A transport
@@ -176,8 +186,12 @@ impl Tls<ServerSide> {
     }
 
     /// As [`TlsSession::accept`], the session counting its memory in `budget`, the one its
-    /// server shares between all its connections (see [`Session::with_budget`]). What
-    /// rustls itself holds (its record buffers) is not counted.
+    /// server shares between all its connections (see [`Session::with_budget`]): the
+    /// plaintext session's buffers, and the TLS layer's ciphertext buffers (charged before
+    /// they grow, given back as they are freed: [`Tls::buffers_charged`]). A connection
+    /// whose TLS buffers find no room is closed at once with
+    /// [`CloseReason::OverBudget`] (`what`: `"TLS buffer"`) and its one log line; others
+    /// are not affected. rustls's own state (keys, handshake) is not counted.
     pub fn accept_with_budget(
         tls: Arc<rustls::ServerConfig>,
         service: Arc<dyn PeerService>,
@@ -191,11 +205,13 @@ impl Tls<ServerSide> {
             peer: Arc::clone(&peer),
         });
         let side = ServerSide {
-            session: Session::new(bound, config, now).with_budget(budget, now),
+            session: Session::new(bound, config, now).with_budget(budget.clone(), now),
             peer,
             aborted: false,
         };
-        Tls::server(tls, side, now)
+        let mut session = Tls::server(tls, side, now)?;
+        session.charge_buffers_to(&budget);
+        Ok(session)
     }
 
     /// What a transport's accept loop calls for each connection (std, mio and tokio take
@@ -427,6 +443,18 @@ mod driven {
         )))
     }
 
+    /// An echo server session on `budget`, and a client for it, both made at `now`.
+    fn echo_pair(budget: &MemoryBudget, now: Instant) -> (TlsSession, TlsConnection) {
+        let (server_tls, client_tls) = configs();
+        let config = Arc::new(ServerConfig::default().normalized());
+        let server =
+            TlsSession::accept_with_budget(server_tls, echo(), config, budget.clone(), now)
+                .expect("server");
+        let client = TlsConnection::client(client_tls, "localhost", Connection::client(), now)
+            .expect("client");
+        (server, client)
+    }
+
     /// Moves bytes between `client` and a server machine driven only through [`Driven`],
     /// as a transport's loop does, until neither has more to say.
     fn pump<D: Driven>(server: &mut D, client: &mut TlsConnection) {
@@ -457,15 +485,9 @@ mod driven {
 
     #[test]
     fn a_tls_session_is_driven_as_a_plain_one_and_draws_on_the_servers_budget() {
-        let (server_tls, client_tls) = configs();
         let now = Instant::now();
         let budget = MemoryBudget::new(1 << 20);
-        let config = Arc::new(ServerConfig::default().normalized());
-        let mut server =
-            TlsSession::accept_with_budget(server_tls, echo(), config, budget.clone(), now)
-                .expect("server");
-        let mut client = TlsConnection::client(client_tls, "localhost", Connection::client(), now)
-            .expect("client");
+        let (mut server, mut client) = echo_pair(&budget, now);
         let request = Message::binary("x/request", vec![b'r'; 100_000]);
         client.send(request.clone(), now).expect("send");
         pump(&mut server, &mut client);
@@ -487,6 +509,141 @@ mod driven {
         );
         assert!(!Driven::is_failure(&server));
         drop(server);
+        assert_eq!(budget.used(), 0, "{budget:?}");
+    }
+
+    /// The client's pending ciphertext.
+    fn flight(client: &mut TlsConnection) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client
+                .write_tls(&mut wire, Instant::now())
+                .expect("a Vec takes all");
+        }
+        wire
+    }
+
+    #[test]
+    fn tls_buffers_are_charged_while_they_hold_ciphertext_and_given_back() {
+        let now = Instant::now();
+        let budget = MemoryBudget::new(1 << 20);
+        let (mut server, mut client) = echo_pair(&budget, now);
+        assert_eq!(server.buffers_charged(), 0, "no buffer before any byte");
+        assert_eq!(budget.used(), server.session().budget_charged());
+
+        // A ClientHello arriving in pieces: the first read's buffer, then room for a whole
+        // record while one is in progress; each charged, and counted in the budget.
+        let hello = flight(&mut client);
+        let mut rest = &hello[..3];
+        server.read_from(&mut rest, now).expect("a slice reads");
+        let small = server.buffers_charged();
+        assert!(small >= 4 * 1024, "{small}");
+        assert_eq!(budget.used(), small + server.session().budget_charged());
+        let mut rest = &hello[3..];
+        server.read_from(&mut rest, now).expect("a slice reads");
+        let larger = server.buffers_charged();
+        assert!(
+            larger > small,
+            "the charge rises with the buffer: {larger} > {small}"
+        );
+        assert_eq!(budget.used(), larger + server.session().budget_charged());
+
+        // A request and its answer; then, idle, the buffers are freed and the charge goes
+        // back to what it was before the connection held any.
+        let request = Message::binary("x/request", vec![b'r'; 50_000]);
+        pump(&mut server, &mut client);
+        client.send(request.clone(), now).expect("send");
+        pump(&mut server, &mut client);
+        assert_eq!(client.next_event(), Ok(Event::Message(request.clone())));
+        assert!(server.buffers_charged() > 0, "{server:?}");
+        let later = Instant::now() + crate::RELEASE_DELAY * 2;
+        Driven::handle_timeout(&mut server, later);
+        assert_eq!(server.buffers_charged(), 0, "released when idle");
+        // The TLS share of the budget is back where it was: only the session's remains.
+        assert_eq!(
+            budget.used(),
+            server.session().budget_charged(),
+            "{budget:?}"
+        );
+
+        // Charged again by the next request; given back when the connection is dropped.
+        client.send(request.clone(), now).expect("send");
+        pump(&mut server, &mut client);
+        assert_eq!(client.next_event(), Ok(Event::Message(request)));
+        assert!(server.buffers_charged() > 0);
+        assert!(budget.used() > server.session().budget_charged());
+        let session = server.session().budget_charged();
+        drop(server);
+        assert_eq!(
+            budget.used(),
+            0,
+            "nothing left once dropped ({session} were the session's)"
+        );
+    }
+
+    #[test]
+    fn a_tls_connection_over_budget_closes_with_its_reason_and_others_go_on() {
+        let (server_tls, client_tls) = configs();
+        let now = Instant::now();
+        let budget = MemoryBudget::new(256 * 1024);
+        let config = Arc::new(ServerConfig::default().normalized());
+        let accept = || {
+            TlsSession::accept_with_budget(
+                server_tls.clone(),
+                echo(),
+                config.clone(),
+                budget.clone(),
+                now,
+            )
+            .expect("server")
+        };
+        let connect = || {
+            TlsConnection::client(client_tls.clone(), "localhost", Connection::client(), now)
+                .expect("client")
+        };
+        let (mut a, mut b) = (accept(), accept());
+        let (mut ca, mut cb) = (connect(), connect());
+        pump(&mut a, &mut ca);
+        pump(&mut b, &mut cb);
+        assert!(!a.is_handshaking() && !b.is_handshaking());
+        // The other connections of the server hold all but 8 KiB.
+        let mut others = sockmsg_server::BudgetCharge::new(&budget);
+        assert!(others.try_set(budget.limit() - budget.used() - 8 * 1024));
+
+        // A's peer sends a record that arrives in pieces: room for the whole record does
+        // not fit. A closes at once with the session's reason; its buffers go back.
+        let refused = budget.refused();
+        ca.send(Message::binary("x/big", vec![b'x'; 20_000]), now)
+            .expect("send");
+        let wire = flight(&mut ca);
+        let mut rest = &wire[..];
+        while !rest.is_empty() && Driven::wants_read(&a) {
+            a.read_from(&mut rest, now).expect("a slice reads");
+        }
+        assert!(Driven::is_done(&a), "{a:?}");
+        assert!(!Driven::wants_write(&a) && !Driven::wants_read(&a));
+        let reason = Driven::close_reason(&a).expect("the session's reason");
+        assert_eq!(reason.label(), "over-budget");
+        assert!(Driven::is_failure(&a));
+        assert_eq!(
+            reason.to_string(),
+            format!(
+                "no room for a TLS buffer of {} bytes in the server's memory budget of {} \
+                 bytes; refused",
+                18 * 1024,
+                256 * 1024
+            )
+        );
+        assert_eq!(a.buffers_charged(), 0);
+        assert_eq!(budget.refused(), refused + 1);
+
+        // B, on the same budget, is served.
+        let small = Message::binary("x/small", b"hello".to_vec());
+        cb.send(small.clone(), now).expect("send");
+        pump(&mut b, &mut cb);
+        assert_eq!(cb.next_event(), Ok(Event::Message(small)));
+        assert!(!Driven::is_done(&b));
+        drop((a, b, others));
         assert_eq!(budget.used(), 0, "{budget:?}");
     }
 
