@@ -226,6 +226,48 @@ fn each_handshake_failure_has_its_own_line() {
     );
     plain.join().expect("plain server");
 
+    // TLS to a plaintext server that answers in plaintext (an HTTP server, say).
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let http_port = listener.local_addr().expect("addr").port();
+    let http = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let _ = s.read(&mut [0u8; 4096]);
+        let _ = std::io::Write::write_all(&mut s, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    });
+    let out = client(http_port, &["search", "ring"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "app-client: TLS handshake with 127.0.0.1:{http_port} failed: the peer sent \
+             plaintext, not TLS (first bytes "
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    http.join().expect("http server");
+
+    // A server that accepts and never answers the handshake: the deadline's line, as
+    // without TLS.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = listener.local_addr().expect("addr").port();
+    let out = Command::new(env!("CARGO_BIN_EXE_app-client"))
+        .args(["127.0.0.1", &silent_port.to_string(), "search", "ring"])
+        .args(["--timeout", "0.5", "--tls", "--ca"])
+        .arg(dir.path().join("ca.pem"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("app-client");
+    drop(listener);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "app-client: cannot connect to 127.0.0.1:{silent_port}: timed out: the whole \
+             exchange had 500ms (--timeout)\n"
+        )
+    );
+
     // A missing CA file: the line names it.
     let out = Command::new(env!("CARGO_BIN_EXE_app-client"))
         .args(["127.0.0.1", &port.to_string(), "search", "ring", "--tls"])

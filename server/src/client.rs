@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{Foreign, Limits};
@@ -182,6 +183,81 @@ pub fn next_wait(
         wait = shorter(wait, Some(left));
     }
     Ok(wait)
+}
+
+/// Why [`connect`] could not connect to an address.
+#[derive(Debug)]
+pub enum ConnectFailure {
+    /// The exchange's deadline passed; the limit it was given.
+    Deadline(Duration),
+    /// The attempt took longer than [`ClientConfig::connect_timeout`], this long.
+    Timeout(Duration),
+    /// The system's error (refused, unreachable...: see [`classify`] with [`Op::Connect`]).
+    Io(io::Error),
+}
+
+/// Connects a blocking socket to the first of `addrs` that accepts (those a name resolved
+/// to: [`crate::addr::resolve`]), each attempt within [`ClientConfig::connect_timeout`],
+/// all within `deadline` (no address is tried once it passed), with
+/// [`ClientConfig::nodelay`]: the blocking clients' one way to connect. The socket and the
+/// address it connected to; if none accepts, the last address tried and why.
+pub fn connect(
+    addrs: &[SocketAddr],
+    config: &ClientConfig,
+    deadline: Option<Deadline>,
+) -> Result<(TcpStream, SocketAddr), (SocketAddr, ConnectFailure)> {
+    let mut last = (
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        ConnectFailure::Io(io::Error::new(io::ErrorKind::NotFound, "no address")),
+    );
+    for &addr in addrs {
+        match connect_one(addr, config, deadline) {
+            Ok(stream) => return Ok((stream, addr)),
+            Err(failure) => {
+                tracing::debug!("cannot connect to {addr}: {failure:?}");
+                let out_of_time = matches!(failure, ConnectFailure::Deadline(_));
+                last = (addr, failure);
+                if out_of_time {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+fn connect_one(
+    addr: SocketAddr,
+    config: &ClientConfig,
+    deadline: Option<Deadline>,
+) -> Result<TcpStream, ConnectFailure> {
+    let connect_timeout = nonzero(config.connect_timeout);
+    let left = deadline.map(|d| d.remaining());
+    if let (Some(d), Some(left)) = (deadline, left) {
+        if left < MIN_WAIT {
+            return Err(ConnectFailure::Deadline(d.limit()));
+        }
+    }
+    let wait = shorter(connect_timeout, left);
+    let stream = match wait {
+        Some(t) => TcpStream::connect_timeout(&addr, t),
+        None => TcpStream::connect(addr),
+    }
+    .map_err(|e| match (e.kind(), connect_timeout, deadline) {
+        (io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock, _, Some(d))
+            if left.is_some() && left == wait =>
+        {
+            ConnectFailure::Deadline(d.limit())
+        }
+        (io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock, Some(after), _) => {
+            ConnectFailure::Timeout(after)
+        }
+        _ => ConnectFailure::Io(e),
+    })?;
+    stream
+        .set_nodelay(config.nodelay)
+        .map_err(ConnectFailure::Io)?;
+    Ok(stream)
 }
 
 /// The operation that was under way when a timeout or an I/O error struck.

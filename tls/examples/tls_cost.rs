@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{Connection, Event, Message};
-use sockmsg_tls::certs::{Authority, Spec, Usage};
 use sockmsg_server::{MemoryBudget, ServerConfig, ServiceError};
+use sockmsg_tls::certs::{Authority, Spec, Usage};
 use sockmsg_tls::{
-    client_config, server_config, AnyPeer, ClientOptions, Pem, PeerService, Plaintext,
+    client_config, server_config, AnyPeer, ClientOptions, PeerService, Pem, Plaintext,
     ServerOptions, Tls, TlsConnection, TlsSession,
 };
 
@@ -204,7 +204,12 @@ fn main() -> Result<(), Error> {
 
     let clock = Clock;
     if std::env::args().nth(1).as_deref() == Some("session") {
-        return session_cost(&server_cfg, &client_config(&client_options)?, &request, &clock);
+        return session_cost(
+            &server_cfg,
+            &client_config(&client_options)?,
+            &request,
+            &clock,
+        );
     }
     // Handshake + one request: full (a fresh client config each time) and resumed.
     for resumed in [false, true] {

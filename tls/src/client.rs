@@ -1,84 +1,269 @@
-//! [`TlsClient`]: a blocking sockmsg client over TLS, a loop over [`TlsConnection`].
+//! [`TlsClient`]: a blocking sockmsg client over TLS, a thin loop over [`TlsConnection`]
+//! and over the client layer every transport shares ([`sockmsg_server::client`]: the
+//! configuration, the exchange deadline, the error kinds and their wording), as the
+//! blocking client of `sockmsg-transport-std` and the async one of
+//! `sockmsg-transport-tokio` are.
 
 use std::fmt;
 use std::io::{self, ErrorKind};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{Connection, Event, Limits, LocalError, Message, Role};
+use sockmsg_protocol::{Connection, Event, LocalError, Message, PeerError, Role};
+use sockmsg_server::client::{classify, next_wait, ConnectFailure, Expired, Failure, IoClass};
+use sockmsg_server::ServerAddr;
 
-use crate::conn::{TlsConnection, DEFAULT_HANDSHAKE_TIMEOUT};
+/// How a [`TlsClient`] connects and how long it waits: the one configuration of every
+/// client transport ([`sockmsg_server::client::ClientConfig`]). [`ClientConfig::deadline`]
+/// bounds connecting and the TLS handshake together, and each request (sending it and
+/// receiving the whole answer); [`ClientConfig::read_timeout`] and
+/// [`ClientConfig::write_timeout`] each wait, the handshake's included.
+pub use sockmsg_server::client::ClientConfig;
+/// A point in time by which an exchange must be done
+/// ([`sockmsg_server::client::Deadline`]), for [`TlsClient::connect_by`] and
+/// [`TlsClient::request_by`].
+pub use sockmsg_server::client::Deadline;
+/// The operation under way when a [`ClientError`] struck.
+pub use sockmsg_server::client::Op;
+
+use crate::conn::TlsConnection;
 use crate::error::TlsError;
 use crate::identity::PeerIdentity;
 
-/// What a [`TlsClient`] call failed with.
+/// Everything a [`TlsClient`] operation can fail with: the variants of the TLS client of
+/// `sockmsg-transport-tokio` (its `ClientError`), with the same messages, and
+/// [`ClientError::Tls`] for what TLS itself reports (an unknown CA, a name the certificate
+/// does not cover, an expired certificate, a server that requires a client certificate, a
+/// plaintext peer...). Every variant names the address as the caller gave it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ClientError {
-    /// No connection could be made to the address.
-    Connect {
+    /// The name did not resolve to any address.
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// Nothing listens at `addr` (`ECONNREFUSED`).
+    Refused {
+        /// The address as given.
+        addr: String,
+    },
+    /// `op` made no progress within `after` (a per-wait limit).
+    Timeout {
+        /// The address as given.
+        addr: String,
+        /// What was under way.
+        op: Op,
+        /// The time limit that ran out.
+        after: Duration,
+    },
+    /// The deadline for the whole exchange passed ([`ClientConfig::deadline`],
+    /// [`TlsClient::request_within`]): connecting and the handshake, or sending and
+    /// receiving the whole answer, took longer than `limit`.
+    Deadline {
+        /// The address as given.
+        addr: String,
+        /// What was under way when time ran out.
+        op: Op,
+        /// The time allowed for the whole exchange.
+        limit: Duration,
+        /// Bytes (of ciphertext) received during the exchange before time ran out.
+        received: u64,
+    },
+    /// The peer reset the connection, or it broke while we wrote.
+    Reset {
+        /// The address as given.
+        addr: String,
+        /// What was under way.
+        op: Op,
+    },
+    /// Another I/O error.
+    Io {
+        /// The address as given.
+        addr: String,
+        /// What was under way.
+        op: Op,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The server broke the protocol inside TLS; the connection is over.
+    Protocol {
+        /// The address as given.
+        addr: String,
+        /// What it did.
+        source: PeerError,
+    },
+    /// This side misused the connection (sending after a half-close, content over the
+    /// limits); nothing was sent.
+    Local {
+        /// The address as given.
+        addr: String,
+        /// What was refused.
+        source: LocalError,
+    },
+    /// The server closed the connection cleanly while `in_flight` answers were still owed.
+    Closed {
+        /// The address as given.
+        addr: String,
+        /// Requests sent and not answered.
+        in_flight: u64,
+    },
+    /// TLS failed: the handshake (each reason its own [`TlsError`] variant), or the
+    /// record layer (a truncation without `close_notify`...). [`ClientError::kind`] is the
+    /// reason's own ([`TlsError::kind`]: `"unknown-ca"`, ...).
+    Tls {
         /// The address as given.
         addr: String,
         /// Why.
-        source: io::Error,
+        source: TlsError,
     },
-    /// The socket failed.
-    Io(io::Error),
-    /// TLS or the protocol inside failed (see [`TlsError`]).
-    Tls(TlsError),
-    /// The message could not be sent (see [`LocalError`]).
-    Local(LocalError),
-    /// The server ended the connection before answering.
-    Closed,
-    /// Nothing arrived within the client's timeout.
-    Timeout(Duration),
 }
 
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ClientError {
+    /// Classifies an I/O error of `op` (the clients' one classification,
+    /// [`sockmsg_server::client::classify`]).
+    fn from_io(addr: &str, op: Op, e: io::Error) -> ClientError {
+        let addr = addr.to_owned();
+        match classify(op, &e) {
+            IoClass::Refused => ClientError::Refused { addr },
+            IoClass::Reset => ClientError::Reset { addr, op },
+            IoClass::Connect | IoClass::Other => ClientError::Io {
+                addr,
+                op,
+                source: e,
+            },
+        }
+    }
+
+    /// The failure as every client words it ([`Failure`]); `None` for a TLS failure,
+    /// which [`TlsError`] words.
+    pub fn failure(&self) -> Option<Failure<'_>> {
+        Some(match self {
+            ClientError::Resolve { source, .. } => Failure::Resolve(source),
+            ClientError::Refused { .. } => Failure::Refused,
+            ClientError::Timeout { op, after, .. } => Failure::Timeout {
+                op: *op,
+                after: *after,
+            },
+            ClientError::Deadline {
+                op,
+                limit,
+                received,
+                ..
+            } => Failure::Deadline {
+                op: *op,
+                limit: *limit,
+                received: *received,
+            },
+            ClientError::Reset { op, .. } => Failure::Reset {
+                op: *op,
+                source: None,
+            },
+            ClientError::Io { op, source, .. } => Failure::Io { op: *op, source },
+            ClientError::Protocol { source, .. } => Failure::Protocol(source),
+            ClientError::Local { source, .. } => Failure::Local(source),
+            ClientError::Closed { in_flight, .. } => Failure::Closed {
+                in_flight: *in_flight,
+            },
+            ClientError::Tls { .. } => return None,
+        })
+    }
+
+    /// The address the error concerns, as the caller gave it.
+    pub fn addr(&self) -> &str {
         match self {
-            ClientError::Connect { addr, source } => {
-                write!(f, "cannot connect to {addr}: {source}")
-            }
-            ClientError::Io(e) => write!(f, "I/O error: {e}"),
-            ClientError::Tls(e) => e.fmt(f),
-            ClientError::Local(e) => e.fmt(f),
-            ClientError::Closed => {
-                f.write_str("the server closed the connection without answering")
-            }
-            ClientError::Timeout(d) => write!(f, "no answer within {} ms", d.as_millis()),
+            ClientError::Resolve { addr, .. }
+            | ClientError::Refused { addr }
+            | ClientError::Timeout { addr, .. }
+            | ClientError::Deadline { addr, .. }
+            | ClientError::Reset { addr, .. }
+            | ClientError::Io { addr, .. }
+            | ClientError::Protocol { addr, .. }
+            | ClientError::Local { addr, .. }
+            | ClientError::Closed { addr, .. }
+            | ClientError::Tls { addr, .. } => addr,
+        }
+    }
+
+    /// The TLS failure, for [`ClientError::Tls`].
+    pub fn tls_error(&self) -> Option<&TlsError> {
+        match self {
+            ClientError::Tls { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// `true` for [`ClientError::Timeout`] and [`ClientError::Deadline`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout { .. } | ClientError::Deadline { .. }
+        )
+    }
+
+    /// The closest [`io::ErrorKind`]: what this error would be as an `io::Error`.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        self.failure()
+            .map_or(io::ErrorKind::InvalidData, |failure| failure.io_kind())
+    }
+
+    /// A short stable name for the error, the same as every client's for the same failure
+    /// (`"refused"`, `"deadline"`, the core's kind for protocol errors, the TLS reason's
+    /// for TLS failures: `"unknown-ca"`, `"name-mismatch"`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Protocol { source, .. } => source.kind(),
+            ClientError::Local { source, .. } => source.kind(),
+            ClientError::Tls { source, .. } => source.kind(),
+            other => other.failure().map_or("other", |failure| failure.kind()),
         }
     }
 }
 
-impl std::error::Error for ClientError {}
-
-impl From<TlsError> for ClientError {
-    fn from(e: TlsError) -> ClientError {
-        ClientError::Tls(e)
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.failure(), self) {
+            (Some(failure), _) => failure.message(self.addr()).fmt(f),
+            (None, ClientError::Tls { addr, source }) => {
+                write!(f, "TLS with {addr} failed: {source}")
+            }
+            // Every other variant is worded by `failure`.
+            (None, _) => Ok(()),
+        }
     }
 }
 
-impl From<LocalError> for ClientError {
-    fn from(e: LocalError) -> ClientError {
-        ClientError::Local(e)
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Resolve { source, .. } | ClientError::Io { source, .. } => Some(source),
+            ClientError::Protocol { source, .. } => Some(source),
+            ClientError::Local { source, .. } => Some(source),
+            ClientError::Tls { source, .. } => Some(source),
+            _ => None,
+        }
     }
 }
 
-impl From<io::Error> for ClientError {
-    fn from(e: io::Error) -> ClientError {
-        ClientError::Io(e)
+impl From<ClientError> for io::Error {
+    fn from(e: ClientError) -> io::Error {
+        io::Error::new(e.io_kind(), e)
     }
 }
 
-/// A blocking sockmsg client over TLS: connect, handshake, requests and answers in order,
-/// a clean close with `close_notify`. Share one `rustls::ClientConfig` between clients
-/// (see [`crate::client_config`]) so that reconnecting resumes the TLS session.
+/// A blocking sockmsg client over TLS: connect and handshake, requests and answers in
+/// order, a clean close with `close_notify`. The same [`ClientConfig`], time limits and
+/// errors as the other clients ([`sockmsg_server::client`]). Share one
+/// `rustls::ClientConfig` between clients (see [`crate::client_config`]) so that
+/// reconnecting resumes the TLS session.
 ///
 /// ```no_run
-/// use sockmsg_tls::{client_config, ClientOptions, Pem, TlsClient};
-/// let config = client_config(&ClientOptions { ca: Some(Pem::file("certs/ca.pem")), ..Default::default() })?;
-/// let mut client = TlsClient::connect("127.0.0.1:65432", config, "localhost")?;
+/// use sockmsg_tls::{client_config, ClientConfig, ClientOptions, Pem, TlsClient};
+/// let tls = client_config(&ClientOptions { ca: Some(Pem::file("certs/ca.pem")), ..Default::default() })?;
+/// let mut client = TlsClient::connect("127.0.0.1:65432", &ClientConfig::default(), tls, "localhost")?;
 /// let answer = client.request(sockmsg_protocol::Message::json(&serde_json::json!({"action": "search", "value": "ring"}))?)?;
 /// println!("{:?} answered {}", client.peer_identity(), String::from_utf8_lossy(answer.content()));
 /// client.close()?;
@@ -88,95 +273,115 @@ impl From<io::Error> for ClientError {
 pub struct TlsClient {
     stream: TcpStream,
     tls: TlsConnection,
-    timeout: Duration,
+    /// The address as the caller gave it, for errors.
+    addr: String,
     peer: SocketAddr,
+    config: ClientConfig,
+    /// Bytes of ciphertext received in all.
+    received: u64,
+    write_shut: bool,
 }
 
 impl TlsClient {
-    /// Connects to `addr` and completes the TLS handshake, verifying that the server's
-    /// certificate is valid for `server_name`; default limits, a 10 s timeout.
+    /// Connects to `addr` (a `SocketAddr`, `"host:port"`, `("host", port)`, the addresses
+    /// a name resolved to...: each address tried in turn, as the blocking client of
+    /// `sockmsg-transport-std` does) and completes the TLS handshake, verifying that the
+    /// server's certificate is valid for `server_name`: `tls` from
+    /// [`crate::client_config`]. Connecting and the handshake together are bounded by
+    /// [`ClientConfig::deadline`]. A failed verification is a [`ClientError::Tls`] naming
+    /// the reason ([`TlsError::UnknownCa`], [`TlsError::NameMismatch`],
+    /// [`TlsError::CertificateExpired`], [`TlsError::NotTls`]...).
     pub fn connect(
-        addr: impl ToSocketAddrs + fmt::Display,
-        config: Arc<rustls::ClientConfig>,
+        addr: impl ServerAddr,
+        config: &ClientConfig,
+        tls: Arc<rustls::ClientConfig>,
         server_name: &str,
     ) -> Result<TlsClient, ClientError> {
-        TlsClient::connect_with(
-            addr,
-            config,
-            server_name,
-            Limits::default(),
-            DEFAULT_HANDSHAKE_TIMEOUT,
-        )
+        TlsClient::connect_by(addr, config, tls, server_name, config.exchange_deadline())
     }
 
-    /// As [`TlsClient::connect`], with `limits` on what is accepted and `timeout` for the
-    /// connect, the handshake and each later wait.
-    pub fn connect_with(
-        addr: impl ToSocketAddrs + fmt::Display,
-        config: Arc<rustls::ClientConfig>,
+    /// [`TlsClient::connect`], connection and handshake finished by `deadline` (`None`: no
+    /// overall limit) rather than by [`ClientConfig::deadline`]. With the same deadline
+    /// given to [`TlsClient::request_by`], the whole exchange shares one limit.
+    pub fn connect_by(
+        addr: impl ServerAddr,
+        config: &ClientConfig,
+        tls: Arc<rustls::ClientConfig>,
         server_name: &str,
-        limits: Limits,
-        timeout: Duration,
+        deadline: Option<Deadline>,
     ) -> Result<TlsClient, ClientError> {
-        let shown = addr.to_string();
-        let addrs: Vec<SocketAddr> = addr
-            .to_socket_addrs()
-            .map_err(|source| ClientError::Connect {
-                addr: shown.clone(),
+        let name = addr.name();
+        let addrs =
+            sockmsg_server::addr::resolve(&addr).map_err(|source| ClientError::Resolve {
+                addr: name.clone(),
+                source,
+            })?;
+        let (stream, peer) =
+            sockmsg_server::client::connect(&addrs, config, deadline).map_err(|(_, failure)| {
+                match failure {
+                    ConnectFailure::Deadline(limit) => ClientError::Deadline {
+                        addr: name.clone(),
+                        op: Op::Connect,
+                        limit,
+                        received: 0,
+                    },
+                    ConnectFailure::Timeout(after) => ClientError::Timeout {
+                        addr: name.clone(),
+                        op: Op::Connect,
+                        after,
+                    },
+                    ConnectFailure::Io(e) => ClientError::from_io(&name, Op::Connect, e),
+                }
+            })?;
+        let conn = Connection::new(Role::Client, config.limits.clone());
+        // The exchange deadline and the per-wait limits bound the handshake, not a timer
+        // of the composition's.
+        let tls = TlsConnection::client(tls, server_name, conn, Instant::now())
+            .map_err(|source| ClientError::Tls {
+                addr: name.clone(),
                 source,
             })?
-            .collect();
-        TlsClient::connect_addrs(&addrs, config, server_name, limits, timeout)
-    }
-
-    /// As [`TlsClient::connect_with`], trying each of `addrs` in turn (those a name
-    /// resolved to, say).
-    pub fn connect_addrs(
-        addrs: &[SocketAddr],
-        config: Arc<rustls::ClientConfig>,
-        server_name: &str,
-        limits: Limits,
-        timeout: Duration,
-    ) -> Result<TlsClient, ClientError> {
-        let mut last = io::Error::new(ErrorKind::NotFound, "the address resolved to nothing");
-        let mut stream = None;
-        for candidate in addrs {
-            match TcpStream::connect_timeout(candidate, timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let shown = addrs.first().map_or_else(String::new, ToString::to_string);
-        let stream = stream.ok_or(ClientError::Connect {
-            addr: shown,
-            source: last,
-        })?;
-        let peer = stream.peer_addr()?;
-        stream.set_nodelay(true)?;
-        let conn = Connection::new(Role::Client, limits);
-        let tls = TlsConnection::client(config, server_name, conn, Instant::now())?
-            .with_handshake_timeout(Some(timeout));
+            .with_handshake_timeout(None);
         let mut client = TlsClient {
             stream,
             tls,
-            timeout,
+            addr: name,
             peer,
+            config: config.clone(),
+            received: 0,
+            write_shut: false,
         };
-        client.drive(|tls| Ok(!tls.is_handshaking()))?;
+        client.handshake(deadline)?;
         Ok(client)
     }
 
-    /// Sets the time limit of each later wait (a request and its answer, the close).
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
+    /// Writes and reads until the handshake is complete, by `deadline`.
+    fn handshake(&mut self, deadline: Option<Deadline>) -> Result<(), ClientError> {
+        let mut progress = Instant::now();
+        loop {
+            self.check()?;
+            if !self.tls.is_handshaking() {
+                return Ok(());
+            }
+            self.write_all(Op::Connect, deadline)?;
+            self.check()?;
+            if !self.tls.wants_read() {
+                // Neither failed nor complete, and nothing more to read: cannot happen
+                // (an end of stream during the handshake is an error), but never spin.
+                return Err(self.closed());
+            }
+            self.read_once(Op::Connect, &mut progress, deadline, 0)?;
+        }
     }
 
     /// The server's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
     }
 
     /// The server's identity from its verified certificate.
@@ -189,105 +394,250 @@ impl TlsClient {
         &self.tls
     }
 
-    /// Sends `request` and waits for its answer.
-    pub fn request(&mut self, request: Message) -> Result<Message, ClientError> {
-        self.send(request)?;
-        self.receive()?.ok_or(ClientError::Closed)
+    /// Requests sent (or queued) whose answers have not been received yet.
+    pub fn in_flight(&self) -> u64 {
+        self.tls.in_flight()
     }
 
-    /// Queues `request` and writes everything pending.
-    pub fn send(&mut self, request: Message) -> Result<(), ClientError> {
-        self.tls.send(request, Instant::now())?;
+    /// Sends `request` and waits for its answer, all within [`ClientConfig::deadline`].
+    /// With requests already in flight, the answer returned is that of the oldest one
+    /// (answers come back in order).
+    pub fn request(&mut self, request: Message) -> Result<Message, ClientError> {
+        self.request_by(request, self.config.exchange_deadline())
+    }
+
+    /// Sends `request` and receives the whole answer within `limit`, however the server
+    /// spreads its bytes: [`ClientError::Deadline`] otherwise.
+    pub fn request_within(
+        &mut self,
+        request: Message,
+        limit: Duration,
+    ) -> Result<Message, ClientError> {
+        self.request_by(request, Some(Deadline::after(limit)))
+    }
+
+    /// Sends `request` and receives the whole answer by `deadline` (`None`: no overall
+    /// limit, only the per-wait timeouts).
+    pub fn request_by(
+        &mut self,
+        request: Message,
+        deadline: Option<Deadline>,
+    ) -> Result<Message, ClientError> {
+        self.queue(request)?;
+        self.recv_by(deadline)
+    }
+
+    /// Sends `message`, returning once every byte was written (within
+    /// [`ClientConfig::deadline`]).
+    pub fn send(&mut self, message: Message) -> Result<(), ClientError> {
+        self.queue(message)?;
         self.flush()
     }
 
-    /// The next answer, or `None` if the server closed cleanly between answers.
-    pub fn receive(&mut self) -> Result<Option<Message>, ClientError> {
-        let mut answer = None;
-        self.drive(|tls| match tls.next_event()? {
-            Event::Message(m) => {
-                answer = Some(Some(m));
-                Ok(true)
-            }
-            Event::End => {
-                answer = Some(None);
-                Ok(true)
-            }
-            Event::NeedData => Ok(false),
-        })?;
-        Ok(answer.flatten())
+    /// Queues `message` without writing it (pipelining); [`TlsClient::flush`] or
+    /// [`TlsClient::recv`] writes. Refused after [`TlsClient::shutdown_write`]
+    /// ([`ClientError::Local`]), or when the content is over the limits.
+    pub fn queue(&mut self, message: Message) -> Result<(), ClientError> {
+        self.tls
+            .send(message, Instant::now())
+            .map_err(|source| ClientError::Local {
+                addr: self.addr.clone(),
+                source,
+            })
     }
 
-    /// Sends `close_notify` after everything queued and shuts the socket's write side.
-    pub fn close(mut self) -> Result<(), ClientError> {
-        self.tls.close();
-        self.flush()?;
-        if self.tls.wants_shutdown() {
-            let _ = self.stream.shutdown(Shutdown::Write);
+    /// Writes everything queued (within [`ClientConfig::deadline`]).
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.flush_by(self.config.exchange_deadline())
+    }
+
+    /// Writes everything queued by `deadline`.
+    pub fn flush_by(&mut self, deadline: Option<Deadline>) -> Result<(), ClientError> {
+        self.write_all(Op::Write, deadline)
+    }
+
+    /// Writes what is queued, then waits for the next message (within
+    /// [`ClientConfig::deadline`]). If the server closes cleanly first, that is
+    /// [`ClientError::Closed`], with the number of answers it still owed.
+    pub fn recv(&mut self) -> Result<Message, ClientError> {
+        self.recv_by(self.config.exchange_deadline())
+    }
+
+    /// Writes what is queued, then waits for the next message, all of it by `deadline`.
+    pub fn recv_by(&mut self, deadline: Option<Deadline>) -> Result<Message, ClientError> {
+        let start = self.received;
+        let mut progress = Instant::now();
+        loop {
+            match self.tls.next_event() {
+                Ok(Event::Message(m)) => return Ok(m),
+                Ok(Event::End) => return Err(self.closed()),
+                Ok(Event::NeedData) => {}
+                Err(e) => {
+                    // The alert first, if TLS itself failed.
+                    let _ = self.check();
+                    return Err(self.tls_failure(e));
+                }
+            }
+            self.write_all(Op::Write, deadline)?;
+            self.check()?;
+            if !self.tls.wants_read() {
+                return Err(self.closed());
+            }
+            let received = self.received - start;
+            self.read_once(Op::Read, &mut progress, deadline, received)?;
         }
+    }
+
+    /// Writes everything queued, then `close_notify`, then shuts down the socket's write
+    /// side: the server sees the end of our stream but can still answer, and
+    /// [`TlsClient::recv`] still works. Nothing more can be sent.
+    pub fn shutdown_write(&mut self) -> Result<(), ClientError> {
+        if self.write_shut {
+            return Ok(());
+        }
+        self.flush()?;
+        self.tls.close();
+        self.write_shut = true;
+        self.flush()?;
+        match self.stream.shutdown(Shutdown::Write) {
+            // The server closed first: nothing left to shut down.
+            Err(e) if e.kind() != ErrorKind::NotConnected => {
+                Err(ClientError::from_io(&self.addr, Op::Shutdown, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes properly: writes what is queued, `close_notify`, shuts down the write side,
+    /// then waits (at most 2 s, or the read timeout if shorter) for the server to close its
+    /// side. Answers still owed that arrive meanwhile are discarded; a server that does not
+    /// close in time is not an error. To leave without waiting, see
+    /// [`TlsClient::close_now`].
+    pub fn close(mut self) -> Result<(), ClientError> {
+        self.shutdown_write()?;
+        let deadline = Some(Deadline::after(self.config.close_wait()));
+        while self.recv_by(deadline).is_ok() {}
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), ClientError> {
-        self.stream.set_write_timeout(Some(self.timeout))?;
+    /// Closes at once, without `close_notify` and without waiting for the server.
+    pub fn close_now(self) {
+        // Best effort: the socket is closed when dropped whatever this returns.
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// The error the composition ended with, if it did, after the alert that tells the
+    /// server why (best effort: the connection is over anyway).
+    fn check(&mut self) -> Result<(), ClientError> {
+        let Some(e) = self.tls.error().cloned() else {
+            return Ok(());
+        };
+        let _ = self.stream.set_write_timeout(Some(ALERT_WAIT));
         while self.tls.wants_write() {
             match self.tls.write_tls(&mut self.stream, Instant::now()) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(ClientError::Timeout(self.timeout))
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        Err(self.tls_failure(e))
+    }
+
+    fn tls_failure(&self, e: TlsError) -> ClientError {
+        let addr = self.addr.clone();
+        match e {
+            TlsError::Protocol(source) => ClientError::Protocol { addr, source },
+            source => ClientError::Tls { addr, source },
+        }
+    }
+
+    fn closed(&self) -> ClientError {
+        ClientError::Closed {
+            addr: self.addr.clone(),
+            in_flight: self.tls.in_flight(),
+        }
+    }
+
+    /// How long the next wait of `op` may last (the shared bookkeeping,
+    /// [`sockmsg_server::client::next_wait`]); the error once a limit has passed.
+    fn wait(
+        &self,
+        op: Op,
+        progress: Instant,
+        deadline: Option<Deadline>,
+        received: u64,
+    ) -> Result<Option<Duration>, ClientError> {
+        next_wait(self.config.idle_timeout(op), progress, deadline).map_err(|e| match e {
+            Expired::Deadline(limit) => ClientError::Deadline {
+                addr: self.addr.clone(),
+                op,
+                limit,
+                received,
+            },
+            Expired::Timeout(after) => ClientError::Timeout {
+                addr: self.addr.clone(),
+                op,
+                after,
+            },
+        })
+    }
+
+    /// Writes TLS records until the composition has nothing more to write, each write
+    /// within the per-wait limit, all by `deadline`.
+    fn write_all(&mut self, op: Op, deadline: Option<Deadline>) -> Result<(), ClientError> {
+        let mut progress = Instant::now();
+        while self.tls.wants_write() {
+            let wait = self.wait(op, progress, deadline, 0)?;
+            self.stream
+                .set_write_timeout(wait)
+                .map_err(|e| ClientError::from_io(&self.addr, op, e))?;
+            match self.tls.write_tls(&mut self.stream, Instant::now()) {
+                Ok(0) if self.tls.wants_write() => {
+                    return Err(ClientError::Reset {
+                        addr: self.addr.clone(),
+                        op,
+                    })
                 }
-                Err(e) => return Err(e.into()),
+                Ok(_) => progress = Instant::now(),
+                Err(e) if is_wait_over(&e) => {}
+                Err(e) => return Err(ClientError::from_io(&self.addr, op, e)),
             }
         }
         Ok(())
     }
 
-    /// Writes and reads until `done` says so, the connection fails, or a deadline passes.
-    fn drive(
+    /// One read of ciphertext, within the per-wait limit and `deadline`, handed to the
+    /// composition; `received` bytes of this exchange so far (for a deadline error).
+    fn read_once(
         &mut self,
-        mut done: impl FnMut(&mut TlsConnection) -> Result<bool, TlsError>,
+        op: Op,
+        progress: &mut Instant,
+        deadline: Option<Deadline>,
+        received: u64,
     ) -> Result<(), ClientError> {
-        let give_up = Instant::now() + self.timeout;
-        loop {
-            if done(&mut self.tls)? {
-                return Ok(());
+        let wait = self.wait(op, *progress, deadline, received)?;
+        self.stream
+            .set_read_timeout(wait)
+            .map_err(|e| ClientError::from_io(&self.addr, op, e))?;
+        match self.tls.read_tls(&mut self.stream, Instant::now()) {
+            Ok(n) => {
+                self.received += n as u64;
+                *progress = Instant::now();
+                Ok(())
             }
-            self.flush()?;
-            if let Some(e) = self.tls.error() {
-                return Err(e.clone().into());
-            }
-            if !self.tls.wants_read() {
-                if done(&mut self.tls)? {
-                    return Ok(());
-                }
-                return Err(ClientError::Closed);
-            }
-            let now = Instant::now();
-            let wait = self
-                .tls
-                .poll_timeout()
-                .map_or(give_up, |at| at.min(give_up))
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            self.stream.set_read_timeout(Some(wait))?;
-            match self.tls.read_tls(&mut self.stream, Instant::now()) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    let now = Instant::now();
-                    if self.tls.handle_timeout(now).is_some() {
-                        if let Some(e) = self.tls.error() {
-                            return Err(e.clone().into());
-                        }
-                        return Err(ClientError::Timeout(self.timeout));
-                    }
-                    if now >= give_up {
-                        return Err(ClientError::Timeout(self.timeout));
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
+            Err(e) if is_wait_over(&e) => Ok(()),
+            Err(e) => Err(ClientError::from_io(&self.addr, op, e)),
         }
     }
+}
+
+/// Longest the alert of a failed handshake may wait to be written.
+const ALERT_WAIT: Duration = Duration::from_millis(100);
+
+/// A socket wait that ran out (the next [`next_wait`] says which limit passed), or was
+/// interrupted: try again.
+fn is_wait_over(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
 }

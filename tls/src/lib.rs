@@ -22,7 +22,8 @@
 //! * [`TlsSession`]: the composition with the server layer's per-connection
 //!   [`Session`](sockmsg_server::Session) inside (service, policy, deadlines), for
 //!   transports; its [`PeerService`] sees who the client is (mutual TLS).
-//! * [`TlsClient`]: a blocking client over the composition.
+//! * [`TlsClient`]: a blocking client over the composition, on the client layer every
+//!   transport shares (one [`ClientConfig`], the exchange [`Deadline`], the same errors).
 //! * [`certs`]: a test CA and certificates (`rcgen`), used by the `app-certs` program and
 //!   the tests.
 //!
@@ -90,7 +91,7 @@ pub mod error;
 pub mod identity;
 pub mod server;
 
-pub use client::{ClientError, TlsClient};
+pub use client::{ClientConfig, ClientError, Deadline, TlsClient};
 pub use config::{client_config, provider, server_config, ClientOptions, Pem, ServerOptions};
 pub use conn::{
     Plaintext, Tls, TlsConnection, TlsTimeout, DEFAULT_HANDSHAKE_TIMEOUT, RELEASE_DELAY,

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use rustls::HandshakeKind;
 use sockmsg_protocol::{Connection, Event, Message};
 use sockmsg_tls::{
-    client_config, server_config, ClientError, ClientOptions, Pem, ServerOptions, TlsClient,
-    TlsConnection, TlsError,
+    client_config, server_config, ClientConfig, ClientError, ClientOptions, Pem, ServerOptions,
+    TlsClient, TlsConnection, TlsError,
 };
 
 /// A fresh directory with the files `app-certs` writes.
@@ -216,8 +216,13 @@ fn app_certs_files_request_and_resumption() {
     let config = certs.client(false);
     let mut kinds = Vec::new();
     for value in ["ring", "morpheus"] {
-        let mut client =
-            TlsClient::connect(server.addr, config.clone(), "localhost").expect("connect");
+        let mut client = TlsClient::connect(
+            server.addr,
+            &ClientConfig::default(),
+            config.clone(),
+            "localhost",
+        )
+        .expect("connect");
         let identity = client.peer_identity().expect("server identity").clone();
         assert_eq!(identity.dns_names, ["localhost"]);
         let a = client.request(search(value)).expect("answer");
@@ -239,12 +244,21 @@ fn mutual_tls_failures_do_not_disturb_the_next_client() {
     let server = TestServer::start(certs.server(true), 3);
 
     // 1. No client certificate: the server names the reason, the client hears why.
-    let refused = TlsClient::connect(server.addr, certs.client(false), "localhost")
-        .and_then(|mut c| c.request(search("x")));
+    let refused = TlsClient::connect(
+        server.addr,
+        &ClientConfig::default(),
+        certs.client(false),
+        "localhost",
+    )
+    .and_then(|mut c| c.request(search("x")));
     let e = refused.expect_err("refused");
     assert!(
         e.to_string().contains("requires a client certificate"),
         "{e}"
+    );
+    assert!(
+        matches!(e.tls_error(), Some(TlsError::AlertReceived { alert }) if alert == "certificate_required"),
+        "{e:?}"
     );
     assert_eq!(server.outcome(), Err(TlsError::NoClientCertificate));
 
@@ -265,8 +279,13 @@ fn mutual_tls_failures_do_not_disturb_the_next_client() {
     drop(plain);
 
     // 3. A client with its certificate: served, and the server knows who it is.
-    let mut client =
-        TlsClient::connect(server.addr, certs.client(true), "localhost").expect("connect");
+    let mut client = TlsClient::connect(
+        server.addr,
+        &ClientConfig::default(),
+        certs.client(true),
+        "localhost",
+    )
+    .expect("connect");
     let a = client.request(search("ring")).expect("answer");
     assert_eq!(result(&a), "ring for client");
     client.close().expect("close");
@@ -279,19 +298,46 @@ fn wrong_name_and_unknown_ca_over_loopback() {
     let certs = Certs::new();
     let other = Certs::new();
     let server = TestServer::start(certs.server(false), 3);
-    let e = TlsClient::connect(server.addr, certs.client(false), "db.example.invalid")
-        .expect_err("name mismatch");
+    let e = TlsClient::connect(
+        server.addr,
+        &ClientConfig::default(),
+        certs.client(false),
+        "db.example.invalid",
+    )
+    .expect_err("name mismatch");
+    assert_eq!(e.kind(), "name-mismatch");
     assert!(
-        matches!(e, ClientError::Tls(TlsError::NameMismatch { .. })),
+        matches!(
+            e,
+            ClientError::Tls {
+                source: TlsError::NameMismatch { .. },
+                ..
+            }
+        ),
         "{e}"
     );
-    let e =
-        TlsClient::connect(server.addr, other.client(false), "localhost").expect_err("unknown CA");
-    assert!(matches!(e, ClientError::Tls(TlsError::UnknownCa)), "{e}");
+    let e = TlsClient::connect(
+        server.addr,
+        &ClientConfig::default(),
+        other.client(false),
+        "localhost",
+    )
+    .expect_err("unknown CA");
+    assert!(
+        matches!(
+            e,
+            ClientError::Tls {
+                source: TlsError::UnknownCa,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // A CA of the same name but another key (made outside app-certs): a bad signature.
     let same_name = sockmsg_tls::certs::Authority::new("sockmsg test CA", 1).expect("CA");
     let e = TlsClient::connect(
         server.addr,
+        &ClientConfig::default(),
         client_config(&ClientOptions {
             ca: Some(Pem::memory("same-name-ca.pem", same_name.cert_pem())),
             ..ClientOptions::default()
@@ -301,7 +347,16 @@ fn wrong_name_and_unknown_ca_over_loopback() {
     )
     .map(|_| ())
     .expect_err("the server's CA has another name");
-    assert!(matches!(e, ClientError::Tls(TlsError::UnknownCa)), "{e}");
+    assert!(
+        matches!(
+            e,
+            ClientError::Tls {
+                source: TlsError::UnknownCa,
+                ..
+            }
+        ),
+        "{e}"
+    );
     for _ in 0..3 {
         let outcome = server.outcome();
         assert!(
@@ -328,28 +383,127 @@ fn tls_to_a_plaintext_port() {
         thread::sleep(Duration::from_millis(600));
         drop(silent);
     });
-    let e = TlsClient::connect(addr, certs.client(false), "localhost").expect_err("closed");
-    assert!(
-        matches!(e, ClientError::Tls(TlsError::ClosedDuringHandshake)),
-        "{e}"
-    );
-    let e = TlsClient::connect_with(
+    let e = TlsClient::connect(
         addr,
+        &ClientConfig::default(),
         certs.client(false),
         "localhost",
-        sockmsg_protocol::Limits::default(),
-        Duration::from_millis(200),
     )
-    .expect_err("silent");
+    .expect_err("closed");
     assert!(
-        matches!(e, ClientError::Tls(TlsError::HandshakeTimeout { .. })),
+        matches!(
+            e,
+            ClientError::Tls {
+                source: TlsError::ClosedDuringHandshake,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The handshake is part of connecting: the exchange deadline bounds it, and the error
+    // is the one every client gives for it.
+    let config = ClientConfig {
+        deadline: Some(Duration::from_millis(200)),
+        ..ClientConfig::default()
+    };
+    let e =
+        TlsClient::connect(addr, &config, certs.client(false), "localhost").expect_err("silent");
+    assert!(
+        matches!(
+            e,
+            ClientError::Deadline {
+                op: sockmsg_tls::client::Op::Connect,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.kind(), "deadline");
+    assert_eq!(
+        e.to_string(),
+        format!("timed out connecting to {addr}: the whole exchange had 200ms")
+    );
+    server.join().expect("server");
+}
+
+#[test]
+fn tls_to_a_plaintext_server_that_answers_names_it() {
+    let certs = Certs::new();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // A plaintext server that answers whatever it gets with plaintext (an HTTP server).
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let _ = s.read(&mut [0u8; 4096]);
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    });
+    let e = TlsClient::connect(
+        addr,
+        &ClientConfig::default(),
+        certs.client(false),
+        "localhost",
+    )
+    .expect_err("plaintext");
+    assert!(
+        matches!(e.tls_error(), Some(TlsError::NotTls { .. })),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), "not-tls");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "TLS with {addr} failed: the peer sent plaintext, not TLS (first bytes "
+        )),
+        "{e}"
+    );
+    server.join().expect("server");
+}
+
+#[test]
+fn an_expired_server_certificate_is_named() {
+    let ca = sockmsg_tls::certs::Authority::new("expiry CA", 1).expect("CA");
+    let mut spec = sockmsg_tls::certs::Spec::new(
+        sockmsg_tls::certs::Usage::Server,
+        "localhost",
+        &["localhost"],
+        1,
+    );
+    let now = sockmsg_tls::certs::OffsetDateTime::now_utc();
+    spec.not_before = now - Duration::from_secs(30 * 86_400);
+    spec.not_after = now - Duration::from_secs(86_400);
+    let cert = ca.issue(&spec).expect("certificate");
+    let server = TestServer::start(
+        server_config(&ServerOptions::new(
+            Pem::memory("server.pem", cert.cert_pem),
+            Pem::memory("server-key.pem", cert.key_pem),
+        ))
+        .expect("server config"),
+        1,
+    );
+    let tls = client_config(&ClientOptions {
+        ca: Some(Pem::memory("ca.pem", ca.cert_pem())),
+        ..ClientOptions::default()
+    })
+    .expect("client config");
+    let e = TlsClient::connect(server.addr, &ClientConfig::default(), tls, "localhost")
+        .map(|_| ())
+        .expect_err("expired");
+    assert!(
+        matches!(e.tls_error(), Some(TlsError::CertificateExpired)),
         "{e}"
     );
     assert_eq!(
         e.to_string(),
-        "the TLS handshake did not complete within 200 ms"
+        format!(
+            "TLS with {} failed: the peer's certificate has expired",
+            server.addr
+        )
     );
-    server.join().expect("server");
+    let outcome = server.outcome();
+    assert!(
+        matches!(&outcome, Err(TlsError::AlertReceived { .. })),
+        "{outcome:?}"
+    );
+    server.join();
 }
 
 // ---- interop with Python's ssl module ----
@@ -457,14 +611,26 @@ fn rust_client_against_a_python_ssl_server() {
     let (mut child, port, mut out) = python_server(&certs, false, 2);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // The guide's demo answers, over TLS.
-    let mut client = TlsClient::connect(addr, certs.client(false), "localhost").expect("connect");
+    let mut client = TlsClient::connect(
+        addr,
+        &ClientConfig::default(),
+        certs.client(false),
+        "localhost",
+    )
+    .expect("connect");
     let a = client.request(search("morpheus")).expect("answer");
     assert_eq!(
         a.content(),
         "{\"result\": \"Follow the white rabbit. \u{1f430}\"}".as_bytes()
     );
     client.close().expect("close");
-    let mut client = TlsClient::connect(addr, certs.client(false), "localhost").expect("connect");
+    let mut client = TlsClient::connect(
+        addr,
+        &ClientConfig::default(),
+        certs.client(false),
+        "localhost",
+    )
+    .expect("connect");
     let a = client
         .request(Message::binary(
             "binary/custom-client-binary-type",
@@ -485,15 +651,32 @@ fn mutual_tls_with_a_python_ssl_server() {
     let (mut child, port, mut out) = python_server(&certs, true, 2);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // Without a certificate: refused, with the reason.
-    let e = TlsClient::connect(addr, certs.client(false), "localhost")
-        .and_then(|mut c| c.request(search("ring")))
-        .expect_err("refused");
+    let e = TlsClient::connect(
+        addr,
+        &ClientConfig::default(),
+        certs.client(false),
+        "localhost",
+    )
+    .and_then(|mut c| c.request(search("ring")))
+    .expect_err("refused");
     assert!(
-        matches!(e, ClientError::Tls(TlsError::AlertReceived { .. })),
+        matches!(
+            e,
+            ClientError::Tls {
+                source: TlsError::AlertReceived { .. },
+                ..
+            }
+        ),
         "{e}"
     );
     // With one: served, and the Python server saw who we are.
-    let mut client = TlsClient::connect(addr, certs.client(true), "localhost").expect("connect");
+    let mut client = TlsClient::connect(
+        addr,
+        &ClientConfig::default(),
+        certs.client(true),
+        "localhost",
+    )
+    .expect("connect");
     let a = client.request(search("ring")).expect("answer");
     assert_eq!(
         a.content(),

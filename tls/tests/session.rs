@@ -19,8 +19,8 @@ use sockmsg_server::ServerConfig;
 use sockmsg_tls::certs::{Authority, Spec, Usage};
 use sockmsg_tls::server::End;
 use sockmsg_tls::{
-    client_config, server_config, AnyPeer, ClientOptions, PeerIdentity, PeerService, Pem,
-    ServerOptions, TlsClient, TlsSession,
+    client_config, server_config, AnyPeer, ClientConfig, ClientError, ClientOptions, PeerIdentity,
+    PeerService, Pem, ServerOptions, TlsClient, TlsSession,
 };
 
 struct Pki {
@@ -212,7 +212,13 @@ fn demo() -> Arc<dyn PeerService> {
 fn demo_service_over_tls_to_tls_client_keep_alive() {
     let pki = Pki::new("keepalive");
     let (addr, ends) = serve(pki.server(false), demo(), ServerConfig::default(), 1);
-    let mut client = TlsClient::connect(addr, pki.client(false), "localhost").expect("connect");
+    let mut client = TlsClient::connect(
+        addr,
+        &ClientConfig::default(),
+        pki.client(false),
+        "localhost",
+    )
+    .expect("connect");
     for (value, expected) in [
         ("morpheus", "got result: Follow the white rabbit. \u{1f430}"),
         (
@@ -251,14 +257,25 @@ fn peer_service_decides_per_client_under_mutual_tls() {
         2,
     );
     // Without a certificate: refused in the handshake, logged with the reason.
-    let refused = TlsClient::connect(addr, pki.client(false), "localhost")
-        .and_then(|mut c| c.request(request("search", "x")));
+    let refused = TlsClient::connect(
+        addr,
+        &ClientConfig::default(),
+        pki.client(false),
+        "localhost",
+    )
+    .and_then(|mut c| c.request(request("search", "x")));
     assert!(refused.is_err());
     assert_eq!(
         end(&ends),
         "TLS: no client certificate: this server requires one (mutual TLS)"
     );
-    let mut client = TlsClient::connect(addr, pki.client(true), "localhost").expect("connect");
+    let mut client = TlsClient::connect(
+        addr,
+        &ClientConfig::default(),
+        pki.client(true),
+        "localhost",
+    )
+    .expect("connect");
     let answer = client.request(request("search", "x")).expect("answer");
     assert_eq!(
         result_line(&answer).expect("line"),
@@ -276,15 +293,23 @@ fn close_after_answer_ends_with_close_notify_and_resumption_pays_off() {
     let client_config = pki.client(false);
     let mut kinds = Vec::new();
     for _ in 0..3 {
-        let mut client =
-            TlsClient::connect(addr, client_config.clone(), "localhost").expect("connect");
+        let mut client = TlsClient::connect(
+            addr,
+            &ClientConfig::default(),
+            client_config.clone(),
+            "localhost",
+        )
+        .expect("connect");
         let answer = client.request(request("search", "ring")).expect("answer");
         assert!(result_line(&answer)
             .expect("line")
             .contains("Misty Mountains"));
         // The server closed after its answer, with close_notify: a clean end, not a
         // truncation.
-        assert!(client.receive().expect("clean end").is_none());
+        assert!(
+            matches!(client.recv(), Err(ClientError::Closed { in_flight: 0, .. })),
+            "a clean end"
+        );
         kinds.push(client.tls().handshake_kind());
         assert_eq!(
             end(&ends),
@@ -327,7 +352,13 @@ fn plaintext_and_silent_peers_end_with_their_reason() {
     );
     drop(plain);
     // A good client right after is served.
-    let mut client = TlsClient::connect(addr, pki.client(false), "localhost").expect("connect");
+    let mut client = TlsClient::connect(
+        addr,
+        &ClientConfig::default(),
+        pki.client(false),
+        "localhost",
+    )
+    .expect("connect");
     let answer = client.request(request("search", "ring")).expect("answer");
     assert!(result_line(&answer)
         .expect("line")

@@ -30,7 +30,7 @@ pub use sockmsg_server::client::ClientConfig;
 /// assert!(d.remaining() <= Duration::from_secs(3));
 /// ```
 pub use sockmsg_server::client::Deadline;
-use sockmsg_server::client::{foreign_peer, next_wait, nonzero, shorter, Expired, MIN_WAIT};
+use sockmsg_server::client::{foreign_peer, next_wait, nonzero, ConnectFailure, Expired};
 
 /// Every address `addr` resolves to, or [`TransportError::Resolve`] naming it.
 fn resolve(addr: &(impl ServerAddr + ?Sized)) -> Result<Vec<SocketAddr>, TransportError> {
@@ -121,67 +121,22 @@ impl Client {
         deadline: Option<Deadline>,
     ) -> Result<Client, TransportError> {
         let addrs = resolve(&addr)?;
-        let mut last = None;
-        for a in addrs {
-            match Client::connect_one(a, config, deadline) {
-                Ok(client) => return Ok(client),
-                Err(e) => {
-                    debug!("cannot connect to {} at {a}: {e}", addr.name());
-                    let out_of_time = matches!(e, TransportError::Deadline { .. });
-                    last = Some(e);
-                    if out_of_time {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| TransportError::Resolve {
-            host: addr.name(),
-            source: io::Error::new(io::ErrorKind::NotFound, "no address"),
-        }))
-    }
-
-    fn connect_one(
-        addr: SocketAddr,
-        config: &ClientConfig,
-        deadline: Option<Deadline>,
-    ) -> Result<Client, TransportError> {
-        let connect_timeout = nonzero(config.connect_timeout);
-        let left = deadline.map(|d| d.remaining());
-        let out_of_time = |d: Deadline| TransportError::Deadline {
-            addr,
-            op: Op::Connect,
-            limit: d.limit(),
-            received: 0,
-        };
-        if let (Some(d), Some(left)) = (deadline, left) {
-            if left < MIN_WAIT {
-                return Err(out_of_time(d));
-            }
-        }
-        let wait = shorter(connect_timeout, left);
-        let stream = match wait {
-            Some(t) => TcpStream::connect_timeout(&addr, t),
-            None => TcpStream::connect(addr),
-        }
-        .map_err(|e| match (e.kind(), connect_timeout, deadline) {
-            (io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock, _, Some(d))
-                if left.is_some() && left == wait =>
-            {
-                out_of_time(d)
-            }
-            (io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock, Some(after), _) => {
-                TransportError::Timeout {
+        let (stream, addr) = sockmsg_server::client::connect(&addrs, config, deadline).map_err(
+            |(addr, failure)| match failure {
+                ConnectFailure::Deadline(limit) => TransportError::Deadline {
+                    addr,
+                    op: Op::Connect,
+                    limit,
+                    received: 0,
+                },
+                ConnectFailure::Timeout(after) => TransportError::Timeout {
                     addr,
                     op: Op::Connect,
                     after,
-                }
-            }
-            _ => TransportError::from_io(addr, Op::Connect, e),
-        })?;
-        stream
-            .set_nodelay(config.nodelay)
-            .map_err(|e| TransportError::from_io(addr, Op::Connect, e))?;
+                },
+                ConnectFailure::Io(e) => TransportError::from_io(addr, Op::Connect, e),
+            },
+        )?;
         debug!("connected to {addr}");
         let conn = Connection::new(Role::Client, config.limits.clone());
         let recorder = Recorder {

@@ -202,7 +202,7 @@ impl TransportError {
 
     /// The failure as every client words it ([`Failure`]), for the variants a client
     /// shares with the others.
-    pub(crate) fn failure(&self) -> Option<Failure<'_>> {
+    pub fn failure(&self) -> Option<Failure<'_>> {
         Some(match self {
             TransportError::Refused { .. } => Failure::Refused,
             TransportError::Connect { source, .. } => Failure::Connect(source),

@@ -127,7 +127,7 @@ impl ClientError {
 
     /// The failure as every client words it ([`Failure`]); `None` for a TLS failure,
     /// which `sockmsg-tls` words.
-    pub(crate) fn failure(&self) -> Option<Failure<'_>> {
+    pub fn failure(&self) -> Option<Failure<'_>> {
         Some(match self {
             ClientError::Resolve { source, .. } => Failure::Resolve(source),
             ClientError::Refused { .. } => Failure::Refused,

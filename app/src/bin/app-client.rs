@@ -36,6 +36,7 @@ use sockmsg_demo::pyfmt::bytes_repr;
 use sockmsg_demo::{json_request, request, result_line};
 use sockmsg_protocol::sniff::quote;
 use sockmsg_protocol::{encode, ByteOrder, Limits, Message};
+use sockmsg_server::client::Failure as ClientFailure;
 use sockmsg_tls::{ClientError, ClientOptions, Pem, TlsClient};
 use sockmsg_transport_std::{Client, ClientConfig, Deadline, Op, TransportError};
 use tracing::info;
@@ -161,7 +162,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     let addrs = resolve(&args.host, args.port, deadline)
         .map_err(|why| Failure::new(format!("cannot resolve {target}"), why))?;
     if args.tls {
-        return run_tls(args, message, &addrs, &target, deadline);
+        return run_tls(args, message, &addrs, &target, &config, deadline);
     }
     info!("starting connection to {target}");
     let mut client = Client::connect_by(&addrs[..], &config, Some(deadline))
@@ -188,12 +189,13 @@ fn run(args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The exchange over TLS, with the same output and error lines.
+/// The exchange over TLS, with the same configuration, output and error lines.
 fn run_tls(
     args: &Args,
     message: Message,
     addrs: &[SocketAddr],
     target: &str,
+    config: &ClientConfig,
     deadline: Deadline,
 ) -> Result<(), Failure> {
     let options = ClientOptions {
@@ -205,33 +207,24 @@ fn run_tls(
             .map(|(cert, key)| (Pem::File(cert), Pem::File(key))),
         ..ClientOptions::default()
     };
-    let config = sockmsg_tls::client_config(&options)
+    let tls = sockmsg_tls::client_config(&options)
         .map_err(|e| Failure::new("cannot load the TLS settings", e))?;
     let name = args.server_name.as_deref().unwrap_or(&args.host);
-    let limits = Limits {
-        max_content_len: args.max_content,
-        ..Limits::default()
-    };
     info!("starting TLS connection to {target} (server name {name:?})");
-    let mut client = TlsClient::connect_addrs(
-        addrs,
-        config,
-        name,
-        limits,
-        deadline.remaining().max(Duration::from_millis(1)),
-    )
-    .map_err(|e| explain_tls(&e, target))?;
+    let mut client = TlsClient::connect_by(addrs, config, tls, name, Some(deadline))
+        .map_err(|e| explain_tls(&e, target))?;
     let addr = client.peer_addr();
     if let Some(peer) = client.peer_identity() {
         info!("{addr} is {peer} ({})", peer.subject);
     }
-    client.set_timeout(deadline.remaining().max(Duration::from_millis(1)));
     let response = client
-        .request(message)
+        .request_by(message, Some(deadline))
         .map_err(|e| explain_tls(&e, target))?;
     print_result(&response, addr)?;
     info!("closing TLS connection to {addr}");
-    let _ = client.close();
+    // close_notify, then leave without waiting for the server's.
+    let _ = client.shutdown_write();
+    client.close_now();
     Ok(())
 }
 
@@ -245,25 +238,16 @@ fn print_result(response: &Message, addr: SocketAddr) -> Result<(), Failure> {
         .map_err(|e| Failure::new("cannot print the result", e))
 }
 
-/// The error line for a failed exchange over TLS with `target`.
+/// The error line for a failed exchange over TLS with `target`: the TLS reason, or the
+/// line of the same failure without TLS.
 fn explain_tls(e: &ClientError, target: &str) -> Failure {
-    match e {
-        ClientError::Connect { source, .. } => {
-            Failure::new(format!("cannot connect to {target}"), source)
-        }
-        ClientError::Tls(tls) if tls.is_handshake_failure() => {
+    match (e.tls_error(), e.failure()) {
+        (Some(tls), _) if tls.is_handshake_failure() => {
             Failure::new(format!("TLS handshake with {target} failed"), tls)
         }
-        ClientError::Tls(other) => Failure::new(format!("bad answer from {target}"), other),
-        ClientError::Timeout(_) => Failure::new(
-            format!("no complete answer from {target}"),
-            "timed out (--timeout, the deadline for the whole exchange)",
-        ),
-        ClientError::Closed => Failure::new(
-            format!("no answer from {target}"),
-            "it closed the connection without a complete response",
-        ),
-        other => Failure::new(format!("exchange with {target} failed"), other),
+        (Some(tls), _) => Failure::new(format!("bad answer from {target}"), tls),
+        (None, Some(failure)) => explain_failure(failure, target, e),
+        (None, None) => Failure::new(format!("exchange with {target} failed"), e),
     }
 }
 
@@ -305,25 +289,32 @@ fn explain(e: &TransportError, target: &str) -> Failure {
     } else {
         format!("{target} ({addr})")
     };
-    match e {
-        TransportError::Resolve { host, source } => {
+    match (e, e.failure()) {
+        (TransportError::Resolve { host, source }, _) => {
             Failure::new(format!("cannot resolve {host}"), source)
         }
-        TransportError::Refused { .. } => {
+        (_, Some(failure)) => explain_failure(failure, &at, e),
+        _ => Failure::new(format!("exchange with {at} failed"), e),
+    }
+}
+
+/// The error line for a failure every client has (plaintext or TLS) at `at`; `error` the
+/// whole error, for the failures without a line of their own.
+fn explain_failure(failure: ClientFailure<'_>, at: &str, error: &dyn std::fmt::Display) -> Failure {
+    match failure {
+        ClientFailure::Resolve(source) => Failure::new(format!("cannot resolve {at}"), source),
+        ClientFailure::Refused => {
             Failure::new(format!("cannot connect to {at}"), "connection refused")
         }
-        TransportError::Connect { source, .. } => {
-            Failure::new(format!("cannot connect to {at}"), source)
-        }
-        TransportError::Timeout {
+        ClientFailure::Connect(source) => Failure::new(format!("cannot connect to {at}"), source),
+        ClientFailure::Timeout {
             op: Op::Connect,
             after,
-            ..
         } => Failure::new(
             format!("cannot connect to {at}"),
             format!("timed out after {after:?}"),
         ),
-        TransportError::Deadline {
+        ClientFailure::Deadline {
             op: Op::Connect,
             limit,
             ..
@@ -331,7 +322,7 @@ fn explain(e: &TransportError, target: &str) -> Failure {
             format!("cannot connect to {at}"),
             format!("timed out: the whole exchange had {limit:?} (--timeout)"),
         ),
-        TransportError::Deadline {
+        ClientFailure::Deadline {
             op: Op::Write,
             limit,
             ..
@@ -339,7 +330,7 @@ fn explain(e: &TransportError, target: &str) -> Failure {
             format!("cannot send the request to {at}"),
             format!("timed out: the whole exchange had {limit:?} (--timeout)"),
         ),
-        TransportError::Deadline {
+        ClientFailure::Deadline {
             limit, received, ..
         } => Failure::new(
             format!("no complete answer from {at}"),
@@ -348,24 +339,22 @@ fn explain(e: &TransportError, target: &str) -> Failure {
                  (--timeout: connect, send, answer); {received} byte(s) of the answer arrived"
             ),
         ),
-        TransportError::Foreign { seen, .. } => {
+        ClientFailure::Foreign(seen) => {
             Failure::new(format!("{at} does not speak this protocol"), seen)
         }
-        TransportError::Closed { .. } => Failure::new(
+        ClientFailure::Closed { .. } => Failure::new(
             format!("no answer from {at}"),
             "it closed the connection without a complete response",
         ),
-        TransportError::Reset { op: Op::Write, .. } => Failure::new(
+        ClientFailure::Reset { op: Op::Write, .. } => Failure::new(
             format!("cannot send the request to {at}"),
             "the server reset the connection",
         ),
-        TransportError::Reset { .. } => Failure::new(
+        ClientFailure::Reset { .. } => Failure::new(
             format!("no answer from {at}"),
             "the server reset the connection",
         ),
-        TransportError::Protocol { source, .. } if source.is_peer_error() => {
-            Failure::new(format!("bad answer from {at}"), source)
-        }
-        other => Failure::new(format!("exchange with {at} failed"), other),
+        ClientFailure::Protocol(source) => Failure::new(format!("bad answer from {at}"), source),
+        _ => Failure::new(format!("exchange with {at} failed"), error),
     }
 }
