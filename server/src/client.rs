@@ -16,7 +16,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{Foreign, Limits};
+use sockmsg_protocol::{Foreign, Limits, LocalError, PeerError};
 
 /// Shortest socket wait: below it a time limit counts as passed (socket timeouts have a
 /// resolution of about a millisecond, and zero means "forever" to the system).
@@ -441,6 +441,266 @@ impl<'a> Failure<'a> {
             failure: self,
             addr,
         }
+    }
+}
+
+/// What a client's TLS layer reports, for [`ClientError::Tls`]: `sockmsg_tls::TlsError`,
+/// or [`NoTls`] for a client without TLS.
+pub trait TlsFailure: std::error::Error + 'static {
+    /// A short stable name for the reason (`"unknown-ca"`, ...).
+    fn kind(&self) -> &'static str;
+}
+
+/// No TLS failure can happen: the [`ClientError`] of a client without TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTls {}
+
+impl fmt::Display for NoTls {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
+impl std::error::Error for NoTls {}
+
+impl TlsFailure for NoTls {
+    fn kind(&self) -> &'static str {
+        match *self {}
+    }
+}
+
+/// Everything a client that names its server as the caller gave it can fail with: the
+/// async client of `sockmsg-transport-tokio` (its `ClientError`) and the blocking TLS
+/// client of `sockmsg-tls` (its `ClientError`: `ClientError<TlsError>`, the same type as
+/// the tokio client's when that has its `tls` feature). Every variant names the address
+/// as given (`localhost:65432`, `127.0.0.1:65432`), so the message needs no context; the
+/// messages are [`Failure`]'s, the same as the blocking plaintext client's.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError<T: TlsFailure = NoTls> {
+    /// The name did not resolve to any address.
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// Nothing listens at `addr` (`ECONNREFUSED`) at any of its resolved addresses.
+    Refused {
+        /// The address as given.
+        addr: String,
+    },
+    /// `op` did not complete within `after` (a per-wait limit).
+    Timeout {
+        /// The address as given.
+        addr: String,
+        /// What was under way.
+        op: Op,
+        /// The time limit that ran out.
+        after: Duration,
+    },
+    /// The peer reset the connection, or it broke while we wrote.
+    Reset {
+        /// The address as given.
+        addr: String,
+        /// What was under way.
+        op: Op,
+    },
+    /// Another I/O error.
+    Io {
+        /// The address as given.
+        addr: String,
+        /// What was under way.
+        op: Op,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The server broke the protocol; the connection is over.
+    Protocol {
+        /// The address as given.
+        addr: String,
+        /// What it did.
+        source: PeerError,
+    },
+    /// This side misused the connection (sending after a half-close, content over the
+    /// limits); nothing was sent.
+    Local {
+        /// The address as given.
+        addr: String,
+        /// What was refused.
+        source: LocalError,
+    },
+    /// The server closed the connection cleanly while `in_flight` answers were still owed.
+    Closed {
+        /// The address as given.
+        addr: String,
+        /// Requests sent and not answered.
+        in_flight: u64,
+    },
+    /// The deadline for the whole exchange passed ([`ClientConfig::deadline`], a
+    /// client's `request_within`): connecting (and a TLS handshake), or sending and
+    /// receiving the whole answer, took longer than `limit`, even if each wait was short.
+    Deadline {
+        /// The address as given.
+        addr: String,
+        /// What was under way when time ran out.
+        op: Op,
+        /// The time allowed for the whole exchange.
+        limit: Duration,
+        /// Bytes of the answer received before time ran out.
+        received: u64,
+    },
+    /// TLS failed: the handshake (an unknown CA, a name the certificate does not cover,
+    /// an expired certificate, a server that requires a client certificate, a plaintext
+    /// peer...), or the record layer (a truncation without `close_notify`...).
+    /// [`ClientError::kind`] is the reason's own (`"unknown-ca"`, ...).
+    Tls {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        source: T,
+    },
+    /// The peer does not speak this protocol: its first bytes cannot start a message (see
+    /// [`sockmsg_protocol::sniff`](mod@sockmsg_protocol::sniff)), and `seen` says what
+    /// they look like.
+    Foreign {
+        /// The address as given.
+        addr: String,
+        /// What it sent, as far as its first bytes tell.
+        seen: Foreign,
+    },
+}
+
+impl<T: TlsFailure> ClientError<T> {
+    /// Classifies an I/O error of `op` with `addr` ([`classify`]).
+    pub fn from_io(addr: &str, op: Op, e: io::Error) -> ClientError<T> {
+        let addr = addr.to_owned();
+        match classify(op, &e) {
+            IoClass::Refused => ClientError::Refused { addr },
+            IoClass::Reset => ClientError::Reset { addr, op },
+            IoClass::Connect | IoClass::Other => ClientError::Io {
+                addr,
+                op,
+                source: e,
+            },
+        }
+    }
+
+    /// The failure as every client words it ([`Failure`]); `None` for a TLS failure,
+    /// which `T` words.
+    pub fn failure(&self) -> Option<Failure<'_>> {
+        Some(match self {
+            ClientError::Resolve { source, .. } => Failure::Resolve(source),
+            ClientError::Refused { .. } => Failure::Refused,
+            ClientError::Timeout { op, after, .. } => Failure::Timeout {
+                op: *op,
+                after: *after,
+            },
+            ClientError::Reset { op, .. } => Failure::Reset {
+                op: *op,
+                source: None,
+            },
+            ClientError::Io { op, source, .. } => Failure::Io { op: *op, source },
+            ClientError::Protocol { source, .. } => Failure::Protocol(source),
+            ClientError::Local { source, .. } => Failure::Local(source),
+            ClientError::Closed { in_flight, .. } => Failure::Closed {
+                in_flight: *in_flight,
+            },
+            ClientError::Deadline {
+                op,
+                limit,
+                received,
+                ..
+            } => Failure::Deadline {
+                op: *op,
+                limit: *limit,
+                received: *received,
+            },
+            ClientError::Foreign { seen, .. } => Failure::Foreign(seen),
+            ClientError::Tls { .. } => return None,
+        })
+    }
+
+    /// The TLS failure, for [`ClientError::Tls`].
+    pub fn tls_error(&self) -> Option<&T> {
+        match self {
+            ClientError::Tls { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// `true` for [`ClientError::Timeout`] and [`ClientError::Deadline`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout { .. } | ClientError::Deadline { .. }
+        )
+    }
+
+    /// The closest [`io::ErrorKind`]: what this error would be as an `io::Error`.
+    pub fn io_kind(&self) -> io::ErrorKind {
+        self.failure()
+            .map_or(io::ErrorKind::InvalidData, |failure| failure.io_kind())
+    }
+
+    /// The address the error concerns, as the caller gave it.
+    pub fn addr(&self) -> &str {
+        match self {
+            ClientError::Resolve { addr, .. }
+            | ClientError::Refused { addr }
+            | ClientError::Timeout { addr, .. }
+            | ClientError::Reset { addr, .. }
+            | ClientError::Io { addr, .. }
+            | ClientError::Protocol { addr, .. }
+            | ClientError::Local { addr, .. }
+            | ClientError::Closed { addr, .. }
+            | ClientError::Deadline { addr, .. }
+            | ClientError::Tls { addr, .. }
+            | ClientError::Foreign { addr, .. } => addr,
+        }
+    }
+
+    /// A short stable name for the error, the same as every client's for the same failure:
+    /// `"refused"`, `"timeout"`, `"deadline"`, the core's kind for protocol errors, the TLS
+    /// reason's for TLS failures, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Protocol { source, .. } => source.kind(),
+            ClientError::Local { source, .. } => source.kind(),
+            ClientError::Tls { source, .. } => source.kind(),
+            other => other.failure().map_or("other", |failure| failure.kind()),
+        }
+    }
+}
+
+impl<T: TlsFailure> fmt::Display for ClientError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.failure(), self) {
+            (Some(failure), _) => failure.message(self.addr()).fmt(f),
+            (None, ClientError::Tls { addr, source }) => {
+                write!(f, "TLS with {addr} failed: {source}")
+            }
+            // Every other variant is worded by `failure`.
+            (None, _) => Ok(()),
+        }
+    }
+}
+
+impl<T: TlsFailure> std::error::Error for ClientError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Resolve { source, .. } | ClientError::Io { source, .. } => Some(source),
+            ClientError::Protocol { source, .. } => Some(source),
+            ClientError::Local { source, .. } => Some(source),
+            ClientError::Tls { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl<T: TlsFailure + Send + Sync> From<ClientError<T>> for io::Error {
+    fn from(e: ClientError<T>) -> io::Error {
+        io::Error::new(e.io_kind(), e)
     }
 }
 

@@ -4,14 +4,13 @@
 //! blocking client of `sockmsg-transport-std` and the async one of
 //! `sockmsg-transport-tokio` are.
 
-use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{Connection, Event, LocalError, Message, PeerError, Role};
-use sockmsg_server::client::{classify, next_wait, ConnectFailure, Expired, Failure, IoClass};
+use sockmsg_protocol::{Connection, Event, Message, Role};
+use sockmsg_server::client::{next_wait, ConnectFailure, Expired};
 use sockmsg_server::ServerAddr;
 
 /// How a [`TlsClient`] connects and how long it waits: the one configuration of every
@@ -31,228 +30,13 @@ use crate::conn::TlsConnection;
 use crate::error::TlsError;
 use crate::identity::PeerIdentity;
 
-/// Everything a [`TlsClient`] operation can fail with: the variants of the TLS client of
-/// `sockmsg-transport-tokio` (its `ClientError`), with the same messages, and
-/// [`ClientError::Tls`] for what TLS itself reports (an unknown CA, a name the certificate
-/// does not cover, an expired certificate, a server that requires a client certificate, a
-/// plaintext peer...). Every variant names the address as the caller gave it.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The name did not resolve to any address.
-    Resolve {
-        /// The address as given.
-        addr: String,
-        /// The resolver's error.
-        source: io::Error,
-    },
-    /// Nothing listens at `addr` (`ECONNREFUSED`).
-    Refused {
-        /// The address as given.
-        addr: String,
-    },
-    /// `op` made no progress within `after` (a per-wait limit).
-    Timeout {
-        /// The address as given.
-        addr: String,
-        /// What was under way.
-        op: Op,
-        /// The time limit that ran out.
-        after: Duration,
-    },
-    /// The deadline for the whole exchange passed ([`ClientConfig::deadline`],
-    /// [`TlsClient::request_within`]): connecting and the handshake, or sending and
-    /// receiving the whole answer, took longer than `limit`.
-    Deadline {
-        /// The address as given.
-        addr: String,
-        /// What was under way when time ran out.
-        op: Op,
-        /// The time allowed for the whole exchange.
-        limit: Duration,
-        /// Bytes (of ciphertext) received during the exchange before time ran out.
-        received: u64,
-    },
-    /// The peer reset the connection, or it broke while we wrote.
-    Reset {
-        /// The address as given.
-        addr: String,
-        /// What was under way.
-        op: Op,
-    },
-    /// Another I/O error.
-    Io {
-        /// The address as given.
-        addr: String,
-        /// What was under way.
-        op: Op,
-        /// The operating system's error.
-        source: io::Error,
-    },
-    /// The server broke the protocol inside TLS; the connection is over.
-    Protocol {
-        /// The address as given.
-        addr: String,
-        /// What it did.
-        source: PeerError,
-    },
-    /// This side misused the connection (sending after a half-close, content over the
-    /// limits); nothing was sent.
-    Local {
-        /// The address as given.
-        addr: String,
-        /// What was refused.
-        source: LocalError,
-    },
-    /// The server closed the connection cleanly while `in_flight` answers were still owed.
-    Closed {
-        /// The address as given.
-        addr: String,
-        /// Requests sent and not answered.
-        in_flight: u64,
-    },
-    /// TLS failed: the handshake (each reason its own [`TlsError`] variant), or the
-    /// record layer (a truncation without `close_notify`...). [`ClientError::kind`] is the
-    /// reason's own ([`TlsError::kind`]: `"unknown-ca"`, ...).
-    Tls {
-        /// The address as given.
-        addr: String,
-        /// Why.
-        source: TlsError,
-    },
-}
-
-impl ClientError {
-    /// Classifies an I/O error of `op` (the clients' one classification,
-    /// [`sockmsg_server::client::classify`]).
-    fn from_io(addr: &str, op: Op, e: io::Error) -> ClientError {
-        let addr = addr.to_owned();
-        match classify(op, &e) {
-            IoClass::Refused => ClientError::Refused { addr },
-            IoClass::Reset => ClientError::Reset { addr, op },
-            IoClass::Connect | IoClass::Other => ClientError::Io {
-                addr,
-                op,
-                source: e,
-            },
-        }
-    }
-
-    /// The failure as every client words it ([`Failure`]); `None` for a TLS failure,
-    /// which [`TlsError`] words.
-    pub fn failure(&self) -> Option<Failure<'_>> {
-        Some(match self {
-            ClientError::Resolve { source, .. } => Failure::Resolve(source),
-            ClientError::Refused { .. } => Failure::Refused,
-            ClientError::Timeout { op, after, .. } => Failure::Timeout {
-                op: *op,
-                after: *after,
-            },
-            ClientError::Deadline {
-                op,
-                limit,
-                received,
-                ..
-            } => Failure::Deadline {
-                op: *op,
-                limit: *limit,
-                received: *received,
-            },
-            ClientError::Reset { op, .. } => Failure::Reset {
-                op: *op,
-                source: None,
-            },
-            ClientError::Io { op, source, .. } => Failure::Io { op: *op, source },
-            ClientError::Protocol { source, .. } => Failure::Protocol(source),
-            ClientError::Local { source, .. } => Failure::Local(source),
-            ClientError::Closed { in_flight, .. } => Failure::Closed {
-                in_flight: *in_flight,
-            },
-            ClientError::Tls { .. } => return None,
-        })
-    }
-
-    /// The address the error concerns, as the caller gave it.
-    pub fn addr(&self) -> &str {
-        match self {
-            ClientError::Resolve { addr, .. }
-            | ClientError::Refused { addr }
-            | ClientError::Timeout { addr, .. }
-            | ClientError::Deadline { addr, .. }
-            | ClientError::Reset { addr, .. }
-            | ClientError::Io { addr, .. }
-            | ClientError::Protocol { addr, .. }
-            | ClientError::Local { addr, .. }
-            | ClientError::Closed { addr, .. }
-            | ClientError::Tls { addr, .. } => addr,
-        }
-    }
-
-    /// The TLS failure, for [`ClientError::Tls`].
-    pub fn tls_error(&self) -> Option<&TlsError> {
-        match self {
-            ClientError::Tls { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-
-    /// `true` for [`ClientError::Timeout`] and [`ClientError::Deadline`].
-    pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Timeout { .. } | ClientError::Deadline { .. }
-        )
-    }
-
-    /// The closest [`io::ErrorKind`]: what this error would be as an `io::Error`.
-    pub fn io_kind(&self) -> io::ErrorKind {
-        self.failure()
-            .map_or(io::ErrorKind::InvalidData, |failure| failure.io_kind())
-    }
-
-    /// A short stable name for the error, the same as every client's for the same failure
-    /// (`"refused"`, `"deadline"`, the core's kind for protocol errors, the TLS reason's
-    /// for TLS failures: `"unknown-ca"`, `"name-mismatch"`, ...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ClientError::Protocol { source, .. } => source.kind(),
-            ClientError::Local { source, .. } => source.kind(),
-            ClientError::Tls { source, .. } => source.kind(),
-            other => other.failure().map_or("other", |failure| failure.kind()),
-        }
-    }
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.failure(), self) {
-            (Some(failure), _) => failure.message(self.addr()).fmt(f),
-            (None, ClientError::Tls { addr, source }) => {
-                write!(f, "TLS with {addr} failed: {source}")
-            }
-            // Every other variant is worded by `failure`.
-            (None, _) => Ok(()),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ClientError::Resolve { source, .. } | ClientError::Io { source, .. } => Some(source),
-            ClientError::Protocol { source, .. } => Some(source),
-            ClientError::Local { source, .. } => Some(source),
-            ClientError::Tls { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
-impl From<ClientError> for io::Error {
-    fn from(e: ClientError) -> io::Error {
-        io::Error::new(e.io_kind(), e)
-    }
-}
+/// Everything a [`TlsClient`] operation can fail with: the client layer's
+/// [`sockmsg_server::client::ClientError`], with [`TlsError`] for what TLS itself reports
+/// (`ClientError::Tls`: an unknown CA, a name the certificate does not cover, an expired
+/// certificate, a server that requires a client certificate, a plaintext peer...). The
+/// same type as the tokio client's `ClientError` (feature `tls`), with the same messages
+/// as every client's. Every variant names the address as the caller gave it.
+pub type ClientError = sockmsg_server::client::ClientError<TlsError>;
 
 /// A blocking sockmsg client over TLS: connect and handshake, requests and answers in
 /// order, a clean close with `close_notify`. The same [`ClientConfig`], time limits and

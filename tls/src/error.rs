@@ -223,6 +223,13 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
+/// The clients' error ([`crate::ClientError`]) names a TLS failure by its kind.
+impl sockmsg_server::client::TlsFailure for TlsError {
+    fn kind(&self) -> &'static str {
+        TlsError::kind(self)
+    }
+}
+
 impl From<PeerError> for TlsError {
     fn from(e: PeerError) -> TlsError {
         TlsError::Protocol(e)

@@ -225,3 +225,18 @@ async fn a_handshake_with_a_silent_plaintext_server_ends_at_the_exchange_deadlin
     .await
     .expect("bounded");
 }
+
+#[test]
+fn the_blocking_tls_client_fails_with_this_clients_error_type() {
+    // One type for both TLS clients: what handles one's errors handles the other's.
+    let same: fn(sockmsg_tls::ClientError) -> ClientError = std::convert::identity;
+    let e = same(sockmsg_tls::ClientError::Tls {
+        addr: "h:1".into(),
+        source: TlsError::UnknownCa,
+    });
+    assert_eq!(e.kind(), "unknown-ca");
+    assert_eq!(
+        e.to_string(),
+        "TLS with h:1 failed: the peer's certificate is signed by an unknown CA"
+    );
+}
