@@ -1261,6 +1261,50 @@ fn the_memory_budget_bounds_large_messages_and_good_clients_are_served() {
 }
 
 #[test]
+fn tls_buffers_count_in_the_budget_and_one_that_finds_no_room_closes_its_connection() {
+    // TLS only: the plaintext cases are the ones above.
+    for &transport in Transport::ALL {
+        let t = Target {
+            transport,
+            tls: true,
+        };
+        let budget = MemoryBudget::new(1024 * 1024);
+        let config = ServerConfig {
+            memory_meter: Some(budget.clone()),
+            ..config()
+        };
+        let server = start(t, &config, test_service());
+        // The server's other connections hold all but 20 KiB: room for a TLS handshake and
+        // small requests, not for a whole 16 KiB record in flight besides.
+        let mut others = sockmsg_server::BudgetCharge::new(&budget);
+        assert!(
+            others.try_set(budget.limit() - budget.used() - 20 * 1024),
+            "{t}"
+        );
+        let refused = budget.refused();
+        let mut client = connect(server.addr());
+        let local = client.local_addr().expect("local addr");
+        let text = "x".repeat(12 * 1024);
+        client.write_all(&wire(&[req(&text)])).expect("write");
+        let (got, end) = answers(&mut client, 1);
+        assert_eq!(
+            (got.len(), end),
+            (0, End::Closed),
+            "{t}: closed, unanswered"
+        );
+        assert_close_logged(t, local, "no room for a TLS buffer of 18432 bytes");
+        assert!(budget.refused() > refused, "{t}: {budget:?}");
+        drop(client);
+        // A good client is served; nothing is left charged once the server stops.
+        assert_eq!(ask(server.addr(), "small"), "echo:small", "{t}");
+        assert!(budget.peak() <= budget.limit(), "{t}: {budget:?}");
+        server.stop(LIMIT).expect("stop");
+        drop(others);
+        assert!(wait_until(|| budget.used() == 0), "{t}: {budget:?}");
+    }
+}
+
+#[test]
 fn an_answer_alone_over_the_output_cap_is_sent_only_within_the_budget() {
     on_every_transport(|t| {
         let budget = MemoryBudget::new(512 * 1024);
