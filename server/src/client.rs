@@ -1,12 +1,14 @@
 //! What every client transport shares: [`ClientConfig`], the exchange [`Deadline`] and
-//! the wait bookkeeping around it ([`next_wait`]), the [`Op`] that failed, and how a
-//! failure is classified and worded ([`Failure`]).
+//! the wait bookkeeping around it ([`next_wait`]), the blocking clients' way to connect
+//! ([`connect`]), the [`Op`] that failed, how a failure is classified and worded
+//! ([`Failure`]), and the error of the clients that name their server as given
+//! ([`ClientError`]).
 //!
-//! The blocking client (`sockmsg-transport-std`) and the async one
-//! (`sockmsg-transport-tokio`) are thin loops over the protocol's sans-IO
-//! [`Connection`](sockmsg_protocol::Connection) and over this module: the same settings,
-//! the same time limits, the same error kinds with the same messages, whatever waits for
-//! the socket. It lives here, next to [`ServerAddr`](crate::ServerAddr) and
+//! The blocking client (`sockmsg-transport-std`), the async one
+//! (`sockmsg-transport-tokio`) and the blocking TLS client (`sockmsg_tls::TlsClient`) are
+//! thin loops over the protocol's sans-IO [`Connection`](sockmsg_protocol::Connection)
+//! (behind TLS for the last) and over this module: the same settings, the same time
+//! limits, the same error kinds with the same messages, whatever waits for the socket. It lives here, next to [`ServerAddr`](crate::ServerAddr) and
 //! [`addr::resolve`](crate::addr::resolve), because this crate is the layer every
 //! transport already depends on; it is not in `sockmsg-protocol` because a deadline reads
 //! the clock ([`Deadline::after`]) and the errors carry the operating system's.
