@@ -209,6 +209,14 @@ fn result(answer: &Message) -> String {
         .to_owned()
 }
 
+/// A [`TlsClient`] with the default [`ClientConfig`], for the server named `localhost`.
+fn connect(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<TlsClient, sockmsg_tls::ClientError> {
+    TlsClient::connect(addr, &ClientConfig::default(), tls, "localhost")
+}
+
 #[test]
 fn app_certs_files_request_and_resumption() {
     let certs = Certs::new();
@@ -216,13 +224,7 @@ fn app_certs_files_request_and_resumption() {
     let config = certs.client(false);
     let mut kinds = Vec::new();
     for value in ["ring", "morpheus"] {
-        let mut client = TlsClient::connect(
-            server.addr,
-            &ClientConfig::default(),
-            config.clone(),
-            "localhost",
-        )
-        .expect("connect");
+        let mut client = connect(server.addr, config.clone()).expect("connect");
         let identity = client.peer_identity().expect("server identity").clone();
         assert_eq!(identity.dns_names, ["localhost"]);
         let a = client.request(search(value)).expect("answer");
@@ -244,13 +246,8 @@ fn mutual_tls_failures_do_not_disturb_the_next_client() {
     let server = TestServer::start(certs.server(true), 3);
 
     // 1. No client certificate: the server names the reason, the client hears why.
-    let refused = TlsClient::connect(
-        server.addr,
-        &ClientConfig::default(),
-        certs.client(false),
-        "localhost",
-    )
-    .and_then(|mut c| c.request(search("x")));
+    let refused =
+        connect(server.addr, certs.client(false)).and_then(|mut c| c.request(search("x")));
     let e = refused.expect_err("refused");
     assert!(
         e.to_string().contains("requires a client certificate"),
@@ -279,13 +276,7 @@ fn mutual_tls_failures_do_not_disturb_the_next_client() {
     drop(plain);
 
     // 3. A client with its certificate: served, and the server knows who it is.
-    let mut client = TlsClient::connect(
-        server.addr,
-        &ClientConfig::default(),
-        certs.client(true),
-        "localhost",
-    )
-    .expect("connect");
+    let mut client = connect(server.addr, certs.client(true)).expect("connect");
     let a = client.request(search("ring")).expect("answer");
     assert_eq!(result(&a), "ring for client");
     client.close().expect("close");
@@ -316,13 +307,7 @@ fn wrong_name_and_unknown_ca_over_loopback() {
         ),
         "{e}"
     );
-    let e = TlsClient::connect(
-        server.addr,
-        &ClientConfig::default(),
-        other.client(false),
-        "localhost",
-    )
-    .expect_err("unknown CA");
+    let e = connect(server.addr, other.client(false)).expect_err("unknown CA");
     assert!(
         matches!(
             e,
@@ -383,13 +368,7 @@ fn tls_to_a_plaintext_port() {
         thread::sleep(Duration::from_millis(600));
         drop(silent);
     });
-    let e = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        certs.client(false),
-        "localhost",
-    )
-    .expect_err("closed");
+    let e = connect(addr, certs.client(false)).expect_err("closed");
     assert!(
         matches!(
             e,
@@ -437,13 +416,7 @@ fn tls_to_a_plaintext_server_that_answers_names_it() {
         let _ = s.read(&mut [0u8; 4096]);
         let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
     });
-    let e = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        certs.client(false),
-        "localhost",
-    )
-    .expect_err("plaintext");
+    let e = connect(addr, certs.client(false)).expect_err("plaintext");
     assert!(
         matches!(e.tls_error(), Some(TlsError::NotTls { .. })),
         "{e:?}"
@@ -484,9 +457,7 @@ fn an_expired_server_certificate_is_named() {
         ..ClientOptions::default()
     })
     .expect("client config");
-    let e = TlsClient::connect(server.addr, &ClientConfig::default(), tls, "localhost")
-        .map(|_| ())
-        .expect_err("expired");
+    let e = connect(server.addr, tls).map(|_| ()).expect_err("expired");
     assert!(
         matches!(e.tls_error(), Some(TlsError::CertificateExpired)),
         "{e}"
@@ -611,26 +582,14 @@ fn rust_client_against_a_python_ssl_server() {
     let (mut child, port, mut out) = python_server(&certs, false, 2);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // The guide's demo answers, over TLS.
-    let mut client = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        certs.client(false),
-        "localhost",
-    )
-    .expect("connect");
+    let mut client = connect(addr, certs.client(false)).expect("connect");
     let a = client.request(search("morpheus")).expect("answer");
     assert_eq!(
         a.content(),
         "{\"result\": \"Follow the white rabbit. \u{1f430}\"}".as_bytes()
     );
     client.close().expect("close");
-    let mut client = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        certs.client(false),
-        "localhost",
-    )
-    .expect("connect");
+    let mut client = connect(addr, certs.client(false)).expect("connect");
     let a = client
         .request(Message::binary(
             "binary/custom-client-binary-type",
@@ -651,14 +610,9 @@ fn mutual_tls_with_a_python_ssl_server() {
     let (mut child, port, mut out) = python_server(&certs, true, 2);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // Without a certificate: refused, with the reason.
-    let e = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        certs.client(false),
-        "localhost",
-    )
-    .and_then(|mut c| c.request(search("ring")))
-    .expect_err("refused");
+    let e = connect(addr, certs.client(false))
+        .and_then(|mut c| c.request(search("ring")))
+        .expect_err("refused");
     assert!(
         matches!(
             e,
@@ -670,13 +624,7 @@ fn mutual_tls_with_a_python_ssl_server() {
         "{e}"
     );
     // With one: served, and the Python server saw who we are.
-    let mut client = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        certs.client(true),
-        "localhost",
-    )
-    .expect("connect");
+    let mut client = connect(addr, certs.client(true)).expect("connect");
     let a = client.request(search("ring")).expect("answer");
     assert_eq!(
         a.content(),

@@ -208,17 +208,19 @@ fn demo() -> Arc<dyn PeerService> {
     Arc::new(AnyPeer(Arc::new(DemoService::new())))
 }
 
+/// A [`TlsClient`] with the default [`ClientConfig`], for the server named `localhost`.
+fn connect(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<TlsClient, sockmsg_tls::ClientError> {
+    TlsClient::connect(addr, &ClientConfig::default(), tls, "localhost")
+}
+
 #[test]
 fn demo_service_over_tls_to_tls_client_keep_alive() {
     let pki = Pki::new("keepalive");
     let (addr, ends) = serve(pki.server(false), demo(), ServerConfig::default(), 1);
-    let mut client = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        pki.client(false),
-        "localhost",
-    )
-    .expect("connect");
+    let mut client = connect(addr, pki.client(false)).expect("connect");
     for (value, expected) in [
         ("morpheus", "got result: Follow the white rabbit. \u{1f430}"),
         (
@@ -257,25 +259,14 @@ fn peer_service_decides_per_client_under_mutual_tls() {
         2,
     );
     // Without a certificate: refused in the handshake, logged with the reason.
-    let refused = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        pki.client(false),
-        "localhost",
-    )
-    .and_then(|mut c| c.request(request("search", "x")));
+    let refused =
+        connect(addr, pki.client(false)).and_then(|mut c| c.request(request("search", "x")));
     assert!(refused.is_err());
     assert_eq!(
         end(&ends),
         "TLS: no client certificate: this server requires one (mutual TLS)"
     );
-    let mut client = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        pki.client(true),
-        "localhost",
-    )
-    .expect("connect");
+    let mut client = connect(addr, pki.client(true)).expect("connect");
     let answer = client.request(request("search", "x")).expect("answer");
     assert_eq!(
         result_line(&answer).expect("line"),
@@ -293,13 +284,7 @@ fn close_after_answer_ends_with_close_notify_and_resumption_pays_off() {
     let client_config = pki.client(false);
     let mut kinds = Vec::new();
     for _ in 0..3 {
-        let mut client = TlsClient::connect(
-            addr,
-            &ClientConfig::default(),
-            client_config.clone(),
-            "localhost",
-        )
-        .expect("connect");
+        let mut client = connect(addr, client_config.clone()).expect("connect");
         let answer = client.request(request("search", "ring")).expect("answer");
         assert!(result_line(&answer)
             .expect("line")
@@ -352,13 +337,7 @@ fn plaintext_and_silent_peers_end_with_their_reason() {
     );
     drop(plain);
     // A good client right after is served.
-    let mut client = TlsClient::connect(
-        addr,
-        &ClientConfig::default(),
-        pki.client(false),
-        "localhost",
-    )
-    .expect("connect");
+    let mut client = connect(addr, pki.client(false)).expect("connect");
     let answer = client.request(request("search", "ring")).expect("answer");
     assert!(result_line(&answer)
         .expect("line")
