@@ -159,6 +159,9 @@ def main():
         cpu3 = time.monotonic(), cpu(args.pid)
         after = settled_rss(args.pid, args.settle)
         nthreads = threads(args.pid)
+        negotiated = None
+        if context is not None and conns:
+            negotiated = f"{conns[0].version()} {conns[0].cipher()[0]}"
     finally:
         for s in conns:
             s.close()
@@ -172,6 +175,7 @@ def main():
                 "fresh_rss": fresh,
                 "after_rss": after,
                 "threads": nthreads,
+                "negotiated": negotiated,
                 "open_wall_s": round(cpu1[0] - cpu0[0], 3),
                 "open_cpu_s": round(cpu1[1] - cpu0[1], 3),
                 "request_wall_s": round(cpu3[0] - cpu2[0], 3),
