@@ -22,8 +22,8 @@
 # handshake per connection (certificate and name checked), as the plaintext figure of
 # BENCHMARKS.md was taken with a Python client. It reads the server's resident set
 # (VmRSS) once it stops moving: before, with the connections open ("fresh": accepted, and
-# for TLS the handshake done, nothing else sent) and after one search request on each,
-# idle again; and the server's CPU time while the connections were opened (for TLS: the
+# for TLS the handshake done, nothing else sent) and after one search request on each
+# (written on every connection, then every answer read: a burst), idle again; and the server's CPU time while the connections were opened (for TLS: the
 # handshakes) and while the requests were answered.
 #
 # Prints a markdown table on stdout: RSS growth per connection, fresh and after one
