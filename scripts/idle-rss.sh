@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
         -w) WORKERS="$2"; shift 2 ;;
         -o) OUT="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "idle-rss: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
