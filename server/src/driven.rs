@@ -42,7 +42,9 @@ use crate::{CloseReason, Session};
 ///
 /// The read buffers of the [`Session`] inside can be lent and taken back
 /// ([`Driven::give_read_buffer`], [`Driven::take_read_buffer`]), so an event loop keeps a
-/// pool instead of a buffer per idle connection.
+/// pool instead of a buffer per idle connection. A connection may read through more than
+/// one (a TLS session: the ciphertext's and the plaintext's): lend until one is handed
+/// back, take back until `None`.
 pub trait Driven: Send {
     /// The server session inside: its configuration, counters, state, protocol machine.
     /// Bytes go in and out only through the `Driven` methods.
@@ -102,12 +104,13 @@ pub trait Driven: Send {
     /// (see [`CloseReason::log`]), the same on every transport.
     fn log_close(&self, peer: &dyn fmt::Display);
 
-    /// Lends the session a buffer to read into; hands it back if the session has one
-    /// already (see [`Session::give_read_buffer`]).
+    /// Lends the connection a buffer to read into; hands it back if it has all the
+    /// buffers it reads through already (see [`Session::give_read_buffer`]).
     fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>>;
 
-    /// Takes the session's read buffer back while the connection is idle (see
-    /// [`Session::take_read_buffer`]).
+    /// Takes back a read buffer that holds nothing unread: the session's while the
+    /// connection is idle (see [`Session::take_read_buffer`]); `None` once there is no
+    /// more.
     fn take_read_buffer(&mut self) -> Option<Vec<u8>>;
 }
 

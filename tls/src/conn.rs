@@ -1020,6 +1020,30 @@ impl<P: Plaintext> Tls<P> {
         self.settle();
     }
 
+    /// Takes the ciphertext input buffer while it holds nothing to process (no record in
+    /// pieces), so that an event loop keeps such buffers in a pool between reads instead of
+    /// one per connection left in the allocator after a burst; `None` if there is none, it
+    /// is in use, or it grew past a record (the release timer frees that one). The next
+    /// read allocates one unless one is given back ([`Tls::give_input_buffer`]).
+    pub(crate) fn take_input_buffer(&mut self) -> Option<Vec<u8>> {
+        if self.received > 0 || self.incoming.capacity() == 0 || self.incoming.len() > READ_SIZE {
+            return None;
+        }
+        Some(std::mem::take(&mut self.incoming))
+    }
+
+    /// Gives the composition a buffer for ciphertext input (its bytes are overwritten);
+    /// hands it back if the composition has one already, or is stopped.
+    pub(crate) fn give_input_buffer(&mut self, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.incoming.capacity() > 0 || self.received > 0 || self.finished {
+            return Some(buf);
+        }
+        // Reads as large as a record at most, as without a buffer lent.
+        buf.truncate(READ_SIZE);
+        self.incoming = buf;
+        None
+    }
+
     // ---- what the composition wants ----
 
     /// `true` while reading the socket can produce anything: rustls wants records (no

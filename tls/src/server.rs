@@ -353,12 +353,23 @@ impl Driven for TlsSession {
         }
     }
 
+    /// Two buffers are lent for reading: the ciphertext's first (it is read first), then
+    /// the session's, for the plaintext.
     fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
-        self.inner_mut().session.give_read_buffer(buf)
+        match self.give_input_buffer(buf) {
+            None => None,
+            Some(buf) => self.inner_mut().session.give_read_buffer(buf),
+        }
     }
 
+    /// The session's read buffer while it is idle, then the ciphertext buffer while no
+    /// record is in pieces: an idle TLS connection in an event loop that pools them holds
+    /// neither.
     fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
-        self.inner_mut().session.take_read_buffer()
+        self.inner_mut()
+            .session
+            .take_read_buffer()
+            .or_else(|| self.take_input_buffer())
     }
 }
 
@@ -645,6 +656,86 @@ mod driven {
         assert!(!Driven::is_done(&b));
         drop((a, b, others));
         assert_eq!(budget.used(), 0, "{budget:?}");
+    }
+
+    #[test]
+    fn a_tls_session_reads_through_two_lent_buffers_and_gives_both_back_when_idle() {
+        let (server_tls, client_tls) = configs();
+        let now = Instant::now();
+        let config = Arc::new(ServerConfig::default().normalized());
+        let mut server = TlsSession::accept(server_tls, echo(), config, now).expect("server");
+        let mut client = TlsConnection::client(client_tls, "localhost", Connection::client(), now)
+            .expect("client");
+        pump(&mut server, &mut client);
+        assert!(!server.is_handshaking());
+        while Driven::take_read_buffer(&mut server).is_some() {}
+
+        // Two buffers taken (ciphertext, then plaintext), a third handed back.
+        let lent: Vec<Vec<u8>> = (0..3).map(|_| vec![0xAA; 4096]).collect();
+        let addresses: Vec<*const u8> = lent.iter().map(|b| b.as_ptr()).collect();
+        let mut lent = lent.into_iter();
+        assert_eq!(
+            Driven::give_read_buffer(&mut server, lent.next().unwrap()),
+            None
+        );
+        assert_eq!(
+            Driven::give_read_buffer(&mut server, lent.next().unwrap()),
+            None
+        );
+        let third = Driven::give_read_buffer(&mut server, lent.next().unwrap());
+        assert_eq!(third.map(|b| b.as_ptr()), Some(addresses[2]));
+
+        // A request whose record arrives in pieces: the ciphertext buffer holds the first
+        // piece and is not taken back (the session's is: nothing in it is unread). Once
+        // the rest arrived and the answer went out, both are.
+        let request = Message::binary("x/request", b"pieces".to_vec());
+        client.send(request.clone(), now).expect("send");
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire, now).expect("a Vec takes all");
+        }
+        let (first, rest) = wire.split_at(wire.len() - 5);
+        let mut first = first;
+        while !first.is_empty() {
+            server.read_from(&mut first, now).expect("a slice reads");
+        }
+        let mut taken: Vec<Vec<u8>> = Vec::new();
+        while let Some(buf) = Driven::take_read_buffer(&mut server) {
+            taken.push(buf);
+        }
+        let middle: Vec<*const u8> = taken.iter().map(|b| b.as_ptr()).collect();
+        assert_eq!(
+            middle,
+            [addresses[1]],
+            "only the session's buffer is taken while a record is in pieces"
+        );
+        // Lent again before the next read, as a transport lends from its pool.
+        while let Some(buf) = taken.pop() {
+            if let Some(buf) = Driven::give_read_buffer(&mut server, buf) {
+                taken.push(buf);
+                break;
+            }
+        }
+        let mut rest = rest;
+        while !rest.is_empty() {
+            server.read_from(&mut rest, now).expect("a slice reads");
+        }
+        let mut back = Vec::new();
+        while server.wants_write() {
+            server.write_to(&mut back, now).expect("a Vec takes all");
+        }
+        let mut answer = &back[..];
+        while !answer.is_empty() {
+            client.read_tls(&mut answer, now).expect("a slice reads");
+        }
+        assert_eq!(client.next_event(), Ok(Event::Message(request)));
+        while let Some(buf) = Driven::take_read_buffer(&mut server) {
+            taken.push(buf);
+        }
+        // The ciphertext buffer grew to take a whole record (it may have moved).
+        assert_eq!(taken.len(), 2, "both buffers back once idle");
+        assert!(taken.iter().any(|b| b.as_ptr() == addresses[1]));
+        assert!(!server.is_done());
     }
 
     #[test]

@@ -597,9 +597,11 @@ impl<D: Driven> Worker<D> {
                 break;
             }
             reads += 1;
-            if let Some(buf) = self.pool.pop() {
+            // As many buffers as the session reads through (a TLS session: two).
+            while let Some(buf) = self.pool.pop() {
                 if let Some(back) = session.give_read_buffer(buf) {
                     self.pool.push(back);
+                    break;
                 }
             }
             let mut socket = Counted {
@@ -625,11 +627,12 @@ impl<D: Driven> Worker<D> {
                 Err(e) => session.abort(CloseReason::Io(e)),
             }
         }
-        if self.pool.len() < POOL_MAX {
-            // Idle again: its read buffer goes back to the loop, not to the allocator.
-            if let Some(buf) = session.take_read_buffer() {
-                self.pool.push(buf);
-            }
+        // Idle again: its read buffers go back to the loop, not to the allocator.
+        while self.pool.len() < POOL_MAX {
+            let Some(buf) = session.take_read_buffer() else {
+                break;
+            };
+            self.pool.push(buf);
         }
         let id = conn.id;
         if again {

@@ -553,9 +553,9 @@ thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Puts the read buffer of an idle session in this thread's pool (or frees it if full).
+/// Puts the read buffers of an idle session in this thread's pool (or frees them if full).
 fn pool_read_buffer<D: Driven>(session: &mut D) {
-    if let Some(buf) = session.take_read_buffer() {
+    while let Some(buf) = session.take_read_buffer() {
         POOL.with_borrow_mut(|pool| {
             if pool.len() < POOL_MAX {
                 pool.push(buf);
@@ -587,9 +587,11 @@ fn poll_read_once<D: Driven>(
     }
     let had_buffer = session.session().connection().read_alloc_need() == 0;
     if !had_buffer {
-        if let Some(buf) = POOL.with_borrow_mut(Vec::pop) {
+        // As many buffers as the session reads through (a TLS session: two).
+        while let Some(buf) = POOL.with_borrow_mut(Vec::pop) {
             if let Some(back) = session.give_read_buffer(buf) {
                 POOL.with_borrow_mut(|pool| pool.push(back));
+                break;
             }
         }
     }
