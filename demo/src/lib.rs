@@ -231,22 +231,24 @@ fn write_field<F: Field>(field: Option<F>, sink: &mut dyn Sink) -> Result<(), Fo
 /// nested one deep, and holds nothing for [`PyJson`] to decode or reorder, so the answer
 /// is the one the general path gives: of repeated keys the last counts, as in Python's
 /// `dict`.
-fn plain_fields(b: &[u8]) -> Option<[Option<&str>; 2]> {
+fn plain_fields(text: &str) -> Option<[Option<&str>; 2]> {
+    let b = text.as_bytes();
     let ws = |mut i: usize| {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
             i += 1;
         }
         i
     };
-    // A string without escapes at `i`: its text, and the index after its closing quote.
-    let string = |i: usize| -> Option<(&[u8], usize)> {
-        let rest = b.get(i..)?.strip_prefix(b"\"")?;
-        let end = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        (rest.get(end) == Some(&b'"')).then(|| (rest.get(..end).unwrap_or_default(), i + end + 2))
+    // A string without escapes whose opening quote is at `i`: its text (cut at quotes,
+    // ASCII, so on character boundaries), and the index after its closing quote.
+    let string = |i: usize| -> Option<(&str, usize)> {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = i + 1 + b.get(i + 1..)?.iter().position(|&c| ends_plain(c))?;
+        (b.get(end) == Some(&b'"')).then(|| (text.get(i + 1..end).unwrap_or_default(), end + 1))
     };
-    let mut found: [Option<&[u8]>; 2] = [None, None];
+    let mut fields = [None, None];
     let mut i = ws(0);
     if b.get(i) != Some(&b'{') {
         return None;
@@ -261,8 +263,8 @@ fn plain_fields(b: &[u8]) -> Option<[Option<&str>; 2]> {
             }
             let (value, next) = string(ws(i + 1))?;
             match key {
-                b"action" => found[0] = Some(value),
-                b"value" => found[1] = Some(value),
+                "action" => fields[0] = Some(value),
+                "value" => fields[1] = Some(value),
                 _ => {}
             }
             i = ws(next);
@@ -273,17 +275,27 @@ fn plain_fields(b: &[u8]) -> Option<[Option<&str>; 2]> {
             }
         }
     }
-    if ws(i + 1) != b.len() {
-        return None;
+    (ws(i + 1) == b.len()).then_some(fields)
+}
+
+/// Bytes a JSON string cannot hold raw (`"`, `\\`, control characters), which end a run
+/// of plain characters: the ones [`plain_fields`] stops at, and [`AnswerSink`] escapes.
+static NOT_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
     }
-    // Cut at quotes (ASCII) out of UTF-8 text: each piece is UTF-8 too.
-    let mut fields = [None, None];
-    for (field, bytes) in fields.iter_mut().zip(found) {
-        if let Some(bytes) = bytes {
-            *field = Some(std::str::from_utf8(bytes).ok()?);
-        }
-    }
-    Some(fields)
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// `true` for `"`, `\\` and control characters.
+#[inline]
+fn ends_plain(c: u8) -> bool {
+    NOT_PLAIN[usize::from(c)]
 }
 
 /// The JSON content of `message`, checked and indexed: UTF-8 under one of the labels
@@ -449,10 +461,7 @@ impl Sink for AnswerSink {
     fn put(&mut self, s: &str) -> Result<(), Full> {
         let mut bytes = s.as_bytes();
         loop {
-            let Some(n) = bytes
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            else {
+            let Some(n) = bytes.iter().position(|&b| ends_plain(b)) else {
                 return self.push(bytes);
             };
             let (plain, rest) = bytes.split_at(n);
@@ -626,11 +635,13 @@ impl DemoService {
     /// within this service's limits (nested one deep).
     fn plain_request<'m>(&self, request: &'m Message) -> Option<[Option<&'m str>; 2]> {
         let content = request.content();
-        let plain = self.max_depth >= 1
-            && u32::try_from(content.len()).is_ok()
-            && request.header().content_encoding == sockmsg_protocol::header::UTF_8
-            && (content.is_ascii() || std::str::from_utf8(content).is_ok());
-        plain.then(|| plain_fields(content)).flatten()
+        if self.max_depth < 1
+            || u32::try_from(content.len()).is_err()
+            || request.header().content_encoding != sockmsg_protocol::header::UTF_8
+        {
+            return None;
+        }
+        plain_fields(std::str::from_utf8(content).ok()?)
     }
 
     /// The JSON answer whose `"result"` text `write` writes, within the message limit.
@@ -1029,7 +1040,7 @@ mod tests {
             r#"{"other": "search", "action": "search"}"#,
             r#"{"action": "search", "value": "it's / ' é 💍"}"#,
         ] {
-            assert!(plain_fields(json.as_bytes()).is_some(), "{json}");
+            assert!(plain_fields(json).is_some(), "{json}");
             same_as_general(json);
         }
         for json in [
@@ -1043,7 +1054,7 @@ mod tests {
             r#"["search"]"#,
             r#""search""#,
         ] {
-            assert!(plain_fields(json.as_bytes()).is_none(), "{json}");
+            assert!(plain_fields(json).is_none(), "{json}");
             same_as_general(json);
         }
         for bad in [
@@ -1061,7 +1072,7 @@ mod tests {
             "{",
             "",
         ] {
-            assert!(plain_fields(bad.as_bytes()).is_none(), "{bad}");
+            assert!(plain_fields(bad).is_none(), "{bad}");
             assert!(json_result(bad).is_err(), "{bad}");
             assert!(
                 DemoService::new().respond(&json_message(bad)).is_err(),

@@ -153,10 +153,17 @@ pub(crate) fn to_vec_py<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Loc
 
 /// Appends `s` as a JSON string literal with Python's escapes.
 pub(crate) fn write_py_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut bytes = s.as_bytes();
+    // Runs of plain bytes are copied whole (found a table lookup per byte): a content-type
+    // or a header key is usually one run.
+    while let Some(n) = bytes.iter().position(|&c| ends_plain_run(c)) {
+        let (plain, rest) = bytes.split_at(n);
+        out.extend_from_slice(plain);
+        let Some((&b, rest)) = rest.split_first() else {
+            break;
+        };
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -165,10 +172,8 @@ pub(crate) fn write_py_str(out: &mut Vec<u8>, s: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
+            _ => b"",
         };
-        out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
         if esc.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
@@ -177,9 +182,9 @@ pub(crate) fn write_py_str(out: &mut Vec<u8>, s: &str) {
         } else {
             out.extend_from_slice(esc);
         }
-        start = i + 1;
+        bytes = rest;
     }
-    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+    out.extend_from_slice(bytes);
     out.push(b'"');
 }
 
