@@ -460,6 +460,12 @@ impl Sink for AnswerSink {
     /// `\u00XX` for other control characters; everything else raw.
     fn put(&mut self, s: &str) -> Result<(), Full> {
         let mut bytes = s.as_bytes();
+        // Most texts need no escape: found without stopping at each byte (a whole-slice
+        // test the compiler runs many bytes at a time), then copied whole.
+        let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
+        if !bytes.iter().fold(false, |any, &b| any | special(b)) {
+            return self.push(bytes);
+        }
         loop {
             let Some(n) = bytes.iter().position(|&b| ends_plain(b)) else {
                 return self.push(bytes);
