@@ -152,24 +152,150 @@ impl From<pyfmt::ParseError> for DemoError {
     }
 }
 
+/// A request's `action` or `value`, as the answer reads it: a value of the indexed
+/// document, or a string read straight from a plain request ([`plain_fields`]).
+trait Field: Copy {
+    /// `true` if this is a string equal to `s`.
+    fn str_eq(&self, s: &str) -> bool;
+    /// Writes Python's `str()` of it.
+    fn write_str(&self, sink: &mut dyn Sink) -> Result<(), FormatError>;
+}
+
+impl Field for Value<'_, '_> {
+    fn str_eq(&self, s: &str) -> bool {
+        Value::str_eq(self, s)
+    }
+
+    fn write_str(&self, sink: &mut dyn Sink) -> Result<(), FormatError> {
+        Value::write_str(self, sink)
+    }
+}
+
+/// A JSON string without escapes: its text is its value.
+impl Field for &str {
+    fn str_eq(&self, s: &str) -> bool {
+        *self == s
+    }
+
+    fn write_str(&self, sink: &mut dyn Sink) -> Result<(), FormatError> {
+        Ok(sink.put(self)?)
+    }
+}
+
 /// Writes the `"result"` text the demo application gives the decoded request `doc`.
 fn write_result(doc: &PyJson<'_>, sink: &mut dyn Sink) -> Result<(), FormatError> {
     let [action, value] = doc.root().get_all(["action", "value"]);
+    write_answer(action, value, sink)
+}
+
+/// Writes the `"result"` text for a request's `action` and `value` (`None`: missing, as
+/// Python's `dict.get()` gives it).
+fn write_answer<F: Field>(
+    action: Option<F>,
+    value: Option<F>,
+    sink: &mut dyn Sink,
+) -> Result<(), FormatError> {
     if action.is_some_and(|a| a.str_eq("search")) {
-        match value.and_then(search) {
+        match value.and_then(|v| search(&v)) {
             Some(answer) => sink.put(answer)?,
             None => {
                 sink.put("No match for \"")?;
-                write_str_opt(value, sink)?;
+                write_field(value, sink)?;
                 sink.put("\".")?;
             }
         }
     } else {
         sink.put("Error: invalid action \"")?;
-        write_str_opt(action, sink)?;
+        write_field(action, sink)?;
         sink.put("\".")?;
     }
     Ok(())
+}
+
+/// `str()` of an optional field: `None` when missing.
+fn write_field<F: Field>(field: Option<F>, sink: &mut dyn Sink) -> Result<(), FormatError> {
+    match field {
+        Some(f) => f.write_str(sink),
+        None => Ok(sink.put("None")?),
+    }
+}
+
+/// The `action` and `value` of a request whose content is a JSON object whose members are
+/// all strings without escapes or control characters, keys included (what the guide's
+/// client sends: `{"action": "search", "value": "morpheus"}`), read straight from the
+/// text, in one pass and without allocating; `None` for any other content, which the
+/// general path ([`PyJson`]) answers.
+///
+/// Such a text is valid JSON (this pass checks its whole grammar: the object, its
+/// strings, the whitespace around them, nothing after it; the UTF-8 is the caller's),
+/// nested one deep, and holds nothing for [`PyJson`] to decode or reorder, so the answer
+/// is the one the general path gives: of repeated keys the last counts, as in Python's
+/// `dict`.
+fn plain_fields(text: &str) -> Option<[Option<&str>; 2]> {
+    let b = text.as_bytes();
+    let ws = |mut i: usize| {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+            i += 1;
+        }
+        i
+    };
+    // A string without escapes whose opening quote is at `i`: its text (cut at quotes,
+    // ASCII, so on character boundaries), and the index after its closing quote.
+    let string = |i: usize| -> Option<(&str, usize)> {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = i + 1 + b.get(i + 1..)?.iter().position(|&c| ends_plain(c))?;
+        (b.get(end) == Some(&b'"')).then(|| (text.get(i + 1..end).unwrap_or_default(), end + 1))
+    };
+    let mut fields = [None, None];
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(i + 1);
+    if b.get(i) != Some(&b'}') {
+        loop {
+            let (key, next) = string(i)?;
+            i = ws(next);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            let (value, next) = string(ws(i + 1))?;
+            match key {
+                "action" => fields[0] = Some(value),
+                "value" => fields[1] = Some(value),
+                _ => {}
+            }
+            i = ws(next);
+            match b.get(i) {
+                Some(b',') => i = ws(i + 1),
+                Some(b'}') => break,
+                _ => return None,
+            }
+        }
+    }
+    (ws(i + 1) == b.len()).then_some(fields)
+}
+
+/// Bytes a JSON string cannot hold raw (`"`, `\\`, control characters), which end a run
+/// of plain characters: the ones [`plain_fields`] stops at, and [`AnswerSink`] escapes.
+static NOT_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// `true` for `"`, `\\` and control characters.
+#[inline]
+fn ends_plain(c: u8) -> bool {
+    NOT_PLAIN[usize::from(c)]
 }
 
 /// The JSON content of `message`, checked and indexed: UTF-8 under one of the labels
@@ -197,7 +323,7 @@ fn json_doc<'m>(message: &'m Message, limits: &Limits) -> Result<PyJson<'m>, Dem
 }
 
 /// The search table's answer for a string `value`.
-fn search(value: Value<'_, '_>) -> Option<&'static str> {
+fn search<F: Field>(value: &F) -> Option<&'static str> {
     SEARCH_TABLE
         .iter()
         .find(|(key, _)| value.str_eq(key))
@@ -334,11 +460,14 @@ impl Sink for AnswerSink {
     /// `\u00XX` for other control characters; everything else raw.
     fn put(&mut self, s: &str) -> Result<(), Full> {
         let mut bytes = s.as_bytes();
+        // Most texts need no escape: found without stopping at each byte (a whole-slice
+        // test the compiler runs many bytes at a time), then copied whole.
+        let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
+        if !bytes.iter().fold(false, |any, &b| any | special(b)) {
+            return self.push(bytes);
+        }
         loop {
-            let Some(n) = bytes
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            else {
+            let Some(n) = bytes.iter().position(|&b| ends_plain(b)) else {
                 return self.push(bytes);
             };
             let (plain, rest) = bytes.split_at(n);
@@ -479,6 +608,12 @@ impl DemoService {
             }
             return Ok(Message::binary(SERVER_BINARY_TYPE, content).with_byteorder(self.byteorder));
         }
+        if !log {
+            if let Some(fields) = self.plain_request(request) {
+                let [action, value] = fields;
+                return self.json_answer(|sink| write_answer(action, value, sink));
+            }
+        }
         let limits = Limits {
             max_depth: self.max_depth,
             ..Limits::default()
@@ -489,16 +624,7 @@ impl DemoService {
             let _ = doc.root().write_repr(&mut preview);
             debug!("received request {}", preview.finish());
         }
-        let mut sink = AnswerSink::new(self.max_answer);
-        let too_large = DemoError::AnswerTooLarge {
-            limit: self.max_answer,
-        };
-        match write_result(&doc, &mut sink) {
-            Ok(()) => {}
-            Err(FormatError::Full) => return Err(too_large),
-            Err(FormatError::LoneSurrogate) => return Err(DemoError::LoneSurrogate),
-        }
-        let content = sink.finish().map_err(|Full| too_large)?;
+        let answer = self.json_answer(|sink| write_result(&doc, sink))?;
         if log {
             let mut preview = Preview::new(LOG_PREVIEW);
             let _ = preview
@@ -507,6 +633,38 @@ impl DemoService {
                 .and_then(|()| preview.put("'}"));
             debug!("sending {}", preview.finish());
         }
+        Ok(answer)
+    }
+
+    /// The `action` and `value` of a JSON request in the shape the guide's client sends
+    /// ([`plain_fields`]), if it is one: in UTF-8 under the label the guide writes, and
+    /// within this service's limits (nested one deep).
+    fn plain_request<'m>(&self, request: &'m Message) -> Option<[Option<&'m str>; 2]> {
+        let content = request.content();
+        if self.max_depth < 1
+            || u32::try_from(content.len()).is_err()
+            || request.header().content_encoding != sockmsg_protocol::header::UTF_8
+        {
+            return None;
+        }
+        plain_fields(std::str::from_utf8(content).ok()?)
+    }
+
+    /// The JSON answer whose `"result"` text `write` writes, within the message limit.
+    fn json_answer(
+        &self,
+        write: impl FnOnce(&mut dyn Sink) -> Result<(), FormatError>,
+    ) -> Result<Message, DemoError> {
+        let mut sink = AnswerSink::new(self.max_answer);
+        let too_large = DemoError::AnswerTooLarge {
+            limit: self.max_answer,
+        };
+        match write(&mut sink) {
+            Ok(()) => {}
+            Err(FormatError::Full) => return Err(too_large),
+            Err(FormatError::LoneSurrogate) => return Err(DemoError::LoneSurrogate),
+        }
+        let content = sink.finish().map_err(|Full| too_large)?;
         Ok(Message::from_parts(
             sockmsg_protocol::header::TEXT_JSON.into(),
             sockmsg_protocol::header::UTF_8.into(),
@@ -855,5 +1013,112 @@ mod tests {
             DemoService::new().call(m),
             Err(e) if e.to_string().contains("utf-16")
         ));
+    }
+
+    /// The answer a request's content gets from the service is the general path's
+    /// (`json_result`, through `PyJson`), as Python's `json.dumps` writes it.
+    fn same_as_general(json: &str) {
+        let general = json_result(json).expect("answerable");
+        let want = Message::json(&serde_json::json!({ "result": general })).expect("json");
+        let got = DemoService::new()
+            .respond(&json_message(json))
+            .expect("answerable");
+        assert_eq!(got.content(), want.content(), "{json}");
+        assert_eq!(got.header(), want.header(), "{json}");
+    }
+
+    /// Requests in the shape the guide's client sends are read straight from the text
+    /// (`plain_fields`); their answers are the general path's, byte for byte. Anything
+    /// else (escapes, other values, other shapes) goes the general way, and what is not
+    /// JSON is refused as before.
+    #[test]
+    fn plain_requests_answer_as_the_general_path() {
+        for json in [
+            r#"{"action": "search", "value": "morpheus"}"#,
+            r#"{"value":"ring","action":"search"}"#,
+            " \t\r\n{ \"action\" :\n\"search\" , \"value\" : \"🐶\" }\n ",
+            r#"{"action": "search", "value": "nope", "value": "ring"}"#,
+            r#"{"action": "search", "action": "find", "value": "ring"}"#,
+            r#"{"value": "x"}"#,
+            "{}",
+            " { } ",
+            r#"{"action": "", "value": ""}"#,
+            r#"{"other": "search", "action": "search"}"#,
+            r#"{"action": "search", "value": "it's / ' é 💍"}"#,
+        ] {
+            assert!(plain_fields(json).is_some(), "{json}");
+            same_as_general(json);
+        }
+        for json in [
+            r#"{"action": "search", "value": "mor\u0070heus"}"#,
+            r#"{"acti\u006fn": "search", "value": "ring"}"#,
+            r#"{"action": "search", "value": "a\"b"}"#,
+            r#"{"action": "search", "value": 5}"#,
+            r#"{"action": "search", "value": null}"#,
+            r#"{"action": "search", "value": ["ring"]}"#,
+            r#"{"action": {"a": "b"}}"#,
+            r#"["search"]"#,
+            r#""search""#,
+        ] {
+            assert!(plain_fields(json).is_none(), "{json}");
+            same_as_general(json);
+        }
+        for bad in [
+            r#"{"action": "search""#,
+            r#"{"action": "search",}"#,
+            r#"{"action" "search"}"#,
+            r#"{"action": "search"} x"#,
+            r#"{"action": "search"}}"#,
+            "{\"action\": \"a\tb\"}",
+            "{\"action\": \"a\u{0}b\"}",
+            r#"{,}"#,
+            r#"{"a": "b" "c": "d"}"#,
+            r#"{"a": "b",, "c": "d"}"#,
+            r#"{"a": "b"#,
+            "{",
+            "",
+        ] {
+            assert!(plain_fields(bad).is_none(), "{bad}");
+            assert!(json_result(bad).is_err(), "{bad}");
+            assert!(
+                DemoService::new().respond(&json_message(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        // Not UTF-8: refused, however plain the shape.
+        let latin1 = Message::from_parts(
+            "text/json".into(),
+            "utf-8".into(),
+            b"{\"action\": \"search\", \"value\": \"caf\xe9\"}".to_vec(),
+        );
+        assert!(matches!(
+            DemoService::new().respond(&latin1),
+            Err(DemoError::Protocol(_))
+        ));
+        // The service's limits hold on this path too.
+        let flat = Limits {
+            max_depth: 0,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            DemoService::new()
+                .with_limits(&flat)
+                .respond(&json_message(r#"{"action": "search", "value": "ring"}"#)),
+            Err(DemoError::Protocol(
+                sockmsg_protocol::PeerError::NestingTooDeep { .. }
+            ))
+        ));
+        let small = Limits {
+            max_content_len: 30,
+            ..Limits::default()
+        };
+        assert_eq!(
+            DemoService::new()
+                .with_limits(&small)
+                .respond(&json_message(
+                    r#"{"action": "search", "value": "morpheus"}"#
+                )),
+            Err(DemoError::AnswerTooLarge { limit: 30 })
+        );
     }
 }

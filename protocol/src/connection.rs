@@ -305,7 +305,7 @@ impl Connection {
             return Err(LocalError::SendAfterClose);
         }
         if self.role == Role::Server {
-            let size = message.content().len() as u64;
+            let size = message.content_len() as u64;
             let max = self.decoder.limits().max_content_len;
             if size > max {
                 return Err(LocalError::ContentOverLimit { size, max });

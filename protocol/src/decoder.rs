@@ -223,7 +223,26 @@ impl Decoder {
     /// The next event from bytes already taken in (after [`Decoder::receive_eof`], the
     /// verdict on the end of the stream).
     pub(crate) fn next_event(&mut self) -> Result<Event, PeerError> {
+        if !self.has_event() {
+            // What `decode` would find, without running it: a server asks after every
+            // request and every write, and is usually told this.
+            return Ok(Event::NeedData);
+        }
         self.decode(&mut &[][..])
+    }
+
+    /// `false` when [`Decoder::next_event`] can only be [`Event::NeedData`]: nothing is
+    /// staged, no content lent out is complete, the stream has not ended, no error is held.
+    /// (Protoheader and header bytes reach their state only as they are decoded, and a
+    /// part complete in the staged bytes is decoded in the same call.)
+    fn has_event(&self) -> bool {
+        self.rpos < self.rend
+            || self.eof
+            || match self.state {
+                State::Content { len, .. } => self.filled >= len,
+                State::Failed(_) => true,
+                State::Protoheader | State::Header { .. } | State::End => false,
+            }
     }
 
     /// Lends a writable slice to receive into; report how many bytes were written with

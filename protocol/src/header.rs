@@ -453,9 +453,7 @@ mod fast {
             return None;
         }
         let rest = b.get(i + 1..)?;
-        let end = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let end = crate::json::plain_run_len(rest)?;
         if rest.get(end) != Some(&b'"') {
             return None;
         }
@@ -488,7 +486,7 @@ mod fast {
     /// Plain string contents up to the closing quote (no escapes, no control characters);
     /// returns them and what follows the quote.
     fn plain(b: &[u8]) -> Option<(&[u8], &[u8])> {
-        let end = b.iter().position(|&c| crate::json::ends_plain_run(c))?;
+        let end = crate::json::plain_run_len(b)?;
         let (s, rest) = b.split_at(end);
         Some((s, rest.strip_prefix(b"\"")?))
     }

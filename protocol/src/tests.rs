@@ -605,6 +605,41 @@ fn doors_mix_inside_a_lent_content_window() {
 }
 
 #[test]
+fn next_event_finds_what_only_commits_completed() {
+    // Nothing staged: only `NeedData` (without decoding anything).
+    let mut dec = Decoder::new(Limits::default());
+    assert_eq!(dec.next_event(), Ok(Event::NeedData));
+    // A content received entirely through the lent content buffer (nothing staged once
+    // the header is decoded): `next_event` alone hands the message out.
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let wire = encode(&Message::binary("x/y", content.clone())).unwrap();
+    let head = wire.len() - content.len();
+    assert_eq!(dec.decode(&mut &wire[..head]), Ok(Event::NeedData));
+    let mut at = head;
+    while at < wire.len() {
+        let buf = dec.read_buf();
+        let k = buf.len().min(wire.len() - at);
+        buf[..k].copy_from_slice(&wire[at..at + k]);
+        dec.commit(k).unwrap();
+        at += k;
+        if at < wire.len() {
+            assert_eq!(dec.next_event(), Ok(Event::NeedData));
+        }
+    }
+    match dec.next_event() {
+        Ok(Event::Message(m)) => assert_eq!(m.content(), &content[..]),
+        other => panic!("the message, got {other:?}"),
+    }
+    assert_eq!(dec.next_event(), Ok(Event::NeedData));
+    // The end of the stream, and an error, are reported with nothing staged.
+    dec.receive_eof();
+    assert_eq!(dec.next_event(), Ok(Event::End));
+    let mut bad = Decoder::new(Limits::default());
+    assert!(bad.decode(&mut &b"\x00\x02{x"[..]).is_err());
+    assert!(bad.next_event().is_err(), "the error again");
+}
+
+#[test]
 fn misuse_is_a_local_error_and_leaves_the_machine_usable() {
     let mut dec = Decoder::new(Limits::default());
     let n = dec.read_buf().len();

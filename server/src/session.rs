@@ -338,7 +338,7 @@ impl Session {
             if owed.answer.is_some() {
                 continue;
             }
-            let bytes = result.as_ref().map_or(0, |a| a.content().len());
+            let bytes = result.as_ref().map_or(0, Message::content_len);
             h.bytes = h.bytes - owed.bytes + bytes;
             owed.bytes = bytes;
             owed.answer = Some(result);
@@ -731,8 +731,7 @@ impl Session {
         let pending = self.conn.pending_len();
         let cap = self.config.output_cap;
         let most = answer
-            .content()
-            .len()
+            .content_len()
             .saturating_add(2 + sockmsg_protocol::MAX_HEADER_LEN);
         if pending == 0 || pending.saturating_add(most) <= cap {
             return true;
@@ -924,7 +923,7 @@ impl Session {
     fn hand_out(&mut self, request: Message) {
         if let Dispatch::HandOut(h) = &mut self.dispatch {
             let id = RequestId(h.first + h.owed.len() as u64);
-            let bytes = request.content().len();
+            let bytes = request.content_len();
             h.owed.push_back(Owed {
                 bytes,
                 answer: None,
@@ -1019,7 +1018,7 @@ impl Session {
     }
 
     fn queue(&mut self, answer: Message, now: Instant) {
-        let size = answer.content().len();
+        let size = answer.content_len();
         let large = size > self.config.output_cap;
         if large {
             // Larger than the output cap, so queued alone: only if the budget, and the
