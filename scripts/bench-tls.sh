@@ -9,7 +9,7 @@
 #                 asks); not passed to std (a thread per connection)
 #   -r RUNS       runs of each measurement (default 3; the table quotes medians)
 #   -d SECONDS    length of one run (default 5)
-#   -s LIST       scenarios, comma-separated: ka8, ka64, os8, mb16 (default all four)
+#   -s LIST       scenarios, comma-separated: ka8, ka64, os8, os8-12, mb16 (default all)
 #   -o DIR        keep the certificates, the raw app-bench JSON and the server logs there
 #                 (default: a temporary directory, removed at exit)
 #   --no-build    use the release binaries already built
@@ -20,10 +20,12 @@
 # search: keep-alive with 8 and with 64 connections; one-shot (connect, request, answer,
 # close) with 8 connections, over TLS both with session resumption (app-bench's default:
 # the connections share one session cache, tickets from earlier connections) and without
-# (--no-resume: a full handshake every time); and large messages: binary requests of
-# 16 MiB one after another on one connection (the demo answers each with a short line),
-# in MB/s sent. Runs are interleaved (round 1 of everything,
-# then round 2, ...) and every ratio is the median over rounds of the ratio within a round,
+# (--no-resume: a full handshake every time); os8-12: the same one-shot runs with a client
+# that offers only TLS 1.2 (--tls-version 1.2: a resumed TLS 1.2 session makes no key
+# exchange, and has no forward secrecy), against os8's plaintext runs; and large
+# messages: binary requests of 16 MiB one after another on one connection (the demo
+# answers each with a short line), in MB/s sent. Runs are interleaved (round 1 of
+# everything, then round 2, ...) and every ratio is the median over rounds of the ratio within a round,
 # so drift in the machine's load spreads over all alike. Every run also reads the server's
 # CPU time (user + system, /proc/PID/stat, through app-bench --server-pid) per request:
 # one-shot requests/s on loopback are capped by the client's ports whichever server
@@ -38,7 +40,7 @@ TRANSPORT=std
 WORKERS=1
 RUNS=3
 SECS=5
-ONLY="ka8,ka64,os8,mb16"
+ONLY="ka8,ka64,os8,os8-12,mb16"
 OUT=""
 BUILD=1
 while [ $# -gt 0 ]; do
@@ -50,7 +52,7 @@ while [ $# -gt 0 ]; do
         -s) ONLY="$2"; shift 2 ;;
         -o) OUT="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-tls: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -104,19 +106,26 @@ declare -A RUN_SERVER RUN_ARGS
 RUNS_LIST=()
 add_run() { RUNS_LIST+=("$1"); RUN_SERVER[$1]="$2"; RUN_ARGS[$1]="$3"; }
 TLS_BENCH="--tls --ca $CERTS/ca.pem --server-name localhost"
-for sc in ka8 ka64 os8 mb16; do
+for sc in ka8 ka64 os8 os8-12 mb16; do
     case ",$ONLY," in *",$sc,"*) ;; *) continue ;; esac
     case "$sc" in
         ka8) a="-c 8" ;;
         ka64) a="-c 64" ;;
-        os8) a="-c 8 --one-shot" ;;
+        os8|os8-12) a="-c 8 --one-shot" ;;
         mb16) a="-c 1 --binary -s 16777216" ;;
     esac
+    if [ "$sc" = os8-12 ]; then
+        # Against os8's plaintext runs (taken here when os8 itself is not asked for).
+        [ -n "${RUN_SERVER[os8.plain]:-}" ] || add_run os8.plain plain "$a"
+        add_run os8.tls12 tls "$a $TLS_BENCH --tls-version 1.2"
+        add_run os8.tls12-noresume tls "$a $TLS_BENCH --tls-version 1.2 --no-resume"
+        continue
+    fi
     add_run "$sc.plain" plain "$a"
     add_run "$sc.tls" tls "$a $TLS_BENCH"
     [ "$sc" = os8 ] && add_run "$sc.tls-noresume" tls "$a $TLS_BENCH --no-resume"
 done
-[ ${#RUNS_LIST[@]} -gt 0 ] || { echo "bench-tls: -s takes ka8, ka64, os8 and/or mb16" >&2; exit 2; }
+[ ${#RUNS_LIST[@]} -gt 0 ] || { echo "bench-tls: -s takes ka8, ka64, os8, os8-12 and/or mb16" >&2; exit 2; }
 
 total=$(( ${#RUNS_LIST[@]} * RUNS ))
 log "$total runs of ${SECS}s each, about $((total * (SECS + 1))) s"
@@ -193,7 +202,10 @@ for name in names:
     rps = med([r["requests_per_s"] for r in rs.values()])
     mbs = med([r["sent_bytes_per_s"] / 1e6 for r in rs.values()])
     us = med([cpu(r) for r in rs.values()])
-    label = {"plain": "plaintext", "tls": "TLS", "tls-noresume": "TLS, no resumption"}[kind]
+    label = {"plain": "plaintext", "tls": "TLS (1.3 and 1.2 offered)",
+             "tls-noresume": "TLS, no resumption",
+             "tls12": "TLS 1.2 only (`--tls-version 1.2`)",
+             "tls12-noresume": "TLS 1.2 only, no resumption"}[kind]
     if kind == "plain":
         vs_rps = vs_cpu = "1"
     else:
@@ -203,7 +215,8 @@ for name in names:
     if kind != "plain" and rs:
         full = med([(r.get("tls") or {}).get("full", 0) for r in rs.values()])
         resumed = med([(r.get("tls") or {}).get("resumed", 0) for r in rs.values()])
-        hs = f"{full:.0f} / {resumed:.0f}"
+        tls12 = med([(r.get("tls") or {}).get("tls12", 0) for r in rs.values()])
+        hs = f"{full:.0f} / {resumed:.0f}" + (f" (TLS 1.2: {tls12:.0f})" if tls12 else "")
     errors = sum(r["errors"]["total"] for r in rs.values())
     rps_spec = ".2f" if sc == "mb16" else ".0f"
     print(f"| {titles[sc]} | {label} | {fmt(rps, rps_spec)} | {fmt(mbs, '.1f')} | {vs_rps} | {fmt(us, '.0f')} | {vs_cpu} | {hs} | {errors} |")

@@ -498,3 +498,50 @@ fn app_server_mutual_tls_both_ways() {
         );
     }
 }
+
+#[test]
+fn tls_version_chooses_what_app_client_offers() {
+    let dir = TempDir::new("tls-version");
+    write_certs(dir.path(), None);
+    let server = AppServer::start(dir.path(), false, "mio");
+    let ca = dir.path().join("ca.pem");
+    for (version, expected) in [
+        (Some("1.2"), "TLS 1.2 with 127.0.0.1:"),
+        (Some("1.3"), "TLS 1.3 with 127.0.0.1:"),
+        (None, "TLS 1.3 with 127.0.0.1:"),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_app-client"));
+        cmd.args(["127.0.0.1", &server.port.to_string(), "search", "ring"])
+            .args(["--timeout", "10", "--tls", "--ca"])
+            .arg(&ca)
+            .env("RUST_LOG", "info");
+        if let Some(version) = version {
+            cmd.args(["--tls-version", version]);
+        }
+        let out = cmd.output().expect("app-client");
+        assert!(out.status.success(), "{version:?}: {out:?}");
+        assert_eq!(
+            stdout(&out),
+            "got result: In the caves beneath the Misty Mountains. \u{1f48d}\n"
+        );
+        let log = stderr(&out);
+        assert!(
+            log.lines()
+                .any(|l| l.contains(expected) && l.ends_with("full handshake")),
+            "{version:?}: {log}"
+        );
+    }
+    for bad in [
+        &["--tls", "--tls-version", "1.1"][..],
+        &["--tls", "--tls-version", "tls1.3"],
+        &["--tls-version", "1.2"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_app-client"))
+            .args(["127.0.0.1", &server.port.to_string(), "search", "ring"])
+            .args(bad)
+            .output()
+            .expect("app-client");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        assert!(stderr(&out).contains("--tls-version"), "{bad:?}: {out:?}");
+    }
+}

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, HandshakeKind};
+use rustls::{ClientConfig, ClientConnection, HandshakeKind, ProtocolVersion};
 use sockmsg_protocol::{Connection, Event, Limits, Role};
 
 use super::cpu::process_cpu_time;
@@ -392,6 +392,7 @@ pub fn run(
                     total.received_bytes += outcome.received_bytes;
                     total.handshakes.full += outcome.handshakes.full;
                     total.handshakes.resumed += outcome.handshakes.resumed;
+                    total.handshakes.tls12 += outcome.handshakes.tls12;
                     if total.first_error.is_none() {
                         total.first_error = outcome.first_error;
                     }
@@ -1108,6 +1109,9 @@ impl Client {
             match tls.handshake_kind() {
                 Some(HandshakeKind::Resumed) => cx.outcome.handshakes.resumed += 1,
                 _ => cx.outcome.handshakes.full += 1,
+            }
+            if tls.protocol_version() == Some(ProtocolVersion::TLSv1_2) {
+                cx.outcome.handshakes.tls12 += 1;
             }
         }
         let into: &mut [u8] = if echo { buf } else { self.decoder.read_buf() };

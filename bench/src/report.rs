@@ -371,6 +371,8 @@ pub struct TlsHandshakes {
     pub full: u64,
     /// Resumed sessions (a ticket or session ID from an earlier connection).
     pub resumed: u64,
+    /// Of all these handshakes, those that agreed on TLS 1.2 (the rest: TLS 1.3).
+    pub tls12: u64,
 }
 
 /// The result of a run, as printed by `app-bench` (text or `--json`). Floating-point
@@ -484,10 +486,12 @@ impl Report {
         if let Some(tls) = &self.tls {
             let _ = writeln!(
                 s,
-                "TLS:         {} handshakes: {} full, {} resumed",
+                "TLS:         {} handshakes: {} full, {} resumed; {} TLS 1.3, {} TLS 1.2",
                 tls.full + tls.resumed,
                 tls.full,
-                tls.resumed
+                tls.resumed,
+                (tls.full + tls.resumed).saturating_sub(tls.tls12),
+                tls.tls12
             );
         }
         if let Some(cpu) = &self.server_cpu {

@@ -137,10 +137,33 @@ fn errors_make_the_exit_status_1_and_usage_errors_2() {
         &["--no-resume"],
         &["--server-name", "localhost"],
         &["--tls", "--echo"],
+        &["--tls-version", "1.2"],
     ] {
         let out = bench_bin().args(bad).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
+}
+
+#[test]
+fn tls_version_takes_1_2_or_1_3() {
+    for bad in ["1.1", "1.0", "tls1.2", ""] {
+        let out = bench_bin()
+            .args(["127.0.0.1", "1", "--tls", "--tls-version", bad])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--tls-version") && stderr.contains("[possible values: 1.2, 1.3]"),
+            "{bad:?}: {stderr}"
+        );
+    }
+    let out = bench_bin().arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--tls-version <VERSION>") && help.contains("no forward secrecy"),
+        "{help}"
+    );
 }
 
 #[test]

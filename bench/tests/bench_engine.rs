@@ -469,9 +469,10 @@ fn tls_server() -> (
     sockmsg_app::serve::Stopper,
     std::thread::JoinHandle<std::io::Result<()>>,
     Arc<rustls::ClientConfig>,
+    String,
 ) {
     use sockmsg_tls::certs::{Authority, Spec, Usage};
-    use sockmsg_tls::{client_config, server_config, AnyPeer, ClientOptions, Pem, ServerOptions};
+    use sockmsg_tls::{client_config, server_config, AnyPeer, Pem, ServerOptions};
     let ca = Authority::new("bench test CA", 1).expect("CA");
     let cert = ca
         .issue(&Spec::new(Usage::Server, "localhost", &["localhost"], 1))
@@ -481,11 +482,8 @@ fn tls_server() -> (
         Pem::memory("server-key.pem", cert.key_pem),
     ))
     .expect("server config");
-    let client = client_config(&ClientOptions {
-        ca: Some(Pem::memory("ca.pem", ca.cert_pem())),
-        ..ClientOptions::default()
-    })
-    .expect("client config");
+    let ca = ca.cert_pem();
+    let client = client_config(&client_options(&ca)).expect("client config");
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         sockmsg_app::serve::serve_tls(
@@ -502,12 +500,20 @@ fn tls_server() -> (
     let (addr, stopper) = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the TLS server listens");
-    (addr, stopper, thread, client)
+    (addr, stopper, thread, client, ca)
+}
+
+/// Client options that trust the CA whose certificate is `ca` (PEM).
+fn client_options(ca: &str) -> sockmsg_tls::ClientOptions {
+    sockmsg_tls::ClientOptions {
+        ca: Some(sockmsg_tls::Pem::memory("ca.pem", ca)),
+        ..sockmsg_tls::ClientOptions::default()
+    }
 }
 
 #[test]
 fn tls_keep_alive_and_one_shot_with_and_without_resumption() {
-    let (addr, stopper, thread, client) = tls_server();
+    let (addr, stopper, thread, client, ca) = tls_server();
     let tls = |config: Arc<rustls::ClientConfig>| sockmsg_bench::engine::Tls {
         config,
         server_name: rustls::pki_types::ServerName::try_from("localhost").expect("name"),
@@ -538,6 +544,29 @@ fn tls_keep_alive_and_one_shot_with_and_without_resumption() {
         } else if mode == Mode::OneShot {
             assert_eq!(handshakes.resumed, 0, "{text}");
         }
+    }
+
+    // A client that offers only TLS 1.2: every connection is TLS 1.2, and resumes (a
+    // session ticket or ID, no key exchange); by default every one is TLS 1.3.
+    let tls12 = sockmsg_tls::client_config(&sockmsg_tls::ClientOptions {
+        version: Some(sockmsg_tls::TlsVersion::Tls12),
+        ..client_options(&ca)
+    })
+    .expect("client config");
+    for (config, tls12_expected) in [(tls12, 200), (client.clone(), 0)] {
+        let mut c = config_for(addr, Mode::OneShot);
+        c.tls = Some(tls(config));
+        let report = bench(&c);
+        assert_clean(&report, 200);
+        let handshakes = report.tls.expect("TLS handshakes counted");
+        let text = report.to_text();
+        assert_eq!(handshakes.tls12, tls12_expected, "{text}");
+        assert!(handshakes.resumed >= 190, "{text}");
+        let tls13 = 200 - tls12_expected;
+        assert!(
+            text.contains(&format!("{tls13} TLS 1.3, {tls12_expected} TLS 1.2")),
+            "{text}"
+        );
     }
 
     // A client that does not trust the server's CA: every connection fails to connect,

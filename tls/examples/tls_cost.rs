@@ -1,8 +1,10 @@
 //! What TLS costs, measured in memory (no sockets, one thread, both sides): handshake CPU
-//! (full and resumed), bulk throughput (16 MiB over TLS vs the plaintext machine alone) and
-//! the heap an idle server connection holds after its handshake and one request.
+//! (full and resumed, TLS 1.3 and 1.2, with the server's share), the key exchange groups
+//! alone (ring's X25519, secp256r1 and secp384r1), bulk throughput (16 MiB over TLS vs the
+//! plaintext machine alone) and the heap an idle server connection holds after its
+//! handshake and one request.
 //!
-//! `cargo run --release -p sockmsg-tls --example tls_cost` (short: about 10 s; Linux);
+//! `cargo run --release -p sockmsg-tls --example tls_cost` (short: about 15 s; Linux);
 //! `... --example tls_cost session` measures only a server [`TlsSession`] as the transports
 //! run it (charged to a memory budget): handshake and one request, then keep-alive
 //! requests. Times are this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so a loaded machine inflates them
@@ -18,7 +20,7 @@ use sockmsg_server::{MemoryBudget, ServerConfig, ServiceError};
 use sockmsg_tls::certs::{Authority, Spec, Usage};
 use sockmsg_tls::{
     client_config, server_config, AnyPeer, ClientOptions, PeerService, Pem, Plaintext,
-    ServerOptions, Tls, TlsConnection, TlsSession,
+    ServerOptions, Tls, TlsConnection, TlsSession, TlsVersion,
 };
 
 struct Counting;
@@ -58,11 +60,23 @@ fn transfer<A: Plaintext, B: Plaintext>(
     to: &mut Tls<B>,
     wire: &mut Vec<u8>,
 ) -> Result<bool, Error> {
+    write_out(from, wire)?;
+    read_in(to, wire)
+}
+
+/// `from`'s records onto `wire`.
+fn write_out<A: Plaintext>(from: &mut Tls<A>, wire: &mut Vec<u8>) -> Result<(), Error> {
     let now = Instant::now();
-    let mut moved = false;
     while from.wants_write() {
         from.write_tls(wire, now)?;
     }
+    Ok(())
+}
+
+/// What `to` takes of `wire`; `true` if it took any.
+fn read_in<B: Plaintext>(to: &mut Tls<B>, wire: &mut Vec<u8>) -> Result<bool, Error> {
+    let now = Instant::now();
+    let mut moved = false;
     let mut pos = 0;
     while pos < wire.len() && to.wants_read() {
         let mut input = &wire[pos..];
@@ -72,6 +86,90 @@ fn transfer<A: Plaintext, B: Plaintext>(
     }
     wire.drain(..pos);
     Ok(moved)
+}
+
+/// CPU time spent in the server's calls (the rest of a run is the client's).
+#[derive(Default)]
+struct ServerShare(Duration);
+
+impl ServerShare {
+    fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let start = Clock.now();
+        let out = f();
+        self.0 += Clock.now() - start;
+        out
+    }
+}
+
+/// [`run`], adding the time of the server's calls to `share`.
+fn run_timed(
+    client: &mut TlsConnection,
+    server: &mut TlsConnection,
+    share: &mut ServerShare,
+) -> Result<usize, Error> {
+    let mut wire = Vec::new();
+    let mut got = 0;
+    loop {
+        write_out(client, &mut wire)?;
+        let mut moved = share.time(|| read_in(server, &mut wire))?;
+        share.time(|| -> Result<(), Error> {
+            while let Event::Message(m) = server.next_event()? {
+                server.send(m, Instant::now())?;
+            }
+            write_out(server, &mut wire)
+        })?;
+        moved |= read_in(client, &mut wire)?;
+        while let Event::Message(m) = client.next_event()? {
+            got += m.content().len();
+        }
+        if !moved {
+            return Ok(got);
+        }
+    }
+}
+
+/// Median CPU time of ring's key exchange in each group rustls offers, over `n` rounds:
+/// the client's key generation (`start`), the server's key generation and agreement
+/// (`start_and_complete` with the client's share, as a TLS 1.3 server does), and the
+/// client's agreement (`complete`).
+fn key_exchange(n: usize) -> Result<(), Error> {
+    let provider = sockmsg_tls::provider();
+    for group in &provider.kx_groups {
+        let (mut keygen, mut server, mut agree) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            let t0 = Clock.now();
+            let client = group.start().map_err(|e| format!("{e:?}"))?;
+            let t1 = Clock.now();
+            let done = group
+                .start_and_complete(client.pub_key())
+                .map_err(|e| format!("{e:?}"))?;
+            let t2 = Clock.now();
+            let secret = client
+                .complete(&done.pub_key)
+                .map_err(|e| format!("{e:?}"))?;
+            let t3 = Clock.now();
+            assert_eq!(secret.secret_bytes(), done.secret.secret_bytes());
+            keygen.push(t1 - t0);
+            server.push(t2 - t1);
+            agree.push(t3 - t2);
+        }
+        let us = |v: Vec<Duration>| median(v).as_secs_f64() * 1e6;
+        let (k, s, a) = (us(keygen), us(server), us(agree));
+        println!(
+            "key exchange {:>10}: client keygen {k:>6.1} us, server keygen + agreement {s:>6.1} us, client agreement {a:>6.1} us (client {:.1}, both {:.1})",
+            format!("{:?}", group.name()),
+            k + a,
+            k + s + a
+        );
+    }
+    Ok(())
+}
+
+fn version_of(version: TlsVersion) -> rustls::ProtocolVersion {
+    match version {
+        TlsVersion::Tls12 => rustls::ProtocolVersion::TLSv1_2,
+        TlsVersion::Tls13 => rustls::ProtocolVersion::TLSv1_3,
+    }
 }
 
 /// Runs a connection: the client's requests, the server's echoes, until quiet. Returns the
@@ -211,31 +309,56 @@ fn main() -> Result<(), Error> {
             &clock,
         );
     }
-    // Handshake + one request: full (a fresh client config each time) and resumed.
-    for resumed in [false, true] {
-        let shared = client_config(&client_options)?;
-        let mut times = Vec::new();
-        for _ in 0..500 {
-            let cfg = if resumed {
-                shared.clone()
-            } else {
-                client_config(&client_options)?
-            };
-            let (mut c, mut s) = pair(&cfg)?;
-            c.send(request.clone(), Instant::now())?;
-            let start = clock.now();
-            run(&mut c, &mut s)?;
-            times.push(clock.now() - start);
-            if resumed && c.handshake_kind() == Some(rustls::HandshakeKind::Full) {
-                times.pop(); // the first connection primes the cache
+    // Handshake + one request: full (a fresh client config each time) and resumed, with
+    // each version; the server's share of the CPU beside.
+    for version in [TlsVersion::Tls13, TlsVersion::Tls12] {
+        let client_options = ClientOptions {
+            version: Some(version),
+            ..client_options.clone()
+        };
+        for resumed in [false, true] {
+            let shared = client_config(&client_options)?;
+            let (mut times, mut servers) = (Vec::new(), Vec::new());
+            for _ in 0..500 {
+                let cfg = if resumed {
+                    shared.clone()
+                } else {
+                    client_config(&client_options)?
+                };
+                let (mut c, mut s) = pair(&cfg)?;
+                c.send(request.clone(), Instant::now())?;
+                let mut share = ServerShare::default();
+                let start = clock.now();
+                run_timed(&mut c, &mut s, &mut share)?;
+                let kind = c.handshake_kind();
+                let expected = if resumed && !times.is_empty() {
+                    rustls::HandshakeKind::Resumed
+                } else {
+                    rustls::HandshakeKind::Full
+                };
+                if kind != Some(expected) || s.protocol_version() != Some(version_of(version)) {
+                    return Err(format!(
+                        "TLS {version} {kind:?} {:?}: not what was measured",
+                        s.protocol_version()
+                    )
+                    .into());
+                }
+                times.push(clock.now() - start);
+                servers.push(share.0);
             }
+            if resumed {
+                times.remove(0); // the first connection primes the cache
+                servers.remove(0);
+            }
+            println!(
+                "one-shot (handshake + request), TLS {version} {:>7}: both sides {:>6.1} us of CPU, the server's share {:>6.1} us",
+                if resumed { "resumed" } else { "full" },
+                median(times).as_secs_f64() * 1e6,
+                median(servers).as_secs_f64() * 1e6,
+            );
         }
-        println!(
-            "one-shot (handshake + request, both sides): {:>8.1} us of CPU  {}",
-            median(times).as_secs_f64() * 1e6,
-            if resumed { "resumed" } else { "full" }
-        );
     }
+    key_exchange(2000)?;
 
     // Bulk: a 16 MiB message each way.
     let content = vec![0x5au8; 16 << 20];

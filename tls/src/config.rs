@@ -141,16 +141,26 @@ impl ServerOptions {
     }
 }
 
-/// The server's provider: [`provider`] with `TLS13_AES_128_GCM_SHA256` first. Clients
-/// (rustls's and Python's among them) list `TLS13_AES_256_GCM_SHA384` first, whose key
-/// schedule hashes with SHA-384; on a one-shot connection that hashing was 15% of the
-/// server's CPU (BENCHMARKS.md). AES-128-GCM with SHA-256 is as strong as TLS 1.3 needs
-/// and the first suite TLS 1.3 makes mandatory (RFC 8446, 9.1).
+/// The server's provider: [`provider`] with the AES-128-GCM suites that hash with SHA-256
+/// first: `TLS13_AES_128_GCM_SHA256`, then for TLS 1.2 `TLS_ECDHE_*_WITH_AES_128_GCM_SHA256`.
+/// Clients (rustls's and Python's among them) list the AES-256-GCM / SHA-384 suites first,
+/// whose key schedule (TLS 1.3) or PRF (TLS 1.2) hashes with SHA-384; on a one-shot
+/// connection that hashing was 15% of the server's CPU with TLS 1.3, 13% with a resumed
+/// TLS 1.2 session, where SHA-256 (with the CPU's SHA extensions) cut the server's CPU per
+/// connection by a fifth (BENCHMARKS.md). AES-128-GCM with SHA-256 is as strong as TLS
+/// needs: TLS 1.3's mandatory suite (RFC 8446, 9.1) and the first TLS 1.2 suite RFC 9325
+/// recommends.
 fn server_provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    // A stable sort: TLS 1.3's suite stays ahead of TLS 1.2's, as in rustls's list.
+    provider.cipher_suites.sort_by_key(|suite| {
+        !matches!(
+            suite.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
     Arc::new(provider)
 }
 
@@ -184,7 +194,56 @@ pub fn server_config(options: &ServerOptions) -> Result<Arc<rustls::ServerConfig
     config.session_storage = ServerSessionMemoryCache::new(options.session_cache.max(1));
     config.ticketer = rustls::crypto::ring::Ticketer::new()
         .map_err(|e| ConfigError::new("TLS session tickets", e))?;
+    // TLS 1.3 tickets per connection: rustls's 2 (`send_tls13_tickets`) are kept. One would
+    // do for a one-shot client, but sending 1 measured no cheaper (the server's CPU per
+    // resumed connection 1.00x of 2's, over sockets and in memory: BENCHMARKS.md,
+    // "i13-oneshot"), and with 2 a client can open two connections at once, each resuming.
     Ok(Arc::new(config))
+}
+
+/// One TLS protocol version, for a client that offers only it ([`ClientOptions::version`]).
+/// Written `1.2` and `1.3` ([`std::str::FromStr`], [`std::fmt::Display`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsVersion {
+    /// TLS 1.2. A resumed TLS 1.2 session (ticket or session ID) makes no new key
+    /// exchange: it is the cheapest reconnection, and has no forward secrecy (whoever
+    /// learns the server's ticket key, or the session, can read the resumed traffic).
+    Tls12,
+    /// TLS 1.3. Resumption still makes a fresh key exchange (`psk_dhe_ke`), for forward
+    /// secrecy.
+    Tls13,
+}
+
+impl TlsVersion {
+    /// rustls's description of this version.
+    pub fn rustls(self) -> &'static rustls::SupportedProtocolVersion {
+        match self {
+            TlsVersion::Tls12 => &rustls::version::TLS12,
+            TlsVersion::Tls13 => &rustls::version::TLS13,
+        }
+    }
+}
+
+impl std::fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        })
+    }
+}
+
+impl std::str::FromStr for TlsVersion {
+    type Err = String;
+
+    /// `1.2` or `1.3`.
+    fn from_str(s: &str) -> Result<TlsVersion, String> {
+        match s {
+            "1.2" => Ok(TlsVersion::Tls12),
+            "1.3" => Ok(TlsVersion::Tls13),
+            _ => Err(format!("{s:?} is not a TLS version (1.2 or 1.3)")),
+        }
+    }
 }
 
 /// A client's TLS settings.
@@ -200,9 +259,15 @@ pub struct ClientOptions {
     /// How many sessions to remember for resumption (one per server name and more).
     /// Default when 0: 256.
     pub session_cache: usize,
+    /// The one TLS version to offer; `None` (the default): TLS 1.3 and 1.2, and the server
+    /// chooses (1.3 when it can). `Some(TlsVersion::Tls12)` makes resumed connections
+    /// cheapest (no key exchange) at the price of forward secrecy for them; see
+    /// [`TlsVersion`].
+    pub version: Option<TlsVersion>,
 }
 
-/// The rustls client configuration for `options`: TLS 1.3 and 1.2 with the ring provider,
+/// The rustls client configuration for `options`: TLS 1.3 and 1.2 (or the one
+/// [`ClientOptions::version`]) with the ring provider,
 /// server certificates verified against the given CA or the platform's roots, an optional
 /// client certificate, and an in-memory session cache so reconnecting to the same server
 /// resumes instead of paying a full handshake. Build it once and share it.
@@ -215,8 +280,16 @@ pub fn client_config(options: &ClientOptions) -> Result<Arc<rustls::ClientConfig
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| ConfigError::new("CA roots", e))?;
+    let only;
+    let versions = match options.version {
+        None => VERSIONS,
+        Some(version) => {
+            only = [version.rustls()];
+            &only[..]
+        }
+    };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)
+        .with_protocol_versions(versions)
         .map_err(|e| ConfigError::new("TLS settings", e))?
         .with_webpki_verifier(verifier);
     let mut config = match &options.identity {

@@ -92,7 +92,9 @@ pub mod identity;
 pub mod server;
 
 pub use client::{ClientConfig, ClientError, Deadline, TlsClient};
-pub use config::{client_config, provider, server_config, ClientOptions, Pem, ServerOptions};
+pub use config::{
+    client_config, provider, server_config, ClientOptions, Pem, ServerOptions, TlsVersion,
+};
 pub use conn::{
     Plaintext, Tls, TlsConnection, TlsTimeout, DEFAULT_HANDSHAKE_TIMEOUT, RELEASE_DELAY,
 };

@@ -3,15 +3,16 @@
 //! ```text
 //! app-client HOST PORT ACTION VALUE [--json-action] [--byteorder little|big]
 //!            [--timeout SECS] [--max-content BYTES]
-//!            [--tls [--ca FILE] [--cert FILE --key FILE] [--server-name NAME]]
+//!            [--tls [--ca FILE] [--cert FILE --key FILE] [--server-name NAME]
+//!                   [--tls-version 1.2|1.3]]
 //! ```
 //!
 //! With `--tls` the exchange runs over TLS (rustls, TLS 1.3 or 1.2): the server's
 //! certificate is verified against `--ca` (PEM), or the system's trusted roots without it,
 //! for `--server-name` (default: HOST); `--cert` and `--key` present a client certificate
-//! to a server that requires one. A failed handshake is one line naming the reason
-//! (`unknown CA`, `certificate has expired`, `name mismatch`, `requires a client
-//! certificate`...).
+//! to a server that requires one; `--tls-version 1.2` or `1.3` offers only that version. A
+//! failed handshake is one line naming the reason (`unknown CA`, `certificate has expired`,
+//! `name mismatch`, `requires a client certificate`...).
 //!
 //! Prints `got result: RESULT` or `got response: b'...'` to stdout (as the guide's
 //! client) as soon as the answer is complete, and leaves without reading anything the
@@ -30,6 +31,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::Parser;
 use sockmsg_app::cli::{fail, positive_secs, Order};
 use sockmsg_demo::pyfmt::bytes_repr;
@@ -37,7 +39,7 @@ use sockmsg_demo::{json_request, request, result_line};
 use sockmsg_protocol::sniff::quote;
 use sockmsg_protocol::{encode, ByteOrder, Limits, Message};
 use sockmsg_server::client::Failure as ClientFailure;
-use sockmsg_tls::{ClientError, ClientOptions, Pem, TlsClient};
+use sockmsg_tls::{ClientError, ClientOptions, Pem, TlsClient, TlsVersion};
 use sockmsg_transport_std::{Client, ClientConfig, Deadline, Op, TransportError};
 use tracing::info;
 
@@ -91,6 +93,10 @@ struct Args {
     /// The name the server's certificate must be valid for (default: HOST).
     #[arg(long, value_name = "NAME", requires = "tls")]
     server_name: Option<String>,
+    /// Offer only this TLS version (default: 1.3 and 1.2, the server chooses).
+    #[arg(long, value_name = "VERSION", requires = "tls",
+          value_parser = PossibleValuesParser::new(["1.2", "1.3"]).try_map(|s| s.parse::<TlsVersion>()))]
+    tls_version: Option<TlsVersion>,
 }
 
 /// Why the exchange failed: the two halves of the error line.
@@ -205,6 +211,7 @@ fn run_tls(
             .clone()
             .zip(args.key.clone())
             .map(|(cert, key)| (Pem::File(cert), Pem::File(key))),
+        version: args.tls_version,
         ..ClientOptions::default()
     };
     let tls = sockmsg_tls::client_config(&options)
@@ -214,6 +221,18 @@ fn run_tls(
     let mut client = TlsClient::connect_by(addrs, config, tls, name, Some(deadline))
         .map_err(|e| explain_tls(&e, target))?;
     let addr = client.peer_addr();
+    info!(
+        "TLS {} with {addr}, {} handshake",
+        match client.tls().protocol_version() {
+            Some(sockmsg_tls::rustls::ProtocolVersion::TLSv1_2) => "1.2",
+            Some(sockmsg_tls::rustls::ProtocolVersion::TLSv1_3) => "1.3",
+            _ => "(version unknown)",
+        },
+        match client.tls().handshake_kind() {
+            Some(sockmsg_tls::rustls::HandshakeKind::Resumed) => "resumed",
+            _ => "full",
+        }
+    );
     if let Some(peer) = client.peer_identity() {
         info!("{addr} is {peer} ({})", peer.subject);
     }
