@@ -53,7 +53,7 @@ impl ReadSpare for Spare<'_> {
         // doubling while reads come back full.
         let before = buf.len();
         self.0.set_nonblocking(true)?;
-        let read = (&*self.0).take(limit as u64).read_to_end(buf);
+        let read = self.0.take(limit as u64).read_to_end(buf);
         self.0.set_nonblocking(false)?;
         match read {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && buf.len() > before => {
