@@ -425,8 +425,9 @@ impl Decoder {
         }
         let n = self.content.len().saturating_sub(at);
         if n > limit || self.content.len() < at {
-            // More than was lent, or bytes taken away: the stream is lost.
-            self.content.truncate(at);
+            // More than was lent, or bytes taken away: the stream is lost (the piece is
+            // put back to the length the decoder counts, so it stays consistent).
+            self.content.resize(at, 0);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 LocalError::CommitTooLarge {
