@@ -1,7 +1,8 @@
 //! A fixed amount of small-message decoding, for instruction counts under callgrind
 //! (deterministic where timing on a shared machine is not): ROUNDS x 1,000 guide search
 //! requests (146 bytes) through the transports' path, `read_buf` + `commit` in 16 KiB
-//! reads (`stream`), or the one-shot `decode` (`oneshot`).
+//! reads (`stream`), the same through `read_from` or `read_spare_from` over a slice
+//! (`read_from`, `spare`), or the one-shot `decode` (`oneshot`).
 //!
 //! ```sh
 //! cargo build --release -p sockmsg-protocol --example hot_path
@@ -31,6 +32,25 @@ fn main() {
             continue;
         }
         let mut conn = Connection::new(Role::Server, limits.clone());
+        if mode == "read_from" || mode == "spare" {
+            // The servers' generic read (`read_from`), and the one they make since
+            // `read_spare_from` (a check, then the same read for small messages).
+            for piece in stream.chunks(16 * 1024) {
+                let mut piece = piece;
+                while !piece.is_empty() {
+                    if mode == "spare" {
+                        conn.read_spare_from(&mut piece, now)
+                            .expect("a slice reads");
+                    } else {
+                        conn.read_from(&mut piece, now).expect("a slice reads");
+                    }
+                    while let Ok(Event::Message(m)) = conn.next_event() {
+                        total += usize::from(m.is_json());
+                    }
+                }
+            }
+            continue;
+        }
         for piece in stream.chunks(16 * 1024) {
             let mut piece = piece;
             while !piece.is_empty() {

@@ -9,6 +9,7 @@ use crate::encoder::Encoder;
 use crate::error::{LocalError, PeerError};
 use crate::limits::{Deadlines, Limits, Timeout};
 use crate::message::Message;
+use crate::ReadSpare;
 
 /// Which side of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -259,6 +260,34 @@ impl Connection {
             self.note_input(now);
         }
         Ok(n)
+    }
+
+    /// As [`Connection::read_from`], for a reader that can append to a `Vec`: while a large
+    /// content arrives (at least the read-buffer size still to come), the piece of it being
+    /// filled is lent to [`ReadSpare::read_spare`] with the room left in it, so the bytes
+    /// land in memory that was never zeroed (a `&mut [u8]` lent to `read` must be zeroed
+    /// first). Pieces are sized as for [`Connection::read_buf`] (at least 64 KiB, as large as
+    /// what was received up to 1 MiB, never from the announced length alone) and never
+    /// grown. Otherwise (headers, small messages) it reads once into
+    /// [`Connection::read_buf`], exactly as `read_from`. Bytes appended before an error are
+    /// taken in; a `WouldBlock` after some is `Ok`.
+    pub fn read_spare_from<R: ReadSpare + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        now: Instant,
+    ) -> io::Result<usize> {
+        let n = self.decoder.read_spare_from(reader)?;
+        if n > 0 {
+            self.note_input(now);
+        }
+        Ok(n)
+    }
+
+    /// `true` while [`Connection::read_spare_from`] would lend the piece of a large content
+    /// (at least the read-buffer size of it still to come, nothing received waiting to be
+    /// decoded), so a caller can keep its own path for everything else.
+    pub fn reads_into_spare(&self) -> bool {
+        self.decoder.reads_into_spare()
     }
 
     /// Records the end of the incoming stream: later events are [`Event::End`] if it came

@@ -7,7 +7,7 @@ use crate::error::{LocalError, PeerError, Phase};
 use crate::header::{parse_header, Header};
 use crate::message::{check_json_content, Message};
 use crate::protoheader;
-use crate::Limits;
+use crate::{Limits, ReadSpare};
 
 /// Content is allocated in pieces of at least this much, each new piece as large as what
 /// was received before it up to [`PIECE_MAX`], and never past what the header announced:
@@ -419,6 +419,86 @@ impl Decoder {
         }
     }
 
+    /// As [`Decoder::read_from`], except that while a large content arrives (what
+    /// [`Decoder::read_buf`] would lend the content buffer for), the piece being filled is
+    /// lent to `reader` as a `Vec` to append to, within its spare capacity: the bytes land
+    /// in memory that was never zeroed. Bytes appended before an error are committed; a
+    /// `WouldBlock` after some is `Ok`.
+    pub(crate) fn read_spare_from<R: ReadSpare + ?Sized>(
+        &mut self,
+        reader: &mut R,
+    ) -> io::Result<usize> {
+        let Some(limit) = self.spare_room() else {
+            return self.read_from(reader);
+        };
+        self.lent = Lent::None;
+        let at = self.filled - self.pieces_len;
+        // Zeroes lent to `recv` earlier and not written are not content: spare again.
+        self.content.truncate(at);
+        let cap = self.content.capacity();
+        let result = reader.read_spare(&mut self.content, limit);
+        if self.content.capacity() != cap {
+            // A reader that grew the piece (it must not): the memory is counted all the
+            // same.
+            self.spend(self.content.capacity().saturating_sub(cap));
+        }
+        let n = self.content.len().saturating_sub(at);
+        if n > limit || self.content.len() < at {
+            // More than was lent, or bytes taken away: the stream is lost (the piece is
+            // put back to the length the decoder counts, so it stays consistent).
+            self.content.resize(at, 0);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                LocalError::CommitTooLarge {
+                    committed: n,
+                    available: limit,
+                },
+            ));
+        }
+        self.filled += n;
+        self.position += n as u64;
+        match result {
+            Ok(_) if n == 0 => {
+                self.receive_eof();
+                Ok(0)
+            }
+            Ok(_) => Ok(n),
+            Err(e) if n > 0 && is_transient(&e) => Ok(n),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `true` while [`Decoder::read_spare_from`] lends the content's piece (a large
+    /// content arriving, nothing staged), unless the allowance stops it.
+    pub(crate) fn reads_into_spare(&self) -> bool {
+        match self.state {
+            State::Content { len, .. } => {
+                self.rpos == self.rend && len - self.filled >= self.read_buf_size && !self.eof
+            }
+            _ => false,
+        }
+    }
+
+    /// While a large content arrives and nothing is staged: makes sure the piece being
+    /// filled has spare capacity (a new piece is allocated, not zeroed, if the allowance
+    /// covers it) and returns how many bytes may be appended to it. `None`: the bytes go
+    /// through [`Decoder::read_buf`].
+    fn spare_room(&mut self) -> Option<usize> {
+        let State::Content { len, .. } = self.state else {
+            return None;
+        };
+        if !self.reads_into_spare() {
+            return None;
+        }
+        let remaining = len - self.filled;
+        let at = self.filled - self.pieces_len;
+        if at == self.content.capacity() && !self.new_piece(len, self.read_buf_size, false) {
+            return None;
+        }
+        let at = self.filled - self.pieces_len;
+        Some((self.content.capacity() - at).min(remaining))
+    }
+
     /// Records the end of the stream. Later events are [`Event::End`] if it came between two
     /// messages, [`PeerError::UnexpectedEof`] otherwise.
     pub(crate) fn receive_eof(&mut self) {
@@ -822,4 +902,13 @@ impl Decoder {
         }
         Ok(Message::from_decoded(header, content, checked_depth))
     }
+}
+
+/// An error after which a read may be tried again: bytes appended before it were a
+/// complete read.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::TimedOut
+    )
 }

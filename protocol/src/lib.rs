@@ -113,6 +113,7 @@ pub mod limits;
 pub mod message;
 mod protoheader;
 pub mod sniff;
+mod spare;
 
 pub use connection::{Connection, Role};
 pub use decoder::{Event, Receiving};
@@ -121,6 +122,7 @@ pub use header::{parse_header, ByteOrder, Header};
 pub use limits::{Deadlines, Limits, Timeout, MAX_HEADER_LEN};
 pub use message::{decode, encode, Message};
 pub use sniff::{Foreign, Sniff};
+pub use spare::ReadSpare;
 
 #[cfg(test)]
 mod tests;

@@ -1270,7 +1270,8 @@ fn patterned(len: usize) -> Vec<u8> {
 
 /// `wire` through a connection by `door` in reads of `chunk` bytes: 0 `read_buf` +
 /// `commit`, 1 `receive`, 2 `receive_piece` of buffers sized by `Receiving::next_piece`
-/// (and `receive` for what it hands back). After every step, the memory rule: what the
+/// (and `receive` for what it hands back), 3 `read_spare_from`, 4 `read_buf` and
+/// `read_spare_from` in turns. After every step, the memory rule: what the
 /// connection holds is what it received plus a constant, whatever was announced.
 fn through_door(wire: &[u8], chunk: usize, door: u8) -> Vec<Message> {
     let now = Instant::now();
@@ -1278,6 +1279,7 @@ fn through_door(wire: &[u8], chunk: usize, door: u8) -> Vec<Message> {
     let mut out = Vec::new();
     let mut rest = wire;
     let staging = crate::decoder::DEFAULT_READ_BUF;
+    let mut turn = 0u32;
     loop {
         while let Ok(Event::Message(m)) = conn.next_event() {
             out.push(m);
@@ -1299,7 +1301,7 @@ fn through_door(wire: &[u8], chunk: usize, door: u8) -> Vec<Message> {
                 assert!(n > 0, "receive takes something");
                 rest = &rest[n..];
             }
-            _ => {
+            2 => {
                 let size = conn
                     .receiving()
                     .map_or(0, |r| r.next_piece.min(r.announced - r.received));
@@ -1321,6 +1323,30 @@ fn through_door(wire: &[u8], chunk: usize, door: u8) -> Vec<Message> {
                     let mut input = &rest[..chunk.min(rest.len())];
                     let n = conn.receive(&mut input, now).unwrap();
                     rest = &rest[n..];
+                }
+            }
+            3 => {
+                let mut input = &rest[..chunk.min(rest.len())];
+                let n = conn.read_spare_from(&mut input, now).unwrap();
+                assert!(n > 0, "read_spare_from takes something");
+                rest = &rest[n..];
+            }
+            _ => {
+                // `read_buf` (a content's piece lent zeroed) and `read_spare_from` (the
+                // same piece appended to) in turns, a lent slice sometimes not committed.
+                turn += 1;
+                if turn % 3 == 0 {
+                    let buf = conn.read_buf();
+                    let n = buf.len().min(chunk).min(rest.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    conn.commit(n, now).unwrap();
+                    rest = &rest[n..];
+                } else {
+                    if turn % 3 == 1 {
+                        let _ = conn.read_buf();
+                    }
+                    let mut input = &rest[..chunk.min(rest.len())];
+                    rest = &rest[conn.read_spare_from(&mut input, now).unwrap()..];
                 }
             }
         }
@@ -1351,7 +1377,7 @@ fn large_contents_cross_piece_boundaries_through_every_door() {
         let message = Message::binary("x/y", content.clone());
         let mut wire = encode(&message).unwrap();
         wire.extend_from_slice(&small);
-        for door in 0..3u8 {
+        for door in 0..5u8 {
             for chunk in [4096, 10_007, 65_536, 200_000] {
                 if len > 1024 * 1024 && chunk < 65_536 {
                     continue;
@@ -1547,4 +1573,155 @@ fn messages_compare_by_bytes_however_cut() {
         pieces[0],
         Message::binary("x/y", content[..199_999].to_vec())
     );
+}
+
+/// A socket as `read_spare_from` sees it: at most `burst` bytes per wake-up, then
+/// `WouldBlock`; the spare capacity lent is checked never to grow.
+struct Bursts<'a> {
+    data: &'a [u8],
+    burst: usize,
+    lent_capacities: Vec<usize>,
+}
+
+impl std::io::Read for Bursts<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.burst).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+impl ReadSpare for Bursts<'_> {
+    fn read_spare(&mut self, buf: &mut Vec<u8>, limit: usize) -> std::io::Result<usize> {
+        assert!(
+            limit > 0 && limit <= buf.capacity() - buf.len(),
+            "within the spare room"
+        );
+        self.lent_capacities.push(buf.capacity());
+        let n = limit.min(self.burst).min(self.data.len());
+        buf.extend_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        if n < self.burst {
+            // Drained: the bytes count, the `WouldBlock` says no more for now.
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+}
+
+#[test]
+fn read_spare_from_fills_pieces_never_grown_with_memory_received_plus_a_constant() {
+    let len = 16 * 1024 * 1024;
+    let content = patterned(len);
+    let wire = encode(&Message::binary("x/y", content.clone())).unwrap();
+    for burst in [65_536 + 3, 300_000] {
+        let mut conn = Connection::server();
+        let now = Instant::now();
+        let mut socket = Bursts {
+            data: &wire,
+            burst,
+            lent_capacities: Vec::new(),
+        };
+        let mut last_allocated = 0;
+        let message = loop {
+            match conn.next_event().unwrap() {
+                Event::Message(m) => break m,
+                Event::NeedData => {}
+                Event::End => panic!("ended early"),
+            }
+            let n = conn.read_spare_from(&mut socket, now).unwrap();
+            assert!(n > 0 && n <= burst);
+            let received = wire.len() - socket.data.len();
+            let held = conn.allocated();
+            assert!(held >= last_allocated, "nothing given back mid-message");
+            assert!(
+                held - last_allocated <= 1024 * 1024,
+                "grew by {} at once",
+                held - last_allocated
+            );
+            assert!(
+                held <= received + 1024 * 1024 + 64 * 1024,
+                "{held} held for {received} received"
+            );
+            last_allocated = held;
+        };
+        assert!(
+            socket.lent_capacities.len() > 16,
+            "the content went through read_spare"
+        );
+        assert!(message.content_chunks().len() >= 16);
+        assert!(message
+            .content_chunks()
+            .iter()
+            .all(|c| c.len() <= 1024 * 1024));
+        let joined: Vec<u8> = message.content_chunks().iter().flatten().copied().collect();
+        assert!(joined == content, "burst {burst}");
+        assert_eq!(conn.next_event(), Ok(Event::NeedData));
+        // The end of the stream between messages, through the same door.
+        assert_eq!(conn.read_spare_from(&mut socket, now).unwrap(), 0);
+        assert_eq!(conn.next_event(), Ok(Event::End));
+    }
+}
+
+/// A reader that breaks the `ReadSpare` contract: appends `extra` bytes past the limit,
+/// or grows the buffer.
+struct Unruly {
+    extra: usize,
+    grow: bool,
+}
+
+impl std::io::Read for Unruly {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl ReadSpare for Unruly {
+    fn read_spare(&mut self, buf: &mut Vec<u8>, limit: usize) -> std::io::Result<usize> {
+        if self.grow {
+            buf.reserve(4 * limit);
+        }
+        buf.resize(buf.len() + limit + self.extra, 1);
+        Ok(limit + self.extra)
+    }
+}
+
+#[test]
+fn read_spare_from_refuses_more_than_it_lent_and_counts_a_grown_piece() {
+    let wire = encode(&Message::binary("x/y", vec![1u8; 1024 * 1024])).unwrap();
+    let now = Instant::now();
+    let header_end = wire.len() - 1024 * 1024;
+    // Past the limit: the stream is lost, said as a local error, nothing taken.
+    let mut conn = Connection::server();
+    conn.receive(&mut &wire[..header_end], now).unwrap();
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    assert!(conn.reads_into_spare());
+    let before = conn.position();
+    let e = conn
+        .read_spare_from(
+            &mut Unruly {
+                extra: 1,
+                grow: false,
+            },
+            now,
+        )
+        .expect_err("more than lent");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    assert_eq!(conn.position(), before);
+    // Grown: the bytes are within the limit and taken; the memory shows in `allocated`.
+    let mut conn = Connection::server();
+    conn.receive(&mut &wire[..header_end], now).unwrap();
+    assert_eq!(conn.next_event(), Ok(Event::NeedData));
+    let n = conn
+        .read_spare_from(
+            &mut Unruly {
+                extra: 0,
+                grow: true,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(n >= 64 * 1024);
+    assert!(conn.allocated() >= 4 * n, "the grown piece is counted");
 }

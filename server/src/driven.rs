@@ -5,6 +5,8 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
+use sockmsg_protocol::ReadSpare;
+
 use crate::{CloseReason, Session};
 
 /// One server connection as a transport's loop sees it: a machine that says what it wants
@@ -61,6 +63,19 @@ pub trait Driven: Send {
     /// returned untouched, with nothing recorded: the caller decides (usually
     /// [`Driven::abort`] with [`CloseReason::Io`]).
     fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R, now: Instant) -> io::Result<usize>;
+
+    /// As [`Driven::read_from`], from a reader that can also append to a `Vec` (the tokio
+    /// server's socket, through `poll_read_buf`): a plaintext [`Session`] reads a large
+    /// content's bytes straight into the content's pieces, without zeroing them first
+    /// ([`Session::read_spare_from`]). The default is `read_from` (a TLS machine reads
+    /// records, not contents, from the socket).
+    fn read_spare_from<R: ReadSpare + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        now: Instant,
+    ) -> io::Result<usize> {
+        self.read_from(reader, now)
+    }
 
     /// Writes pending bytes once to `writer` at `now` and records what it took. Errors as
     /// for [`Driven::read_from`].
@@ -130,6 +145,14 @@ impl Driven for Session {
 
     fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R, now: Instant) -> io::Result<usize> {
         Session::read_from(self, reader, now)
+    }
+
+    fn read_spare_from<R: ReadSpare + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        now: Instant,
+    ) -> io::Result<usize> {
+        Session::read_spare_from(self, reader, now)
     }
 
     fn write_to<W: Write + ?Sized>(&mut self, writer: &mut W, now: Instant) -> io::Result<usize> {

@@ -5,7 +5,9 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::{Connection, Deadlines, Event, LocalError, Message, Role, Timeout};
+use sockmsg_protocol::{
+    Connection, Deadlines, Event, LocalError, Message, ReadSpare, Role, Timeout,
+};
 
 use crate::budget::{LargeRefusal, MemoryBudget};
 use crate::close::CloseReason;
@@ -499,6 +501,30 @@ impl Session {
             self.receive_eof(now);
         } else {
             self.commit(n, now);
+        }
+        Ok(n)
+    }
+
+    /// As [`Session::read_from`], for a reader that can append to a `Vec` (tokio's socket,
+    /// decrypted bytes in memory): while a large content arrives, its bytes are read into
+    /// the content's own piece without the zero-fill a lent slice needs
+    /// ([`Connection::read_spare_from`]); everything else goes through `read_from`
+    /// unchanged, after one check of the machine's state. Errors as for `read_from`, except
+    /// that bytes read before a `WouldBlock` are taken in and `Ok`.
+    pub fn read_spare_from<R: ReadSpare + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        now: Instant,
+    ) -> io::Result<usize> {
+        if !self.conn.reads_into_spare() {
+            return self.read_from(reader, now);
+        }
+        let n = self.conn.read_spare_from(reader, now)?;
+        if n == 0 {
+            self.receive_eof(now);
+        } else {
+            self.first_byte_by = None;
+            self.process(now);
         }
         Ok(n)
     }

@@ -187,6 +187,53 @@ fn a_large_content_holds_what_arrived_plus_a_constant() {
     drop((m, conn));
 }
 
+/// The same content through `read_spare_from` (the tokio server's read, and decrypted TLS
+/// bytes): each read appended to the piece's spare capacity, never zeroed, and the same
+/// bound, measured by the allocator; no piece is regrown by the reads.
+fn a_large_content_read_into_spare_holds_what_arrived_plus_a_constant() {
+    const PIECE_MAX: usize = 1024 * 1024;
+    let len = 16 * 1024 * 1024;
+    let wire = encode(&Message::binary("x/y", vec![2u8; len])).unwrap();
+    let start = live();
+    let mut conn = Connection::new(Role::Server, Limits::default());
+    let mut message = None;
+    let mut received = 0;
+    for (i, chunk) in wire.chunks(100_000).enumerate() {
+        let mut input = chunk;
+        while !input.is_empty() {
+            let before = live() - start;
+            let (peak, n) = peak_during(|| {
+                let n = conn
+                    .read_spare_from(&mut input, Instant::now())
+                    .expect("a slice reads");
+                if let Ok(Event::Message(m)) = conn.next_event() {
+                    message = Some(m);
+                }
+                n
+            });
+            assert!(n > 0, "read {i}: something taken");
+            received += n;
+            let held = live() - start;
+            assert!(
+                held <= received + PIECE_MAX + SMALL_CONSTANT,
+                "read {i}: holds {held} for {received} received"
+            );
+            assert!(
+                peak <= before + PIECE_MAX + SMALL_CONSTANT,
+                "read {i}: peak {peak} above {before} held before"
+            );
+        }
+    }
+    assert_eq!(received, wire.len());
+    let m = message.expect("the message");
+    assert_eq!(m.content_len(), len);
+    assert!(m.content_chunks().len() >= 16);
+    assert!(m.content_chunks().iter().flatten().all(|&b| b == 2));
+    let held = live() - start;
+    assert!(held <= len + SMALL_CONSTANT + PIECE_MAX, "holds {held}");
+    drop((m, conn));
+}
+
 #[test]
 fn decoder_memory_follows_bytes_received() {
     announced_16_mib_followed_by_nothing_allocates_almost_nothing();
@@ -194,4 +241,5 @@ fn decoder_memory_follows_bytes_received() {
     a_whole_message_costs_its_content_and_no_more();
     a_full_header_of_extras_costs_its_bytes();
     a_large_content_holds_what_arrived_plus_a_constant();
+    a_large_content_read_into_spare_holds_what_arrived_plus_a_constant();
 }

@@ -94,6 +94,20 @@ pub trait Plaintext {
     fn read_buf(&mut self) -> &mut [u8];
     /// `n` bytes arrived in the last slice lent, at `now`.
     fn commit(&mut self, n: usize, now: Instant);
+    /// Takes decrypted bytes from the front of `input` at `now`, advancing it past them
+    /// (none only if it takes no input). Default: copied into [`Plaintext::read_buf`] and
+    /// committed; the sockmsg machines append a large content's bytes to its pieces
+    /// instead, without the zero-fill a lent slice needs.
+    fn receive(&mut self, input: &mut &[u8], now: Instant) {
+        let buf = self.read_buf();
+        let n = buf.len().min(input.len());
+        let (bytes, rest) = input.split_at(n);
+        if let Some(dst) = buf.get_mut(..n) {
+            dst.copy_from_slice(bytes);
+        }
+        self.commit(n, now);
+        *input = rest;
+    }
     /// The peer's stream ended (cleanly, as far as TLS is concerned).
     fn receive_eof(&mut self, now: Instant);
     /// The bytes to encrypt, in order.
@@ -137,6 +151,11 @@ impl Plaintext for Connection {
         // More than lent cannot happen (rustls writes into the slice it was given); after
         // the end of stream nothing is read.
         let _ = Connection::commit(self, n, now);
+    }
+
+    fn receive(&mut self, input: &mut &[u8], now: Instant) {
+        // After the end of stream nothing is read (nothing is taken).
+        let _ = Connection::receive(self, input, now);
     }
 
     fn receive_eof(&mut self, _now: Instant) {
@@ -454,17 +473,11 @@ impl<P: Plaintext> Parts<'_, P> {
     fn plaintext(&mut self, mut payload: &[u8]) -> Result<(), usize> {
         if self.deliver && self.held.len() == self.held_from {
             while !payload.is_empty() && self.conn.wants_read() {
-                let buf = self.conn.read_buf();
-                let n = buf.len().min(payload.len());
-                if n == 0 {
+                let before = payload.len();
+                self.conn.receive(&mut payload, self.now);
+                if payload.len() == before {
                     break;
                 }
-                let (now, rest) = payload.split_at(n);
-                if let Some(dst) = buf.get_mut(..n) {
-                    dst.copy_from_slice(now);
-                }
-                self.conn.commit(n, self.now);
-                payload = rest;
             }
         }
         if !payload.is_empty() {
@@ -897,16 +910,13 @@ impl<P: Plaintext> Tls<P> {
             return;
         }
         while self.held_from < self.held.len() && self.conn.wants_read() {
-            let buf = self.conn.read_buf();
             let rest = self.held.get(self.held_from..).unwrap_or_default();
-            let n = buf.len().min(rest.len());
+            let mut input = rest;
+            self.conn.receive(&mut input, now);
+            let n = rest.len() - input.len();
             if n == 0 {
                 break;
             }
-            if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
-                dst.copy_from_slice(src);
-            }
-            self.conn.commit(n, now);
             self.held_from += n;
         }
         if self.held_from == self.held.len() {

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use sockmsg_protocol::Message;
+use bytes::BufMut;
+use sockmsg_protocol::{Message, ReadSpare};
 use sockmsg_server::{
     accept_error, call_async_service, AcceptAction, Answering, AsyncService, CallError,
     CloseReason, Driven, IdleMark, MemoryBudget, RequestId, ServerConfig, Service, Session,
@@ -26,6 +27,7 @@ use sockmsg_server::{
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -523,6 +525,18 @@ impl io::Read for PollRead<'_, '_> {
     }
 }
 
+/// A large content's piece, read into its spare capacity (`poll_read_buf`: tokio reads
+/// into memory that was never zeroed), once, as `read`.
+impl ReadSpare for PollRead<'_, '_> {
+    fn read_spare(&mut self, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+        let mut spare = BufMut::limit(buf, limit);
+        match poll_read_buf(Pin::new(&mut *self.stream), self.cx, &mut spare) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 /// Writes what the machine has pending until the socket would block.
 fn write_pending<D: Driven>(stream: &TcpStream, session: &mut D, now: Instant) {
     while session.wants_write() {
@@ -597,7 +611,7 @@ fn poll_read_once<D: Driven>(
     }
     // The bytes arrive now: the clock is read once per wake-up, here for a read.
     let now = Instant::now();
-    match session.read_from(&mut PollRead { stream, cx }, now) {
+    match session.read_spare_from(&mut PollRead { stream, cx }, now) {
         Ok(_) => Poll::Ready(Ok(Some(now))),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             // The readiness was stale: idle again as before.
