@@ -215,10 +215,29 @@ impl Session {
     /// machine, which keeps them. A transport then hands it the server's one memory
     /// budget ([`Session::with_budget`]); until then it counts against one of its own.
     pub fn new(service: Arc<dyn Service>, config: Arc<ServerConfig>, now: Instant) -> Session {
-        Session::with_dispatch(Dispatch::Call(service), config, now)
+        let budget = MemoryBudget::for_config(&config);
+        Session::with_dispatch(Dispatch::Call(service), config, budget, now)
     }
 
-    fn with_dispatch(dispatch: Dispatch, config: Arc<ServerConfig>, now: Instant) -> Session {
+    /// [`Session::new`] counting its memory in `budget` from the start, the server's one
+    /// budget ([`MemoryBudget::for_config`]): what `Session::new(..).with_budget(..)`
+    /// gives, without making a budget of its own first and moving the session to swap it
+    /// (the way the transports make a session for each connection they accept).
+    pub fn new_with_budget(
+        service: Arc<dyn Service>,
+        config: Arc<ServerConfig>,
+        budget: MemoryBudget,
+        now: Instant,
+    ) -> Session {
+        Session::with_dispatch(Dispatch::Call(service), config, budget, now)
+    }
+
+    fn with_dispatch(
+        dispatch: Dispatch,
+        config: Arc<ServerConfig>,
+        budget: MemoryBudget,
+        now: Instant,
+    ) -> Session {
         let deadlines = Deadlines {
             header: config.header_deadline,
             idle: config.idle_timeout,
@@ -228,7 +247,6 @@ impl Session {
             .with_deadlines(deadlines, now)
             .with_output_cap(config.output_cap)
             .with_read_buf_size(READ_BUF);
-        let budget = MemoryBudget::for_config(&config);
         let first_byte_by = config.first_byte_deadline.map(|d| now + d);
         let mut session = Session {
             conn,
@@ -298,7 +316,18 @@ impl Session {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new_async(config: Arc<ServerConfig>, now: Instant) -> Session {
-        Session::with_dispatch(Dispatch::HandOut(Box::default()), config, now)
+        let budget = MemoryBudget::for_config(&config);
+        Session::with_dispatch(Dispatch::HandOut(Box::default()), config, budget, now)
+    }
+
+    /// [`Session::new_async`] counting its memory in `budget` from the start (see
+    /// [`Session::new_with_budget`]).
+    pub fn new_async_with_budget(
+        config: Arc<ServerConfig>,
+        budget: MemoryBudget,
+        now: Instant,
+    ) -> Session {
+        Session::with_dispatch(Dispatch::HandOut(Box::default()), config, budget, now)
     }
 
     /// The next request for the transport to answer ([`Session::new_async`]), with the id

@@ -210,7 +210,7 @@ impl Tls<ServerSide> {
             peer: Arc::clone(&peer),
         });
         let side = ServerSide {
-            session: Session::new(bound, config, now).with_budget(budget.clone(), now),
+            session: Session::new_with_budget(bound, config, budget.clone(), now),
             peer,
             aborted: false,
         };

@@ -147,7 +147,12 @@ impl Server {
     /// failed with (the others are then stopped too).
     pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
         let make: Accept<Session> = Arc::new(move |config, budget, now| {
-            Some(Session::new(Arc::clone(&service), config, now).with_budget(budget.clone(), now))
+            Some(Session::new_with_budget(
+                Arc::clone(&service),
+                config,
+                budget.clone(),
+                now,
+            ))
         });
         self.serve_with(make)
     }

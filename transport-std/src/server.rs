@@ -146,7 +146,12 @@ impl Server {
     /// down under their threads, which are joined (bounded) before returning.
     pub fn serve(self, service: Arc<dyn Service>) -> io::Result<()> {
         self.serve_with(move |config, budget, now| {
-            Some(Session::new(Arc::clone(&service), config, now).with_budget(budget.clone(), now))
+            Some(Session::new_with_budget(
+                Arc::clone(&service),
+                config,
+                budget.clone(),
+                now,
+            ))
         })
     }
 
