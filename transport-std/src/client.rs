@@ -30,7 +30,7 @@ pub use sockmsg_server::client::ClientConfig;
 /// assert!(d.remaining() <= Duration::from_secs(3));
 /// ```
 pub use sockmsg_server::client::Deadline;
-use sockmsg_server::client::{foreign_peer, next_wait, nonzero, ConnectFailure, Expired};
+use sockmsg_server::client::{foreign_peer, next_wait, ConnectFailure, Expired};
 
 /// Every address `addr` resolves to, or [`TransportError::Resolve`] naming it.
 fn resolve(addr: &(impl ServerAddr + ?Sized)) -> Result<Vec<SocketAddr>, TransportError> {
@@ -87,9 +87,8 @@ impl Write for Recorder {
 #[derive(Debug)]
 pub struct Client {
     framed: Framed<Recorder>,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
-    deadline: Option<Duration>,
+    /// Its time limits ([`ClientConfig::exchange_deadline`], [`ClientConfig::idle_timeout`]).
+    config: ClientConfig,
     /// The first bytes are not known to be plausible yet: check them as they arrive.
     sniffing: bool,
     /// At least one message arrived (the server speaks this protocol).
@@ -109,7 +108,7 @@ impl Client {
     /// resolver that takes longer than the deadline makes this return
     /// [`TransportError::Deadline`] only once it answers.
     pub fn connect(addr: impl ServerAddr, config: &ClientConfig) -> Result<Client, TransportError> {
-        Client::connect_by(addr, config, config.deadline.map(Deadline::after))
+        Client::connect_by(addr, config, config.exchange_deadline())
     }
 
     /// [`Client::connect`], finished by `deadline` (`None`: no overall limit) rather than
@@ -146,9 +145,7 @@ impl Client {
         };
         Ok(Client {
             framed: Framed::new(recorder, conn, addr),
-            read_timeout: nonzero(config.read_timeout),
-            write_timeout: nonzero(config.write_timeout),
-            deadline: nonzero(config.deadline),
+            config: config.clone(),
             sniffing: true,
             answered: false,
             write_shut: false,
@@ -170,16 +167,11 @@ impl Client {
         self.framed.connection().in_flight()
     }
 
-    /// The deadline of an operation starting now, from [`ClientConfig::deadline`].
-    fn default_deadline(&self) -> Option<Deadline> {
-        self.deadline.map(Deadline::after)
-    }
-
     /// Sends `request` and waits for its response, all within [`ClientConfig::deadline`].
     /// With requests already in flight, the response returned is that of the oldest one
     /// (responses come back in order).
     pub fn request(&mut self, request: Message) -> Result<Message, TransportError> {
-        self.request_by(request, self.default_deadline())
+        self.request_by(request, self.config.exchange_deadline())
     }
 
     /// Sends `request` and receives the whole response within `limit`, however the server
@@ -218,7 +210,7 @@ impl Client {
 
     /// Writes everything queued (within [`ClientConfig::deadline`]).
     pub fn flush(&mut self) -> Result<(), TransportError> {
-        self.flush_by(self.default_deadline())
+        self.flush_by(self.config.exchange_deadline())
     }
 
     /// Writes everything queued by `deadline`.
@@ -243,7 +235,7 @@ impl Client {
     /// cleanly first, that is [`TransportError::Closed`], with the number of responses it
     /// still owed.
     pub fn recv(&mut self) -> Result<Message, TransportError> {
-        self.recv_by(self.default_deadline())
+        self.recv_by(self.config.exchange_deadline())
     }
 
     /// Waits for the next message, all of it by `deadline`.
@@ -306,11 +298,8 @@ impl Client {
         received: u64,
     ) -> Result<Option<Duration>, TransportError> {
         let addr = self.framed.peer();
-        let idle = match op {
-            Op::Write => self.write_timeout,
-            _ => self.read_timeout,
-        };
-        next_wait(idle, progress, deadline).map_err(|expired| match expired {
+        next_wait(self.config.idle_timeout(op), progress, deadline).map_err(|expired| match expired
+        {
             Expired::Deadline(limit) => TransportError::Deadline {
                 addr,
                 op,
@@ -364,12 +353,7 @@ impl Client {
     /// down is returned. To leave without waiting, see [`Client::close_now`].
     pub fn close(mut self) -> Result<(), TransportError> {
         self.shutdown_write()?;
-        let wait = self
-            .read_timeout
-            .map_or(sockmsg_server::client::CLOSE_WAIT, |t| {
-                t.min(sockmsg_server::client::CLOSE_WAIT)
-            });
-        let deadline = Some(Deadline::after(wait));
+        let deadline = Some(Deadline::after(self.config.close_wait()));
         while let Ok(m) = self.recv_inner(deadline) {
             debug!(
                 "discarding a {}-byte response received while closing",
