@@ -212,8 +212,9 @@ impl Session {
     /// A new connection accepted at `now`, answered by `service` under `config` (which
     /// transports share between sessions, normalized: [`ServerConfig::normalized`]). The
     /// header, idle and write deadlines and the output cap are handed to the protocol
-    /// machine, which keeps them. A transport then hands it the server's one memory
-    /// budget ([`Session::with_budget`]); until then it counts against one of its own.
+    /// machine, which keeps them. It counts against a memory budget of its own; a
+    /// transport makes its sessions on the server's one budget instead
+    /// ([`Session::new_with_budget`]).
     pub fn new(service: Arc<dyn Service>, config: Arc<ServerConfig>, now: Instant) -> Session {
         let budget = MemoryBudget::for_config(&config);
         Session::with_dispatch(Dispatch::Call(service), config, budget, now)

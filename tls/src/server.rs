@@ -191,7 +191,7 @@ impl Tls<ServerSide> {
     }
 
     /// As [`TlsSession::accept`], the session counting its memory in `budget`, the one its
-    /// server shares between all its connections (see [`Session::with_budget`]): the
+    /// server shares between all its connections (see [`Session::new_with_budget`]): the
     /// plaintext session's buffers, and the TLS layer's ciphertext buffers (charged before
     /// they grow, given back as they are freed: [`Tls::buffers_charged`]). A connection
     /// whose TLS buffers find no room is closed at once with
@@ -665,12 +665,10 @@ mod driven {
 
     #[test]
     fn a_tls_session_reads_through_two_lent_buffers_and_gives_both_back_when_idle() {
-        let (server_tls, client_tls) = configs();
         let now = Instant::now();
-        let config = Arc::new(ServerConfig::default().normalized());
-        let mut server = TlsSession::accept(server_tls, echo(), config, now).expect("server");
-        let mut client = TlsConnection::client(client_tls, "localhost", Connection::client(), now)
-            .expect("client");
+        // The budget `TlsSession::accept` gives a session of the default configuration.
+        let budget = MemoryBudget::for_config(&ServerConfig::default());
+        let (mut server, mut client) = echo_pair(&budget, now);
         pump(&mut server, &mut client);
         assert!(!server.is_handshaking());
         while Driven::take_read_buffer(&mut server).is_some() {}
@@ -745,12 +743,10 @@ mod driven {
 
     #[test]
     fn an_aborted_tls_session_is_done_at_once_without_close_notify() {
-        let (server_tls, client_tls) = configs();
         let now = Instant::now();
-        let config = Arc::new(ServerConfig::default().normalized());
-        let mut server = TlsSession::accept(server_tls, echo(), config, now).expect("server");
-        let mut client = TlsConnection::client(client_tls, "localhost", Connection::client(), now)
-            .expect("client");
+        // The budget `TlsSession::accept` gives a session of the default configuration.
+        let budget = MemoryBudget::for_config(&ServerConfig::default());
+        let (mut server, mut client) = echo_pair(&budget, now);
         pump(&mut server, &mut client);
         assert!(!server.is_handshaking());
         Driven::abort(
