@@ -10,12 +10,15 @@
 //! then non-blocking until `WouldBlock`), and `bufwriter`, pieces as `BufWriter` buffers
 //! that `io::copy` fills with one read per wake-up, taken out with `into_parts` (the
 //! header read as `upfront` does). A writer thread sends the same encoded message over and
-//! over. Interleaved rounds, a new connection per round and variant; medians (issue 14,
+//! over. `reuse` is `sockmsg` on a connection that keeps the pieces of the messages it
+//! dropped for the next (`Connection::with_piece_reuse`, as the servers' sessions do): from
+//! the second message on, its full-size pieces are memory already mapped and written.
+//! Interleaved rounds, a new connection per round and variant; medians (issue 14,
 //! BENCHMARKS.md):
 //!
 //! ```sh
 //! cargo build --release -p sockmsg-protocol --example large_socket
-//! target/release/examples/large_socket [ROUNDS] [MESSAGES] [floor|upfront|sockmsg|spare|bufwriter]
+//! target/release/examples/large_socket [ROUNDS] [MESSAGES] [floor|upfront|sockmsg|reuse|spare|bufwriter]
 //! ```
 use std::hint::black_box;
 use std::io::{self, BufWriter, Read, Write};
@@ -165,8 +168,9 @@ fn receive(variant: &str, stream: &mut TcpStream, count: usize, wire_len: usize)
             }
         }
         _ => {
-            let mut conn =
-                Connection::new(Role::Server, Limits::default()).with_read_buf_size(4096);
+            let mut conn = Connection::new(Role::Server, Limits::default())
+                .with_read_buf_size(4096)
+                .with_piece_reuse(variant == "reuse");
             let now = Instant::now();
             let mut got = 0;
             while got < count {
@@ -202,7 +206,7 @@ fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("address");
     let only = args.next();
-    let variants: Vec<&str> = ["floor", "upfront", "sockmsg", "spare", "bufwriter"]
+    let variants: Vec<&str> = ["floor", "upfront", "sockmsg", "reuse", "spare", "bufwriter"]
         .into_iter()
         .filter(|v| only.as_deref().map_or(true, |o| o == *v))
         .collect();

@@ -137,6 +137,51 @@ impl Connection {
         self
     }
 
+    /// The same connection keeping the pieces of the large contents it receives for the
+    /// next one, once the message that held them is dropped (up to 16 pieces of 1 MiB):
+    /// a content of several MiB is then received into memory already mapped and written,
+    /// with no page faults and no zero-fill before `recv`, where fresh pieces cost both
+    /// (most of a 16 MiB request's receive CPU where the allocator maps large buffers
+    /// afresh). The pieces kept count in [`Connection::allocated`], and
+    /// [`Connection::release_buffers`] frees them (messages dropped after that free
+    /// theirs, until the next large content arrives): a server calls it once the
+    /// connection is idle. Off by default; a piece is taken only where a fresh one would
+    /// be allocated as large (at least 1 MiB received and as much still to come), so what
+    /// a connection holds still follows the bytes received.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use sockmsg_protocol::{encode, Connection, Event, Limits, Message, Role};
+    ///
+    /// let mut conn = Connection::new(Role::Server, Limits::default()).with_piece_reuse(true);
+    /// let wire = encode(&Message::binary("x/y", vec![7; 3 << 20]))?;
+    /// for round in 0..2 {
+    ///     // As a socket would deliver it: one read_buf + commit per read.
+    ///     let mut input = &wire[..];
+    ///     let message = loop {
+    ///         if let Event::Message(m) = conn.next_event()? {
+    ///             break m;
+    ///         }
+    ///         let buf = conn.read_buf();
+    ///         let n = buf.len().min(input.len());
+    ///         let (now, rest) = input.split_at(n);
+    ///         buf[..n].copy_from_slice(now);
+    ///         input = rest;
+    ///         conn.commit(n, Instant::now())?;
+    ///     };
+    ///     assert_eq!(message.content_len(), 3 << 20);
+    ///     drop(message); // its two full 1 MiB pieces go back to the connection
+    ///     assert_eq!(conn.allocated() >> 20, 2, "round {round}");
+    /// }
+    /// conn.release_buffers();
+    /// assert!(conn.allocated() < 1 << 20);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_piece_reuse(mut self, on: bool) -> Connection {
+        self.decoder = self.decoder.with_piece_reuse(on);
+        self
+    }
+
     /// This side's role.
     pub fn role(&self) -> Role {
         self.role

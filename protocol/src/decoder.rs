@@ -2,6 +2,7 @@
 
 use std::io;
 use std::mem;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::error::{LocalError, PeerError, Phase};
 use crate::header::{parse_header, Header};
@@ -29,6 +30,46 @@ const PIECE_MAX: usize = 1024 * 1024;
 /// allocated zeroed instead (`calloc`: free for memory the allocator maps fresh) and lent
 /// whole.
 const CONTENT_WINDOW: usize = 128 * 1024;
+
+/// The most full-size pieces ([`PIECE_MAX`]) a connection keeps for its next large
+/// content once the message that held them is dropped ([`Decoder::with_piece_reuse`]):
+/// 16 MiB.
+const SPARE_MAX: usize = 16;
+
+/// Pieces of large contents given back by the messages that held them, for the next
+/// large content of the same connection: memory already mapped and written (no page
+/// faults, no zero-fill before `recv`). Shared between a decoder and the messages it made
+/// (which hold it weakly); while `open` is `false` (the connection freed its buffers) it
+/// takes nothing back.
+#[derive(Debug, Default)]
+pub(crate) struct Spare {
+    pieces: Vec<Vec<u8>>,
+    open: bool,
+}
+
+/// Gives the pieces of a dropped message back to the connection they came from: those of
+/// full size, as long as it is open to them and has room; the rest are freed. A piece is
+/// kept whole and initialised (its length is its capacity), ready to be lent to `recv`.
+pub(crate) fn give_back(home: &Weak<Mutex<Spare>>, pieces: &mut Vec<Vec<u8>>) {
+    let Some(home) = home.upgrade() else {
+        return;
+    };
+    let Ok(mut spare) = home.lock() else {
+        return;
+    };
+    if !spare.open {
+        return;
+    }
+    for mut piece in pieces.drain(..) {
+        if spare.pieces.len() == SPARE_MAX {
+            break;
+        }
+        if piece.capacity() == PIECE_MAX {
+            piece.resize(PIECE_MAX, 0);
+            spare.pieces.push(piece);
+        }
+    }
+}
 
 /// Default size of the staging buffer behind [`Decoder::read_buf`].
 pub(crate) const DEFAULT_READ_BUF: usize = 16 * 1024;
@@ -138,6 +179,10 @@ pub(crate) struct Decoder {
     position: u64,
     /// Stream offset where the message in progress (or the next one) starts.
     message_start: u64,
+    /// Whether pieces of dropped messages come back ([`Decoder::with_piece_reuse`]).
+    reuse: bool,
+    /// Where they come back to: made with the first message received in pieces.
+    spare: Option<Arc<Mutex<Spare>>>,
 }
 
 impl Decoder {
@@ -163,7 +208,23 @@ impl Decoder {
             eof: false,
             position: 0,
             message_start: 0,
+            reuse: false,
+            spare: None,
         }
+    }
+
+    /// Keeps the full-size pieces of the large contents this decoder received, once the
+    /// messages holding them are dropped (at most [`SPARE_MAX`] of them), for the next
+    /// large content: memory already mapped and written, which `recv` fills without page
+    /// faults or a zero-fill first. They count in [`Decoder::allocated`] and are freed by
+    /// [`Decoder::release_buffers`]; a piece is reused only where a fresh one would be
+    /// as large ([`PIECE_MAX`]: at least that much received and still to come).
+    pub(crate) fn with_piece_reuse(mut self, on: bool) -> Decoder {
+        self.reuse = on;
+        if !on {
+            self.spare = None;
+        }
+        self
     }
 
     /// Sets the size of the staging buffer [`Decoder::read_buf`] lends (at least 64 bytes;
@@ -330,10 +391,7 @@ impl Decoder {
         if let State::Content { len, .. } = self.state {
             let remaining = len - self.filled;
             if self.rpos == self.rend && remaining >= self.read_buf_size {
-                let most = self
-                    .content_allocated()
-                    .saturating_add(self.allowance)
-                    .min(len);
+                let most = self.content_room(len);
                 let take = remaining
                     .min(input.len())
                     .min(most.saturating_sub(self.filled));
@@ -542,7 +600,57 @@ impl Decoder {
     /// Bytes this decoder holds allocated (staging, header and content buffers): what a
     /// peer's input costs in memory right now.
     pub(crate) fn allocated(&self) -> usize {
-        self.rbuf.capacity() + self.hbuf.capacity() + self.content_allocated()
+        self.rbuf.capacity()
+            + self.hbuf.capacity()
+            + self.content_allocated()
+            + self.spare_count() * PIECE_MAX
+    }
+
+    /// Pieces kept for the next large content ([`Decoder::with_piece_reuse`]).
+    fn spare_count(&self) -> usize {
+        self.spare
+            .as_ref()
+            .and_then(|spare| spare.lock().ok().map(|s| s.pieces.len()))
+            .unwrap_or(0)
+    }
+
+    /// Of a content of `total` bytes, the bytes the kept pieces will hold: a kept piece
+    /// is taken where a fresh one would be full-size, once at least [`PIECE_MAX`] is
+    /// received and while as much is still to come (the fresh pieces before reach exactly
+    /// that much).
+    fn spare_usable(&self, total: usize) -> usize {
+        let count = self.spare_count();
+        if count == 0 {
+            return 0;
+        }
+        let from = self.content_allocated().max(PIECE_MAX);
+        (total.saturating_sub(from) / PIECE_MAX).min(count) * PIECE_MAX
+    }
+
+    /// How far into a content of `total` bytes the decoder may receive now: what is
+    /// allocated for it, what the allowance lets it allocate, and, once its first
+    /// [`PIECE_MAX`] is allocated (kept pieces are taken only after that), what kept
+    /// pieces will hold.
+    fn content_room(&self, total: usize) -> usize {
+        let allocated = self.content_allocated();
+        let kept = if allocated >= PIECE_MAX {
+            self.spare_usable(total)
+        } else {
+            0
+        };
+        allocated
+            .saturating_add(self.allowance)
+            .saturating_add(kept)
+            .min(total)
+    }
+
+    /// A kept piece, for the next piece of a content of `total` bytes with room for at
+    /// least `at_least` of them, if a fresh piece would be full-size.
+    fn take_spare(&mut self, total: usize, at_least: usize) -> Option<Vec<u8>> {
+        if at_least > PIECE_MAX || self.piece_size(total) != PIECE_MAX {
+            return None;
+        }
+        self.spare.as_ref()?.lock().ok()?.pieces.pop()
     }
 
     /// Bytes allocated for the content being received (its pieces and the one filling).
@@ -558,7 +666,7 @@ impl Decoder {
             State::Header { len } => (len, self.hbuf.capacity(), self.hbuf.len(), 0),
             State::Content { len, .. } => (
                 len,
-                self.content_allocated(),
+                self.content_allocated() + self.spare_usable(len),
                 self.filled,
                 self.piece_size(len),
             ),
@@ -630,6 +738,12 @@ impl Decoder {
         if self.hbuf.is_empty() {
             self.hbuf = Vec::new();
         }
+        if let Some(Ok(mut spare)) = self.spare.as_ref().map(|s| s.lock()) {
+            // Messages dropped from now on free their pieces, until the next one in
+            // pieces is received.
+            spare.open = false;
+            spare.pieces = Vec::new();
+        }
     }
 
     fn fail(&mut self, e: PeerError) -> PeerError {
@@ -680,7 +794,18 @@ impl Decoder {
     fn new_piece(&mut self, total: usize, at_least: usize, zeroed: bool) -> bool {
         let left = total - self.filled;
         let at_least = at_least.min(left);
-        if at_least == 0 || at_least > self.allowance {
+        if at_least == 0 {
+            return false;
+        }
+        if let Some(mut piece) = self.take_spare(total, at_least) {
+            // Kept whole and initialised: lent to `recv` as it is, or appended to.
+            if !zeroed {
+                piece.clear();
+            }
+            self.install_piece(piece);
+            return true;
+        }
+        if at_least > self.allowance {
             return false;
         }
         let size = self.piece_size(total).max(at_least).min(self.allowance);
@@ -693,6 +818,13 @@ impl Decoder {
         } else {
             Vec::with_capacity(size)
         };
+        self.install_piece(piece);
+        self.spend(self.content.capacity());
+        true
+    }
+
+    /// Makes `piece` the piece being filled; the full one before it joins the pieces.
+    fn install_piece(&mut self, piece: Vec<u8>) {
         let full = mem::replace(&mut self.content, piece);
         if full.capacity() > 0 {
             let mut full = full;
@@ -702,8 +834,6 @@ impl Decoder {
             self.pieces_cap += full.capacity();
             self.pieces.push(full);
         }
-        self.spend(self.content.capacity());
-        true
     }
 
     fn spend(&mut self, bytes: usize) {
@@ -718,7 +848,14 @@ impl Decoder {
     fn put_content(&mut self, mut bytes: &[u8], total: usize) {
         while !bytes.is_empty() {
             let at = self.filled - self.pieces_len;
-            if at == self.content.capacity() && !self.new_piece(total, bytes.len(), false) {
+            // With pieces kept, a full-size one at a time (bytes in hand otherwise get one
+            // piece of their size).
+            let want = if self.spare.is_some() {
+                bytes.len().min(PIECE_MAX)
+            } else {
+                bytes.len()
+            };
+            if at == self.content.capacity() && !self.new_piece(total, want, false) {
                 return;
             }
             let at = self.filled - self.pieces_len;
@@ -829,10 +966,7 @@ impl Decoder {
                 State::Content { len, .. } => {
                     let len = *len;
                     if self.filled < len {
-                        let most = self
-                            .content_allocated()
-                            .saturating_add(self.allowance)
-                            .min(len);
+                        let most = self.content_room(len);
                         let take = (len - self.filled)
                             .min(src.len())
                             .min(most.saturating_sub(self.filled));
@@ -862,6 +996,19 @@ impl Decoder {
         }
     }
 
+    /// Where the pieces of a message completed now go back to once it is dropped (opened
+    /// again if the connection had freed its buffers); nowhere without piece reuse.
+    fn spare_home(&mut self) -> Weak<Mutex<Spare>> {
+        if !self.reuse {
+            return Weak::new();
+        }
+        let spare = self.spare.get_or_insert_with(Arc::default);
+        if let Ok(mut s) = spare.lock() {
+            s.open = true;
+        }
+        Arc::downgrade(spare)
+    }
+
     /// The content is complete: hand out the message and start the next one.
     fn complete(&mut self) -> Result<Message, PeerError> {
         let State::Content { header, .. } = mem::replace(&mut self.state, State::Protoheader)
@@ -883,16 +1030,18 @@ impl Decoder {
             if !content.is_empty() {
                 pieces.push(content);
             }
+            let home = self.spare_home();
             if pieces.len() == 1 {
                 content = pieces.pop().unwrap_or_default();
             } else if !(self.limits.check_json_content && header.is_json()) {
-                return Ok(Message::from_decoded_pieces(header, pieces, len));
+                return Ok(Message::from_decoded_pieces(header, pieces, len, home));
             } else {
                 // JSON is checked, and parsed later, as one text.
                 content = Vec::with_capacity(len);
                 for piece in &pieces {
                     content.extend_from_slice(piece);
                 }
+                give_back(&home, &mut pieces);
             }
         }
         let mut checked_depth = None;

@@ -2,13 +2,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::OnceLock;
+use std::mem;
+use std::sync::{Mutex, OnceLock, Weak};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::decoder::{Decoder, Event};
+use crate::decoder::{give_back, Decoder, Event, Spare};
 use crate::error::{LocalError, PeerError, Phase};
 use crate::header::{self, ByteOrder, Header, BINARY, TEXT_JSON, UTF_8};
 use crate::json::{check_depth, check_utf8, is_utf8_label, is_valid_json, to_vec_py};
@@ -55,6 +56,15 @@ struct Pieces {
     pieces: Vec<Vec<u8>>,
     len: usize,
     joined: OnceLock<Vec<u8>>,
+    /// The connection that received them, if it keeps pieces for its next large content
+    /// (`Connection::with_piece_reuse`): they go back to it when the message is dropped.
+    home: Weak<Mutex<Spare>>,
+}
+
+impl Drop for Pieces {
+    fn drop(&mut self) {
+        give_back(&self.home, &mut self.pieces);
+    }
 }
 
 impl Content {
@@ -94,7 +104,7 @@ impl Content {
             Content::Whole(v) => vec![v],
             Content::Pieces(mut p) => match p.joined.take() {
                 Some(v) => vec![v],
-                None => p.pieces,
+                None => mem::take(&mut p.pieces),
             },
         }
     }
@@ -226,14 +236,21 @@ impl Message {
     }
 
     /// Joins a decoded header and a content received in `pieces` (`len` bytes in all; at
-    /// least two pieces, binary or unchecked: the decoder joins what it checks as JSON).
-    pub(crate) fn from_decoded_pieces(header: Header, pieces: Vec<Vec<u8>>, len: usize) -> Message {
+    /// least two pieces, binary or unchecked: the decoder joins what it checks as JSON),
+    /// which go back to `home` when the message is dropped.
+    pub(crate) fn from_decoded_pieces(
+        header: Header,
+        pieces: Vec<Vec<u8>>,
+        len: usize,
+        home: Weak<Mutex<Spare>>,
+    ) -> Message {
         Message {
             header,
             content: Content::Pieces(Box::new(Pieces {
                 pieces,
                 len,
                 joined: OnceLock::new(),
+                home,
             })),
             checked_depth: None,
         }

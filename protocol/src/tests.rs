@@ -1725,3 +1725,84 @@ fn read_spare_from_refuses_more_than_it_lent_and_counts_a_grown_piece() {
     assert!(n >= 64 * 1024);
     assert!(conn.allocated() >= 4 * n, "the grown piece is counted");
 }
+
+/// Feeds `wire` through `read_buf` + `commit` in reads of at most `chunk` bytes, with the
+/// allocation allowance a budgeted server gives: what [`Decoder::receiving`] says is left to
+/// allocate, set again before every read. Returns the messages, dropped as soon as they
+/// come unless `keep`.
+fn budgeted_reads(dec: &mut Decoder, wire: &[u8], chunk: usize, keep: bool) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut rest = wire;
+    let mut stalled = 0;
+    loop {
+        while let Event::Message(m) = dec.next_event().unwrap() {
+            if keep {
+                out.push(m);
+            } else {
+                out.push(Message::binary(
+                    "x/y",
+                    m.content_len().to_be_bytes().to_vec(),
+                ));
+            }
+        }
+        if rest.is_empty() {
+            return out;
+        }
+        let allowance = match dec.receiving() {
+            Some(r) => r.to_allocate + dec.read_alloc_need(),
+            None => usize::MAX,
+        };
+        dec.set_alloc_allowance(allowance);
+        let buf = dec.read_buf();
+        let n = buf.len().min(chunk).min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        dec.commit(n).unwrap();
+        stalled = if n == 0 { stalled + 1 } else { 0 };
+        assert!(stalled < 3, "stalled with {} bytes left", rest.len());
+    }
+}
+
+#[test]
+fn pieces_of_dropped_messages_are_reused_within_the_allowance() {
+    for (size, chunk) in [
+        (16 << 20, 64 * 1024),
+        ((16 << 20) - 3961, 4096),
+        ((16 << 20) - 3961, usize::MAX),
+        ((5 << 20) + 7, 100_000),
+    ] {
+        let wire = encode(&Message::binary("x/y", vec![3; size])).unwrap();
+        let mut dec = Decoder::new(Limits::default())
+            .with_read_buf_size(4096)
+            .with_piece_reuse(true);
+        let first = budgeted_reads(&mut dec, &wire, chunk, false);
+        assert_eq!(first.len(), 1);
+        let kept = dec.allocated();
+        let full = (size - (1 << 20)) >> 20; // full-size pieces after the first MiB
+        assert!(kept >= full << 20, "{size}: {kept} kept");
+        // The next message is received into them: nothing more is allocated, and its
+        // content is the one sent.
+        let again = budgeted_reads(&mut dec, &wire, chunk, true);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].content_len(), size);
+        assert!(again[0].content_chunks().iter().flatten().all(|&b| b == 3));
+    }
+}
+
+#[test]
+fn reused_pieces_serve_messages_of_other_sizes() {
+    let mut dec = Decoder::new(Limits::default())
+        .with_read_buf_size(4096)
+        .with_piece_reuse(true);
+    for size in [
+        16 << 20,
+        (16 << 20) - 3961,
+        3 << 20,
+        (12 << 20) + 5,
+        1 << 20,
+    ] {
+        let wire = encode(&Message::binary("x/y", vec![3; size])).unwrap();
+        let got = budgeted_reads(&mut dec, &wire, usize::MAX, false);
+        assert_eq!(got.len(), 1, "{size}");
+    }
+}

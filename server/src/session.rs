@@ -247,7 +247,8 @@ impl Session {
         let conn = Connection::new(Role::Server, config.limits.clone())
             .with_deadlines(deadlines, now)
             .with_output_cap(config.output_cap)
-            .with_read_buf_size(READ_BUF);
+            .with_read_buf_size(READ_BUF)
+            .with_piece_reuse(true);
         let first_byte_by = config.first_byte_deadline.map(|d| now + d);
         let mut session = Session {
             conn,

@@ -677,3 +677,45 @@ fn the_window_starts_when_the_transport_sends_not_when_the_answer_was_made() {
     assert!(s.close_reason().is_none(), "{s:?}");
     assert_eq!(s.poll_timeout(), Some(secs(31)));
 }
+
+/// Answers every request with its content's length, dropping the request.
+fn sizes(config: ServerConfig, now: Instant) -> Session {
+    let service: Arc<dyn Service> = Arc::new(|m: Message| -> Result<Message, ServiceError> {
+        Ok(Message::binary(
+            "x/y",
+            m.content_len().to_string().into_bytes(),
+        ))
+    });
+    Session::new(service, Arc::new(config.normalized()), now)
+}
+
+#[test]
+fn large_requests_one_after_another_reuse_their_pieces_within_the_budget() {
+    let t0 = Instant::now();
+    let budget = MemoryBudget::new(64 << 20);
+    let config = ServerConfig {
+        memory_meter: Some(budget.clone()),
+        ..ServerConfig::default()
+    };
+    let mut s = sizes(config, t0);
+    for size in [16 << 20, (16 << 20) - 3961, 3 << 20] {
+        let wire = encode(&Message::binary("x/y", vec![5; size])).expect("encodable");
+        feed(&mut s, &wire, t0);
+        assert_eq!(drain(&mut s, t0), [size.to_string().into_bytes()], "{size}");
+        assert!(
+            budget.used() <= 17 << 20,
+            "{size}: {} charged",
+            budget.used()
+        );
+    }
+    // The full-size pieces were kept for the next request, and counted.
+    let held = s.connection().allocated();
+    assert!(held >= 2 << 20, "kept: {held}");
+    assert!(budget.used() >= held);
+    // Idle: they go back with the rest.
+    let at = s.poll_timeout().expect("a wake-up to free them");
+    s.handle_timeout(at);
+    assert!(s.connection().allocated() < 256);
+    // (What stays charged is the reservation for the next read.)
+    assert!(budget.used() <= 8192, "{} charged", budget.used());
+}
