@@ -217,8 +217,8 @@ impl Decoder {
     /// messages holding them are dropped (at most [`SPARE_MAX`] of them), for the next
     /// large content: memory already mapped and written, which `recv` fills without page
     /// faults or a zero-fill first. They count in [`Decoder::allocated`] and are freed by
-    /// [`Decoder::release_buffers`]; a piece is reused only where a fresh one would be
-    /// as large ([`PIECE_MAX`]: at least that much received and still to come).
+    /// [`Decoder::release_buffers`]; a kept piece is taken for a new piece while at least
+    /// [`PIECE_MAX`] of the content is still to come.
     pub(crate) fn with_piece_reuse(mut self, on: bool) -> Decoder {
         self.reuse = on;
         if !on {
@@ -615,39 +615,33 @@ impl Decoder {
     }
 
     /// Of a content of `total` bytes, the bytes the kept pieces will hold: a kept piece
-    /// is taken where a fresh one would be full-size, once at least [`PIECE_MAX`] is
-    /// received and while as much is still to come (the fresh pieces before reach exactly
-    /// that much).
+    /// is taken for every new piece while at least [`PIECE_MAX`] is still to come (each
+    /// new piece starts where the allocated ones end).
     fn spare_usable(&self, total: usize) -> usize {
         let count = self.spare_count();
         if count == 0 {
             return 0;
         }
-        let from = self.content_allocated().max(PIECE_MAX);
+        let from = self.content_allocated();
         (total.saturating_sub(from) / PIECE_MAX).min(count) * PIECE_MAX
     }
 
     /// How far into a content of `total` bytes the decoder may receive now: what is
-    /// allocated for it, what the allowance lets it allocate, and, once its first
-    /// [`PIECE_MAX`] is allocated (kept pieces are taken only after that), what kept
-    /// pieces will hold.
+    /// allocated for it, what kept pieces will hold, and what the allowance lets it
+    /// allocate after them.
     fn content_room(&self, total: usize) -> usize {
-        let allocated = self.content_allocated();
-        let kept = if allocated >= PIECE_MAX {
-            self.spare_usable(total)
-        } else {
-            0
-        };
-        allocated
+        self.content_allocated()
+            .saturating_add(self.spare_usable(total))
             .saturating_add(self.allowance)
-            .saturating_add(kept)
             .min(total)
     }
 
     /// A kept piece, for the next piece of a content of `total` bytes with room for at
-    /// least `at_least` of them, if a fresh piece would be full-size.
+    /// least `at_least` of them, while at least a whole piece of it is still to come
+    /// (memory already allocated: unlike a fresh piece, it need not follow the bytes
+    /// received).
     fn take_spare(&mut self, total: usize, at_least: usize) -> Option<Vec<u8>> {
-        if at_least > PIECE_MAX || self.piece_size(total) != PIECE_MAX {
+        if at_least > PIECE_MAX || total - self.filled < PIECE_MAX {
             return None;
         }
         self.spare.as_ref()?.lock().ok()?.pieces.pop()
