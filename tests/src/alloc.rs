@@ -23,6 +23,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static LARGE_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// The size from which [`large_allocations`] counts an allocation: a read buffer's.
+pub const LARGE: usize = 4096;
+
+fn count_alloc(size: usize) {
+    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+    if size >= LARGE {
+        LARGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// The system allocator, counting the bytes live and their peak.
 pub struct Counting;
@@ -32,8 +44,14 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
+            count_alloc(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            count_alloc(layout.size());
         }
         p
     }
@@ -44,6 +62,9 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = System.realloc(ptr, layout, new_size);
         if !p.is_null() {
+            if new_size >= LARGE && layout.size() < LARGE {
+                LARGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            }
             if new_size >= layout.size() {
                 let grow = new_size - layout.size();
                 let live = LIVE.fetch_add(grow, Ordering::Relaxed) + grow;
@@ -59,6 +80,12 @@ unsafe impl GlobalAlloc for Counting {
 /// Bytes live now (all zero unless [`Counting`] is the global allocator).
 pub fn live() -> usize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// Allocations of at least [`LARGE`] bytes so far (a `realloc` that grows a block to that
+/// size counts as one).
+pub fn large_allocations() -> usize {
+    LARGE_ALLOCATIONS.load(Ordering::Relaxed)
 }
 
 /// Peak bytes allocated above the level live before, while `f` runs, and its result.

@@ -8,51 +8,15 @@
 //! The allocator counts the sizes asked for; malloc adds its own rounding (8 to 16 bytes a
 //! block), which the RSS figures in BENCHMARKS.md include.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{encode, Message};
 use sockmsg_server::{ServerConfig, Service, ServiceError};
+use sockmsg_tests::alloc::{live, Counting};
 use sockmsg_transport_tokio::Server;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// The system allocator, counting the bytes live.
-struct Counting;
-
-// SAFETY: every method forwards to `System` unchanged; the counter is only a statistic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(layout);
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            LIVE.fetch_add(new_size, Relaxed);
-            LIVE.fetch_sub(layout.size(), Relaxed);
-        }
-        p
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -71,11 +35,11 @@ const BOUND: Duration = Duration::from_secs(20);
 /// settling its connections), or after [`BOUND`].
 fn settled_heap() -> usize {
     let start = Instant::now();
-    let mut last = LIVE.load(Relaxed);
+    let mut last = live();
     let mut still = 0;
     while still < 5 && start.elapsed() < BOUND {
         std::thread::sleep(Duration::from_millis(50));
-        let now = LIVE.load(Relaxed);
+        let now = live();
         still = if now == last { still + 1 } else { 0 };
         last = now;
     }

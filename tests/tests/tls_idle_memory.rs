@@ -14,63 +14,24 @@
 //! the small blocks allocated between them (`scripts/idle-rss.sh` measured it over
 //! sockets: 2.1 KB more resident per connection at 10,000 TLS connections).
 //!
-//! `SOCKMSG_IDLE_CONNECTIONS=10000 cargo test --release -p sockmsg-tls --test idle_memory
+//! `SOCKMSG_IDLE_CONNECTIONS=10000 cargo test --release -p sockmsg-tests --test tls_idle_memory
 //! -- --nocapture` gives the figure at 10,000 connections.
 //!
 //! This test binary installs a counting global allocator and holds a single test
 //! function (with several, the harness allocates for the next test's thread while one
-//! measures). The allocator is written here rather than taken from `sockmsg-tests`, which
-//! depends on this crate (through `sockmsg-app`).
+//! measures).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{Connection, Event, Message};
 use sockmsg_server::{Driven, ServerConfig, Service, ServiceError};
+use sockmsg_tests::alloc::{large_allocations, live, Counting};
 use sockmsg_tls::certs::{Authority, Spec, Usage};
 use sockmsg_tls::{
     client_config, server_config, AnyPeer, ClientOptions, PeerService, Pem, ServerOptions,
     TlsConnection, TlsSession,
 };
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-/// Allocations of at least [`LARGE`] bytes (a read buffer's size) so far.
-static LARGE_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-const LARGE: usize = 4096;
-
-/// The system allocator, counting the bytes live.
-struct Counting;
-
-// SAFETY: every method forwards to `System` unchanged; the counter is only a statistic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-            if layout.size() >= LARGE {
-                LARGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            if new_size >= LARGE && layout.size() < LARGE {
-                LARGE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            }
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -93,7 +54,7 @@ impl Service for Echo {
 #[derive(Default)]
 struct Pool {
     buffers: Vec<Vec<u8>>,
-    /// Allocations of at least [`LARGE`] bytes while the server side read and wrote.
+    /// Allocations of at least 4 KiB ([`sockmsg_tests::alloc::LARGE`]) while the server side read and wrote.
     server_large: usize,
 }
 
@@ -128,7 +89,7 @@ fn exchange(
         while client.wants_write() {
             moved |= client.write_tls(&mut wire, now).expect("client write") > 0;
         }
-        let large = LARGE_ALLOCATIONS.load(Ordering::Relaxed);
+        let large = large_allocations();
         let mut input = &wire[..];
         while !input.is_empty() {
             pool.lend(server);
@@ -139,7 +100,7 @@ fn exchange(
             moved |= server.write_tls(&mut output, now).expect("server write") > 0;
         }
         pool.take_back(server);
-        pool.server_large += LARGE_ALLOCATIONS.load(Ordering::Relaxed) - large;
+        pool.server_large += large_allocations() - large;
         let mut input = &output[..];
         while !input.is_empty() {
             client.read_tls(&mut input, now).expect("client read");
@@ -219,16 +180,16 @@ fn an_idle_tls_connection_holds_at_most_8_kib() {
     drop(clients);
     drop(pool);
     // Idle, read buffers back in the pool (gone with it): what each connection holds.
-    let pooled = LIVE.load(Ordering::Relaxed);
+    let pooled = live();
     // Idle a moment longer (well within the idle timeout): the release timers run.
     let later = start + Duration::from_secs(1);
     for server in &mut servers {
         assert_eq!(server.handle_timeout(later), None);
         assert!(!server.is_done());
     }
-    let released = LIVE.load(Ordering::Relaxed);
+    let released = live();
     drop(servers); // their heap, and the vector that held them inline
-    let base = LIVE.load(Ordering::Relaxed);
+    let base = live();
     let per_connection = |held: usize| held.saturating_sub(base) / connections;
     let (pooled, released) = (per_connection(pooled), per_connection(released));
     println!(
