@@ -142,6 +142,7 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     /// A decoder at the start of a stream.
+    #[inline]
     pub(crate) fn new(limits: Limits) -> Decoder {
         Decoder {
             limits,
@@ -169,6 +170,7 @@ impl Decoder {
     /// Sets the size of the staging buffer [`Decoder::read_buf`] lends (at least 64 bytes;
     /// default [`DEFAULT_READ_BUF`]). Content of at least this many remaining bytes is
     /// received directly into the message's own buffer.
+    #[inline]
     pub(crate) fn with_read_buf_size(mut self, size: usize) -> Decoder {
         self.read_buf_size = size.max(64);
         self
@@ -182,6 +184,7 @@ impl Decoder {
     /// Bounds what the decoder may allocate from now on for headers and contents
     /// (`usize::MAX`: no bound). A part that needs more waits, its bytes staged, until the
     /// allowance is raised.
+    #[inline]
     pub(crate) fn set_alloc_allowance(&mut self, bytes: usize) {
         self.allowance = bytes;
     }
@@ -470,6 +473,7 @@ impl Decoder {
 
     /// `true` while [`Decoder::read_spare_from`] lends the content's piece (a large
     /// content arriving, nothing staged), unless the allowance stops it.
+    #[inline]
     pub(crate) fn reads_into_spare(&self) -> bool {
         match self.state {
             State::Content { len, .. } => {
@@ -506,11 +510,13 @@ impl Decoder {
     }
 
     /// `true` once end of stream was recorded.
+    #[inline]
     pub(crate) fn is_eof(&self) -> bool {
         self.eof
     }
 
     /// The peer error the decoder failed with, if it did.
+    #[inline]
     pub(crate) fn error(&self) -> Option<&PeerError> {
         match &self.state {
             State::Failed(e) => Some(e),
@@ -520,6 +526,7 @@ impl Decoder {
 
     /// `true` if part of a message has been taken in but not the whole of it: a stream that
     /// ends now is cut inside a message.
+    #[inline]
     pub(crate) fn message_in_progress(&self) -> bool {
         self.rpos < self.rend
             || match self.state {
@@ -541,11 +548,13 @@ impl Decoder {
 
     /// Bytes this decoder holds allocated (staging, header and content buffers): what a
     /// peer's input costs in memory right now.
+    #[inline]
     pub(crate) fn allocated(&self) -> usize {
         self.rbuf.capacity() + self.hbuf.capacity() + self.content_allocated()
     }
 
     /// Bytes allocated for the content being received (its pieces and the one filling).
+    #[inline]
     fn content_allocated(&self) -> usize {
         self.pieces_cap + self.content.capacity()
     }
@@ -553,6 +562,7 @@ impl Decoder {
     /// The message being received, if its size is known: where it starts in the stream,
     /// the bytes its header announced for the part now arriving (the header while it is
     /// split, then the content), and how many of them are not allocated yet.
+    #[inline]
     pub(crate) fn receiving(&self) -> Option<Receiving> {
         let (announced, allocated, received, next_piece) = match self.state {
             State::Header { len } => (len, self.hbuf.capacity(), self.hbuf.len(), 0),
@@ -576,6 +586,7 @@ impl Decoder {
     /// Bytes the next [`Decoder::read_buf`] would allocate for its staging buffer (0 when
     /// it lends the content buffer of a large content, whose growth [`Decoder::receiving`]
     /// covers, or when the staging buffer has room).
+    #[inline]
     pub(crate) fn read_alloc_need(&self) -> usize {
         if let State::Content { len, .. } = self.state {
             if self.rpos == self.rend && len - self.filled >= self.read_buf_size {
@@ -593,6 +604,7 @@ impl Decoder {
     /// Takes the staging buffer out, if it holds no unread byte (to keep it in a pool
     /// while the connection is idle); the next read allocates one, or uses the one given
     /// back with [`Decoder::give_read_buffer`].
+    #[inline]
     pub(crate) fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
         if self.rpos != self.rend || self.rbuf.capacity() == 0 {
             return None;
@@ -608,6 +620,7 @@ impl Decoder {
 
     /// Gives a staging buffer to a decoder that has none (its contents are overwritten);
     /// hands it back if the decoder has one already.
+    #[inline]
     pub(crate) fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
         if self.rbuf.capacity() == 0 && !matches!(self.lent, Lent::Staging(_)) {
             self.rbuf = buf;
@@ -665,6 +678,7 @@ impl Decoder {
 
     /// The size of the next piece of a content of `total` bytes: one step, or as large as
     /// what was received so far up to [`PIECE_MAX`], never past what is left.
+    #[inline]
     fn piece_size(&self, total: usize) -> usize {
         self.filled
             .clamp(CONTENT_STEP, PIECE_MAX)

@@ -33,6 +33,7 @@ pub(crate) struct Encoder {
 
 impl Encoder {
     /// An empty queue.
+    #[inline]
     pub(crate) fn new() -> Encoder {
         Encoder::default()
     }
@@ -85,11 +86,13 @@ impl Encoder {
     }
 
     /// Bytes waiting to be sent.
+    #[inline]
     pub(crate) fn pending_len(&self) -> usize {
         self.pending
     }
 
     /// `true` while bytes are waiting to be sent.
+    #[inline]
     pub(crate) fn wants_write(&self) -> bool {
         self.pending > 0
     }
@@ -184,6 +187,7 @@ impl Encoder {
     }
 
     /// Bytes this queue holds allocated.
+    #[inline]
     pub(crate) fn allocated(&self) -> usize {
         self.segments.iter().map(Vec::capacity).sum::<usize>()
             + self.spare.capacity()
