@@ -189,9 +189,7 @@ impl Encoder {
     /// Bytes this queue holds allocated.
     #[inline]
     pub(crate) fn allocated(&self) -> usize {
-        self.segments.iter().map(Vec::capacity).sum::<usize>()
-            + self.spare.capacity()
-            + self.segments.capacity() * std::mem::size_of::<Vec<u8>>()
+        self.segments.allocated() + self.spare.capacity()
     }
 }
 
@@ -244,9 +242,17 @@ impl Segments {
         self.first.iter().chain(self.more.iter())
     }
 
-    /// Segments the deque has room for (the first is in place).
+    /// Bytes held: the segments' buffers and the deque's (the first is in place). Asked
+    /// on every step of a server session (its memory budget): no iterator chained over
+    /// the first and the rest.
     #[inline]
-    fn capacity(&self) -> usize {
-        self.more.capacity()
+    fn allocated(&self) -> usize {
+        let first = self.first.as_ref().map_or(0, Vec::capacity);
+        if self.more.capacity() == 0 {
+            return first;
+        }
+        first
+            + self.more.iter().map(Vec::capacity).sum::<usize>()
+            + self.more.capacity() * std::mem::size_of::<Vec<u8>>()
     }
 }
