@@ -642,7 +642,7 @@ fn poll_read_once<D: Driven>(
     }
     // Busy before bytes can reach the service, unless it was just evicted (`None`: it
     // closes; the eviction was decided while it was idle).
-    // (Already busy: the mark is 0, which no eviction takes.)
+    // (Known busy, noted by this task: the mark is 0, which no eviction takes.)
     if *noted != Some(None) {
         if !mark.note(None) {
             return Poll::Ready(Ok(None));
@@ -669,8 +669,7 @@ fn poll_read_once<D: Driven>(
                 pool_read_buffer(session);
             }
             let idle_since = session.idle_since();
-            mark.note(idle_since);
-            *noted = Some(idle_since);
+            *noted = mark.note(idle_since).then_some(idle_since);
             Poll::Pending
         }
         Err(e) => Poll::Ready(Err(e)),
@@ -726,9 +725,10 @@ fn serve_connection<D: Driven, A: Answers<D>>(
             answers.start(&mut *session);
             let idle_since = session.idle_since();
             // Noted only when it changed (the mark reads the clock's epoch and divides).
+            // (Not recorded if the note failed, evicted: the read's busy note must then
+            // run, and fail, before any byte reaches the service.)
             if noted != Some(idle_since) {
-                handle.mark.note(idle_since);
-                noted = Some(idle_since);
+                noted = handle.mark.note(idle_since).then_some(idle_since);
             }
             let (want_read, want_write) = (session.wants_read(), session.wants_write());
             if let Some(at) = session.poll_timeout() {
