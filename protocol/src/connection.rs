@@ -80,6 +80,7 @@ pub struct Connection {
 impl Connection {
     /// A connection in `role` with `limits` on what it accepts (and sends), no deadlines and
     /// no output cap.
+    #[inline]
     pub fn new(role: Role, limits: Limits) -> Connection {
         Connection {
             role,
@@ -110,6 +111,7 @@ impl Connection {
 
     /// The same connection with `deadlines` (see [`Deadlines`]); the idle clock starts at
     /// `now`.
+    #[inline]
     pub fn with_deadlines(mut self, deadlines: Deadlines, now: Instant) -> Connection {
         self.deadlines = deadlines;
         self.tick(now);
@@ -124,6 +126,7 @@ impl Connection {
     /// buffered), and the header deadline of a message in progress does not run, since it
     /// is this side that is not reading. Once output drains below the cap, buffered
     /// messages come out of [`Connection::next_event`] again and the header clock restarts.
+    #[inline]
     pub fn with_output_cap(mut self, bytes: usize) -> Connection {
         self.output_cap = bytes;
         self
@@ -132,6 +135,7 @@ impl Connection {
     /// The same connection with a read buffer of `size` bytes (at least 64; default
     /// 16 KiB): the most [`Connection::read_buf`] lends at a time outside large content,
     /// and the content size from which content is received in place.
+    #[inline]
     pub fn with_read_buf_size(mut self, size: usize) -> Connection {
         self.decoder = self.decoder.with_read_buf_size(size);
         self
@@ -179,6 +183,7 @@ impl Connection {
     /// assert!(conn.allocated() < 1 << 20);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn with_piece_reuse(mut self, on: bool) -> Connection {
         self.decoder = self.decoder.with_piece_reuse(on);
         self
@@ -199,12 +204,14 @@ impl Connection {
         &self.deadlines
     }
 
+    #[inline]
     fn tick(&mut self, now: Instant) {
         if self.now.map_or(true, |t| now > t) {
             self.now = Some(now);
         }
     }
 
+    #[inline]
     fn at_cap(&self) -> bool {
         self.encoder.pending_len() >= self.output_cap
     }
@@ -333,6 +340,7 @@ impl Connection {
     /// `true` while [`Connection::read_spare_from`] would lend the piece of a large content
     /// (at least the read-buffer size of it still to come, nothing received waiting to be
     /// decoded), so a caller can keep its own path for everything else.
+    #[inline]
     pub fn reads_into_spare(&self) -> bool {
         self.decoder.reads_into_spare()
     }
@@ -404,6 +412,7 @@ impl Connection {
     }
 
     /// Bytes waiting to be sent.
+    #[inline]
     pub fn pending_len(&self) -> usize {
         self.encoder.pending_len()
     }
@@ -449,11 +458,13 @@ impl Connection {
     /// `true` while reading can produce anything: no end of stream, no peer error, no
     /// deadline passed, not closed for reading (a server after [`Connection::close`]; a
     /// client after it once no answer is owed), and output below the cap.
+    #[inline]
     pub fn wants_read(&self) -> bool {
         self.reading() && !self.at_cap()
     }
 
     /// Reading is possible, the output cap aside.
+    #[inline]
     fn reading(&self) -> bool {
         self.timed_out.is_none()
             && !self.decoder.is_eof()
@@ -461,11 +472,13 @@ impl Connection {
             && !self.closed_for_reading()
     }
 
+    #[inline]
     fn closed_for_reading(&self) -> bool {
         self.closed && (self.role == Role::Server || self.in_flight() == 0)
     }
 
     /// `true` while bytes are waiting to be sent (and no deadline passed).
+    #[inline]
     pub fn wants_write(&self) -> bool {
         self.timed_out.is_none() && self.encoder.wants_write()
     }
@@ -487,6 +500,7 @@ impl Connection {
     }
 
     /// The earliest deadline running now, and which one it is.
+    #[inline]
     fn deadline(&self) -> Option<(Instant, Timeout)> {
         if self.timed_out.is_some() {
             return None;
@@ -516,6 +530,7 @@ impl Connection {
 
     /// When the transport must call [`Connection::handle_timeout`] at the latest: the
     /// earliest running deadline, or `None` when none runs.
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.deadline().map(|(at, _)| at)
     }
@@ -542,6 +557,7 @@ impl Connection {
 
     /// Messages owed by the other side: for a client, requests sent and not yet answered;
     /// for a server, requests received and not yet answered.
+    #[inline]
     pub fn in_flight(&self) -> u64 {
         match self.role {
             Role::Client => self.sent.saturating_sub(self.received),
@@ -551,6 +567,7 @@ impl Connection {
 
     /// `true` if part of a message has arrived but not all of it (bytes received and not
     /// yet decoded included).
+    #[inline]
     pub fn message_in_progress(&self) -> bool {
         self.decoder.message_in_progress()
     }
@@ -603,6 +620,7 @@ impl Connection {
 
     /// Bytes this connection holds allocated for input and output: what the peer costs in
     /// memory right now.
+    #[inline]
     pub fn allocated(&self) -> usize {
         self.decoder.allocated() + self.encoder.allocated()
     }
@@ -612,6 +630,7 @@ impl Connection {
     /// content) and how many of them are not allocated yet. A server that keeps a memory
     /// budget reserves `to_allocate` before reading on, or refuses the message: the
     /// machine never allocates more than that for it.
+    #[inline]
     pub fn receiving(&self) -> Option<Receiving> {
         self.decoder.receiving()
     }
@@ -619,6 +638,7 @@ impl Connection {
     /// Bytes the next [`Connection::read_buf`] would allocate outside
     /// [`Connection::receiving`] (its staging buffer), so that a budget can be checked
     /// before, not after, the allocation.
+    #[inline]
     pub fn read_alloc_need(&self) -> usize {
         self.decoder.read_alloc_need()
     }
@@ -628,6 +648,7 @@ impl Connection {
     /// [`Receiving::to_allocate`] and allows exactly that; a part that needs more stays
     /// staged ([`Connection::next_event`] answers [`Event::NeedData`]) until the allowance
     /// is raised. The staging buffer itself is sized by [`Connection::read_alloc_need`].
+    #[inline]
     pub fn set_alloc_allowance(&mut self, bytes: usize) {
         self.decoder.set_alloc_allowance(bytes);
     }
@@ -637,6 +658,7 @@ impl Connection {
     /// connections are idle instead of freeing each one into the allocator; `None` if
     /// there is none or it is in use. The next read allocates one unless one is given back
     /// with [`Connection::give_read_buffer`].
+    #[inline]
     pub fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
         self.decoder.take_read_buffer()
     }
@@ -645,6 +667,7 @@ impl Connection {
     /// overwritten); hands it back if the connection has one already. A slice lent by
     /// [`Connection::read_buf`] and not committed is lent no more once the buffer is
     /// taken: commit only what was read since.
+    #[inline]
     pub fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
         self.decoder.give_read_buffer(buf)
     }

@@ -187,6 +187,7 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     /// A decoder at the start of a stream.
+    #[inline]
     pub(crate) fn new(limits: Limits) -> Decoder {
         Decoder {
             limits,
@@ -219,6 +220,7 @@ impl Decoder {
     /// faults or a zero-fill first. They count in [`Decoder::allocated`] and are freed by
     /// [`Decoder::release_buffers`]; a kept piece is taken for a new piece while at least
     /// [`PIECE_MAX`] of the content is still to come.
+    #[inline]
     pub(crate) fn with_piece_reuse(mut self, on: bool) -> Decoder {
         self.reuse = on;
         if !on {
@@ -230,6 +232,7 @@ impl Decoder {
     /// Sets the size of the staging buffer [`Decoder::read_buf`] lends (at least 64 bytes;
     /// default [`DEFAULT_READ_BUF`]). Content of at least this many remaining bytes is
     /// received directly into the message's own buffer.
+    #[inline]
     pub(crate) fn with_read_buf_size(mut self, size: usize) -> Decoder {
         self.read_buf_size = size.max(64);
         self
@@ -243,6 +246,7 @@ impl Decoder {
     /// Bounds what the decoder may allocate from now on for headers and contents
     /// (`usize::MAX`: no bound). A part that needs more waits, its bytes staged, until the
     /// allowance is raised.
+    #[inline]
     pub(crate) fn set_alloc_allowance(&mut self, bytes: usize) {
         self.allowance = bytes;
     }
@@ -528,6 +532,7 @@ impl Decoder {
 
     /// `true` while [`Decoder::read_spare_from`] lends the content's piece (a large
     /// content arriving, nothing staged), unless the allowance stops it.
+    #[inline]
     pub(crate) fn reads_into_spare(&self) -> bool {
         match self.state {
             State::Content { len, .. } => {
@@ -564,11 +569,13 @@ impl Decoder {
     }
 
     /// `true` once end of stream was recorded.
+    #[inline]
     pub(crate) fn is_eof(&self) -> bool {
         self.eof
     }
 
     /// The peer error the decoder failed with, if it did.
+    #[inline]
     pub(crate) fn error(&self) -> Option<&PeerError> {
         match &self.state {
             State::Failed(e) => Some(e),
@@ -578,6 +585,7 @@ impl Decoder {
 
     /// `true` if part of a message has been taken in but not the whole of it: a stream that
     /// ends now is cut inside a message.
+    #[inline]
     pub(crate) fn message_in_progress(&self) -> bool {
         self.rpos < self.rend
             || match self.state {
@@ -599,6 +607,7 @@ impl Decoder {
 
     /// Bytes this decoder holds allocated (staging, header and content buffers): what a
     /// peer's input costs in memory right now.
+    #[inline]
     pub(crate) fn allocated(&self) -> usize {
         self.rbuf.capacity()
             + self.hbuf.capacity()
@@ -607,6 +616,7 @@ impl Decoder {
     }
 
     /// Pieces kept for the next large content ([`Decoder::with_piece_reuse`]).
+    #[inline]
     fn spare_count(&self) -> usize {
         self.spare
             .as_ref()
@@ -648,6 +658,7 @@ impl Decoder {
     }
 
     /// Bytes allocated for the content being received (its pieces and the one filling).
+    #[inline]
     fn content_allocated(&self) -> usize {
         self.pieces_cap + self.content.capacity()
     }
@@ -655,6 +666,7 @@ impl Decoder {
     /// The message being received, if its size is known: where it starts in the stream,
     /// the bytes its header announced for the part now arriving (the header while it is
     /// split, then the content), and how many of them are not allocated yet.
+    #[inline]
     pub(crate) fn receiving(&self) -> Option<Receiving> {
         let (announced, allocated, received, next_piece) = match self.state {
             State::Header { len } => (len, self.hbuf.capacity(), self.hbuf.len(), 0),
@@ -678,6 +690,7 @@ impl Decoder {
     /// Bytes the next [`Decoder::read_buf`] would allocate for its staging buffer (0 when
     /// it lends the content buffer of a large content, whose growth [`Decoder::receiving`]
     /// covers, or when the staging buffer has room).
+    #[inline]
     pub(crate) fn read_alloc_need(&self) -> usize {
         if let State::Content { len, .. } = self.state {
             if self.rpos == self.rend && len - self.filled >= self.read_buf_size {
@@ -695,6 +708,7 @@ impl Decoder {
     /// Takes the staging buffer out, if it holds no unread byte (to keep it in a pool
     /// while the connection is idle); the next read allocates one, or uses the one given
     /// back with [`Decoder::give_read_buffer`].
+    #[inline]
     pub(crate) fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
         if self.rpos != self.rend || self.rbuf.capacity() == 0 {
             return None;
@@ -710,6 +724,7 @@ impl Decoder {
 
     /// Gives a staging buffer to a decoder that has none (its contents are overwritten);
     /// hands it back if the decoder has one already.
+    #[inline]
     pub(crate) fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
         if self.rbuf.capacity() == 0 && !matches!(self.lent, Lent::Staging(_)) {
             self.rbuf = buf;
@@ -773,6 +788,7 @@ impl Decoder {
 
     /// The size of the next piece of a content of `total` bytes: one step, or as large as
     /// what was received so far up to [`PIECE_MAX`], never past what is left.
+    #[inline]
     fn piece_size(&self, total: usize) -> usize {
         self.filled
             .clamp(CONTENT_STEP, PIECE_MAX)

@@ -782,6 +782,53 @@ fn one_pending_slice_is_written_plainly_several_vectored() {
     assert!(!enc.wants_write());
 }
 
+#[test]
+fn segments_leave_in_order_whether_one_or_many_are_queued() {
+    // One small answer: held in place, nothing else allocated for the queue.
+    let mut enc = Encoder::new();
+    enc.queue(Message::binary("x", b"one".to_vec())).unwrap();
+    let one = enc.allocated();
+    let mut out = Vec::new();
+    enc.write_to(&mut out).unwrap();
+    let (msgs, end) = decode_pieces(&[&out]);
+    assert_eq!((msgs.len(), end), (1, Ok(())));
+    // Its segment is kept for the next answer: no more than it was.
+    assert!(enc.allocated() <= one);
+    // Several segments (a large content is its pieces), consumed in uneven bites, come
+    // out as they went in, the first segment in place and the rest behind it.
+    let big = vec![7u8; 70_000];
+    for round in 0..3 {
+        enc.queue(Message::binary("x", big.clone())).unwrap();
+        enc.queue(Message::binary("y", format!("small {round}").into_bytes()))
+            .unwrap();
+        enc.queue(Message::binary("z", vec![round; 20_000]))
+            .unwrap();
+        let mut out = Vec::new();
+        let mut bite = 1;
+        while enc.wants_write() {
+            let mut slices = [std::io::IoSlice::new(&[]); 8];
+            let count = enc.pending_slices(&mut slices);
+            let mut n = 0;
+            for slice in &slices[..count] {
+                let take = slice.len().min(bite - n);
+                out.extend_from_slice(&slice[..take]);
+                n += take;
+                if n == bite {
+                    break;
+                }
+            }
+            enc.consume(n);
+            bite = bite * 3 + 1;
+        }
+        let (msgs, end) = decode_pieces(&[&out]);
+        assert_eq!(end, Ok(()));
+        let contents: Vec<&[u8]> = msgs.iter().map(Message::content).collect();
+        let small = format!("small {round}").into_bytes();
+        let last = vec![round; 20_000];
+        assert_eq!(contents, [&big[..], &small[..], &last[..]], "round {round}");
+    }
+}
+
 struct ZeroWriter;
 impl std::io::Write for ZeroWriter {
     fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {

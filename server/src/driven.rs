@@ -131,22 +131,27 @@ pub trait Driven: Send {
 
 /// A plaintext connection: the socket's bytes are the protocol's.
 impl Driven for Session {
+    #[inline]
     fn session(&self) -> &Session {
         self
     }
 
+    #[inline]
     fn wants_read(&self) -> bool {
         Session::wants_read(self)
     }
 
+    #[inline]
     fn wants_write(&self) -> bool {
         Session::wants_write(self)
     }
 
+    #[inline]
     fn read_from<R: Read + ?Sized>(&mut self, reader: &mut R, now: Instant) -> io::Result<usize> {
         Session::read_from(self, reader, now)
     }
 
+    #[inline]
     fn read_spare_from<R: ReadSpare + ?Sized>(
         &mut self,
         reader: &mut R,
@@ -155,40 +160,49 @@ impl Driven for Session {
         Session::read_spare_from(self, reader, now)
     }
 
+    #[inline]
     fn write_to<W: Write + ?Sized>(&mut self, writer: &mut W, now: Instant) -> io::Result<usize> {
         Session::write_to(self, writer, now)
     }
 
+    #[inline]
     fn poll_timeout(&self) -> Option<Instant> {
         Session::poll_timeout(self)
     }
 
+    #[inline]
     fn handle_timeout(&mut self, now: Instant) {
         Session::handle_timeout(self, now);
     }
 
+    #[inline]
     fn begin_shutdown(&mut self, now: Instant) {
         Session::begin_shutdown(self, now);
     }
 
+    #[inline]
     fn abort(&mut self, reason: CloseReason) {
         Session::abort(self, reason);
     }
 
+    #[inline]
     fn is_done(&self) -> bool {
         self.is_closed()
     }
 
+    #[inline]
     fn log_close(&self, peer: &dyn fmt::Display) {
         if let Some(reason) = self.close_reason() {
             reason.log(peer);
         }
     }
 
+    #[inline]
     fn give_read_buffer(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
         Session::give_read_buffer(self, buf)
     }
 
+    #[inline]
     fn take_read_buffer(&mut self) -> Option<Vec<u8>> {
         Session::take_read_buffer(self)
     }

@@ -719,3 +719,24 @@ fn large_requests_one_after_another_reuse_their_pieces_within_the_budget() {
     // (What stays charged is the reservation for the next read.)
     assert!(budget.used() <= 8192, "{} charged", budget.used());
 }
+
+#[test]
+fn a_boxed_session_is_the_session_new_with_budget_makes() {
+    let now = Instant::now();
+    let config = Arc::new(ServerConfig::default().normalized());
+    let budget = MemoryBudget::new(1024 * 1024);
+    let plain = Session::new_with_budget(service(), Arc::clone(&config), budget.clone(), now);
+    let charged = plain.budget_charged();
+    let mut boxed = Session::new_boxed_with_budget(service(), config, budget.clone(), now);
+    // The same reservation (its read buffer), on the same budget, the same deadline.
+    assert!(charged > 0);
+    assert_eq!(boxed.budget_charged(), charged);
+    assert_eq!(budget.used(), 2 * charged);
+    assert_eq!(boxed.poll_timeout(), plain.poll_timeout());
+    assert_eq!(boxed.idle_since(), Some(now));
+    feed(&mut boxed, &request("2:ok"), now);
+    assert_eq!(drain(&mut boxed, now), [b"okok".to_vec()]);
+    drop(plain);
+    drop(boxed);
+    assert_eq!(budget.used(), 0);
+}

@@ -7,12 +7,11 @@
 //! accepts connections under [`ServerConfig::max_connections`].
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -77,6 +76,8 @@ pub struct Server {
     config: Arc<ServerConfig>,
     shutdown: ShutdownHandle,
     token: CancellationToken,
+    /// What the accept loop waits on besides the listener: set on shutdown, as `token`.
+    stop: Arc<Stop>,
     budget: MemoryBudget,
 }
 
@@ -97,6 +98,9 @@ impl Server {
         let token = CancellationToken::new();
         let wake = token.clone();
         shutdown.on_shutdown(move || wake.cancel());
+        let stop = Arc::new(Stop::default());
+        let wake = Arc::clone(&stop);
+        shutdown.on_shutdown(move || wake.stop());
         let budget = MemoryBudget::for_config(&config);
         Ok(Server {
             listener,
@@ -104,6 +108,7 @@ impl Server {
             config: Arc::new(config),
             shutdown,
             token,
+            stop,
             budget,
         })
     }
@@ -189,7 +194,13 @@ impl Server {
     /// ```
     pub async fn run_async(self, service: Arc<dyn AsyncService>) -> io::Result<()> {
         self.run_with(
-            |config, budget, now| Some(Session::new_async_with_budget(config, budget.clone(), now)),
+            |config, budget, now| {
+                Some(Box::new(Session::new_async_with_budget(
+                    config,
+                    budget.clone(),
+                    now,
+                )))
+            },
             move || Awaited::new(Arc::clone(&service)),
         )
         .await
@@ -227,7 +238,7 @@ impl Server {
     pub async fn run(self, service: Arc<dyn Service>) -> io::Result<()> {
         self.run_with(
             move |config, budget, now| {
-                Some(Session::new_with_budget(
+                Some(Session::new_boxed_with_budget(
                     Arc::clone(&service),
                     config,
                     budget.clone(),
@@ -254,15 +265,20 @@ impl Server {
         service: Arc<dyn sockmsg_tls::PeerService>,
         tls: Arc<sockmsg_tls::rustls::ServerConfig>,
     ) -> io::Result<()> {
-        self.run_with(sockmsg_tls::TlsSession::acceptor(tls, service), || Called)
-            .await
+        let accept = sockmsg_tls::TlsSession::acceptor(tls, service);
+        self.run_with(
+            move |config, budget, now| accept(config, budget, now).map(Box::new),
+            || Called,
+        )
+        .await
     }
 
-    /// The accept loop, with `make` building each connection's machine and `answering`
-    /// what answers its requests besides the machine itself (an async service's futures).
+    /// The accept loop, with `make` building each connection's machine (boxed: see
+    /// [`serve_connection`]) and `answering` what answers its requests besides the machine
+    /// itself (an async service's futures).
     async fn run_with<D: Driven + 'static, A: Answers<D>>(
         self,
-        make: impl Fn(Arc<ServerConfig>, &MemoryBudget, Instant) -> Option<D>,
+        make: impl Fn(Arc<ServerConfig>, &MemoryBudget, Instant) -> Option<Box<D>>,
         answering: impl Fn() -> A,
     ) -> io::Result<()> {
         let Server {
@@ -270,6 +286,7 @@ impl Server {
             local_addr,
             config,
             token,
+            stop,
             budget,
             ..
         } = self;
@@ -283,6 +300,8 @@ impl Server {
         let max = config.max_connections.min(u32::MAX as usize);
         let slots = Arc::new(Semaphore::new(max));
         info!("serving on {local_addr} (up to {max} connections)");
+        // The accept loop's waker, as `stop` holds it (a task's does not change).
+        let mut registered: Option<Waker> = None;
         loop {
             let mut permit = None;
             if config.when_full != WhenFull::Refuse {
@@ -322,9 +341,32 @@ impl Server {
                     }
                 };
             }
-            let accepted = tokio::select! {
-                _ = token.cancelled() => break,
-                r = listener.accept() => r,
+            // Polled in place, the shutdown first: one atomic load a connection, where a
+            // `select!` on the token made, polled and dropped a cancellation future for
+            // each (about 450 instructions of a one-shot connection, callgrind).
+            let accepted = std::future::poll_fn(|cx| {
+                if stop.is_stopped() {
+                    return Poll::Ready(None);
+                }
+                let ready = listener.poll_accept(cx);
+                if ready.is_pending() {
+                    // Only a loop about to wait needs waking. (The waker of `block_on` is
+                    // not always `will_wake` its own clone: compared, it would be
+                    // registered again for every connection.)
+                    if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        stop.register(cx.waker());
+                        registered = Some(cx.waker().clone());
+                    }
+                    // A stop before the registration found no waker to wake.
+                    if stop.is_stopped() {
+                        return Poll::Ready(None);
+                    }
+                }
+                ready.map(Some)
+            })
+            .await;
+            let Some(accepted) = accepted else {
+                break;
             };
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
@@ -356,16 +398,14 @@ impl Server {
             let answers = answering();
             // The connection's handle: stopped with every other (shutdown), or alone to
             // evict it (its mark then says so).
-            let handle = conns.register();
+            let handle = conns.register(peer);
+            // The connection's one timer, made at the instant of the accept (`sleep(ZERO)`
+            // read the clock for it), boxed: see `serve_connection`.
+            let timer = Box::pin(tokio::time::sleep_until(now.into()));
             // The task is this future alone: a block around it would hold its inputs a
             // second time, the session with them.
             tokio::spawn(serve_connection(
-                stream,
-                peer,
-                Box::new(session),
-                handle,
-                permit,
-                answers,
+                stream, session, timer, handle, permit, answers,
             ));
         }
         drop(listener);
@@ -594,6 +634,7 @@ fn poll_read_once<D: Driven>(
     session: &mut D,
     cx: &mut Context<'_>,
     mark: &IdleMark,
+    noted: &mut Option<Option<Instant>>,
 ) -> Poll<io::Result<Option<Instant>>> {
     // Nothing below runs while the socket is known not readable (the waker is registered).
     if stream.poll_read_ready(cx)?.is_pending() {
@@ -601,8 +642,12 @@ fn poll_read_once<D: Driven>(
     }
     // Busy before bytes can reach the service, unless it was just evicted (`None`: it
     // closes; the eviction was decided while it was idle).
-    if !mark.note(None) {
-        return Poll::Ready(Ok(None));
+    // (Known busy, noted by this task: the mark is 0, which no eviction takes.)
+    if *noted != Some(None) {
+        if !mark.note(None) {
+            return Poll::Ready(Ok(None));
+        }
+        *noted = Some(None);
     }
     let had_buffer = session.session().connection().read_alloc_need() == 0;
     if !had_buffer {
@@ -623,7 +668,8 @@ fn poll_read_once<D: Driven>(
             if !had_buffer {
                 pool_read_buffer(session);
             }
-            mark.note(session.idle_since());
+            let idle_since = session.idle_since();
+            *noted = mark.note(idle_since).then_some(idle_since);
             Poll::Pending
         }
         Err(e) => Poll::Ready(Err(e)),
@@ -636,24 +682,29 @@ fn poll_read_once<D: Driven>(
 /// holds each of its inputs once, where an `async fn` can hold both the argument and the
 /// binding it is moved into, and every idle connection pays for the size of this future.
 ///
-/// The session comes boxed (700 bytes plaintext, over 2 KB with TLS): tokio moves the
+/// The session comes boxed (840 bytes plaintext, over 2 KB with TLS): tokio moves the
 /// future it spawns several times (into the task cell, into its stage), and a task that
 /// held the session inline made each of those moves a copy of it, about 2,000
 /// instructions of `memcpy` a connection (callgrind, one-shot). Boxed, the task is
 /// small and the session is copied once; an idle connection holds the same bytes.
+/// The timer (112 bytes) comes boxed too and the peer's address is in the handle: tokio
+/// copies the task whole ten times in a connection's life (spawning it, and each change
+/// of its stage), and a task of at most 256 bytes (216 now, 376 before) is copied by a
+/// `memcpy` without a loop (one-shot, callgrind: those copies 652 -> 325 instructions a
+/// connection, for about 150 to allocate and free the timer's box).
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn serve_connection<D: Driven, A: Answers<D>>(
     mut stream: TcpStream,
-    peer: SocketAddr,
     mut session: Box<D>,
+    mut timer: Pin<Box<tokio::time::Sleep>>,
     handle: Arc<ConnHandle>,
     permit: OwnedSemaphorePermit,
     mut answers: A,
 ) -> impl Future<Output = ()> {
     async move {
-        info!("accepted connection from {peer}");
+        info!("accepted connection from {}", handle.peer);
         if let Err(e) = stream.set_nodelay(session.session().config().nodelay) {
-            debug!("cannot set TCP_NODELAY for {peer}: {e}");
+            debug!("cannot set TCP_NODELAY for {}: {e}", handle.peer);
         }
         // The waker that the handle and the timer hold, kept to see when it changes (a
         // task's does not).
@@ -661,18 +712,24 @@ fn serve_connection<D: Driven, A: Answers<D>>(
         let mut shutting = false;
         // One timer, armed at the session's deadline; moved only when that deadline comes
         // sooner (firing early is harmless: the session re-checks and names the next one).
-        let timer = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(timer);
         let mut armed = false;
         // The timer holds the task's waker since it was last armed: it need not be polled
         // again until it has fired.
         let mut timer_waits = false;
+        // What the idle mark was last told, if known.
+        let mut noted: Option<Option<Instant>> = None;
         // A fresh session has nothing to write: the loop writes after each wake-up.
         while !session.is_done() {
             // After every step that can hand requests out (reading, answers given back,
             // output drained).
             answers.start(&mut *session);
-            handle.mark.note(session.idle_since());
+            let idle_since = session.idle_since();
+            // Noted only when it changed (the mark reads the clock's epoch and divides).
+            // (Not recorded if the note failed, evicted: the read's busy note must then
+            // run, and fail, before any byte reaches the service.)
+            if noted != Some(idle_since) {
+                noted = handle.mark.note(idle_since).then_some(idle_since);
+            }
             let (want_read, want_write) = (session.wants_read(), session.wants_write());
             if let Some(at) = session.poll_timeout() {
                 if !armed || at < timer.deadline().into_std() {
@@ -686,11 +743,11 @@ fn serve_connection<D: Driven, A: Answers<D>>(
             let wake = std::future::poll_fn(|cx| {
                 if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     // A new waker (the first poll): the handle and the timer are to wake it.
-                    handle.register(cx.waker());
+                    handle.signal.register(cx.waker());
                     registered = Some(cx.waker().clone());
                     timer_waits = false;
                 }
-                if !shutting && handle.is_stopped() {
+                if !shutting && handle.signal.is_stopped() {
                     return Poll::Ready(Wake::Shutdown);
                 }
                 // First, so that an answer just started is polled (and can wake the task).
@@ -698,7 +755,7 @@ fn serve_connection<D: Driven, A: Answers<D>>(
                     return Poll::Ready(Wake::Answered);
                 }
                 if want_read {
-                    match poll_read_once(&mut stream, &mut *session, cx, &handle.mark) {
+                    match poll_read_once(&mut stream, &mut *session, cx, &handle.mark, &mut noted) {
                         Poll::Ready(Ok(Some(at))) => return Poll::Ready(Wake::Read(at)),
                         // Evicted (its mark says so).
                         Poll::Ready(Ok(None)) => return Poll::Ready(Wake::Shutdown),
@@ -752,7 +809,7 @@ fn serve_connection<D: Driven, A: Answers<D>>(
         }
         // Answers still in progress (the connection ended first) are cancelled.
         drop(answers);
-        session.log_close(&peer);
+        session.log_close(&handle.peer);
         // Dropping the stream closes it (as the std and mio servers do: no `shutdown` first,
         // a system call per connection that the close makes anyway).
         drop(stream);
@@ -790,19 +847,19 @@ mod tests {
             let session_size = std::mem::size_of_val(&*session);
             let task = super::serve_connection(
                 stream,
-                addr,
                 session,
-                Default::default(),
+                Box::pin(tokio::time::sleep_until(Instant::now().into())),
+                Arc::new(super::ConnHandle::new(addr)),
                 Arc::new(tokio::sync::Semaphore::new(1))
                     .try_acquire_owned()
                     .expect("permit"),
                 super::Called,
             );
-            // The session is boxed: tokio moves a spawned future several times, and each
-            // move copies it whole.
+            // The session and the timer are boxed: tokio moves a spawned future several
+            // times, and each move copies it whole (256 bytes or less: without a loop).
             let size = std::mem::size_of_val(&task);
             assert!(
-                size <= 512 && size < session_size,
+                size <= 256 && size < session_size,
                 "the connection task is {size} bytes, the session {session_size}"
             );
         });
@@ -810,16 +867,34 @@ mod tests {
 }
 
 /// A connection task's side of the accept loop: its idle mark, and how it is stopped (the
-/// server shutting down, or evicting it): a flag the task reads on each wake-up (one
-/// atomic load), and the task's waker, to wake it.
-#[derive(Default)]
+/// server shutting down, or evicting it); and the peer's address, for the log, held here
+/// rather than in the task (see [`serve_connection`]).
 struct ConnHandle {
     mark: IdleMark,
+    signal: Stop,
+    peer: SocketAddr,
+}
+
+impl ConnHandle {
+    /// The handle of a new connection from `peer` (busy, not stopped).
+    fn new(peer: SocketAddr) -> ConnHandle {
+        ConnHandle {
+            mark: IdleMark::default(),
+            signal: Stop::default(),
+            peer,
+        }
+    }
+}
+
+/// How a task (a connection's, or the accept loop) hears that it is to stop: a flag it
+/// reads on each wake-up (one atomic load), and its waker, to wake it.
+#[derive(Debug, Default)]
+struct Stop {
     stopped: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
-impl ConnHandle {
+impl Stop {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
         // Nothing is left half-updated by a panic: each update is one statement.
         self.waker.lock().unwrap_or_else(|e| e.into_inner())
@@ -833,8 +908,8 @@ impl ConnHandle {
         }
     }
 
-    /// Makes `waker` the one [`ConnHandle::stop`] wakes: look at [`ConnHandle::is_stopped`]
-    /// after (a stop before it found no waker to wake).
+    /// Makes `waker` the one [`Stop::stop`] wakes: look at [`Stop::is_stopped`] after (a
+    /// stop before it found no waker to wake).
     fn register(&self, waker: &Waker) {
         *self.lock() = Some(waker.clone());
     }
@@ -861,36 +936,39 @@ const EVICT_RETRY: Duration = Duration::from_millis(50);
 /// [`WhenFull::EvictIdle`]: each one's handle. Entries of ended connections (the task
 /// dropped its handle) are dropped lazily, so the table stays proportional to the
 /// connections open.
+///
+/// A list, not a map: registering a connection is a push (a map hashed an id for each
+/// connection and swept a larger table: 696 instructions a one-shot connection against
+/// 485, callgrind), and what reads the table (shutdown, eviction at the cap) goes through
+/// all of it anyway.
 #[derive(Default)]
 struct Idle {
-    conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
-    next: AtomicU64,
+    conns: Mutex<Vec<Arc<ConnHandle>>>,
 }
 
 impl Idle {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ConnHandle>>> {
         // Nothing is left half-updated by a panic: each update is one statement.
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A new connection's handle (busy, not stopped).
-    fn register(&self) -> Arc<ConnHandle> {
-        let handle = Arc::new(ConnHandle::default());
-        let id = self.next.fetch_add(1, Relaxed);
+    fn register(&self, peer: SocketAddr) -> Arc<ConnHandle> {
+        let handle = Arc::new(ConnHandle::new(peer));
         let mut conns = self.lock();
         // Amortized: the table is swept each time it doubles past the live connections.
         if conns.len() >= 64 && conns.len().is_power_of_two() {
-            conns.retain(|_, h| Arc::strong_count(h) > 1);
+            conns.retain(|h| Arc::strong_count(h) > 1);
         }
-        conns.insert(id, Arc::clone(&handle));
+        conns.push(Arc::clone(&handle));
         handle
     }
 
     /// Stops every connection (the server shuts down).
     fn stop_all(&self) {
         let conns = std::mem::take(&mut *self.lock());
-        for handle in conns.values() {
-            handle.stop();
+        for handle in &conns {
+            handle.signal.stop();
         }
     }
 
@@ -898,17 +976,17 @@ impl Idle {
     /// `false` if none is idle.
     fn evict_longest_idle(&self) -> bool {
         let mut conns = self.lock();
-        conns.retain(|_, h| Arc::strong_count(h) > 1);
-        let Some(id) = IdleMark::longest_idle(conns.iter().map(|(id, h)| (&h.mark, *id))) else {
+        conns.retain(|h| Arc::strong_count(h) > 1);
+        let Some(at) = IdleMark::longest_idle(conns.iter().enumerate().map(|(i, h)| (&h.mark, i)))
+        else {
             return false;
         };
         // Only if it is still idle (it may have just taken a request: look again later).
-        if !conns.get(&id).is_some_and(|h| h.mark.evict()) {
+        if !conns.get(at).is_some_and(|h| h.mark.evict()) {
             return false;
         }
-        if let Some(handle) = conns.remove(&id) {
-            handle.stop();
-        }
+        let handle = conns.swap_remove(at);
+        handle.signal.stop();
         true
     }
 }
