@@ -71,6 +71,13 @@ pub(crate) fn give_back(home: &Weak<Mutex<Spare>>, pieces: &mut Vec<Vec<u8>>) {
     }
 }
 
+/// How many pieces `spare` holds (out of line: only connections that received a content
+/// in pieces have one).
+#[inline(never)]
+fn spare_len(spare: &Mutex<Spare>) -> usize {
+    spare.lock().map_or(0, |s| s.pieces.len())
+}
+
 /// Default size of the staging buffer behind [`Decoder::read_buf`].
 pub(crate) const DEFAULT_READ_BUF: usize = 16 * 1024;
 
@@ -615,23 +622,26 @@ impl Decoder {
             + self.spare_count() * PIECE_MAX
     }
 
-    /// Pieces kept for the next large content ([`Decoder::with_piece_reuse`]).
+    /// Pieces kept for the next large content ([`Decoder::with_piece_reuse`]). Inline
+    /// down to the test for a connection that never received a content in pieces (every
+    /// request's accounting asks).
     #[inline]
     fn spare_count(&self) -> usize {
-        self.spare
-            .as_ref()
-            .and_then(|spare| spare.lock().ok().map(|s| s.pieces.len()))
-            .unwrap_or(0)
+        match &self.spare {
+            None => 0,
+            Some(spare) => spare_len(spare),
+        }
     }
 
     /// Of a content of `total` bytes, the bytes the kept pieces will hold: a kept piece
     /// is taken for every new piece while at least [`PIECE_MAX`] is still to come (each
     /// new piece starts where the allocated ones end).
+    #[inline]
     fn spare_usable(&self, total: usize) -> usize {
-        let count = self.spare_count();
-        if count == 0 {
+        if self.spare.is_none() {
             return 0;
         }
+        let count = self.spare_count();
         let from = self.content_allocated();
         (total.saturating_sub(from) / PIECE_MAX).min(count) * PIECE_MAX
     }
