@@ -98,7 +98,7 @@ mod service;
 mod session;
 mod shutdown;
 
-pub use accept::{accept_error, AcceptAction, ACCEPT_BACKOFF};
+pub use accept::{accept_error, AcceptAction, NoDelay, ACCEPT_BACKOFF};
 pub use addr::ServerAddr;
 pub use async_service::{call_async_service, AnswerFuture, Answering, AsyncService};
 pub use budget::{BudgetCharge, MemoryBudget};

@@ -260,6 +260,11 @@ fn listen(
             "SO_REUSEPORT is not available on this platform",
         ));
     }
+    if config.nodelay {
+        // Handed down to the connections accepted (Linux); checked on the first one
+        // (`NoDelay`), and set on each where it was not.
+        let _ = socket.set_nodelay(true);
+    }
     socket.bind(&addr.into())?;
     socket.listen(config.backlog)?;
     socket.set_nonblocking(true)?;

@@ -16,8 +16,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, ServerConfig, Session,
-    SessionState, ShutdownHandle, WhenFull, ACCEPT_BACKOFF,
+    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, NoDelay, ServerConfig,
+    Session, SessionState, ShutdownHandle, WhenFull, ACCEPT_BACKOFF,
 };
 use tracing::{debug, error, info};
 
@@ -240,6 +240,8 @@ pub(crate) struct Worker<D> {
     local_max_output: usize,
     /// Read buffers taken back from idle connections, lent to the next that read.
     pool: Vec<Vec<u8>>,
+    /// `TCP_NODELAY` for the connections accepted (set on the listener where it can be).
+    nodelay: NoDelay,
     _driven: PhantomData<fn() -> D>,
     /// Every loop's connections, for eviction at the cap.
     board: Arc<Board>,
@@ -257,6 +259,7 @@ impl<D: Driven> Worker<D> {
         stats: Stats,
         shutdown: ShutdownHandle,
     ) -> Worker<D> {
+        let nodelay = NoDelay::new(config.nodelay, true);
         Worker {
             index,
             poll: setup.poll,
@@ -275,6 +278,7 @@ impl<D: Driven> Worker<D> {
             stop_by: None,
             local_max_output: 0,
             pool: Vec::new(),
+            nodelay,
             _driven: PhantomData,
             board: setup.board,
             waiting: None,
@@ -517,10 +521,11 @@ impl<D: Driven> Worker<D> {
             return;
         }
         shared.max_open.fetch_max(open + 1, Relaxed);
-        if self.config.nodelay {
-            if let Err(e) = stream.set_nodelay(true) {
-                debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-            }
+        if let Err(e) = self
+            .nodelay
+            .apply(|| stream.nodelay(), |on| stream.set_nodelay(on))
+        {
+            debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let key = self.conns.vacant_key();
         if let Err(e) = self

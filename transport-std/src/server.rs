@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, ServerConfig, Service,
-    Session, ShutdownHandle, WhenFull,
+    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, NoDelay, ServerConfig,
+    Service, Session, ShutdownHandle, WhenFull,
 };
 use tracing::{debug, debug_span, info, warn};
 
@@ -79,6 +79,11 @@ impl Server {
         let config = config.normalized();
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
+        if config.nodelay {
+            // Handed down to the connections accepted (Linux); checked on the first one
+            // (`NoDelay`), and set on each where it was not.
+            let _ = socket.set_nodelay(true);
+        }
         socket.bind(&addr.into())?;
         socket.listen(config.backlog)?;
         let listener: TcpListener = socket.into();
@@ -183,6 +188,7 @@ impl Server {
             shutdown,
             budget,
         } = self;
+        let nodelay = NoDelay::new(config.nodelay, true);
         let max = config.max_connections.min(MAX_THREADS);
         if max < config.max_connections {
             warn!(
@@ -218,6 +224,9 @@ impl Server {
                 break;
             }
             threads.retain(|t| !t.is_finished());
+            if let Err(e) = nodelay.apply(|| stream.nodelay(), |on| stream.set_nodelay(on)) {
+                debug!(%peer, "cannot set TCP_NODELAY: {e}");
+            }
             let stream = Arc::new(stream);
             let mark = Arc::new(IdleMark::default());
             let id = next_id;
@@ -428,9 +437,6 @@ fn serve_connection<D: Driven>(
     let span = debug_span!("conn", %peer);
     let _enter = span.enter();
     info!("accepted connection from {peer}");
-    if let Err(e) = stream.set_nodelay(session.session().config().nodelay) {
-        debug!("cannot set TCP_NODELAY: {e}");
-    }
     let (mut read_armed, mut write_armed) = (Armed::default(), Armed::default());
     loop {
         let now = Instant::now();

@@ -20,8 +20,8 @@ use bytes::BufMut;
 use sockmsg_protocol::{Message, ReadSpare};
 use sockmsg_server::{
     accept_error, call_async_service, AcceptAction, Answering, AsyncService, CallError,
-    CloseReason, Driven, IdleMark, MemoryBudget, RequestId, ServerConfig, Service, Session,
-    ShutdownHandle, WhenFull,
+    CloseReason, Driven, IdleMark, MemoryBudget, NoDelay, RequestId, ServerConfig, Service,
+    Session, ShutdownHandle, WhenFull,
 };
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -79,6 +79,8 @@ pub struct Server {
     /// What the accept loop waits on besides the listener: set on shutdown, as `token`.
     stop: Arc<Stop>,
     budget: MemoryBudget,
+    /// `TCP_NODELAY` for the connections accepted.
+    nodelay: NoDelay,
 }
 
 impl Server {
@@ -89,6 +91,12 @@ impl Server {
         let domain = socket2::Domain::for_address(addr);
         let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
+        // Handed down to the connections accepted (Linux): one system call per server,
+        // not one per connection.
+        let nodelay = NoDelay::new(
+            config.nodelay,
+            config.nodelay && socket.set_nodelay(true).is_ok(),
+        );
         socket.bind(&addr.into())?;
         socket.listen(config.backlog)?;
         socket.set_nonblocking(true)?;
@@ -110,6 +118,7 @@ impl Server {
             token,
             stop,
             budget,
+            nodelay,
         })
     }
 
@@ -288,6 +297,7 @@ impl Server {
             token,
             stop,
             budget,
+            nodelay,
             ..
         } = self;
         let conns = Idle::default();
@@ -391,6 +401,9 @@ impl Server {
                     }
                 },
             };
+            if let Err(e) = nodelay.apply(|| stream.nodelay(), |on| stream.set_nodelay(on)) {
+                debug!("cannot set TCP_NODELAY for {peer}: {e}");
+            }
             let now = Instant::now();
             let Some(session) = make(Arc::clone(&config), &budget, now) else {
                 continue;
@@ -703,9 +716,6 @@ fn serve_connection<D: Driven, A: Answers<D>>(
 ) -> impl Future<Output = ()> {
     async move {
         info!("accepted connection from {}", handle.peer);
-        if let Err(e) = stream.set_nodelay(session.session().config().nodelay) {
-            debug!("cannot set TCP_NODELAY for {}: {e}", handle.peer);
-        }
         // The waker that the handle and the timer hold, kept to see when it changes (a
         // task's does not).
         let mut registered: Option<Waker> = None;
