@@ -23,6 +23,11 @@ const READ_BUF: usize = 4 * 1024;
 /// connection holds no buffer after this.
 const RELEASE_DELAY: Duration = Duration::from_millis(100);
 
+/// An idle connection that holds at least this much (pieces of large contents kept for the
+/// next) frees it at once, not after [`RELEASE_DELAY`], when the memory budget is more
+/// than half taken.
+const RELEASE_NOW_FROM: usize = 1024 * 1024;
+
 /// A message part (header or content) larger than this that the memory budget cannot
 /// take is refused; a smaller one waits for room.
 pub(crate) const LARGE_MESSAGE: usize = 64 * 1024;
@@ -876,10 +881,19 @@ impl Session {
         } else {
             self.idle_since = None;
         }
-        if self.release_at.is_none() && self.is_idle() && self.conn.allocated() > 0 {
-            // Idle: what the decoder and encoder hold goes back soon, unless a request
-            // comes first (see `handle_timeout`).
-            self.release_at = Some(now + RELEASE_DELAY);
+        if self.release_at.is_none() && self.is_idle() {
+            let held = self.conn.allocated();
+            if held >= RELEASE_NOW_FROM && self.budget.used() > self.budget.limit() / 2 {
+                // Idle with large buffers (pieces kept for the next large request) while
+                // the server's budget is more than half taken: they go back now, for the
+                // other connections' requests.
+                self.conn.release_buffers();
+                self.account(now);
+            } else if held > 0 {
+                // Idle: what the decoder and encoder hold goes back soon, unless a request
+                // comes first (see `handle_timeout`).
+                self.release_at = Some(now + RELEASE_DELAY);
+            }
         }
         self.watch_send_rate(now);
     }

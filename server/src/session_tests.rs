@@ -740,3 +740,29 @@ fn a_boxed_session_is_the_session_new_with_budget_makes() {
     drop(boxed);
     assert_eq!(budget.used(), 0);
 }
+
+#[test]
+fn kept_pieces_go_back_at_once_when_the_budget_is_more_than_half_taken() {
+    let t0 = Instant::now();
+    let wire = encode(&Message::binary("x/y", vec![5; 16 << 20])).expect("encodable");
+    let answer = [(16usize << 20).to_string().into_bytes()];
+    for (limit, kept) in [(64 << 20, true), (24 << 20, false)] {
+        let budget = MemoryBudget::new(limit);
+        let config = ServerConfig {
+            memory_meter: Some(budget.clone()),
+            ..ServerConfig::default()
+        };
+        let mut a = sizes(config.clone(), t0);
+        let mut b = sizes(config, t0);
+        feed(&mut a, &wire, t0);
+        assert_eq!(drain(&mut a, t0), answer);
+        // Idle: under a roomy budget its pieces stay for its next request (for 100 ms);
+        // under a budget more than half taken by them, they are freed now.
+        let held = a.connection().allocated();
+        assert_eq!(held >= 15 << 20, kept, "{limit}: {held} held");
+        // Another connection's 16 MiB request is taken either way.
+        feed(&mut b, &wire, t0);
+        assert_eq!(drain(&mut b, t0), answer, "{limit}");
+        assert!(!b.is_closed(), "{limit}: {:?}", b.state());
+    }
+}
