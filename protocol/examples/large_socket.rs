@@ -147,47 +147,50 @@ fn receive(variant: &str, stream: &mut TcpStream, count: usize, wire_len: usize)
             }
         }
         "spare" => {
-            let mut conn =
-                Connection::new(Role::Server, Limits::default()).with_read_buf_size(4096);
-            let mut got = 0;
-            while got < count {
-                match conn.next_event().expect("valid") {
-                    Event::Message(m) => {
-                        total += m.content_len();
-                        black_box(m);
-                        got += 1;
-                    }
-                    _ => {
-                        assert!(stream.peek(&mut [0u8; 1]).expect("peek") > 0, "closed");
-                        let n = conn
-                            .read_spare_from(&mut Spare(stream), Instant::now())
-                            .expect("read");
-                        assert!(n > 0, "closed early");
-                    }
-                }
-            }
+            total = drain_connection(
+                Connection::new(Role::Server, Limits::default()),
+                count,
+                |conn| {
+                    assert!(stream.peek(&mut [0u8; 1]).expect("peek") > 0, "closed");
+                    let n = conn
+                        .read_spare_from(&mut Spare(stream), Instant::now())
+                        .expect("read");
+                    assert!(n > 0, "closed early");
+                },
+            );
         }
         _ => {
-            let mut conn = Connection::new(Role::Server, Limits::default())
-                .with_read_buf_size(4096)
+            let conn = Connection::new(Role::Server, Limits::default())
                 .with_piece_reuse(variant == "reuse");
             let now = Instant::now();
-            let mut got = 0;
-            while got < count {
-                match conn.next_event().expect("valid") {
-                    Event::Message(m) => {
-                        total += m.content_len();
-                        black_box(m);
-                        got += 1;
-                    }
-                    _ => {
-                        let buf = conn.read_buf();
-                        let n = stream.read(buf).expect("read");
-                        assert!(n > 0, "closed early");
-                        conn.commit(n, now).expect("within the slice");
-                    }
-                }
+            total = drain_connection(conn, count, |conn| {
+                let buf = conn.read_buf();
+                let n = stream.read(buf).expect("read");
+                assert!(n > 0, "closed early");
+                conn.commit(n, now).expect("within the slice");
+            });
+        }
+    }
+    total
+}
+
+/// Takes `count` messages from `conn` (the servers' 4 KiB read-buffer size), each dropped
+/// as it comes, calling `read` whenever it needs bytes; content bytes in all.
+fn drain_connection(
+    conn: Connection,
+    count: usize,
+    mut read: impl FnMut(&mut Connection),
+) -> usize {
+    let mut conn = conn.with_read_buf_size(4096);
+    let (mut got, mut total) = (0, 0);
+    while got < count {
+        match conn.next_event().expect("valid") {
+            Event::Message(m) => {
+                total += m.content_len();
+                black_box(m);
+                got += 1;
             }
+            _ => read(&mut conn),
         }
     }
     total

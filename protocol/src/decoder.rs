@@ -638,10 +638,10 @@ impl Decoder {
     /// new piece starts where the allocated ones end).
     #[inline]
     fn spare_usable(&self, total: usize) -> usize {
-        if self.spare.is_none() {
+        let Some(spare) = &self.spare else {
             return 0;
-        }
-        let count = self.spare_count();
+        };
+        let count = spare_len(spare);
         let from = self.content_allocated();
         (total.saturating_sub(from) / PIECE_MAX).min(count) * PIECE_MAX
     }
@@ -1050,10 +1050,10 @@ impl Decoder {
             if !content.is_empty() {
                 pieces.push(content);
             }
-            let home = self.spare_home();
             if pieces.len() == 1 {
                 content = pieces.pop().unwrap_or_default();
             } else if !(self.limits.check_json_content && header.is_json()) {
+                let home = self.spare_home();
                 return Ok(Message::from_decoded_pieces(header, pieces, len, home));
             } else {
                 // JSON is checked, and parsed later, as one text.
@@ -1061,7 +1061,7 @@ impl Decoder {
                 for piece in &pieces {
                     content.extend_from_slice(piece);
                 }
-                give_back(&home, &mut pieces);
+                give_back(&self.spare_home(), &mut pieces);
             }
         }
         let mut checked_depth = None;
