@@ -54,7 +54,7 @@ pub fn accept_error(error: &io::Error) -> AcceptAction {
 /// use sockmsg_server::NoDelay;
 ///
 /// let listener = TcpListener::bind("127.0.0.1:0")?; // no TCP_NODELAY on it
-/// let nodelay = NoDelay::new(true, false);
+/// let nodelay = NoDelay::new(true);
 /// let _client = TcpStream::connect(listener.local_addr()?)?;
 /// let (accepted, _) = listener.accept()?;
 /// nodelay.apply(|| accepted.nodelay(), |on| accepted.set_nodelay(on))?;
@@ -63,40 +63,32 @@ pub fn accept_error(error: &io::Error) -> AcceptAction {
 /// ```
 #[derive(Debug)]
 pub struct NoDelay {
-    wanted: bool,
-    /// What to do: [`UNKNOWN`] (ask the next connection), [`HANDED_DOWN`] or [`EACH`].
+    /// What to do: [`UNKNOWN`] (ask the next connection), [`NOTHING`] or [`EACH`].
     state: std::sync::atomic::AtomicU8,
 }
 
 /// Not seen yet: the next connection is asked.
 const UNKNOWN: u8 = 0;
-/// Nothing to do: accepted connections have it from the listener (or it is not wanted).
-const HANDED_DOWN: u8 = 1;
+/// Nothing to do: accepted connections have it from the listener, or it is not wanted.
+const NOTHING: u8 = 1;
 /// Set on each connection.
 const EACH: u8 = 2;
 
 impl NoDelay {
-    /// For connections that should have `TCP_NODELAY` if `wanted`; `on_listener`: it was
-    /// set on the listening socket (before `listen`). Without `wanted`, nothing is ever
-    /// done (a connection starts without it).
-    pub fn new(wanted: bool, on_listener: bool) -> NoDelay {
-        let state = if !wanted {
-            HANDED_DOWN
-        } else if on_listener {
-            UNKNOWN
-        } else {
-            EACH
-        };
+    /// For connections that should have `TCP_NODELAY` if `wanted` (the listening socket
+    /// given it before `listen`, where it can be); without `wanted`, nothing is ever done
+    /// (a connection starts without it).
+    pub fn new(wanted: bool) -> NoDelay {
+        let state = if wanted { UNKNOWN } else { NOTHING };
         NoDelay {
-            wanted,
             state: std::sync::atomic::AtomicU8::new(state),
         }
     }
 
     /// Brings an accepted connection to the wanted setting: `get` reads its
-    /// `TCP_NODELAY`, `set` sets it. The first connection after a listener that has it is
-    /// read (one system call, once); from then on nothing is done where it was handed down,
-    /// and `set(true)` is called where it was not.
+    /// `TCP_NODELAY`, `set` sets it. The first connection is read (one system call, once);
+    /// from then on nothing is done where it was handed down, and `set(true)` is called
+    /// where it was not.
     pub fn apply(
         &self,
         get: impl FnOnce() -> std::io::Result<bool>,
@@ -104,15 +96,15 @@ impl NoDelay {
     ) -> std::io::Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
         match self.state.load(Relaxed) {
-            HANDED_DOWN => Ok(()),
-            EACH => set(self.wanted),
+            NOTHING => Ok(()),
+            EACH => set(true),
             _ => {
                 if get()? {
-                    self.state.store(HANDED_DOWN, Relaxed);
+                    self.state.store(NOTHING, Relaxed);
                     Ok(())
                 } else {
                     self.state.store(EACH, Relaxed);
-                    set(self.wanted)
+                    set(true)
                 }
             }
         }
@@ -171,34 +163,29 @@ mod tests {
     #[test]
     fn nodelay_is_set_once_on_the_listener_where_connections_inherit_it() {
         let on_listener = listener(true);
-        let (gets, sets, ended) = accept(&on_listener, &NoDelay::new(true, true), 3);
+        let (gets, sets, ended) = accept(&on_listener, &NoDelay::new(true), 3);
         assert_eq!(ended, [true; 3]);
         if cfg!(target_os = "linux") {
             // Handed down: read once, never set.
             assert_eq!((gets, sets), (1, 0));
         }
-        // A listener without it (made elsewhere) though said to have it: the first
-        // connection shows it, and every one is set.
+        // A listener without it (made elsewhere): the first connection shows it, and
+        // every one is set.
         let plain = listener(false);
         assert_eq!(
-            accept(&plain, &NoDelay::new(true, true), 3),
+            accept(&plain, &NoDelay::new(true), 3),
             (1, 3, vec![true; 3])
-        );
-        // Known to be without: set on each, never read.
-        assert_eq!(
-            accept(&plain, &NoDelay::new(true, false), 2),
-            (0, 2, vec![true; 2])
         );
         // Not wanted: nothing done, and connections keep the system's default (off).
         assert_eq!(
-            accept(&plain, &NoDelay::new(false, false), 2),
+            accept(&plain, &NoDelay::new(false), 2),
             (0, 0, vec![false; 2])
         );
     }
 
     #[test]
     fn a_failed_read_is_returned_and_asked_again_next_time() {
-        let nodelay = NoDelay::new(true, true);
+        let nodelay = NoDelay::new(true);
         let failed = nodelay.apply(|| Err(io::Error::other("no")), |_| Ok(()));
         assert_eq!(failed.map_err(|e| e.to_string()), Err("no".to_string()));
         // Still unknown: the next connection is read.

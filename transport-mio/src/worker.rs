@@ -259,7 +259,7 @@ impl<D: Driven> Worker<D> {
         stats: Stats,
         shutdown: ShutdownHandle,
     ) -> Worker<D> {
-        let nodelay = NoDelay::new(config.nodelay, true);
+        let nodelay = NoDelay::new(config.nodelay);
         Worker {
             index,
             poll: setup.poll,

@@ -188,7 +188,7 @@ impl Server {
             shutdown,
             budget,
         } = self;
-        let nodelay = NoDelay::new(config.nodelay, true);
+        let nodelay = NoDelay::new(config.nodelay);
         let max = config.max_connections.min(MAX_THREADS);
         if max < config.max_connections {
             warn!(

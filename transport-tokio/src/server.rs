@@ -91,12 +91,12 @@ impl Server {
         let domain = socket2::Domain::for_address(addr);
         let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
-        // Handed down to the connections accepted (Linux): one system call per server,
-        // not one per connection.
-        let nodelay = NoDelay::new(
-            config.nodelay,
-            config.nodelay && socket.set_nodelay(true).is_ok(),
-        );
+        if config.nodelay {
+            // Handed down to the connections accepted (Linux); checked on the first one
+            // (`NoDelay`), and set on each where it was not.
+            let _ = socket.set_nodelay(true);
+        }
+        let nodelay = NoDelay::new(config.nodelay);
         socket.bind(&addr.into())?;
         socket.listen(config.backlog)?;
         socket.set_nonblocking(true)?;
