@@ -710,8 +710,7 @@ impl Session {
         if self.release_at.is_some_and(|at| at <= now) {
             self.release_at = None;
             if self.is_idle() {
-                self.conn.release_buffers();
-                self.account(now);
+                self.release_idle_buffers(now);
             }
         }
         if self.budget_retry.is_some_and(|at| at <= now) {
@@ -887,8 +886,7 @@ impl Session {
                 // Idle with large buffers (pieces kept for the next large request) while
                 // the server's budget is more than half taken: they go back now, for the
                 // other connections' requests.
-                self.conn.release_buffers();
-                self.account(now);
+                self.release_idle_buffers(now);
             } else if held > 0 {
                 // Idle: what the decoder and encoder hold goes back soon, unless a request
                 // comes first (see `handle_timeout`).
@@ -896,6 +894,13 @@ impl Session {
             }
         }
         self.watch_send_rate(now);
+    }
+
+    /// Frees what an idle connection's decoder and encoder hold (kept pieces included)
+    /// and gives it back to the budget.
+    fn release_idle_buffers(&mut self, now: Instant) {
+        self.conn.release_buffers();
+        self.account(now);
     }
 
     /// Brings the budget up to date with what the connection holds and what its next
