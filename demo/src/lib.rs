@@ -67,6 +67,7 @@ use std::fmt;
 
 use serde::Serialize;
 use sockmsg_protocol::header::{CLIENT_BINARY_TYPE, SERVER_BINARY_TYPE};
+use sockmsg_protocol::json::{escape_py_str, plain_run_len};
 use sockmsg_protocol::sniff::quote;
 use sockmsg_protocol::{ByteOrder, Limits, Message};
 use sockmsg_server::{Service, ServiceError};
@@ -245,7 +246,7 @@ fn plain_fields(text: &str) -> Option<[Option<&str>; 2]> {
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let end = i + 1 + b.get(i + 1..)?.iter().position(|&c| ends_plain(c))?;
+        let end = i + 1 + plain_run_len(b.get(i + 1..)?)?;
         (b.get(end) == Some(&b'"')).then(|| (text.get(i + 1..end).unwrap_or_default(), end + 1))
     };
     let mut fields = [None, None];
@@ -276,26 +277,6 @@ fn plain_fields(text: &str) -> Option<[Option<&str>; 2]> {
         }
     }
     (ws(i + 1) == b.len()).then_some(fields)
-}
-
-/// Bytes a JSON string cannot hold raw (`"`, `\\`, control characters), which end a run
-/// of plain characters: the ones [`plain_fields`] stops at, and [`AnswerSink`] escapes.
-static NOT_PLAIN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 0x20 {
-        t[c] = true;
-        c += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
-
-/// `true` for `"`, `\\` and control characters.
-#[inline]
-fn ends_plain(c: u8) -> bool {
-    NOT_PLAIN[usize::from(c)]
 }
 
 /// The JSON content of `message`, checked and indexed: UTF-8 under one of the labels
@@ -459,41 +440,7 @@ impl Sink for AnswerSink {
     /// JSON string escapes as Python writes them: `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`,
     /// `\u00XX` for other control characters; everything else raw.
     fn put(&mut self, s: &str) -> Result<(), Full> {
-        let mut bytes = s.as_bytes();
-        // Most texts need no escape: found without stopping at each byte (a whole-slice
-        // test the compiler runs many bytes at a time), then copied whole.
-        let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
-        if !bytes.iter().fold(false, |any, &b| any | special(b)) {
-            return self.push(bytes);
-        }
-        loop {
-            let Some(n) = bytes.iter().position(|&b| ends_plain(b)) else {
-                return self.push(bytes);
-            };
-            let (plain, rest) = bytes.split_at(n);
-            self.push(plain)?;
-            let Some((&b, rest)) = rest.split_first() else {
-                return Ok(());
-            };
-            let esc: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                _ => b"",
-            };
-            if esc.is_empty() {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let hex = |n: u8| HEX.get(usize::from(n)).copied().unwrap_or(b'0');
-                self.push(&[b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b & 0xf)])?;
-            } else {
-                self.push(esc)?;
-            }
-            bytes = rest;
-        }
+        escape_py_str(s, |piece| self.push(piece))
     }
 }
 

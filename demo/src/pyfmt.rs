@@ -40,6 +40,8 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
+use sockmsg_protocol::json::plain_run_len;
+
 /// Python's `repr(float)` (the protocol's, which its JSON encoder also uses).
 pub use sockmsg_protocol::json::py_float_repr as float_repr;
 
@@ -566,11 +568,6 @@ fn value_start(b: &[u8], key: usize) -> usize {
     ws(b, colon + 1)
 }
 
-/// `true` for `"`, `\\` and control characters: the bytes a JSON string cannot hold raw.
-fn ends_plain_run(c: u8) -> bool {
-    c == b'"' || c == b'\\' || c < 0x20
-}
-
 /// Checks the string whose opening quote is at `i`; returns the index after its closing
 /// quote.
 fn check_string(b: &[u8], i: usize) -> Option<usize> {
@@ -579,7 +576,7 @@ fn check_string(b: &[u8], i: usize) -> Option<usize> {
     }
     let mut i = i + 1;
     loop {
-        i += b.get(i..)?.iter().position(|&c| ends_plain_run(c))?;
+        i += plain_run_len(b.get(i..)?)?;
         match b.get(i)? {
             b'"' => return Some(i + 1),
             b'\\' => match b.get(i + 1)? {

@@ -4,9 +4,12 @@
 //! from values with `": "`, writes non-ASCII characters raw, escapes `"`, `\`, `\n`, `\r`,
 //! `\t`, `\b`, `\f` and other control characters below U+0020 as `\u00XX` (lowercase hex),
 //! and writes floats with `repr()`. The crate writes its JSON (`Message::json`, header
-//! extras) with a serde_json formatter that produces exactly that; of it, only
-//! [`py_float_repr`] is public, for Python's formatting of values (`sockmsg-demo`).
+//! extras) with a serde_json formatter that produces exactly that. Public, for programs that
+//! write or read such JSON by hand (`sockmsg-demo`): [`py_float_repr`] (Python's formatting
+//! of floats), [`escape_py_str`] (its string escapes) and [`plain_run_len`] (where a run of
+//! characters a JSON string holds raw ends).
 
+use std::convert::Infallible;
 use std::io;
 
 use serde::Serialize;
@@ -151,16 +154,41 @@ pub(crate) fn to_vec_py<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Loc
     Ok(out)
 }
 
-/// Appends `s` as a JSON string literal with Python's escapes.
+/// Appends `s` as a JSON string literal with Python's escapes ([`escape_py_str`]).
 pub(crate) fn write_py_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
     out.push(b'"');
+    escape_py_str(s, |piece| {
+        out.extend_from_slice(piece);
+        Ok::<(), Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
+    out.push(b'"');
+}
+
+/// Escapes `s` for the inside of a JSON string literal as Python's
+/// `json.dumps(..., ensure_ascii=False)` writes it: `\"`, `\\`, `\n`, `\r`, `\t`, `\b`,
+/// `\f`, `\u00XX` (lowercase hex) for the other control characters, everything else raw.
+/// The result goes to `put` in pieces, each run of plain bytes whole (found eight bytes at a
+/// time, [`plain_run_len`]) and each escape on its own; the first error `put` returns stops
+/// it and is returned.
+///
+/// ```
+/// use sockmsg_protocol::json::escape_py_str;
+///
+/// let mut out = Vec::new();
+/// escape_py_str("say \"hi\"\n\u{1}é", |piece| {
+///     out.extend_from_slice(piece);
+///     Ok::<(), ()>(())
+/// })?;
+/// assert_eq!(out, "say \\\"hi\\\"\\n\\u0001é".as_bytes());
+/// # Ok::<(), ()>(())
+/// ```
+pub fn escape_py_str<E>(s: &str, mut put: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
     let mut bytes = s.as_bytes();
-    // Runs of plain bytes are copied whole (found a table lookup per byte): a content-type
-    // or a header key is usually one run.
     while let Some(n) = plain_run_len(bytes) {
         let (plain, rest) = bytes.split_at(n);
-        out.extend_from_slice(plain);
+        put(plain)?;
         let Some((&b, rest)) = rest.split_first() else {
             break;
         };
@@ -176,16 +204,20 @@ pub(crate) fn write_py_str(out: &mut Vec<u8>, s: &str) {
         };
         if esc.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
+            put(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ])?;
         } else {
-            out.extend_from_slice(esc);
+            put(esc)?;
         }
         bytes = rest;
     }
-    out.extend_from_slice(bytes);
-    out.push(b'"');
+    put(bytes)
 }
 
 /// Checks that `bytes` is UTF-8, naming the phase and offset of the first bad byte if not.
@@ -369,12 +401,12 @@ pub(crate) fn ends_plain_run(c: u8) -> bool {
     STRING_SPECIAL[usize::from(c)]
 }
 
-/// The index of the first `"`, `\\` or control character in `b`: where a run of plain
-/// string characters ends. Eight bytes at a time (a word, compared all at once), then
+/// The index of the first `"`, `\\` or control character in `b` (`None` if it holds none):
+/// where a run of characters a JSON string holds raw ends. Eight bytes at a time (a word, compared all at once), then
 /// byte by byte for the last few: JSON strings are mostly short, and the word read past a
 /// string's end holds its closing quote.
 #[inline]
-pub(crate) fn plain_run_len(b: &[u8]) -> Option<usize> {
+pub fn plain_run_len(b: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
     // High bit of each byte that is zero in `x` (below the first such byte, none is set
