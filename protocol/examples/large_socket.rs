@@ -99,12 +99,7 @@ fn receive(variant: &str, stream: &mut TcpStream, count: usize, wire_len: usize)
         }
         "bufwriter" => {
             for _ in 0..count {
-                let mut ph = [0u8; 2];
-                stream.read_exact(&mut ph).expect("protoheader");
-                let mut header = vec![0u8; usize::from(u16::from_be_bytes(ph))];
-                stream.read_exact(&mut header).expect("header");
-                let v: serde_json::Value = serde_json::from_slice(&header).expect("json");
-                let len = v["content-length"].as_u64().expect("length") as usize;
+                let len = read_content_length(stream);
                 let mut pieces: Vec<Vec<u8>> = Vec::new();
                 let mut filled = 0;
                 while filled < len {
@@ -132,12 +127,7 @@ fn receive(variant: &str, stream: &mut TcpStream, count: usize, wire_len: usize)
         }
         "upfront" => {
             for _ in 0..count {
-                let mut ph = [0u8; 2];
-                stream.read_exact(&mut ph).expect("protoheader");
-                let mut header = vec![0u8; usize::from(u16::from_be_bytes(ph))];
-                stream.read_exact(&mut header).expect("header");
-                let v: serde_json::Value = serde_json::from_slice(&header).expect("json");
-                let len = v["content-length"].as_u64().expect("length") as usize;
+                let len = read_content_length(stream);
                 let mut content = Vec::with_capacity(len);
                 (&mut *stream)
                     .take(len as u64)
@@ -172,6 +162,17 @@ fn receive(variant: &str, stream: &mut TcpStream, count: usize, wire_len: usize)
         }
     }
     total
+}
+
+/// Reads a message's protoheader and JSON header from `stream` (the straightforward
+/// way: `read_exact`, `serde_json::Value`); its content length.
+fn read_content_length(stream: &mut TcpStream) -> usize {
+    let mut ph = [0u8; 2];
+    stream.read_exact(&mut ph).expect("protoheader");
+    let mut header = vec![0u8; usize::from(u16::from_be_bytes(ph))];
+    stream.read_exact(&mut header).expect("header");
+    let v: serde_json::Value = serde_json::from_slice(&header).expect("json");
+    v["content-length"].as_u64().expect("length") as usize
 }
 
 /// Takes `count` messages from `conn` (the servers' 4 KiB read-buffer size), each dropped
