@@ -28,6 +28,9 @@ fn framing(len: usize) -> Vec<u8> {
 
 const SMALL_CONSTANT: usize = 64 * 1024 + 1024;
 
+/// The largest piece of a content the decoder allocates ahead of its bytes.
+const PIECE_MAX: usize = 1024 * 1024;
+
 /// Feeds `bytes` through the connection's one way in (`read_buf` + `commit`).
 fn feed(conn: &mut Connection, mut bytes: &[u8]) {
     let now = Instant::now();
@@ -153,7 +156,6 @@ fn a_full_header_of_extras_costs_its_bytes() {
 /// ahead), and no step ever holds an old and a new buffer at once (pieces are never
 /// regrown, so nothing is copied as the content grows); the message keeps the pieces.
 fn a_large_content_holds_what_arrived_plus_a_constant() {
-    const PIECE_MAX: usize = 1024 * 1024;
     let len = 16 * 1024 * 1024;
     let wire = encode(&Message::binary("x/y", vec![1u8; len])).unwrap();
     let start = live();
@@ -168,30 +170,40 @@ fn a_large_content_holds_what_arrived_plus_a_constant() {
             }
         });
         let received = (i * 64 * 1024 + piece.len()).min(wire.len());
-        let held = live() - start;
-        assert!(
-            held <= received + PIECE_MAX + SMALL_CONSTANT,
-            "read {i}: holds {held} for {received} received"
-        );
-        // A step adds at most one new piece to what was held: no regrowth.
-        assert!(
-            peak <= before + PIECE_MAX + SMALL_CONSTANT,
-            "read {i}: peak {peak} above {before} held before"
-        );
+        assert_read_within_a_piece(i, live() - start, received, peak, before);
     }
+    assert_large_message(message, len, 1, live() - start);
+    drop(conn);
+}
+
+/// After read `i` of a large content: the connection holds what was received plus at most
+/// one piece allocated ahead, and the read's peak is what was held before it plus at most
+/// one new piece (no piece regrown, so nothing copied as the content grows).
+fn assert_read_within_a_piece(i: usize, held: usize, received: usize, peak: usize, before: usize) {
+    assert!(
+        held <= received + PIECE_MAX + SMALL_CONSTANT,
+        "read {i}: holds {held} for {received} received"
+    );
+    assert!(
+        peak <= before + PIECE_MAX + SMALL_CONSTANT,
+        "read {i}: peak {peak} above {before} held before"
+    );
+}
+
+/// The large message of `len` bytes, each `fill`, came whole, in pieces (at least 16), and
+/// with it `held` bytes are held: its content plus a piece and a constant.
+fn assert_large_message(message: Option<Message>, len: usize, fill: u8, held: usize) {
     let m = message.expect("the message");
     assert_eq!(m.content_len(), len);
     assert!(m.content_chunks().len() >= 16);
-    let held = live() - start;
+    assert!(m.content_chunks().iter().flatten().all(|&b| b == fill));
     assert!(held <= len + SMALL_CONSTANT + PIECE_MAX, "holds {held}");
-    drop((m, conn));
 }
 
 /// The same content through `read_spare_from` (the tokio server's read, and decrypted TLS
 /// bytes): each read appended to the piece's spare capacity, never zeroed, and the same
 /// bound, measured by the allocator; no piece is regrown by the reads.
 fn a_large_content_read_into_spare_holds_what_arrived_plus_a_constant() {
-    const PIECE_MAX: usize = 1024 * 1024;
     let len = 16 * 1024 * 1024;
     let wire = encode(&Message::binary("x/y", vec![2u8; len])).unwrap();
     let start = live();
@@ -213,25 +225,12 @@ fn a_large_content_read_into_spare_holds_what_arrived_plus_a_constant() {
             });
             assert!(n > 0, "read {i}: something taken");
             received += n;
-            let held = live() - start;
-            assert!(
-                held <= received + PIECE_MAX + SMALL_CONSTANT,
-                "read {i}: holds {held} for {received} received"
-            );
-            assert!(
-                peak <= before + PIECE_MAX + SMALL_CONSTANT,
-                "read {i}: peak {peak} above {before} held before"
-            );
+            assert_read_within_a_piece(i, live() - start, received, peak, before);
         }
     }
     assert_eq!(received, wire.len());
-    let m = message.expect("the message");
-    assert_eq!(m.content_len(), len);
-    assert!(m.content_chunks().len() >= 16);
-    assert!(m.content_chunks().iter().flatten().all(|&b| b == 2));
-    let held = live() - start;
-    assert!(held <= len + SMALL_CONSTANT + PIECE_MAX, "holds {held}");
-    drop((m, conn));
+    assert_large_message(message, len, 2, live() - start);
+    drop(conn);
 }
 
 #[test]
