@@ -40,7 +40,9 @@ const SPARE_MAX: usize = 16;
 /// large content of the same connection: memory already mapped and written (no page
 /// faults, no zero-fill before `recv`). Shared between a decoder and the messages it made
 /// (which hold it weakly); while `open` is `false` (the connection freed its buffers) it
-/// takes nothing back.
+/// takes nothing back. Behind a `Mutex` only because a [`crate::Message`] is `Send`: a
+/// service may drop one on another thread than its connection's. The core starts no thread
+/// and never waits on one; the lock is held for a few pushes or pops.
 #[derive(Debug, Default)]
 pub(crate) struct Spare {
     pieces: Vec<Vec<u8>>,
