@@ -8,7 +8,8 @@
 //! (`sockmsg-transport-tokio`) and the blocking TLS client (`sockmsg_tls::TlsClient`) are
 //! thin loops over the protocol's sans-IO [`Connection`](sockmsg_protocol::Connection)
 //! (behind TLS for the last) and over this module: the same settings, the same time
-//! limits, the same error kinds with the same messages, whatever waits for the socket. It lives here, next to [`ServerAddr`](crate::ServerAddr) and
+//! limits, the same error kinds with the same messages, whatever waits for the socket. It
+//! lives here, next to [`ServerAddr`](crate::ServerAddr) and
 //! [`addr::resolve`](crate::addr::resolve), because this crate is the layer every
 //! transport already depends on; it is not in `sockmsg-protocol` because a deadline reads
 //! the clock ([`Deadline::after`]) and the errors carry the operating system's.

@@ -1074,6 +1074,33 @@ fn connections_beyond_the_maximum_wait_or_are_refused() {
     });
 }
 
+/// At the connection cap with `WhenFull::Wait`, the accept loop waits for a slot; a
+/// shutdown stops that wait at once, and the connections with it.
+#[test]
+fn shutdown_at_the_connection_cap_is_prompt() {
+    on_every_transport(|t| {
+        let config_wait = ServerConfig {
+            max_connections: 1,
+            when_full: WhenFull::Wait,
+            ..config()
+        };
+        let server = start(t, &config_wait, test_service());
+        let mut first = connect(server.addr());
+        first.write_all(&wire(&[req("1")])).expect("write");
+        assert_eq!(contents(&answers(&mut first, 1).0), ["echo:1"], "{t}");
+        // One more, left in the backlog: the server is at its cap, waiting for a slot.
+        let _waiting = connect(server.addr());
+        thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let result = server.stop(LIMIT);
+        let took = started.elapsed();
+        assert!(result.is_ok(), "{t}: {result:?}");
+        assert!(took < Duration::from_secs(2), "{t}: shutdown took {took:?}");
+        let (got, end) = answers(&mut first, usize::MAX);
+        assert!(got.is_empty() && end == End::Closed, "{t}");
+    });
+}
+
 #[test]
 fn many_clients_at_once_are_all_answered() {
     on_every_transport(|t| {
