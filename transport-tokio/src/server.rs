@@ -27,7 +27,6 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::poll_read_buf;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// After the shutdown grace, how long [`Server::run`] waits for connection tasks to notice
@@ -75,8 +74,8 @@ pub struct Server {
     local_addr: SocketAddr,
     config: Arc<ServerConfig>,
     shutdown: ShutdownHandle,
-    token: CancellationToken,
-    /// What the accept loop waits on besides the listener: set on shutdown, as `token`.
+    /// Set on shutdown: what the accept loop looks at whatever it waits for (the
+    /// listener, a slot, a pause after an accept error).
     stop: Arc<Stop>,
     budget: MemoryBudget,
     /// `TCP_NODELAY` for the connections accepted.
@@ -103,9 +102,6 @@ impl Server {
         let listener: std::net::TcpListener = socket.into();
         let local_addr = listener.local_addr()?;
         let shutdown = ShutdownHandle::new();
-        let token = CancellationToken::new();
-        let wake = token.clone();
-        shutdown.on_shutdown(move || wake.cancel());
         let stop = Arc::new(Stop::default());
         let wake = Arc::clone(&stop);
         shutdown.on_shutdown(move || wake.stop());
@@ -115,7 +111,6 @@ impl Server {
             local_addr,
             config: Arc::new(config),
             shutdown,
-            token,
             stop,
             budget,
             nodelay,
@@ -294,7 +289,6 @@ impl Server {
             listener,
             local_addr,
             config,
-            token,
             stop,
             budget,
             nodelay,
@@ -333,7 +327,7 @@ impl Server {
                                 debug!("{max} connections open (max_connections): evicted the one idle the longest");
                             }
                             tokio::select! {
-                                _ = token.cancelled() => break,
+                                () = stop.stopped() => break,
                                 p = Arc::clone(&slots).acquire_owned() => {
                                     waited = p.ok();
                                     break;
@@ -352,8 +346,10 @@ impl Server {
                 };
             }
             // Polled in place, the shutdown first: one atomic load a connection, where a
-            // `select!` on the token made, polled and dropped a cancellation future for
-            // each (about 450 instructions of a one-shot connection, callgrind).
+            // `select!` on a cancellation token made, polled and dropped a future for each
+            // (about 450 instructions of a one-shot connection, callgrind); and the waker
+            // registered only when it changes, not on every wait as `Stop::stopped` does
+            // for the rare waits above and below.
             let accepted = std::future::poll_fn(|cx| {
                 if stop.is_stopped() {
                     return Poll::Ready(None);
@@ -383,7 +379,7 @@ impl Server {
                 Err(e) => {
                     if let AcceptAction::Backoff(pause) = accept_error(&e) {
                         tokio::select! {
-                            _ = token.cancelled() => break,
+                            () = stop.stopped() => break,
                             _ = tokio::time::sleep(pause) => {}
                         }
                     }
@@ -927,6 +923,23 @@ impl Stop {
     /// `true` once stopped.
     fn is_stopped(&self) -> bool {
         self.stopped.load(SeqCst)
+    }
+
+    /// Ready once stopped; while pending, the waker [`Stop::stop`] wakes is the polling
+    /// task's (a `Stop` wakes one task: use it from that task only).
+    fn stopped(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.is_stopped() {
+                return Poll::Ready(());
+            }
+            self.register(cx.waker());
+            // A stop before the registration found no waker to wake.
+            if self.is_stopped() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
 
