@@ -44,9 +44,9 @@ use crate::{CloseReason, Session};
 ///
 /// The read buffers of the [`Session`] inside can be lent and taken back
 /// ([`Driven::give_read_buffer`], [`Driven::take_read_buffer`]), so an event loop keeps a
-/// pool instead of a buffer per idle connection. A connection may read through more than
-/// one (a TLS session: the ciphertext's and the plaintext's): lend until one is handed
-/// back, take back until `None`.
+/// pool instead of a buffer per idle connection ([`ReadBufferPool`]). A connection may
+/// read through more than one (a TLS session: the ciphertext's and the plaintext's): lend
+/// until one is handed back, take back until `None`.
 pub trait Driven: Send {
     /// The server session inside: its configuration, counters, state, protocol machine.
     /// Bytes go in and out only through the `Driven` methods.
@@ -256,5 +256,81 @@ mod tests {
             Some("clean")
         );
         assert!(!Driven::is_failure(&session));
+    }
+}
+
+/// The read buffers an event loop keeps for its connections ([`Driven::give_read_buffer`],
+/// [`Driven::take_read_buffer`]): lent to a connection when its socket has bytes, taken
+/// back once it is idle again. A burst of connections that each read a request then needs
+/// as many buffers as read at once, not one per connection left behind in the allocator,
+/// and an idle connection holds none. The mio and tokio servers keep one per event loop.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use sockmsg_protocol::{encode, Message};
+/// use sockmsg_server::{ReadBufferPool, ServerConfig, ServiceError, Session};
+///
+/// let echo = |m: Message| Ok::<_, ServiceError>(m);
+/// let (config, now) = (Arc::new(ServerConfig::default()), Instant::now());
+/// let mut pool = ReadBufferPool::new();
+/// let mut session = Session::new(Arc::new(echo), Arc::clone(&config), now);
+/// pool.lend(&mut session); // the pool is empty: the session allocates its own
+/// session.read_from(&mut &encode(&Message::binary("x/y", b"hi".to_vec()))?[..], now)?;
+/// session.write_to(&mut Vec::new(), now)?; // the answer: idle again
+/// pool.take_back(&mut session);
+/// assert_eq!(pool.len(), 1);
+/// // The next connection to read reads into it.
+/// let mut next = Session::new(Arc::new(echo), config, now);
+/// pool.lend(&mut next);
+/// assert!(pool.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct ReadBufferPool {
+    buffers: Vec<Vec<u8>>,
+}
+
+impl ReadBufferPool {
+    /// The most buffers a pool keeps (64: 256 KiB of the servers' 4 KiB buffers); buffers
+    /// taken back beyond it are freed.
+    pub const MAX: usize = 64;
+
+    /// An empty pool.
+    pub const fn new() -> ReadBufferPool {
+        ReadBufferPool {
+            buffers: Vec::new(),
+        }
+    }
+
+    /// Buffers held.
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// `true` when it holds no buffer.
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
+    /// Lends `conn` buffers until it has all it reads through (one for a plaintext
+    /// session, two for TLS) or the pool is empty (it then allocates its own as it reads).
+    pub fn lend<D: Driven + ?Sized>(&mut self, conn: &mut D) {
+        while let Some(buf) = self.buffers.pop() {
+            if let Some(back) = conn.give_read_buffer(buf) {
+                self.buffers.push(back);
+                break;
+            }
+        }
+    }
+
+    /// Takes back every read buffer `conn` holds with nothing unread (all of them once it
+    /// is idle): kept up to [`ReadBufferPool::MAX`], the rest freed.
+    pub fn take_back<D: Driven + ?Sized>(&mut self, conn: &mut D) {
+        while let Some(buf) = conn.take_read_buffer() {
+            if self.buffers.len() < Self::MAX {
+                self.buffers.push(buf);
+            }
+        }
     }
 }

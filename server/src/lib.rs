@@ -104,7 +104,7 @@ pub use async_service::{call_async_service, AnswerFuture, Answering, AsyncServic
 pub use budget::{BudgetCharge, MemoryBudget};
 pub use close::CloseReason;
 pub use config::{ServerConfig, WhenFull};
-pub use driven::Driven;
+pub use driven::{Driven, ReadBufferPool};
 pub use idle::IdleMark;
 pub use service::{call_service, CallError, Service, ServiceError};
 pub use session::{RequestId, Session, SessionState};

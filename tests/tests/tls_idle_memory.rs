@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sockmsg_protocol::{Connection, Event, Message};
-use sockmsg_server::{Driven, ServerConfig, Service, ServiceError};
+use sockmsg_server::{ReadBufferPool, ServerConfig, Service, ServiceError};
 use sockmsg_tests::alloc::{large_allocations, live, Counting};
 use sockmsg_tls::certs::{Authority, Spec, Usage};
 use sockmsg_tls::{
@@ -53,26 +53,9 @@ impl Service for Echo {
 /// before it reads and taken back after.
 #[derive(Default)]
 struct Pool {
-    buffers: Vec<Vec<u8>>,
+    buffers: ReadBufferPool,
     /// Allocations of at least 4 KiB ([`sockmsg_tests::alloc::LARGE`]) while the server side read and wrote.
     server_large: usize,
-}
-
-impl Pool {
-    fn lend(&mut self, server: &mut TlsSession) {
-        while let Some(buf) = self.buffers.pop() {
-            if let Some(back) = server.give_read_buffer(buf) {
-                self.buffers.push(back);
-                break;
-            }
-        }
-    }
-
-    fn take_back(&mut self, server: &mut TlsSession) {
-        while let Some(buf) = server.take_read_buffer() {
-            self.buffers.push(buf);
-        }
-    }
 }
 
 /// Moves ciphertext both ways until neither side has anything to say; the client's answers.
@@ -92,14 +75,14 @@ fn exchange(
         let large = large_allocations();
         let mut input = &wire[..];
         while !input.is_empty() {
-            pool.lend(server);
+            pool.buffers.lend(server);
             server.read_tls(&mut input, now).expect("server read");
         }
         let mut output = Vec::new();
         while server.wants_write() {
             moved |= server.write_tls(&mut output, now).expect("server write") > 0;
         }
-        pool.take_back(server);
+        pool.buffers.take_back(server);
         pool.server_large += large_allocations() - large;
         let mut input = &output[..];
         while !input.is_empty() {

@@ -16,8 +16,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use sockmsg_server::{
-    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, NoDelay, ServerConfig,
-    Session, SessionState, ShutdownHandle, WhenFull, ACCEPT_BACKOFF,
+    accept_error, AcceptAction, CloseReason, Driven, IdleMark, MemoryBudget, NoDelay,
+    ReadBufferPool, ServerConfig, Session, SessionState, ShutdownHandle, WhenFull, ACCEPT_BACKOFF,
 };
 use tracing::{debug, error, info};
 
@@ -33,8 +33,6 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const READ_BUDGET: usize = 16;
 /// Accepts per turn before connections get theirs.
 const ACCEPT_BUDGET: usize = 256;
-/// Read buffers a loop keeps to lend to its connections while they read.
-const POOL_MAX: usize = 64;
 /// Stale timer entries tolerated beyond twice the open connections before compacting.
 const TIMER_SLACK: usize = 1024;
 /// At the cap, how soon a loop that asked another loop to evict a connection looks again
@@ -239,7 +237,7 @@ pub(crate) struct Worker<D> {
     /// Highest output queue this loop has reported to the shared high-water mark.
     local_max_output: usize,
     /// Read buffers taken back from idle connections, lent to the next that read.
-    pool: Vec<Vec<u8>>,
+    pool: ReadBufferPool,
     /// `TCP_NODELAY` for the connections accepted (set on the listener where it can be).
     nodelay: NoDelay,
     _driven: PhantomData<fn() -> D>,
@@ -277,7 +275,7 @@ impl<D: Driven> Worker<D> {
             accept_retry_at: None,
             stop_by: None,
             local_max_output: 0,
-            pool: Vec::new(),
+            pool: ReadBufferPool::new(),
             nodelay,
             _driven: PhantomData,
             board: setup.board,
@@ -602,13 +600,7 @@ impl<D: Driven> Worker<D> {
                 break;
             }
             reads += 1;
-            // As many buffers as the session reads through (a TLS session: two).
-            while let Some(buf) = self.pool.pop() {
-                if let Some(back) = session.give_read_buffer(buf) {
-                    self.pool.push(back);
-                    break;
-                }
-            }
+            self.pool.lend(session);
             let mut socket = Counted {
                 stream: &mut conn.stream,
                 lent: 0,
@@ -633,12 +625,7 @@ impl<D: Driven> Worker<D> {
             }
         }
         // Idle again: its read buffers go back to the loop, not to the allocator.
-        while self.pool.len() < POOL_MAX {
-            let Some(buf) = session.take_read_buffer() else {
-                break;
-            };
-            self.pool.push(buf);
-        }
+        self.pool.take_back(session);
         let id = conn.id;
         if again {
             self.ready.push((key, id));

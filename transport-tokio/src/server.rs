@@ -20,8 +20,8 @@ use bytes::BufMut;
 use sockmsg_protocol::{Message, ReadSpare};
 use sockmsg_server::{
     accept_error, call_async_service, AcceptAction, Answering, AsyncService, CallError,
-    CloseReason, Driven, IdleMark, MemoryBudget, NoDelay, RequestId, ServerConfig, Service,
-    Session, ShutdownHandle, WhenFull,
+    CloseReason, Driven, IdleMark, MemoryBudget, NoDelay, ReadBufferPool, RequestId, ServerConfig,
+    Service, Session, ShutdownHandle, WhenFull,
 };
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -610,26 +610,17 @@ fn write_pending<D: Driven>(stream: &TcpStream, session: &mut D, now: Instant) {
     }
 }
 
-/// Read buffers kept by each runtime thread for the next connection that reads.
-const POOL_MAX: usize = 64;
-
 thread_local! {
     /// Read buffers of connections gone idle, lent to the next connection that reads on
     /// this thread: a burst of requests on many connections needs as many buffers as
     /// read at once (one, on a current-thread runtime), not one per connection left in
     /// the allocator's free lists.
-    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<ReadBufferPool> = const { RefCell::new(ReadBufferPool::new()) };
 }
 
 /// Puts the read buffers of an idle session in this thread's pool (or frees them if full).
 fn pool_read_buffer<D: Driven>(session: &mut D) {
-    while let Some(buf) = session.take_read_buffer() {
-        POOL.with_borrow_mut(|pool| {
-            if pool.len() < POOL_MAX {
-                pool.push(buf);
-            }
-        });
-    }
+    POOL.with_borrow_mut(|pool| pool.take_back(session));
 }
 
 /// Reads once, straight into the session's buffer, if the socket is readable.
@@ -660,13 +651,7 @@ fn poll_read_once<D: Driven>(
     }
     let had_buffer = session.session().connection().read_alloc_need() == 0;
     if !had_buffer {
-        // As many buffers as the session reads through (a TLS session: two).
-        while let Some(buf) = POOL.with_borrow_mut(Vec::pop) {
-            if let Some(back) = session.give_read_buffer(buf) {
-                POOL.with_borrow_mut(|pool| pool.push(back));
-                break;
-            }
-        }
+        POOL.with_borrow_mut(|pool| pool.lend(session));
     }
     // The bytes arrive now: the clock is read once per wake-up, here for a read.
     let now = Instant::now();
