@@ -1,5 +1,5 @@
 //! Command-line pieces the programs share: the address to use for a HOST and PORT,
-//! `--byteorder` values, time limits in seconds, and one way to fail.
+//! `--byteorder` and `--tls-version` values, time limits in seconds, and one way to fail.
 //!
 //! Every sockmsg program exits with [`EXIT_OK`] (0) on success, [`EXIT_FAILURE`] (1) when
 //! something fails at run time (cannot resolve, bind, connect; a protocol error; a server
@@ -22,7 +22,9 @@ use std::fmt::Display;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use sockmsg_protocol::ByteOrder;
+use sockmsg_tls::TlsVersion;
 
 /// The first address `host` (an IP address or a name) and `port` resolve to, or a message
 /// saying why there is none.
@@ -50,6 +52,12 @@ impl From<Order> for ByteOrder {
             Order::Big => ByteOrder::Big,
         }
     }
+}
+
+/// `--tls-version` values, `1.2` and `1.3` (a clap value parser: `--help` lists both, and
+/// so does the error for any other value).
+pub fn tls_version() -> impl TypedValueParser<Value = TlsVersion> {
+    PossibleValuesParser::new(["1.2", "1.3"]).try_map(|s| s.parse::<TlsVersion>())
 }
 
 /// Longest time limit accepted, in seconds (about 31 years): beyond it a `Duration` built

@@ -222,6 +222,16 @@ impl TlsVersion {
             TlsVersion::Tls13 => &rustls::version::TLS13,
         }
     }
+
+    /// The version rustls names `version` (a connection's
+    /// [`protocol_version`](rustls::CommonState::protocol_version)); `None` for any other.
+    pub fn from_rustls(version: rustls::ProtocolVersion) -> Option<TlsVersion> {
+        match version {
+            rustls::ProtocolVersion::TLSv1_2 => Some(TlsVersion::Tls12),
+            rustls::ProtocolVersion::TLSv1_3 => Some(TlsVersion::Tls13),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for TlsVersion {

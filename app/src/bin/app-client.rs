@@ -31,9 +31,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::Parser;
-use sockmsg_app::cli::{fail, positive_secs, Order};
+use sockmsg_app::cli::{fail, positive_secs, tls_version, Order};
 use sockmsg_demo::pyfmt::bytes_repr;
 use sockmsg_demo::{json_request, request, result_line};
 use sockmsg_protocol::sniff::quote;
@@ -94,8 +93,7 @@ struct Args {
     #[arg(long, value_name = "NAME", requires = "tls")]
     server_name: Option<String>,
     /// Offer only this TLS version (default: 1.3 and 1.2, the server chooses).
-    #[arg(long, value_name = "VERSION", requires = "tls",
-          value_parser = PossibleValuesParser::new(["1.2", "1.3"]).try_map(|s| s.parse::<TlsVersion>()))]
+    #[arg(long, value_name = "VERSION", requires = "tls", value_parser = tls_version())]
     tls_version: Option<TlsVersion>,
 }
 
@@ -223,11 +221,11 @@ fn run_tls(
     let addr = client.peer_addr();
     info!(
         "TLS {} with {addr}, {} handshake",
-        match client.tls().protocol_version() {
-            Some(sockmsg_tls::rustls::ProtocolVersion::TLSv1_2) => "1.2",
-            Some(sockmsg_tls::rustls::ProtocolVersion::TLSv1_3) => "1.3",
-            _ => "(version unknown)",
-        },
+        client
+            .tls()
+            .protocol_version()
+            .and_then(TlsVersion::from_rustls)
+            .map_or_else(|| "(version unknown)".to_owned(), |v| v.to_string()),
         match client.tls().handshake_kind() {
             Some(sockmsg_tls::rustls::HandshakeKind::Resumed) => "resumed",
             _ => "full",

@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::Parser;
 use serde_json::Value;
-use sockmsg_app::cli::{fail, resolve, usage_error, EXIT_FAILURE};
+use sockmsg_app::cli::{fail, resolve, tls_version, usage_error, EXIT_FAILURE};
 use sockmsg_bench::engine::{run, Config, Control, Limit, Progress, Tls, MAX_RATE, MIN_RATE};
 use sockmsg_bench::parse_duration;
 use sockmsg_bench::report::Mode;
@@ -133,8 +132,7 @@ struct Args {
     /// Offer only this TLS version (default: 1.3 and 1.2, the server chooses). A resumed
     /// TLS 1.2 session makes no key exchange (cheaper, no forward secrecy); a resumed
     /// TLS 1.3 one does.
-    #[arg(long, value_name = "VERSION", requires = "tls",
-          value_parser = PossibleValuesParser::new(["1.2", "1.3"]).try_map(|s| s.parse::<TlsVersion>()))]
+    #[arg(long, value_name = "VERSION", requires = "tls", value_parser = tls_version())]
     tls_version: Option<TlsVersion>,
 }
 
