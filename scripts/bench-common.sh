@@ -1,6 +1,6 @@
-# Shared by scripts/bench-servers.sh and scripts/bench-tls.sh (sourced, not run): the
-# output directory, the servers started and their cleanup, log lines, and starting a
-# server on port 0.
+# Shared by scripts/bench-servers.sh, scripts/bench-tls.sh and scripts/idle-rss.sh (sourced,
+# not run): the output directory, the servers started and their cleanup, log lines, and
+# starting a server on port 0.
 #
 #   bench_init NAME    after the options are parsed (OUT set or empty), from the repository
 #                      root: sets OUT (a temporary directory, removed at exit, unless -o
@@ -28,15 +28,21 @@ bench_cleanup() {
         kill -TERM "$pid" 2>/dev/null || true
     done
     for pid in "${PIDS[@]}"; do
-        # Give each a moment to exit on its own, then make sure.
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        reap "$pid"
     done
     [ "$KEEP_OUT" = 1 ] || rm -rf "$OUT"
+}
+
+# reap PID [TENTHS]: once PID was sent TERM, gives it TENTHS tenths of a second (default
+# 10) to exit on its own, then makes sure (KILL), and collects it.
+reap() {
+    local pid="$1" tenths="${2:-10}"
+    for _ in $(seq 1 "$tenths"); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 
 log() { echo "$BENCH_NAME: $*" >&2; }

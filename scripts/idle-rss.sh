@@ -111,12 +111,7 @@ run() {
     python3 "$ROOT/scripts/idle_rss.py" --pid "$pid" --port "$PORT" -n "$n" "${client[@]}" \
         >"$OUT/$t-$mode.json"
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    reap "$pid" 100 # closing thousands of connections may take a while
 }
 
 for t in "${TRANSPORTS[@]}"; do
