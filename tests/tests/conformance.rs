@@ -1020,19 +1020,26 @@ fn shutdown_lets_an_answer_in_progress_finish() {
     });
 }
 
+/// A server of one connection at most (`when_full` beyond it), and the connection that
+/// holds its one slot, answered once.
+fn one_slot_taken(t: Target, when_full: WhenFull) -> (Server, TcpStream) {
+    let one = ServerConfig {
+        max_connections: 1,
+        when_full,
+        ..config()
+    };
+    let server = start(t, &one, test_service());
+    let mut first = connect(server.addr());
+    first.write_all(&wire(&[req("1")])).expect("write");
+    assert_eq!(contents(&answers(&mut first, 1).0), ["echo:1"], "{t}");
+    (server, first)
+}
+
 #[test]
 fn connections_beyond_the_maximum_wait_or_are_refused() {
     on_every_transport(|t| {
         // Wait: the next connection is served once a slot is free.
-        let config_wait = ServerConfig {
-            max_connections: 1,
-            when_full: WhenFull::Wait,
-            ..config()
-        };
-        let server = start(t, &config_wait, test_service());
-        let mut first = connect(server.addr());
-        first.write_all(&wire(&[req("1")])).expect("write");
-        assert_eq!(contents(&answers(&mut first, 1).0), ["echo:1"], "{t}");
+        let (server, first) = one_slot_taken(t, WhenFull::Wait);
         let mut second = connect(server.addr());
         second.write_all(&wire(&[req("2")])).expect("write");
         second
@@ -1050,15 +1057,7 @@ fn connections_beyond_the_maximum_wait_or_are_refused() {
         drop(server);
 
         // Refuse: the extra connection is closed at once; a slot freed is reused.
-        let config_refuse = ServerConfig {
-            max_connections: 1,
-            when_full: WhenFull::Refuse,
-            ..config()
-        };
-        let server = start(t, &config_refuse, test_service());
-        let mut first = connect(server.addr());
-        first.write_all(&wire(&[req("1")])).expect("write");
-        assert_eq!(contents(&answers(&mut first, 1).0), ["echo:1"], "{t}");
+        let (server, first) = one_slot_taken(t, WhenFull::Refuse);
         let mut extra = connect(server.addr());
         let (got, end) = answers(&mut extra, usize::MAX);
         assert!(got.is_empty() && end == End::Closed, "{t}");
@@ -1079,15 +1078,7 @@ fn connections_beyond_the_maximum_wait_or_are_refused() {
 #[test]
 fn shutdown_at_the_connection_cap_is_prompt() {
     on_every_transport(|t| {
-        let config_wait = ServerConfig {
-            max_connections: 1,
-            when_full: WhenFull::Wait,
-            ..config()
-        };
-        let server = start(t, &config_wait, test_service());
-        let mut first = connect(server.addr());
-        first.write_all(&wire(&[req("1")])).expect("write");
-        assert_eq!(contents(&answers(&mut first, 1).0), ["echo:1"], "{t}");
+        let (server, mut first) = one_slot_taken(t, WhenFull::Wait);
         // One more, left in the backlog: the server is at its cap, waiting for a slot.
         let _waiting = connect(server.addr());
         thread::sleep(Duration::from_millis(100));
