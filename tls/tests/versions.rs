@@ -129,7 +129,10 @@ fn versions_are_written_and_read_as_1_2_and_1_3() {
     for (text, version) in [("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)] {
         assert_eq!(text.parse::<TlsVersion>(), Ok(version));
         assert_eq!(version.to_string(), text);
-        assert_eq!(TlsVersion::from_rustls(version.rustls().version), Some(version));
+        assert_eq!(
+            TlsVersion::from_rustls(version.rustls().version),
+            Some(version)
+        );
     }
     assert_eq!(TlsVersion::from_rustls(ProtocolVersion::TLSv1_1), None);
     for bad in ["1.1", "1.0", "12", "", "tls1.2", "1.3 "] {
