@@ -203,15 +203,9 @@ pub fn escape_py_str<E>(s: &str, mut put: impl FnMut(&[u8]) -> Result<(), E>) ->
             _ => b"",
         };
         if esc.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            put(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ])?;
+            // Lowercase hex digits, computed (no table indexed by an input byte).
+            let hex = |n: u8| if n < 10 { b'0' + n } else { b'a' + (n - 10) };
+            put(&[b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b & 0xf)])?;
         } else {
             put(esc)?;
         }
